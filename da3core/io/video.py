@@ -1,0 +1,106 @@
+"""Video frame sampling: decord when it is installed (x86_64 Linux/Windows wheels), PyAV otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+try:  # decord ships wheels for x86_64 Linux/Windows only
+    import decord
+except ImportError:  # pragma: no cover - exercised on platforms without decord wheels
+    decord = None
+
+
+class VideoError(ValueError):
+    """A video that cannot be opened or decoded."""
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    """Stream facts needed to pick frames."""
+
+    n_frames: int
+    fps: float
+    width: int
+    height: int
+
+
+def sample_frame_indices(n_frames: int, src_fps: float, target_fps: float | None, max_frames: int | None = None) -> np.ndarray:
+    """Original frame indices for sampling at ``target_fps`` (every frame when None/<=0 or >= ``src_fps``).
+
+    Indices are ``round(k * src_fps / target_fps)``, so sampling stays on time for non-integer ratios.
+    """
+    if n_frames <= 0:
+        return np.zeros(0, dtype=np.int64)
+    step = 1.0 if not target_fps or target_fps <= 0 or target_fps >= src_fps else src_fps / target_fps
+    idx = np.unique(np.round(np.arange(0, n_frames, step)).astype(np.int64))
+    idx = idx[idx < n_frames]
+    return idx[:max_frames] if max_frames else idx
+
+
+def probe_video(path: str | Path) -> VideoMeta:
+    """Frame count, fps and size of a video file."""
+    path = _check_path(path)
+    if decord is not None:
+        try:
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        except Exception as exc:  # decord raises its own DECORDError for corrupt input
+            raise VideoError(f"cannot open video {path}: {exc}. Check the file is a complete, readable video.") from exc
+        height, width = reader[0].shape[:2] if len(reader) else (0, 0)
+        return VideoMeta(len(reader), float(reader.get_avg_fps()), width, height)
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            n = stream.frames or sum(1 for _ in container.decode(stream))
+            return VideoMeta(n, float(stream.average_rate or 30.0), stream.width, stream.height)
+    except (av.FFmpegError, IndexError) as exc:
+        raise VideoError(f"cannot open video {path}: {exc}. Check the file is a complete, readable video.") from exc
+
+
+def read_frames(path: str | Path, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the given frame indices; returns (frames uint8 (K, H, W, 3) RGB, timestamps in seconds (K,))."""
+    path = _check_path(path)
+    indices = np.asarray(indices, dtype=np.int64)
+    if decord is not None:
+        try:
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=2)
+            frames = reader.get_batch(list(indices)).asnumpy()
+            stamps = np.array([reader.get_frame_timestamp(int(i))[0] for i in indices], dtype=np.float64)
+        except Exception as exc:
+            raise VideoError(f"cannot decode frames {indices[:3].tolist()}... of {path}: {exc}") from exc
+        return frames, stamps
+    return _read_frames_pyav(path, indices)
+
+
+def _read_frames_pyav(path: Path, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import av
+
+    wanted = {int(i): k for k, i in enumerate(indices)}
+    frames: list[np.ndarray | None] = [None] * len(indices)
+    stamps = np.zeros(len(indices))
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for n, frame in enumerate(container.decode(stream)):
+                if n in wanted:
+                    frames[wanted[n]] = frame.to_ndarray(format="rgb24")
+                    stamps[wanted[n]] = float(frame.time or 0.0)
+                if n >= indices.max():
+                    break
+    except av.FFmpegError as exc:
+        raise VideoError(f"cannot decode {path}: {exc}") from exc
+    missing = [int(i) for i, f in zip(indices, frames) if f is None]
+    if missing:
+        raise VideoError(f"{path} ended before frames {missing[:5]}; the file may be truncated")
+    return np.stack(frames), stamps
+
+
+def _check_path(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"video not found: {path}")
+    return path

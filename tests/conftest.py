@@ -1,0 +1,68 @@
+"""Shared fixtures: synthetic scenes written as every input kind, and a quiet, serverless Prefect."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Prefect reads its settings at import: give the suite its own home, no analytics, and a startup
+# timeout that survives a busy 2-core CI machine.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="da3-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_TELEMETRY_ENABLE_RESOURCE_METRICS", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest
+
+from da3core.synthetic import SyntheticCapture, make_capture, write_colmap, write_image_folder, write_video
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests cleanly when CUDA is absent; they run as-is on a machine with a GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def capture() -> SyntheticCapture:
+    """Eight 160x120 views of the seed-0 room."""
+    return make_capture(n_views=8, width=160, height=120, seed=0)
+
+
+@pytest.fixture(scope="session")
+def image_folder(capture: SyntheticCapture, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The capture as a folder of PNGs."""
+    folder = tmp_path_factory.mktemp("images")
+    write_image_folder(capture, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def colmap_dataset(capture: SyntheticCapture, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The capture as a COLMAP dataset: images/ and a binary model in sparse/0/."""
+    root = tmp_path_factory.mktemp("colmap")
+    write_colmap(capture, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def video_capture() -> SyntheticCapture:
+    """Sixty 160x120 frames sweeping 40 degrees, for video tests."""
+    return make_capture(n_views=60, width=160, height=120, arc_deg=40.0, seed=1)
+
+
+@pytest.fixture(scope="session")
+def video_file(video_capture: SyntheticCapture, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The video capture encoded as a 30 fps H.264 mp4."""
+    return write_video(video_capture, tmp_path_factory.mktemp("video") / "sweep.mp4", fps=30.0).path
