@@ -1,0 +1,173 @@
+"""Scene inputs: detect what a path holds (image, image folder, video, COLMAP dataset) and load its views.
+
+``discover_scene`` only inspects and hashes files; frames are decoded later by ``load_views``, so a
+bad input fails before any output is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from da3core.io import video as video_io
+
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif")
+VIDEO_EXTENSIONS = ("mp4", "avi", "mov", "mkv", "flv", "wmv", "webm", "m4v")
+
+
+class InputError(ValueError):
+    """An input path that cannot be turned into a scene; the message names the problem and the fix."""
+
+
+@dataclass
+class SceneInput:
+    """A discovered scene: which views to read and, for COLMAP, their cameras."""
+
+    kind: str  # "image" | "images" | "video" | "colmap"
+    source: str
+    names: list[str]  # one name per view (file name, or frame_<index>.png for video frames)
+    paths: list[str] = field(default_factory=list)  # per-view image files (image, images, colmap)
+    frame_indices: list[int] | None = None  # video: original frame index of each view
+    timestamps: list[float] | None = None  # video: seconds of each view
+    extrinsics: np.ndarray | None = None  # colmap: (N, 3, 4) world-to-camera
+    intrinsics: np.ndarray | None = None  # colmap: (N, 3, 3) pixels of the original images
+    files: list[dict] = field(default_factory=list)  # {"path", "size", "sha256"} of every file read
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def manifest(self) -> dict:
+        """JSON-ready description for provenance (no arrays beyond small per-view lists)."""
+        return {
+            "kind": self.kind, "source": self.source, "names": self.names, "files": self.files,
+            "frame_indices": self.frame_indices, "timestamps": self.timestamps,
+        }
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_record(path: Path) -> dict:
+    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower().lstrip(".")
+
+
+def list_images(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files directly in ``folder`` with one of ``extensions`` (any case), sorted by name."""
+    exts = {e.lower().lstrip(".") for e in extensions}
+    return sorted((p for p in folder.iterdir() if p.is_file() and _suffix(p) in exts), key=lambda p: p.name)
+
+
+def find_sparse_model(root: Path, sparse_subdir: str = "") -> Path | None:
+    """The COLMAP model folder of a dataset: ``sparse_subdir`` if given, else ``sparse/0`` then ``sparse``."""
+    candidates = [root / sparse_subdir] if sparse_subdir else [root / "sparse" / "0", root / "sparse"]
+    for cand in candidates:
+        if any((cand / f"images{ext}").is_file() for ext in (".bin", ".txt")):
+            return cand
+    return None
+
+
+def discover_scene(
+    source: str | Path,
+    image_extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    sparse_subdir: str = "",
+    fps: float | None = 1.0,
+    max_frames: int | None = None,
+) -> SceneInput:
+    """Classify ``source`` and list its views; raises InputError with a one-line reason."""
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"input not found: {path}. Give an image, a folder of images, a video or a COLMAP dataset.")
+    if path.is_file():
+        if _suffix(path) in VIDEO_EXTENSIONS:
+            return _discover_video(path, fps, max_frames)
+        if _suffix(path) in IMAGE_EXTENSIONS:
+            return SceneInput("image", str(path), [path.name], [str(path)], files=[_file_record(path)])
+        raise InputError(
+            f"unsupported file type '{path.suffix}' for {path}: expected an image ({', '.join(IMAGE_EXTENSIONS)}) "
+            f"or a video ({', '.join(VIDEO_EXTENSIONS)})"
+        )
+    if (path / "images").is_dir() and ((path / "sparse").is_dir() or sparse_subdir):
+        return _discover_colmap(path, sparse_subdir, image_extensions)
+    images = list_images(path, image_extensions)
+    if max_frames:
+        images = images[:max_frames]
+    if not images:
+        raise InputError(
+            f"no images in {path} (looked for {', '.join(image_extensions)}); "
+            "point scene= at a folder of images, a video or a COLMAP dataset"
+        )
+    return SceneInput("images", str(path), [p.name for p in images], [str(p) for p in images],
+                      files=[_file_record(p) for p in images])
+
+
+def _discover_video(path: Path, fps: float | None, max_frames: int | None) -> SceneInput:
+    meta = video_io.probe_video(path)
+    if meta.n_frames == 0:
+        raise InputError(f"video {path} has no frames; check the file is complete")
+    indices = video_io.sample_frame_indices(meta.n_frames, meta.fps, fps, max_frames)
+    return SceneInput(
+        "video", str(path), [f"frame_{i:06d}.png" for i in indices],
+        frame_indices=[int(i) for i in indices], timestamps=[float(i) / meta.fps for i in indices],
+        files=[_file_record(path)],
+    )
+
+
+def _discover_colmap(root: Path, sparse_subdir: str, image_extensions: tuple[str, ...]) -> SceneInput:
+    import pycolmap
+
+    model_dir = find_sparse_model(root, sparse_subdir)
+    if model_dir is None:
+        looked = sparse_subdir or "sparse/0 or sparse"
+        raise InputError(f"COLMAP dataset {root} has no model in {looked} (cameras/images .bin or .txt); "
+                         "run COLMAP first or set input.sparse_subdir")
+    try:
+        rec = pycolmap.Reconstruction(str(model_dir))
+    except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError on unreadable models
+        raise InputError(f"cannot read COLMAP model {model_dir}: {exc}") from exc
+    images = sorted(rec.images.values(), key=lambda im: im.name)
+    if not images:
+        raise InputError(f"COLMAP model {model_dir} has no registered images")
+    paths, exts, ints = [], [], []
+    for image in images:
+        file = root / "images" / image.name
+        if not file.is_file():
+            raise InputError(f"COLMAP image {image.name} is listed in {model_dir} but missing from {root / 'images'}")
+        paths.append(file)
+        exts.append(image.cam_from_world().matrix())
+        ints.append(rec.cameras[image.camera_id].calibration_matrix())
+    model_files = [p for p in sorted(model_dir.iterdir()) if p.is_file()]
+    return SceneInput(
+        "colmap", str(root), [im.name for im in images], [str(p) for p in paths],
+        extrinsics=np.stack(exts), intrinsics=np.stack(ints),
+        files=[_file_record(p) for p in paths + model_files],
+    )
+
+
+def load_views(scene: SceneInput) -> list[np.ndarray]:
+    """Decode every view as RGB uint8 (H, W, 3); raises InputError for unreadable files."""
+    if scene.kind == "video":
+        frames, _ = video_io.read_frames(scene.source, np.asarray(scene.frame_indices))
+        return list(frames)
+    from PIL import Image, UnidentifiedImageError
+
+    views = []
+    for path in scene.paths:
+        try:
+            with Image.open(path) as im:
+                views.append(np.asarray(im.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"cannot read image {path}: {exc.__class__.__name__}. Replace or remove the file.") from exc
+    return views

@@ -1,0 +1,182 @@
+"""The zarr scene store: one group per scene, on a local path or any fsspec URL (``s3://...``).
+
+Layout (zarr v3, xarray-readable through ``dimension_names``, one frame per chunk, blosc-zstd):
+``images`` uint8 (frame, y, x, channel) · ``depth``/``conf`` float32 (frame, y, x) · ``sky`` bool ·
+``extrinsics`` float32 (frame, 3, 4) world-to-camera OpenCV · ``intrinsics`` float32 (frame, 3, 3) ·
+``frame`` (original frame index, the xarray index) / ``timestamp`` (frame) · ``features/feat_layer_<i>`` · ``gaussians/<field>``.
+Attributes carry provenance; the ``complete`` marker is written last, so a store without it is
+half-written and is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from da3core.prediction import Gaussians, Prediction
+
+SCHEMA_VERSION = 1
+CONVENTIONS = {
+    "extrinsics": "world-to-camera [R|t], OpenCV camera axes (+x right, +y down, +z forward)",
+    "intrinsics": "pixel units of the processed images; pixel centres on integer coordinates",
+    "depth": "camera-frame z along the optical axis; metres when attrs.is_metric == 1, else relative units",
+    "images": "the processed network input, RGB uint8",
+    "gaussians": "world frame of the prediction, before metric scaling; rotations are quaternions (w, x, y, z)",
+}
+_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)
+_GAUSSIAN_DIMS = {
+    "means": ["gaussian", "xyz"], "scales": ["gaussian", "xyz"], "rotations": ["gaussian", "wxyz"],
+    "harmonics": ["gaussian", "rgb", "sh"], "opacities": ["gaussian"],
+}
+
+
+class StoreError(RuntimeError):
+    """A scene store that cannot be reached, read or written."""
+
+
+def join_url(root: str, *parts: str) -> str:
+    """Join path segments onto a local path or URL with forward slashes."""
+    return "/".join([root.rstrip("/")] + [p.strip("/") for p in parts if p])
+
+
+@dataclass
+class SceneStore:
+    """Handle on one scene's zarr group; cheap to create, pass around as (url, storage_options)."""
+
+    url: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        return fsspec.core.url_to_fs(self.url, **self.storage_options)
+
+    def _open(self, mode: str) -> zarr.Group:
+        try:
+            return zarr.open_group(self.url, mode=mode, storage_options=self.storage_options or None,
+                                   use_consolidated=False)
+        except FileNotFoundError as exc:
+            raise StoreError(f"no scene store at {self.url}") from exc
+
+    def exists(self) -> bool:
+        """True when a zarr group exists at the URL."""
+        fs, path = self._fs()
+        return fs.exists(f"{path}/zarr.json")
+
+    def attrs(self) -> dict[str, Any]:
+        """All attributes of the scene group."""
+        return self._open("r").attrs.asdict()
+
+    def completed_config_hash(self) -> str | None:
+        """The config hash recorded by the completion marker, or None if the store is not complete."""
+        if not self.exists():
+            return None
+        marker = self.attrs().get("complete")
+        return marker.get("config_hash") if marker else None
+
+    def is_complete(self, config_hash: str | None = None) -> bool:
+        """Complete (and, if given, produced by ``config_hash``)."""
+        done = self.completed_config_hash()
+        return done is not None and (config_hash is None or done == config_hash)
+
+    def reset(self, attrs: dict[str, Any]) -> zarr.Group:
+        """Delete whatever is at the URL and start an empty, incomplete store with ``attrs``."""
+        fs, path = self._fs()
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        group = zarr.open_group(self.url, mode="w", storage_options=self.storage_options or None)
+        group.attrs.update({"schema_version": SCHEMA_VERSION, "conventions": CONVENTIONS, **attrs})
+        return group
+
+    def update_attrs(self, **attrs: Any) -> None:
+        """Merge top-level attributes."""
+        self._open("r+").attrs.update(attrs)
+
+    def record_stage(self, stage: str, seconds: float, **info: Any) -> None:
+        """Add a stage's wall time (and optional details) to ``timings`` / ``stages``."""
+        group = self._open("r+")
+        current = group.attrs.asdict()
+        timings = {**current.get("timings", {}), stage: round(seconds, 4)}
+        stages = {**current.get("stages", {}), stage: {"finished_at": time.time(), **info}}
+        group.attrs.update({"timings": timings, "stages": stages})
+
+    def mark_complete(self, config_hash: str) -> None:
+        """Write the completion marker; call this last."""
+        self.update_attrs(complete={"config_hash": config_hash, "finished_at": time.time()})
+
+    def write_prediction(self, pred: Prediction, frame_index: np.ndarray | None = None,
+                         timestamps: np.ndarray | None = None) -> None:
+        """Write every array of ``pred`` (one frame per chunk) and its scalar fields as attributes."""
+        group = self._open("r+")
+        n = len(pred)
+        _put(group, "images", pred.processed_images, ["frame", "y", "x", "channel"])
+        _put(group, "depth", pred.depth, ["frame", "y", "x"])
+        _put(group, "conf", pred.conf, ["frame", "y", "x"])
+        _put(group, "sky", pred.sky, ["frame", "y", "x"])
+        ext = None if pred.extrinsics is None else np.asarray(pred.extrinsics)[:, :3, :4]
+        # Small per-frame arrays go in one chunk; image-like ones get one frame per chunk.
+        _put(group, "extrinsics", ext, ["frame", "ext_row", "ext_col"], np.float32, chunk0=n)
+        _put(group, "intrinsics", pred.intrinsics, ["frame", "k_row", "k_col"], np.float32, chunk0=n)
+        index = np.arange(n) if frame_index is None else np.asarray(frame_index)
+        stamps = np.full(n, np.nan) if timestamps is None else np.asarray(timestamps, dtype=np.float64)
+        _put(group, "frame", index.astype(np.int64), ["frame"], chunk0=n)
+        _put(group, "timestamp", stamps, ["frame"], chunk0=n)
+        for name, feat in (pred.aux or {}).items():
+            dims = ["frame", "patch_y", "patch_x", f"channel_{name}"]
+            _put(group.require_group("features"), name, np.asarray(feat), dims)
+        if pred.gaussians is not None:
+            gs_group = group.require_group("gaussians")
+            per_view = len(pred.gaussians) // max(n, 1)
+            for name, dims in _GAUSSIAN_DIMS.items():
+                _put(gs_group, name, getattr(pred.gaussians, name), dims, chunk0=per_view)
+        group.attrs.update({
+            "n_frames": n, "is_metric": int(pred.is_metric), "scale_factor": pred.scale_factor,
+            "ref_view_idx": pred.ref_view_idx, "source_names": pred.source_names,
+            "source_sizes": None if pred.source_sizes is None else np.asarray(pred.source_sizes).tolist(),
+        })
+
+    def write_array(self, name: str, values: np.ndarray, dims: list[str], chunk0: int = 1) -> None:
+        """Replace one top-level array (e.g. aligned extrinsics) in place."""
+        _put(self._open("r+"), name, values, dims, chunk0=chunk0)
+
+    def read_array(self, name: str) -> np.ndarray:
+        """One array's values."""
+        return self._open("r")[name][...]
+
+    def read_prediction(self, features: bool = True, gaussians: bool = True) -> Prediction:
+        """Rebuild the Prediction this store holds (for exports without re-running inference)."""
+        group = self._open("r")
+        attrs = group.attrs.asdict()
+
+        def get(g: zarr.Group, name: str) -> np.ndarray | None:
+            return g[name][...] if name in g else None
+
+        aux = {}
+        if features and "features" in group:
+            aux = {name: arr[...] for name, arr in group["features"].arrays()}
+        gs = None
+        if gaussians and "gaussians" in group:
+            gs = Gaussians(**{name: group["gaussians"][name][...] for name in _GAUSSIAN_DIMS})
+        sizes = attrs.get("source_sizes")
+        return Prediction(
+            depth=group["depth"][...], is_metric=int(attrs.get("is_metric", 0)), sky=get(group, "sky"),
+            conf=get(group, "conf"), extrinsics=get(group, "extrinsics"), intrinsics=get(group, "intrinsics"),
+            processed_images=get(group, "images"), gaussians=gs, aux=aux,
+            scale_factor=attrs.get("scale_factor"), ref_view_idx=attrs.get("ref_view_idx"),
+            source_sizes=None if sizes is None else np.asarray(sizes), source_names=attrs.get("source_names"),
+        )
+
+
+def _put(group: zarr.Group, name: str, values: np.ndarray | None, dims: list[str],
+         dtype: Any = None, chunk0: int = 1) -> None:
+    if values is None:
+        return
+    values = np.asarray(values, dtype=dtype)
+    chunks = (max(1, min(chunk0, values.shape[0])),) + values.shape[1:] if values.ndim else ()
+    array = group.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks,
+                               compressors=_COMPRESSOR, dimension_names=dims, overwrite=True)
+    array[...] = values

@@ -1,0 +1,32 @@
+"""A real S3 endpoint for tests: moto's server on 127.0.0.1, reached through s3fs."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def moto_s3(bucket: str = "da3-test") -> Iterator[dict[str, Any]]:
+    """Start moto on loopback, create ``bucket``, yield s3fs storage options; stop on exit."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
+    try:
+        s3fs.S3FileSystem(**options).mkdir(bucket)
+        yield options
+    finally:
+        server.stop()
