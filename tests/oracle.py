@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from paths import REPO_ROOT
 SCRIPTS = Path(__file__).resolve().parent / "oracle_scripts"
 
 

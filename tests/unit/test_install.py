@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tomllib
 
-from conftest import REPO_ROOT
+from paths import REPO_ROOT
 
 
 def test_no_cuda_torch_pulled_in():

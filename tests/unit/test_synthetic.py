@@ -134,7 +134,7 @@ def test_missing_and_corrupt_video_fail_clearly(tmp_path):
 def test_bundled_sample_is_small_and_reproducible(tmp_path):
     import importlib.util
 
-    from conftest import REPO_ROOT
+    from paths import REPO_ROOT
 
     sample = REPO_ROOT / "samples" / "room"
     size = sum(p.stat().st_size for p in sample.rglob("*") if p.is_file())
