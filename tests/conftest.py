@@ -19,7 +19,6 @@ import pytest
 
 from da3core.synthetic import SyntheticCapture, make_capture, write_colmap, write_image_folder, write_video
 
-from paths import REPO_ROOT
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
