@@ -9,7 +9,7 @@ extras="${1:-}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 PYTHON="${PYTHON:-python3}"
 spec="."; [ -n "$extras" ] && spec=".[$extras]"
-stamp=".venv/.installed-$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16)-${extras:-base}"
+stamp=".venv/.installed-$(cat pyproject.toml scripts/setup_env.sh web/package-lock.json | sha256sum | cut -c1-16)-${extras:-base}"
 if [ -f "$stamp" ]; then
   echo "[setup] .venv is up to date ($spec)"; exit 0
 fi
@@ -27,6 +27,7 @@ pip_install -q --upgrade pip
 echo "[setup] installing $TORCH_SPEC"
 # shellcheck disable=SC2086
 pip_install -q $TORCH_SPEC
+scripts/build_web.sh
 echo "[setup] installing the project ($spec)"
 pip_install -q -e "$spec"
 .venv/bin/python -c "import da3core, flows, tasks, torch; print('[setup] ok: torch', torch.__version__)"

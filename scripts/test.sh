@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh dev
 scripts/install_oracle.sh
+# Debian's chromium for the gallery's browser test (root or sudo needed once per machine).
+if ! command -v chromium >/dev/null 2>&1; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  echo "[test] installing Debian chromium"
+  { $sudo_cmd apt-get install -y -q chromium || { $sudo_cmd apt-get update -q && $sudo_cmd apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
+    || echo "[test] could not install chromium; the gallery browser test will be skipped" >&2
+fi
 export DA3_ORACLE_PYTHON="$PWD/.venv-oracle/bin/python" DA3_REQUIRE_ORACLE=1
 set +e
 .venv/bin/python -m pytest "$@"

@@ -1,0 +1,106 @@
+"""The scene gallery: an index of exported scenes and a page per scene with an in-browser 3D viewer.
+
+A scene is any folder under the gallery root (at most two levels down, e.g. ``<group>/<scene>``)
+that holds ``scene.glb``. The viewer (model-viewer) is bundled at install time by
+``scripts/build_web.sh`` and served from ``/static``; nothing is fetched from a CDN.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+VIEWER = WEB_DIR / "vendor" / "model-viewer.min.js"
+_STYLE = """body{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222}
+a{color:#1a5fb4}.grid{display:flex;flex-wrap:wrap;gap:1rem}.card{background:#fff;border:1px solid #ddd;
+border-radius:8px;padding:.5rem;width:260px}.card img{width:100%;border-radius:4px}
+model-viewer{width:100%;height:70vh;background:#111;border-radius:8px}.strip img{height:140px;margin:2px}"""
+
+
+def find_scenes(root: Path) -> list[str]:
+    """Relative paths (posix) of scene folders under ``root``: those holding scene.glb, up to 2 levels."""
+    scenes = []
+    for glb in sorted(root.glob("scene.glb")) + sorted(root.glob("*/scene.glb")) + sorted(root.glob("*/*/scene.glb")):
+        rel = glb.parent.relative_to(root).as_posix()
+        scenes.append("" if rel == "." else rel)
+    return scenes
+
+
+def _safe_scene_dir(root: Path, scene: str) -> Path:
+    """The scene folder, refusing anything that resolves outside the gallery root."""
+    target = (root / scene).resolve()
+    if not target.is_relative_to(root.resolve()) or not (target / "scene.glb").is_file():
+        raise HTTPException(status_code=404, detail="no such scene")
+    return target
+
+
+def _page(title: str, body: str, viewer: bool = False) -> str:
+    script = '<script type="module" src="/static/vendor/model-viewer.min.js"></script>' if viewer and VIEWER.is_file() else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style>{script}</head><body>{body}</body></html>")
+
+
+def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
+    """A FastAPI app serving the gallery of ``root``; ``prefix`` is where it is mounted (for links)."""
+    root = Path(root).resolve()
+    app = FastAPI(title="da3 gallery", docs_url=None, redoc_url=None)
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    # StaticFiles resolves paths and refuses those escaping the directory (../, encoded or not).
+    app.mount("/files", StaticFiles(directory=root), name="files")
+
+    def scene_info(scene: str) -> dict:
+        folder = root / scene
+        base = f"{prefix}/files/{quote(scene)}/" if scene else f"{prefix}/files/"
+        depth = sorted(p.name for p in (folder / "depth_vis").glob("*.jpg")) if (folder / "depth_vis").is_dir() else []
+        videos = sorted(p.name for p in (folder / "gs_video").glob("*.mp4")) if (folder / "gs_video").is_dir() else []
+        return {
+            "id": scene or ".", "title": scene or root.name, "model": base + "scene.glb",
+            "thumbnail": base + "scene.jpg" if (folder / "scene.jpg").is_file() else None,
+            "depth_images": [base + "depth_vis/" + quote(n) for n in depth],
+            "videos": [base + "gs_video/" + quote(n) for n in videos],
+        }
+
+    @app.get("/manifest.json")
+    def manifest() -> JSONResponse:
+        """Every scene with its GLB, thumbnail, depth images and videos."""
+        return JSONResponse({"scenes": [scene_info(s) for s in find_scenes(root)]})
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        """The list of scenes."""
+        cards = []
+        for s in find_scenes(root):
+            info = scene_info(s)
+            thumb = f"<img src='{info['thumbnail']}' alt=''>" if info["thumbnail"] else ""
+            cards.append(f"<div class='card'><a href='{prefix}/scene/{quote(info['id'])}'>{thumb}"
+                         f"<div>{html.escape(info['title'])}</div></a></div>")
+        body = "".join(cards) or "<p>No scenes yet: export with <code>export=glb</code> into this folder.</p>"
+        return _page("da3 gallery", f"<h1>da3 gallery</h1><p>{html.escape(str(root))}</p><div class='grid'>{body}</div>")
+
+    @app.get("/scene/{scene:path}", response_class=HTMLResponse)
+    def scene_page(scene: str) -> str:
+        """One scene: the GLB in the 3D viewer, depth images and Gaussian-splat videos."""
+        scene = "" if scene == "." else scene
+        _safe_scene_dir(root, scene)
+        info = scene_info(scene)
+        viewer = (f"<model-viewer src='{info['model']}' camera-controls touch-action='pan-y' "
+                  f"alt='{html.escape(info['title'])}'></model-viewer>" if VIEWER.is_file()
+                  else f"<p>3D viewer not bundled (run scripts/build_web.sh); <a href='{info['model']}'>scene.glb</a></p>")
+        depth = "".join(f"<img src='{u}' alt='depth'>" for u in info["depth_images"])
+        videos = "".join(f"<video src='{u}' controls muted loop width='480'></video>" for u in info["videos"])
+        body = (f"<p><a href='{prefix}/'>&larr; all scenes</a></p><h1>{html.escape(info['title'])}</h1>{viewer}"
+                f"<h2>Depth</h2><div class='strip'>{depth or 'none'}</div>" + (f"<h2>Novel views</h2>{videos}" if videos else ""))
+        return _page(info["title"], body, viewer=True)
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        """No icon (an empty answer keeps browsers from logging a 404)."""
+        return Response(status_code=204)
+
+    return app
