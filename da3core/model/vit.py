@@ -44,11 +44,11 @@ class LayerScale(nn.Module):
 class Mlp(nn.Module):
     """fc1 -> GELU (exact) -> fc2."""
 
-    def __init__(self, dim: int, hidden: int, bias: bool = True) -> None:
+    def __init__(self, dim: int, hidden: int, bias: bool = True, out_dim: int | None = None) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.fc2 = nn.Linear(hidden, out_dim or dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))

@@ -140,11 +140,11 @@ def render_view(
     for sid, rect in enumerate(scene.rects):
         normal = np.cross(rect.edge_u, rect.edge_v)
         denom = dirs_w @ normal
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # rays parallel to the plane give inf/nan, never hits
             t = ((rect.origin - origin) @ normal) / denom
-        rel = origin + t[:, None] * dirs_w - rect.origin
-        a = rel @ rect.edge_u / (rect.edge_u @ rect.edge_u)
-        b = rel @ rect.edge_v / (rect.edge_v @ rect.edge_v)
+            rel = origin + t[:, None] * dirs_w - rect.origin
+            a = rel @ rect.edge_u / (rect.edge_u @ rect.edge_u)
+            b = rel @ rect.edge_v / (rect.edge_v @ rect.edge_v)
         hit = (t > 1e-9) & (t < best_t) & (a >= 0) & (a <= 1) & (b >= 0) & (b <= 1)
         best_t[hit], best_id[hit] = t[hit], sid
         best_st[hit] = np.stack([a[hit] * np.linalg.norm(rect.edge_u), b[hit] * np.linalg.norm(rect.edge_v)], -1)

@@ -1,0 +1,110 @@
+"""The DA3 model family: checkpoint key/shape contract, strict loading, seeded weights, API behaviour."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from da3core import DepthAnything3
+from da3core.api import build_net, write_random_model_dir
+from da3core.model.presets import PRESETS
+from da3core.model.weights import WeightsError
+
+
+
+
+def _reference_keys(preset: str) -> dict[str, tuple[int, ...]]:
+    from paths import REPO_ROOT
+
+    path = REPO_ROOT / "tests" / "data" / "da3_keys" / f"{preset}.keys.txt"
+    keys = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, shape = line.split("\t")
+            keys[name] = tuple(json.loads(shape))
+    return keys
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_state_dict_matches_official_checkpoint(preset):
+    with torch.device("meta"):
+        net = build_net(preset)
+    ours = {f"model.{k}": tuple(v.shape) for k, v in net.state_dict().items()}
+    assert ours == _reference_keys(preset)
+
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory):
+    return write_random_model_dir("da3-small", tmp_path_factory.mktemp("small"), seed=0)
+
+
+def test_seeded_weights_are_deterministic_per_name(small_dir, tmp_path):
+    again = write_random_model_dir("da3-small", tmp_path / "again", seed=0)
+    other = write_random_model_dir("da3-small", tmp_path / "other", seed=1)
+    a, b, c = (load_file(str(d / "model.safetensors")) for d in (small_dir, again, other))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["model.head.projects.0.weight"], c["model.head.projects.0.weight"])
+    # Values depend on the name only: the base model's same-shaped tensors equal the small model's.
+    base = write_random_model_dir("da3-base", tmp_path / "base", seed=0)
+    d = load_file(str(base / "model.safetensors"))
+    assert torch.equal(a["model.cam_dec.fc_fov.0.bias"], d["model.cam_dec.fc_fov.0.bias"])
+    assert json.loads((small_dir / "config.json").read_text())["da3pipe"]["weights"] == "random"
+
+
+def test_strict_loading_names_missing_and_unexpected_tensors(small_dir, tmp_path):
+    state = load_file(str(small_dir / "model.safetensors"))
+    for case, mutate in {"missing": lambda s: s.pop("model.head.norm.weight"),
+                         "unexpected": lambda s: s.__setitem__("model.head.extra", torch.zeros(1))}.items():
+        broken = dict(state)
+        mutate(broken)
+        d = tmp_path / case
+        d.mkdir()
+        save_file(broken, str(d / "model.safetensors"))
+        (d / "config.json").write_text((small_dir / "config.json").read_text())
+        with pytest.raises(WeightsError, match="model.head.norm.weight" if case == "missing" else "model.head.extra"):
+            DepthAnything3.from_pretrained(d)
+
+
+def test_model_dir_without_weights_and_offline_hub_id(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text('{"model_name": "da3-small"}')
+    with pytest.raises(WeightsError, match="has no model.safetensors"):
+        DepthAnything3.from_pretrained(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(WeightsError, match="unreachable"):
+        DepthAnything3.from_pretrained("depth-anything/DA3-SMALL")
+    assert time.perf_counter() - start < 2.0
+
+
+def test_inference_outputs_and_input_kinds(small_dir, capture, image_folder):
+    model = DepthAnything3.from_pretrained(small_dir)
+    assert model.random_weights and model.preset == "da3-small"
+    paths = sorted(str(p) for p in image_folder.iterdir())[:4]
+    arrays = list(capture.images[:4])
+    pils = [Image.fromarray(a) for a in arrays]
+    preds = [model.inference(x, process_res=112) for x in (paths, arrays, pils)]
+    p = preds[0]
+    assert p.depth.shape == (4, 84, 112) and p.depth.dtype == np.float32 and (p.depth > 0).all()
+    assert p.conf.shape == p.depth.shape and (p.conf >= 1).all()
+    assert p.extrinsics.shape == (4, 3, 4) and p.intrinsics.shape == (4, 3, 3)
+    assert p.processed_images.shape == (4, 84, 112, 3) and p.processed_images.dtype == np.uint8
+    assert p.source_names == [n.split("/")[-1] for n in paths] and p.source_sizes.tolist() == [[120, 160]] * 4
+    for other in preds[1:]:
+        np.testing.assert_array_equal(other.depth, p.depth)
+    with pytest.raises(ValueError, match="allowed"):
+        model.set_precision("fp8")
+
+
+def test_pose_conditioning_keeps_input_poses(small_dir, capture):
+    model = DepthAnything3.from_pretrained(small_dir)
+    pred = model.inference(list(capture.images[:4]), extrinsics=capture.extrinsics[:4],
+                           intrinsics=capture.intrinsics[:4], process_res=112)
+    np.testing.assert_allclose(pred.extrinsics, capture.extrinsics[:4], atol=1e-6)
+    scale = 112 / 160
+    np.testing.assert_allclose(pred.intrinsics[:, 0, 0], capture.intrinsics[:4, 0, 0] * scale, rtol=1e-5)
