@@ -33,11 +33,12 @@ def build_net(preset: str) -> nn.Module:
     return NestedDepthAnything3Net(p.net, p.metric) if p.metric else DepthAnything3Net(p.net)
 
 
-def write_random_model_dir(preset: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
+def write_random_model_dir(preset: str, out_dir: str | os.PathLike, seed: int = 0,
+                           dtype: torch.dtype = torch.float32) -> Path:
     """Write a model dir of seeded random weights for ``preset`` (official layout, stamped as random)."""
     with torch.device("meta"):
         net = build_net(preset)
-    return _write_random(net, preset, out_dir, seed)
+    return _write_random(net, preset, out_dir, seed, dtype)
 
 
 @dataclass

@@ -1,110 +1,151 @@
-"""Sim(3) alignment of camera trajectories (Umeyama, optional RANSAC), in numpy.
+"""Sim(3) alignment of camera trajectories, and of a DA3 prediction to user-supplied poses (spec §7).
 
-Poses are aligned through their camera centres, as the reference does: ``ref ≈ s R est + t``
-where ``ref``/``est`` are the centres of the camera-to-world poses. With fewer than three cameras
-the centres alone do not fix a rotation, so orientations are used as well (see ``_sim3_from_poses``).
+Our own numpy version of upstream's evo-based ``align_poses_umeyama`` (same semantics, float64 throughout).
+Where upstream raises (evo's "Degenerate covariance rank"), we fall back to an alignment that also uses
+the camera orientations, so every input yields a finite Sim(3):
+
+- N = 2 views, or centres on a line (Umeyama's rotation about that line is undetermined; issue #88):
+  rotation = chordal mean of the per-view orientation differences, scale = ratio of the centres' spreads
+  (for two views: the baseline ratio), translation from the centroids.
+- N = 1 view, or all centres of either trajectory coincide: the scale is unobservable, s = 1 (a warning
+  is logged); rotation and translation as above, so the single camera maps exactly onto its counterpart.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+import logging
 
-from da3core.geometry import affine_inverse, as_homogeneous
+import numpy as np
+import torch
+
+from da3core.geometry import affine_inverse
 from da3core.prediction import Prediction
 
-RANSAC_MIN_VIEWS = 10
+log = logging.getLogger(__name__)
+
+RANSAC_MIN_VIEWS = 10  # upstream switches to RANSAC from this many views
+RANK_TOLERANCE = 1e-9  # second singular value of the centre covariance below this x the first: a line
+RIGID_TOLERANCE = 1e-3  # max |R R^T - I| accepted for a rotation block (float32 poses pass easily)
 
 
-class AlignmentError(ValueError):
-    """Poses that cannot be aligned (e.g. all camera centres coincide)."""
+class DegenerateAlignmentError(ValueError):
+    """Point sets that do not determine a Sim(3) (fewer than 3 non-collinear points)."""
 
 
 def umeyama_sim3(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    """(s, R, t) minimising ||dst - (s R src + t)||² over point sets (N, 3); reflection-safe."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    var_s = (xs**2).sum() / len(src)
-    cov = xd.T @ xs / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    sign = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2, 2] = -1
-    rot = u @ sign @ vt
-    if with_scale:
-        if var_s < 1e-18:
-            raise AlignmentError("cannot estimate a scale: all source camera centres coincide")
-        s = float(np.trace(np.diag(d) @ sign) / var_s)
+    """Least-squares (s, R, t) with dst ≈ s R src + t for (N, 3) point sets; reflection-safe (Umeyama 1991)."""
+    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
+        raise ValueError(f"umeyama_sim3 needs two (N, 3) point sets of equal shape, got {src.shape} and {dst.shape}")
+    mu_src, mu_dst = src.mean(0), dst.mean(0)
+    src_c, dst_c = src - mu_src, dst - mu_dst
+    var_src = (src_c**2).sum() / len(src)
+    u, d, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    if not d[0] > 0 or d[1] <= RANK_TOLERANCE * d[0]:
+        raise DegenerateAlignmentError(
+            f"{len(src)} points do not span a plane (covariance singular values {d}); a Sim(3) needs 3 non-collinear points"
+        )
+    signs = np.array([1.0, 1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rot = (u * signs) @ vt
+    scale = float((d * signs).sum() / var_src) if with_scale else 1.0
+    return scale, rot, mu_dst - scale * rot @ mu_src
+
+
+def _c2w(ext: np.ndarray) -> np.ndarray:
+    """(N, 3, 4) camera-to-world poses of (N, 3, 4) or (N, 4, 4) w2c extrinsics, in float64."""
+    ext = np.asarray(ext, dtype=np.float64)
+    if ext.ndim != 3 or ext.shape[-2:] not in ((3, 4), (4, 4)):
+        raise ValueError(f"extrinsics must be (N, 3, 4) or (N, 4, 4) world-to-camera matrices, got {ext.shape}")
+    if not np.isfinite(ext).all():
+        bad = np.flatnonzero(~np.isfinite(ext).all(axis=(1, 2)))
+        raise ValueError(f"extrinsics of view(s) {bad.tolist()} contain NaN or inf; pass finite w2c matrices")
+    rot = ext[:, :3, :3]
+    off = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
+    if (off > RIGID_TOLERANCE).any() or (np.linalg.det(rot) < 0).any():
+        bad = np.flatnonzero((off > RIGID_TOLERANCE) | (np.linalg.det(rot) < 0))
+        raise ValueError(
+            f"extrinsics of view(s) {bad.tolist()} are not rigid (rotation block not orthonormal with det +1); "
+            "pass OpenCV world-to-camera [R|t] matrices without scale or axis flips"
+        )
+    return affine_inverse(ext[:, :3])
+
+
+def _orientation_sim3(pose_ref: np.ndarray, pose_est: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Sim(3) from orientations (rotation) and centre spreads (scale) when the centres alone cannot fix it."""
+    u, _, vt = np.linalg.svd((pose_ref[:, :, :3] @ pose_est[:, :, :3].transpose(0, 2, 1)).sum(0))
+    rot = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+    c_ref, c_est = pose_ref[:, :, 3], pose_est[:, :, 3]
+    spread_ref, spread_est = (np.sqrt(((c - c.mean(0)) ** 2).sum(1).mean()) for c in (c_ref, c_est))
+    tiny = 1e-12 * max(1.0, np.abs(c_ref).max(), np.abs(c_est).max())
+    if spread_ref > tiny and spread_est > tiny:
+        scale = float(spread_ref / spread_est)
     else:
-        s = 1.0
-    return s, rot, mu_d - s * rot @ mu_s
+        scale = 1.0
+        log.warning("pose alignment: %d camera centre(s) do not fix a scale; using s = 1", len(c_ref))
+    return scale, rot, c_ref.mean(0) - scale * rot @ c_est.mean(0)
 
 
-def _sim3_from_poses(c2w_ref: np.ndarray, c2w_est: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Sim(3) mapping est poses onto ref poses; uses orientations when N < 3 (centres alone are degenerate)."""
-    n = len(c2w_ref)
-    if n >= 3:
-        return umeyama_sim3(c2w_est[:, :3, 3], c2w_ref[:, :3, 3])
-    # Rotation: chordal mean of R_ref_i R_est_i^T, projected back onto SO(3).
-    u, _, vt = np.linalg.svd(sum(r @ e.T for r, e in zip(c2w_ref[:, :3, :3], c2w_est[:, :3, :3])))
-    rot = u @ np.diag([1, 1, np.sign(np.linalg.det(u @ vt))]) @ vt
-    if n == 1:
-        s = 1.0  # one camera carries no scale information
-    else:
-        base_est = np.linalg.norm(c2w_est[1, :3, 3] - c2w_est[0, :3, 3])
-        if base_est < 1e-12:
-            raise AlignmentError("cannot estimate a scale: the two input cameras are at the same position")
-        s = float(np.linalg.norm(c2w_ref[1, :3, 3] - c2w_ref[0, :3, 3]) / base_est)
-    t = (c2w_ref[:, :3, 3] - s * c2w_est[:, :3, 3] @ rot.T).mean(0)
-    return s, rot, t
+def _centre_sim3(pose_ref: np.ndarray, pose_est: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Umeyama on camera centres (upstream), with the orientation fallback where it is rank-deficient."""
+    try:
+        return umeyama_sim3(pose_est[:, :, 3], pose_ref[:, :, 3])
+    except DegenerateAlignmentError:
+        return _orientation_sim3(pose_ref, pose_est)
 
 
-def _apply(c2w: np.ndarray, s: float, rot: np.ndarray, t: np.ndarray) -> np.ndarray:
-    out = c2w.copy()
-    out[:, :3, :3] = rot @ c2w[:, :3, :3]
-    out[:, :3, 3] = s * c2w[:, :3, 3] @ rot.T + t
-    return out
-
-
-def _ransac(c2w_ref: np.ndarray, c2w_est: np.ndarray, iters: int, rng: np.random.Generator):
-    n = len(c2w_ref)
-    s0, r0, t0 = _sim3_from_poses(c2w_ref, c2w_est)
-    pre = _apply(c2w_est, s0, r0, t0)[:, :3, 3]
-    ref = c2w_ref[:, :3, 3]
-    # Inlier threshold: median distance from each pre-aligned estimate to its nearest reference centre.
-    thresh = float(np.median(np.linalg.norm(pre[:, None] - ref[None], axis=-1).min(1)))
-    best, best_score, best_inliers = (s0, r0, t0), (-1, np.inf), None
-    for _ in range(iters):
+def _ransac_sim3(pose_ref: np.ndarray, pose_est: np.ndarray, random_state: int | None, max_iters: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """Upstream's ``_ransac_align_sim3``: Umeyama on random halves, best by (#inliers, mean error), refit."""
+    n = len(pose_ref)
+    c_ref, c_est = pose_ref[:, :, 3], pose_est[:, :, 3]
+    best = _centre_sim3(pose_ref, pose_est)
+    # Threshold: median distance from each pre-aligned estimated centre to its nearest reference centre.
+    s, rot, t = best
+    aligned = s * c_est @ rot.T + t
+    thresh = np.median(np.linalg.norm(aligned[:, None] - c_ref[None], axis=-1).min(1))
+    rng = np.random.default_rng(random_state)
+    best_score, best_inliers = (-1, np.inf), None
+    for _ in range(max_iters):
         sample = rng.choice(n, size=max(3, (n + 1) // 2), replace=False)
         try:
-            model = _sim3_from_poses(c2w_ref[sample], c2w_est[sample])
-        except (AlignmentError, np.linalg.LinAlgError):
+            s, rot, t = umeyama_sim3(c_est[sample], c_ref[sample])
+        except DegenerateAlignmentError:
             continue
-        errs = np.linalg.norm(_apply(c2w_est, *model)[:, :3, 3] - ref, axis=1)
-        inliers = errs <= thresh
-        k = int(inliers.sum())
-        score = (k, float(errs[inliers].mean()) if k else np.inf)
+        errors = np.linalg.norm(s * c_est @ rot.T + t - c_ref, axis=1)
+        inliers = errors <= thresh
+        score = (int(inliers.sum()), float(errors[inliers].mean()) if inliers.any() else np.inf)
         if score[0] > best_score[0] or (score[0] == best_score[0] and score[1] < best_score[1]):
-            best, best_score, best_inliers = model, score, inliers
+            best_score, best, best_inliers = score, (s, rot, t), inliers
     if best_inliers is not None and best_inliers.sum() >= 3:
-        return _sim3_from_poses(c2w_ref[best_inliers], c2w_est[best_inliers])
+        return _centre_sim3(pose_ref[best_inliers], pose_est[best_inliers])
     return best
 
 
 def align_poses_umeyama(
-    ext_ref: np.ndarray, ext_est: np.ndarray, ransac: bool = False, random_state: int = 42, ransac_iters: int = 10
+    ext_ref: np.ndarray,
+    ext_est: np.ndarray,
+    ransac: bool = False,
+    random_state: int | None = 42,
+    ransac_max_iters: int = 10,
 ) -> tuple[float, np.ndarray, np.ndarray]:
-    """(s, R, t) aligning the w2c poses ``ext_est`` onto ``ext_ref`` (both (N, 3|4, 4)): ref ≈ s R est + t."""
-    c2w_ref = affine_inverse(as_homogeneous(np.asarray(ext_ref, np.float64)))
-    c2w_est = affine_inverse(as_homogeneous(np.asarray(ext_est, np.float64)))
+    """(s, R, t) mapping the camera centres of w2c ``ext_est`` onto those of ``ext_ref``: c_ref ≈ s R c_est + t.
+
+    Both are (N, 3, 4) or (N, 4, 4). With ``ransac`` the fit is upstream's RANSAC over random halves of
+    the views (``np.random.default_rng(random_state)``). Rank-deficient inputs: see the module docstring.
+    """
+    pose_ref, pose_est = _c2w(ext_ref), _c2w(ext_est)
+    if len(pose_ref) != len(pose_est) or len(pose_ref) == 0:
+        raise ValueError(f"need the same non-zero number of poses on both sides, got {len(pose_ref)} and {len(pose_est)}")
     if ransac:
-        return _ransac(c2w_ref, c2w_est, ransac_iters, np.random.default_rng(random_state))
-    return _sim3_from_poses(c2w_ref, c2w_est)
+        return _ransac_sim3(pose_ref, pose_est, random_state, ransac_max_iters)
+    return _centre_sim3(pose_ref, pose_est)
 
 
-def apply_sim3_to_extrinsics(ext: np.ndarray, s: float, rot: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Move w2c poses (N, 3|4, 4) by the similarity (s, R, t); returns (N, 4, 4) w2c."""
-    return affine_inverse(_apply(affine_inverse(as_homogeneous(np.asarray(ext, np.float64))), s, rot, t))
+def apply_sim3_to_extrinsics(ext: np.ndarray, scale: float, rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """Move (N, 3|4, 4) w2c cameras by the Sim(3) x -> s R x + t of world points; returns (N, 3, 4) float64 w2c."""
+    pose = _c2w(ext)
+    moved = np.concatenate([rot @ pose[:, :, :3], (scale * pose[:, :, 3] @ rot.T + trans)[..., None]], axis=-1)
+    return affine_inverse(moved)
 
 
 def align_prediction_to_input(
@@ -113,29 +154,43 @@ def align_prediction_to_input(
     input_intrinsics: np.ndarray | None,
     align_to_input_ext_scale: bool = True,
 ) -> Prediction:
-    """Bring a prediction into the frame of known input cameras (w2c, processed-pixel intrinsics).
+    """Express a prediction in the frame of user poses (upstream ``_align_to_input_extrinsics_intrinsics``).
 
-    With ``align_to_input_ext_scale`` the input poses are kept and depth is rescaled into their
-    units; otherwise the input poses are mapped into the prediction's frame and depth is unchanged.
-    Intrinsics become the input ones when given. RANSAC is used from 10 views on.
+    ``input_extrinsics`` (N, 3|4, 4) w2c, ``input_intrinsics`` (N, 3, 3) in processed pixels (or None to keep
+    the predicted ones). RANSAC from 10 views, fixed seed 42. With ``align_to_input_ext_scale`` the
+    extrinsics become the input's and depth is divided by the scale s (predicted ≈ s x input units);
+    otherwise depth is kept and the extrinsics are the input poses mapped into the prediction's frame.
+    Gaussians and aux features are left as predicted (as upstream). Returns a new Prediction.
     """
-    inputs = as_homogeneous(np.asarray(input_extrinsics, np.float64))
-    if input_intrinsics is not None:
-        prediction.intrinsics = np.asarray(input_intrinsics, np.float32)
-    n = len(inputs)
-    s, rot, t = align_poses_umeyama(prediction.extrinsics, inputs, ransac=n >= RANSAC_MIN_VIEWS)
+    n = len(prediction)
+    if prediction.extrinsics is None:
+        raise ValueError("this prediction has no camera poses (mono/metric preset); input extrinsics cannot be aligned to it")
+    ext_in = np.asarray(input_extrinsics)
+    if ext_in.shape not in ((n, 3, 4), (n, 4, 4)):
+        raise ValueError(f"input extrinsics must be ({n}, 3, 4) or ({n}, 4, 4) world-to-camera, got {ext_in.shape}")
+    if input_intrinsics is not None and np.shape(input_intrinsics) != (n, 3, 3):
+        raise ValueError(f"input intrinsics must be ({n}, 3, 3), got {np.shape(input_intrinsics)}")
+    scale, rot, trans = align_poses_umeyama(prediction.extrinsics, ext_in, ransac=n >= RANSAC_MIN_VIEWS, random_state=42)
     if align_to_input_ext_scale:
-        prediction.extrinsics = inputs[:, :3, :].astype(np.float32)
-        prediction.depth = (prediction.depth / s).astype(np.float32)
+        extrinsics, depth = ext_in[:, :3, :], prediction.depth / scale
     else:
-        prediction.extrinsics = apply_sim3_to_extrinsics(inputs, s, rot, t)[:, :3, :].astype(np.float32)
-    return prediction
+        extrinsics, depth = apply_sim3_to_extrinsics(ext_in, scale, rot, trans), prediction.depth
+    intrinsics = prediction.intrinsics if input_intrinsics is None else np.asarray(input_intrinsics)
+    return dataclasses.replace(
+        prediction,
+        depth=depth.astype(np.float32),
+        extrinsics=extrinsics.astype(np.float32),
+        intrinsics=None if intrinsics is None else intrinsics.astype(np.float32),
+    )
 
 
-def pose_scale(ext_ref: np.ndarray, ext_est: np.ndarray) -> float:
-    """Scale s of the Sim(3) aligning ``ext_est`` onto ``ext_ref`` (1.0 when it cannot be estimated)."""
-    try:
-        s = align_poses_umeyama(ext_ref, ext_est)[0]
-    except (AlignmentError, np.linalg.LinAlgError):
-        return 1.0
-    return s if np.isfinite(s) else 1.0
+def batch_pose_scale(ext_ref: torch.Tensor, ext_est: torch.Tensor, min_scale: float = 1 / 3, max_scale: float = 3.0) -> torch.Tensor:
+    """(B,) scale s of ``align_poses_umeyama`` (c_ref ≈ s R c_est + t) per batch of (B, N, 3|4, 4) w2c, clamped.
+
+    For the Gaussian adapter (upstream ``batch_align_poses_umeyama`` + clamp to [1/3, 3]). One view or
+    coincident centres give 1, as upstream gets when evo raises; two views give the baseline ratio, which
+    is also what evo returns for float32 poses.
+    """
+    ref, est = (e.detach().double().cpu().numpy() for e in (ext_ref, ext_est))
+    scales = [align_poses_umeyama(r, e)[0] for r, e in zip(ref, est)]
+    return torch.tensor(scales, dtype=ext_ref.dtype, device=ext_ref.device).clamp(min_scale, max_scale)

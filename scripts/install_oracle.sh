@@ -25,7 +25,7 @@ pip_install -q --upgrade pip
 # shellcheck disable=SC2086
 pip_install -q $TORCH_SPEC
 pip_install -q --no-deps depth-anything-3==0.1.1 torchvision==0.28.0 evo==1.38.1
-pip_install -q "numpy<2" einops omegaconf addict safetensors huggingface_hub pillow opencv-python-headless \
+pip_install -q "numpy<2" einops omegaconf addict safetensors huggingface_hub pillow opencv-python-headless==4.11.0.86 \
   scipy matplotlib moviepy==1.0.3 trimesh plyfile pycolmap e3nn imageio
 # PyPI's torchvision is a CUDA build; guard its two unguarded fake-op registrations so it imports with CPU torch.
 tv=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/torchvision/_meta_registrations.py

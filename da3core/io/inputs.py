@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from da3core.geometry import intrinsics_from_colmap
 from da3core.io import video as video_io
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif")
@@ -33,7 +34,7 @@ class SceneInput:
     frame_indices: list[int] | None = None  # video: original frame index of each view
     timestamps: list[float] | None = None  # video: seconds of each view
     extrinsics: np.ndarray | None = None  # colmap: (N, 3, 4) world-to-camera
-    intrinsics: np.ndarray | None = None  # colmap: (N, 3, 3) pixels of the original images
+    intrinsics: np.ndarray | None = None  # colmap: (N, 3, 3) original-image pixels, pixel centres on integers
     files: list[dict] = field(default_factory=list)  # {"path", "size", "sha256"} of every file read
 
     def __len__(self) -> int:
@@ -147,7 +148,7 @@ def _discover_colmap(root: Path, sparse_subdir: str, image_extensions: tuple[str
             raise InputError(f"COLMAP image {image.name} is listed in {model_dir} but missing from {root / 'images'}")
         paths.append(file)
         exts.append(image.cam_from_world().matrix())
-        ints.append(rec.cameras[image.camera_id].calibration_matrix())
+        ints.append(intrinsics_from_colmap(rec.cameras[image.camera_id].calibration_matrix()))
     model_files = [p for p in sorted(model_dir.iterdir()) if p.is_file()]
     return SceneInput(
         "colmap", str(root), [im.name for im in images], [str(p) for p in paths],

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from da3core.model.camera import affine_inverse, mat_to_quat, quat_to_mat
-from da3core.pose_align import pose_scale
+from da3core.pose_align import batch_pose_scale
 from da3core.prediction import Gaussians
 
 SH_DEGREE = 2
@@ -62,9 +62,7 @@ def gaussians_from_raw(
     k_norm[..., 1, :] /= H
     ray_len = depth + raw[..., 36]
     if input_extrinsics is not None and not torch.equal(extrinsics, input_extrinsics):
-        scales = torch.tensor([min(max(pose_scale(input_extrinsics[i].double().cpu().numpy(),
-                                                  extrinsics[i].double().cpu().numpy()), 1 / 3.0), 3.0)
-                               for i in range(b)], dtype=raw.dtype, device=dev)
+        scales = batch_pose_scale(input_extrinsics, extrinsics).to(raw.dtype)
         c2w = c2w.clone()
         c2w[:, :, :3, 3] *= scales[:, None, None]
         ray_len = ray_len * scales[:, None, None, None]

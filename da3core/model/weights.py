@@ -13,7 +13,8 @@ import socket
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from da3core.model.seeded_init import seeded_state_dict
@@ -74,22 +75,28 @@ def read_config(model_dir: Path) -> dict:
 
 
 def load_strict(module: nn.Module, weights_file: Path, prefix: str = "model.") -> None:
-    """Load a safetensors file into ``module`` (keys under ``prefix``); any missing/extra key is an error."""
-    state = load_file(str(weights_file))
-    expected = {prefix + k for k in module.state_dict()}
-    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
-    if missing or unexpected:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+    """Load a safetensors file into ``module`` (keys under ``prefix``); any missing/extra key is an error.
 
-        parts = ([f"missing {len(missing)} tensors: {show(missing)}"] if missing else []) + (
-            [f"unexpected {len(unexpected)} tensors: {show(unexpected)}"] if unexpected else [])
-        raise WeightsError(f"{weights_file} does not match the model: {'; '.join(parts)}")
-    shapes = module.state_dict()
-    wrong = [k for k in shapes if tuple(state[prefix + k].shape) != tuple(shapes[k].shape)]
-    if wrong:
-        raise WeightsError(f"{weights_file}: wrong shapes for {', '.join(wrong[:8])}")
-    module.load_state_dict({k: state[prefix + k] for k in shapes}, strict=True)
+    Tensors are read one at a time (memory-mapped), so loading needs no second copy of the weights.
+    """
+    targets = module.state_dict()
+    with safe_open(str(weights_file), framework="pt") as f:
+        stored, expected = set(f.keys()), {prefix + k for k in targets}
+        missing, unexpected = sorted(expected - stored), sorted(stored - expected)
+        if missing or unexpected:
+            parts = ([f"missing {len(missing)} tensors: {_show(missing)}"] if missing else []) + (
+                [f"unexpected {len(unexpected)} tensors: {_show(unexpected)}"] if unexpected else [])
+            raise WeightsError(f"{weights_file} does not match the model: {'; '.join(parts)}")
+        wrong = [k for k in targets if tuple(f.get_slice(prefix + k).get_shape()) != tuple(targets[k].shape)]
+        if wrong:
+            raise WeightsError(f"{weights_file}: wrong shapes for {_show(wrong)}")
+        with torch.no_grad():
+            for key, target in targets.items():
+                target.copy_(f.get_tensor(prefix + key))
+
+
+def _show(keys: list[str], n: int = 8) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 def tune_random_weights(state: dict[str, torch.Tensor]) -> None:
@@ -103,14 +110,18 @@ def tune_random_weights(state: dict[str, torch.Tensor]) -> None:
             value.mul_(0.05)
 
 
-def write_random_model_dir(net: nn.Module, preset: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """Write ``net`` filled with seeded random weights as an official-layout model dir (stamped as random)."""
+def write_random_model_dir(net: nn.Module, preset: str, out_dir: str | os.PathLike, seed: int = 0,
+                           dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``net`` filled with seeded random weights as an official-layout model dir (stamped as random).
+
+    ``dtype`` float16 halves the file (handy for tests of the giant models); official checkpoints are fp32.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = seeded_state_dict(net, seed)
     tune_random_weights(state)
     tmp = out / (WEIGHTS_FILE + ".partial")
-    save_file({f"model.{k}": v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+    save_file({f"model.{k}": v.to(dtype).contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
     tmp.replace(out / WEIGHTS_FILE)
     (out / CONFIG_FILE).write_text(json.dumps(
         {"model_name": preset, "da3pipe": {"weights": "random", "seed": seed,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from da3core.geometry import depth_to_world_points, project_points
+from da3core.geometry import COLMAP_PIXEL_OFFSET, depth_to_world_points, intrinsics_to_colmap, project_points
 from da3core.synthetic.scene import SyntheticCapture
 
 
@@ -106,7 +106,8 @@ def write_colmap(
     """Write ``root/images/*`` and a COLMAP model (binary or text) under ``root/<sparse_subdir>``.
 
     One PINHOLE camera per image (its exact K), exact world-to-camera poses, and 3-D points with
-    multi-view tracks whose 2-D observations are exact projections. Returns the model folder.
+    multi-view tracks whose 2-D observations are exact projections. COLMAP puts pixel centres at +0.5,
+    so principal points and observations are shifted by half a pixel. Returns the model folder.
     """
     import pycolmap
 
@@ -125,11 +126,11 @@ def write_colmap(
 
     rec = pycolmap.Reconstruction()
     for i, path in enumerate(image_paths):
-        K = capture.intrinsics[i]
+        K = intrinsics_to_colmap(capture.intrinsics[i])
         cam = pycolmap.Camera.create_from_model_name(i + 1, "PINHOLE", float(K[0, 0]), width, height)
         cam.params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
         rec.add_camera_with_trivial_rig(cam)
-        kps = np.asarray(keypoints[i], dtype=np.float64).reshape(-1, 2)
+        kps = np.asarray(keypoints[i], dtype=np.float64).reshape(-1, 2) + COLMAP_PIXEL_OFFSET
         image = pycolmap.Image(name=path.name, keypoints=kps, camera_id=i + 1, image_id=i + 1)
         ext = capture.extrinsics[i]
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(ext[:3, :3]), ext[:3, 3]))

@@ -6,7 +6,7 @@ import numpy as np
 import pycolmap
 import pytest
 
-from da3core.geometry import depth_to_world_points, project_points
+from da3core.geometry import COLMAP_PIXEL_OFFSET, depth_to_world_points, intrinsics_from_colmap, project_points
 from da3core.io import video as video_io
 from da3core.synthetic import make_capture, write_colmap
 from da3core.synthetic.scene import ROOM_HALF_SIZE, ROOM_HEIGHT
@@ -85,7 +85,7 @@ def test_colmap_round_trip(capture, tmp_path, text, subdir):
     for image in rec.images.values():
         i = image.image_id - 1
         assert image.name == names[i]
-        K = rec.cameras[image.camera_id].calibration_matrix()
+        K = intrinsics_from_colmap(rec.cameras[image.camera_id].calibration_matrix())
         assert np.abs(K - capture.intrinsics[i]).max() < 1e-6
         pose = image.cam_from_world().matrix()
         assert np.abs(pose - capture.extrinsics[i]).max() < 1e-6
@@ -95,7 +95,7 @@ def test_colmap_round_trip(capture, tmp_path, text, subdir):
         for el in point.track.elements:
             image = rec.images[el.image_id]
             uv, _ = project_points(point.xyz, capture.intrinsics[image.image_id - 1], capture.extrinsics[image.image_id - 1])
-            assert np.abs(image.points2D[el.point2D_idx].xy - uv).max() < 1e-6
+            assert np.abs(image.points2D[el.point2D_idx].xy - COLMAP_PIXEL_OFFSET - uv).max() < 1e-6
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
