@@ -40,6 +40,13 @@ def scaled_intrinsics(prediction: Prediction) -> np.ndarray:
     return prediction.intrinsics.astype(np.float64) * scale[:, :, None]
 
 
+def check_colmap_options(process_res_method: str = "upper_bound_resize", **_: object) -> None:
+    """Refuse preprocessing whose pixels cannot be mapped back to the source images (crops)."""
+    if not process_res_method.endswith("resize"):
+        raise ValueError(f"colmap export maps pixels back to the source images only for resize preprocessing; "
+                         f"got process_res_method={process_res_method!r} (use upper_bound_resize or lower_bound_resize)")
+
+
 def write_colmap(
     prediction: Prediction,
     target: ExportTarget,
@@ -51,9 +58,7 @@ def write_colmap(
     """Write ``sparse/0/{cameras,images,points3D,rigs,frames}.bin``; returns their locations."""
     import pycolmap
 
-    if not process_res_method.endswith("resize"):
-        raise ValueError(f"colmap export maps pixels back to the source images only for resize preprocessing; "
-                         f"got process_res_method={process_res_method!r} (use upper_bound_resize or lower_bound_resize)")
+    check_colmap_options(process_res_method)
     mask = valid_mask(prediction, conf_thresh_percentile, conf_floor=None, ensure_thresh_percentile=None)
     cloud = select_points(prediction, mask).downsample(num_max_points, seed)
     sizes, names, K = source_sizes(prediction), source_names(prediction), scaled_intrinsics(prediction)

@@ -9,6 +9,7 @@ points (before downsampling) to the origin. No rescaling.
 from __future__ import annotations
 
 import colorsys
+from typing import Any
 
 import numpy as np
 import trimesh
@@ -61,18 +62,17 @@ def scene_scale(points: np.ndarray, fallback: float = 1.0) -> float:
 def build_scene(
     prediction: Prediction,
     num_max_points: int = 1_000_000,
-    conf_thresh: float = 1.05,
-    conf_thresh_percentile: float = 40.0,
-    ensure_thresh_percentile: float = 90.0,
-    filter_black_bg: bool = False,
-    filter_white_bg: bool = False,
     show_cameras: bool = True,
     camera_size: float = 0.03,
     seed: int = 0,
+    **point_rule: Any,
 ) -> trimesh.Scene:
-    """The GLB scene: geometry ``points`` (PointCloud) and ``camera_NNN`` (Path3D, 8 lines each)."""
-    cloud = confident_points(prediction, None, conf_thresh, conf_thresh_percentile, ensure_thresh_percentile,
-                             filter_black_bg, filter_white_bg)
+    """The GLB scene: geometry ``points`` (PointCloud) and ``camera_NNN`` (Path3D, 8 lines each).
+
+    ``point_rule``: the confidence/background options of :func:`~da3core.export.points.confident_points`;
+    the frustums are ``camera_size`` times the scene's 5-95 percentile diagonal deep.
+    """
+    cloud = confident_points(prediction, num_max_points=None, **point_rule)
     align = alignment_transform(prediction.extrinsics[0], cloud.xyz)
     cloud.xyz = trimesh.transform_points(cloud.xyz, align).astype(np.float32)
     cloud = cloud.take(np.isfinite(cloud.xyz).all(axis=1)).downsample(num_max_points, seed)
@@ -95,7 +95,7 @@ def build_scene(
     return scene
 
 
-def write_glb(prediction: Prediction, target: ExportTarget, export_depth_vis: bool = True, **options) -> list[str]:
+def write_glb(prediction: Prediction, target: ExportTarget, export_depth_vis: bool = True, **options: Any) -> list[str]:
     """Write ``scene.glb`` (options: see :func:`build_scene`), plus ``depth_vis/`` and ``scene.jpg``."""
     scene = build_scene(prediction, **options)
     with target.staged("scene.glb") as local:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from da3core.export.media import colormap, write_mp4
+from da3core.export.media import VIDEO_QUALITY, colormap, write_mp4
 from da3core.export.target import ExportTarget
 from da3core.geometry import affine_inverse, as_homogeneous
 from da3core.prediction import Prediction
 from da3core.render import render_gaussians
-from da3core.trajectories import make_trajectory
+from da3core.trajectories import TRAJECTORY_MODES, make_trajectory
 
 GAP = 8
 
@@ -64,6 +64,17 @@ def render_cameras(prediction: Prediction, render_exts=None, render_ixts=None, r
     return w2c, intr, (int(out_h), int(out_w))
 
 
+def check_gs_video_options(trj_mode: str = "extend", video_quality: str = "high", vis_depth: str | None = "hcat",
+                           **_: object) -> None:
+    """Reject unknown trajectory, quality or layout names before anything is rendered."""
+    if trj_mode not in TRAJECTORY_MODES:
+        raise ValueError(f"unknown trj_mode {trj_mode!r}; choose one of {', '.join(TRAJECTORY_MODES)}")
+    if video_quality not in VIDEO_QUALITY:
+        raise ValueError(f"unknown video_quality {video_quality!r}; choose one of {', '.join(VIDEO_QUALITY)}")
+    if vis_depth not in (None, "hcat", "vcat"):
+        raise ValueError(f"vis_depth must be 'hcat', 'vcat' or None, got {vis_depth!r}")
+
+
 def write_gs_video(
     prediction: Prediction,
     target: ExportTarget,
@@ -79,8 +90,7 @@ def write_gs_video(
     progress: bool = True,
 ) -> list[str]:
     """Render the trajectory and encode it (H.264 through PyAV); returns the mp4's location."""
-    if vis_depth not in (None, "hcat", "vcat"):
-        raise ValueError(f"vis_depth must be 'hcat', 'vcat' or None, got {vis_depth!r}")
+    check_gs_video_options(trj_mode, video_quality, vis_depth)
     w2c, intr, (h, w) = render_cameras(prediction, render_exts, render_ixts, render_hw)
     if len(w2c) <= 1:
         trj_mode = "wander"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import PurePosixPath
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -41,7 +42,7 @@ def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) ->
 
 
 def write_nerfstudio(prediction: Prediction, target: ExportTarget, num_points: int = 200_000, seed: int = 0,
-                     **point_options) -> list[str]:
+                     **point_options: Any) -> list[str]:
     """Write the dataset (point options: see :func:`confident_points`); returns the written locations."""
     paths = []
     image_paths = [f"images/{PurePosixPath(name).stem}.png" for name in source_names(prediction)]
@@ -51,7 +52,7 @@ def write_nerfstudio(prediction: Prediction, target: ExportTarget, num_points: i
         with target.staged(f"{ROOT}/{rel}") as local:
             Image.fromarray(prediction.processed_images[i]).save(local, format="PNG")
         paths.append(target.url(f"{ROOT}/{rel}"))
-    cloud = confident_points(prediction, num_points, seed=seed, **point_options)
+    cloud = confident_points(prediction, num_max_points=num_points, seed=seed, **point_options)
     with target.staged(f"{ROOT}/points3D.ply") as local:
         save_point_ply(local, cloud.xyz, cloud.rgb)
     paths.append(target.url(f"{ROOT}/points3D.ply"))

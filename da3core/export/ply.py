@@ -7,6 +7,7 @@ layout Open3D, CloudCompare, MeshLab and nerfstudio read. Points follow :mod:`da
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from plyfile import PlyData, PlyElement
@@ -27,7 +28,7 @@ def save_point_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
     PlyData([PlyElement.describe(vertex, "vertex")]).write(str(path))
 
 
-def write_ply(prediction: Prediction, target: ExportTarget, **options) -> list[str]:
+def write_ply(prediction: Prediction, target: ExportTarget, **options: Any) -> list[str]:
     """Write ``points.ply`` (options: see :func:`confident_points`)."""
     cloud = confident_points(prediction, **options)
     with target.staged("points.ply") as local:
