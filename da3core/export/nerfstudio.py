@@ -20,7 +20,7 @@ from da3core.export.colmap import source_names
 from da3core.export.ply import save_point_ply
 from da3core.export.points import confident_points
 from da3core.export.target import ExportTarget
-from da3core.geometry import affine_inverse
+from da3core.geometry import affine_inverse, as_homogeneous
 from da3core.prediction import Prediction
 
 ROOT = "nerfstudio"
@@ -32,7 +32,7 @@ def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) ->
     h, w = prediction.depth.shape[1:]
     frames = []
     for i, path in enumerate(image_paths):
-        c2w = affine_inverse(prediction.extrinsics[i].astype(np.float64)) @ OPENCV_TO_OPENGL
+        c2w = affine_inverse(as_homogeneous(prediction.extrinsics[i].astype(np.float64))) @ OPENCV_TO_OPENGL
         K = prediction.intrinsics[i].astype(np.float64)
         frames.append({
             "file_path": path, "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w": w, "h": h,

@@ -46,8 +46,7 @@ class ExportTarget:
         """Create the root and prove a file can be written there; raise ExportDirError otherwise."""
         probe = f".da3-write-probe-{uuid.uuid4().hex[:8]}"
         try:
-            if self.remote:
-                self.fs.makedirs(self._fs_root, exist_ok=True)
+            if self.remote:  # object stores need no folders; never create a bucket from a typo
                 self.fs.pipe_file(f"{self._fs_root}/{probe}", b"")
                 self.fs.rm_file(f"{self._fs_root}/{probe}")
             else:
