@@ -1,0 +1,87 @@
+"""``colmap``: a binary COLMAP model in ``sparse/0/`` at the original image resolution, through pycolmap.
+
+One PINHOLE camera per view with the processed intrinsics rescaled to the source size (rows scaled by
+``W0/w`` and ``H0/h``, as upstream; valid for resize preprocessing only), the predicted w2c pose, and one
+3-D point per selected pixel with a single observation at that pixel scaled to the source resolution.
+Pixels are selected as upstream does (``conf >= percentile(conf, conf_thresh_percentile)``, no floor or cap;
+all valid non-sky pixels without confidence), then at most ``num_max_points`` by seeded downsampling.
+Image names are ``prediction.source_names`` (default ``frame_0000.jpg`` ...), sizes ``prediction.source_sizes``
+(default: the processed size). Place the images beside ``sparse/`` in ``images/`` for gsplat/nerfstudio.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from da3core.export.points import select_points, valid_mask
+from da3core.export.target import ExportTarget
+from da3core.prediction import Prediction
+
+MODEL_DIR = "sparse/0"
+
+
+def source_sizes(prediction: Prediction) -> np.ndarray:
+    """(N, 2) int original (H, W) per view (the processed size when unknown)."""
+    if prediction.source_sizes is not None:
+        return np.asarray(prediction.source_sizes, dtype=int)
+    return np.tile(prediction.depth.shape[1:], (len(prediction), 1))
+
+
+def source_names(prediction: Prediction, ext: str = "jpg") -> list[str]:
+    """File name per view: ``prediction.source_names`` or ``frame_0000.<ext>`` ..."""
+    return list(prediction.source_names or [f"frame_{i:04d}.{ext}" for i in range(len(prediction))])
+
+
+def scaled_intrinsics(prediction: Prediction) -> np.ndarray:
+    """(N, 3, 3) float64 intrinsics in pixels of each source image."""
+    h, w = prediction.depth.shape[1:]
+    sizes = source_sizes(prediction)
+    scale = np.stack([sizes[:, 1] / w, sizes[:, 0] / h, np.ones(len(sizes))], axis=-1)
+    return prediction.intrinsics.astype(np.float64) * scale[:, :, None]
+
+
+def check_colmap_options(process_res_method: str = "upper_bound_resize", **_: object) -> None:
+    """Refuse preprocessing whose pixels cannot be mapped back to the source images (crops)."""
+    if not process_res_method.endswith("resize"):
+        raise ValueError(f"colmap export maps pixels back to the source images only for resize preprocessing; "
+                         f"got process_res_method={process_res_method!r} (use upper_bound_resize or lower_bound_resize)")
+
+
+def write_colmap(
+    prediction: Prediction,
+    target: ExportTarget,
+    conf_thresh_percentile: float = 40.0,
+    num_max_points: int | None = 1_000_000,
+    process_res_method: str = "upper_bound_resize",
+    seed: int = 0,
+) -> list[str]:
+    """Write ``sparse/0/{cameras,images,points3D,rigs,frames}.bin``; returns their locations."""
+    import pycolmap
+
+    check_colmap_options(process_res_method)
+    mask = valid_mask(prediction, conf_thresh_percentile, conf_floor=None, ensure_thresh_percentile=None)
+    cloud = select_points(prediction, mask).downsample(num_max_points, seed)
+    sizes, names, K = source_sizes(prediction), source_names(prediction), scaled_intrinsics(prediction)
+    h, w = prediction.depth.shape[1:]
+    rec = pycolmap.Reconstruction()
+    slot = np.zeros(len(cloud), dtype=np.int64)  # index of each point's observation in its image
+    for i in range(len(prediction)):
+        camera = pycolmap.Camera.create_from_model_name(i + 1, "PINHOLE", float(K[i, 0, 0]),
+                                                        int(sizes[i, 1]), int(sizes[i, 0]))
+        camera.params = [K[i, 0, 0], K[i, 1, 1], K[i, 0, 2], K[i, 1, 2]]
+        rec.add_camera_with_trivial_rig(camera)
+        in_view = np.flatnonzero(cloud.view == i)
+        slot[in_view] = np.arange(len(in_view))
+        keypoints = cloud.pixel[in_view] * np.array([sizes[i, 1] / w, sizes[i, 0] / h])
+        image = pycolmap.Image(name=names[i], keypoints=keypoints.astype(np.float64), camera_id=i + 1, image_id=i + 1)
+        ext = prediction.extrinsics[i].astype(np.float64)
+        rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(ext[:3, :3]), ext[:3, 3]))
+    xyz, rgb = cloud.xyz.astype(np.float64), cloud.rgb
+    for p in range(len(cloud)):
+        track = pycolmap.Track()
+        track.add_element(int(cloud.view[p]) + 1, int(slot[p]))
+        rec.add_point3D(xyz[p], track, rgb[p])
+    with target.staged_dir(MODEL_DIR) as local:
+        rec.write_binary(str(local))
+        files = sorted(path.name for path in local.iterdir())
+    return [target.url(f"{MODEL_DIR}/{name}") for name in files]

@@ -1,0 +1,71 @@
+"""``gs_ply``: ``gs_ply/0000.ply``, the predicted 3D Gaussians in the INRIA 3DGS PLY layout.
+
+Properties (all float32, element ``vertex``): ``x y z nx ny nz f_dc_0..2 [f_rest_0..] opacity scale_0..2
+rot_0..3`` with zero normals, opacity as a logit, log scales and wxyz quaternions; ``f_rest`` is channel-major
+(all R coefficients, then G, then B). Pruning follows upstream: a border of ``int(8/256 * H)`` rows and
+``int(8/256 * W)`` columns is dropped (nothing when that rounds to 0; upstream then drops everything), and
+each view keeps pixels whose depth is at most its ``prune_by_depth_percent`` quantile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from plyfile import PlyData, PlyElement
+
+from da3core.export.target import ExportTarget
+from da3core.prediction import Prediction
+
+OPACITY_EPS = 1e-6  # keeps the logit finite for opacities of exactly 0 or 1
+
+
+def keep_mask(depth: np.ndarray, prune_by_depth_percent: float | None = 0.9, prune_border: bool = True) -> np.ndarray:
+    """(N, H, W) bool: Gaussians kept after border and per-view depth-quantile pruning of (N, H, W) ``depth``."""
+    n, h, w = depth.shape
+    keep = np.ones(depth.shape, dtype=bool)
+    if prune_border:
+        bh, bw = int(8 / 256 * h), int(8 / 256 * w)
+        keep[:, :bh], keep[:, h - bh:], keep[:, :, :bw], keep[:, :, w - bw:] = False, False, False, False
+    if prune_by_depth_percent is not None and prune_by_depth_percent < 1:
+        limit = np.quantile(depth.reshape(n, -1).astype(np.float32), prune_by_depth_percent, axis=1)
+        keep &= depth <= limit[:, None, None]
+    return keep
+
+
+def ply_properties(n_rest: int) -> list[str]:
+    """INRIA property names with ``n_rest`` f_rest entries."""
+    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(n_rest)]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def write_gs_ply(
+    prediction: Prediction,
+    target: ExportTarget,
+    gs_views_interval: int | None = 1,
+    prune_by_depth_percent: float | None = 0.9,
+    prune_border: bool = True,
+    sh_dc_only: bool = True,
+) -> list[str]:
+    """Write every ``gs_views_interval``-th view's kept Gaussians (None: about 12 views in total)."""
+    gs = prediction.gaussians
+    n, h, w = prediction.depth.shape
+    if len(gs) != n * h * w:
+        raise ValueError(f"gs_ply expects one Gaussian per pixel ({n}x{h}x{w} = {n * h * w}), got {len(gs)}")
+    if gs_views_interval is None:
+        gs_views_interval = max(n // 12, 1)
+    keep = keep_mask(prediction.depth, prune_by_depth_percent, prune_border)
+    keep[np.arange(n) % gs_views_interval != 0] = False
+    idx = np.flatnonzero(keep.reshape(-1))
+    harmonics = gs.harmonics[idx]
+    rest = np.zeros((len(idx), 0), np.float32) if sh_dc_only else harmonics[:, :, 1:].reshape(len(idx), -1)
+    opacity = np.clip(gs.opacities[idx].astype(np.float64), OPACITY_EPS, 1 - OPACITY_EPS)
+    columns = [
+        gs.means[idx], np.zeros((len(idx), 3)), harmonics[:, :, 0], rest,
+        np.log(opacity / (1 - opacity))[:, None], np.log(gs.scales[idx]), gs.rotations[idx],
+    ]
+    data = np.concatenate([np.asarray(c, dtype=np.float32) for c in columns], axis=1)
+    vertex = np.empty(len(idx), dtype=[(name, "f4") for name in ply_properties(rest.shape[1])])
+    for j, name in enumerate(vertex.dtype.names):
+        vertex[name] = data[:, j]
+    with target.staged("gs_ply/0000.ply") as local:
+        PlyData([PlyElement.describe(vertex, "vertex")]).write(str(local))
+    return [target.url("gs_ply/0000.ply")]

@@ -1,0 +1,61 @@
+"""``nerfstudio``: a self-contained nerfstudio dataset in ``nerfstudio/`` (``ns-train splatfacto --data ...``).
+
+- ``images/<stem>.png``: the processed images (what depth, cameras and points were predicted for);
+- ``transforms.json``: ``camera_model: OPENCV`` and per frame ``file_path``, ``fl_x fl_y cx cy w h`` (processed
+  pixels) and ``transform_matrix``, the camera-to-world pose with OpenGL axes (OpenCV c2w with its y and z
+  columns negated), in the prediction's world frame; top-level ``ply_file_path: points3D.ply``;
+- ``points3D.ply``: at most ``num_points`` confident points (same rule as glb) to seed splatfacto.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from da3core.export.colmap import source_names
+from da3core.export.ply import save_point_ply
+from da3core.export.points import confident_points
+from da3core.export.target import ExportTarget
+from da3core.geometry import affine_inverse, as_homogeneous
+from da3core.prediction import Prediction
+
+ROOT = "nerfstudio"
+OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) -> dict:
+    """The transforms.json content for ``image_paths`` (relative to the dataset folder)."""
+    h, w = prediction.depth.shape[1:]
+    frames = []
+    for i, path in enumerate(image_paths):
+        c2w = affine_inverse(as_homogeneous(prediction.extrinsics[i].astype(np.float64))) @ OPENCV_TO_OPENGL
+        K = prediction.intrinsics[i].astype(np.float64)
+        frames.append({
+            "file_path": path, "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w": w, "h": h,
+            "transform_matrix": c2w.tolist(),
+        })
+    return {"camera_model": "OPENCV", "ply_file_path": ply_path, "frames": frames}
+
+
+def write_nerfstudio(prediction: Prediction, target: ExportTarget, num_points: int = 200_000, seed: int = 0,
+                     **point_options: Any) -> list[str]:
+    """Write the dataset (point options: see :func:`confident_points`); returns the written locations."""
+    paths = []
+    image_paths = [f"images/{PurePosixPath(name).stem}.png" for name in source_names(prediction)]
+    if len(set(image_paths)) != len(image_paths):
+        raise ValueError("nerfstudio export needs distinct source file names (stems collide)")
+    for i, rel in enumerate(image_paths):
+        with target.staged(f"{ROOT}/{rel}") as local:
+            Image.fromarray(prediction.processed_images[i]).save(local, format="PNG")
+        paths.append(target.url(f"{ROOT}/{rel}"))
+    cloud = confident_points(prediction, num_max_points=num_points, seed=seed, **point_options)
+    with target.staged(f"{ROOT}/points3D.ply") as local:
+        save_point_ply(local, cloud.xyz, cloud.rgb)
+    paths.append(target.url(f"{ROOT}/points3D.ply"))
+    content = json.dumps(transforms(prediction, image_paths, "points3D.ply"), indent=2)
+    paths.append(target.write_bytes(f"{ROOT}/transforms.json", content.encode()))
+    return paths

@@ -1,0 +1,155 @@
+"""The export format registry: names, what each format needs, and the ``export`` dispatcher."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from da3core.export.colmap import check_colmap_options, write_colmap
+from da3core.export.depth_vis import write_depth_vis
+from da3core.export.feat_vis import feature_layers, write_feat_vis
+from da3core.export.glb import build_scene, write_glb
+from da3core.export.gs_ply import write_gs_ply
+from da3core.export.gs_video import check_gs_video_options, write_gs_video
+from da3core.export.nerfstudio import write_nerfstudio
+from da3core.export.npz import write_mini_npz, write_npz
+from da3core.export.ply import write_ply
+from da3core.export.points import confident_points
+from da3core.export.target import ExportTarget
+from da3core.prediction import Prediction
+
+log = logging.getLogger(__name__)
+
+GAUSSIAN_HINT = "run a giant or nested preset with infer_gs=True"
+FEATURE_HINT = "pass export_feat_layers=[...] to inference"
+
+# Options export() takes for every format that uses them, with their defaults.
+SHARED_DEFAULTS: dict[str, Any] = {
+    "conf_thresh_percentile": 40.0, "num_max_points": 1_000_000, "show_cameras": True, "feat_vis_fps": 15,
+    "render_exts": None, "render_ixts": None, "render_hw": None,
+}
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: its writer, the prediction fields it needs and the shared options it takes."""
+
+    name: str
+    write: Callable[..., list[str]]  # write(prediction, target, **options) -> written locations
+    summary: str
+    needs: tuple[str, ...] = ()  # Prediction fields ("features" = aux feat_layer_*)
+    shared: dict[str, str] = field(default_factory=dict)  # shared option -> the writer's keyword
+    forwards: tuple[Callable[..., Any], ...] = ()  # where the writer's **options go: their keywords are valid
+    check: Callable[..., None] | None = None  # validates option values before anything is written
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise TypeError/ValueError for options the writer would reject."""
+        accepted = set()
+        for fn in (self.write, *self.forwards):
+            accepted |= {p.name for p in inspect.signature(fn).parameters.values()
+                         if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        accepted -= {"prediction", "target"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise TypeError(f"export format {self.name!r} has no option(s) {unknown}; valid: {sorted(accepted)}")
+        if self.check is not None:
+            self.check(**options)
+
+
+_POINT_NEEDS = ("intrinsics", "extrinsics", "processed_images")
+_PERCENTILE = {"conf_thresh_percentile": "conf_thresh_percentile"}
+_POINT_SHARED = {**_PERCENTILE, "num_max_points": "num_max_points"}
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("mini_npz", write_mini_npz, "exports/mini_npz/results.npz: depth, conf, cameras"),
+    ExportFormat("npz", write_npz, "exports/npz/results.npz: images, depth, conf, cameras",
+                 needs=("processed_images",)),
+    ExportFormat("glb", write_glb, "scene.glb points + camera frustums, scene.jpg, depth_vis/", needs=_POINT_NEEDS,
+                 shared={**_POINT_SHARED, "show_cameras": "show_cameras"}, forwards=(build_scene, confident_points)),
+    ExportFormat("depth_vis", write_depth_vis, "depth_vis/NNNN.jpg image | depth", needs=("processed_images",)),
+    ExportFormat("feat_vis", write_feat_vis, "feat_vis/: PCA of intermediate features, JPEGs + mp4",
+                 needs=("processed_images", "features"), shared={"feat_vis_fps": "fps"}),
+    ExportFormat("gs_ply", write_gs_ply, "gs_ply/0000.ply 3DGS PLY (INRIA layout)", needs=("gaussians",)),
+    ExportFormat("gs_video", write_gs_video, "gs_video/0000_<trajectory>.mp4 Gaussian fly-through",
+                 needs=("gaussians", "intrinsics", "extrinsics"),
+                 shared={k: k for k in ("render_exts", "render_ixts", "render_hw")}, check=check_gs_video_options),
+    ExportFormat("colmap", write_colmap, "sparse/0/*.bin COLMAP model at the source resolution",
+                 needs=_POINT_NEEDS, shared=_POINT_SHARED, check=check_colmap_options),
+    ExportFormat("nerfstudio", write_nerfstudio, "nerfstudio/: transforms.json, images, points3D.ply",
+                 needs=_POINT_NEEDS, shared=_PERCENTILE, forwards=(confident_points,)),
+    ExportFormat("ply", write_ply, "points.ply coloured point cloud", needs=_POINT_NEEDS, shared=_POINT_SHARED,
+                 forwards=(confident_points,)),
+)}
+
+
+def parse_formats(spec: str | Sequence[str]) -> list[str]:
+    """Format names from ``"a-b-c"``, ``"a+b+c"`` or a list; order kept, duplicates dropped, unknown names rejected."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    names = [n.strip() for item in items for n in re.split(r"[-+,]", str(item)) if n.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown export format(s) {', '.join(map(repr, unknown))}; valid: {', '.join(FORMATS)}")
+    return list(dict.fromkeys(names))
+
+
+def check_formats(formats: Sequence[str], *, has_conf: bool, has_gaussians: bool, has_features: bool,
+                  process_res_method: str | None = None) -> None:
+    """Fail before inference when a format needs data the model will not produce (or a preprocessing it cannot use)."""
+    for name in parse_formats(formats):
+        needs = FORMATS[name].needs
+        if "gaussians" in needs and not has_gaussians:
+            raise ValueError(f"export format {name!r} needs 3D Gaussians: {GAUSSIAN_HINT}")
+        if "features" in needs and not has_features:
+            raise ValueError(f"export format {name!r} needs intermediate features: {FEATURE_HINT}")
+        if name == "colmap" and process_res_method is not None:
+            check_colmap_options(process_res_method)
+        if not has_conf and "processed_images" in needs and name in ("glb", "colmap", "ply", "nerfstudio"):
+            log.info("%s: this model gives no confidence, so every valid non-sky pixel becomes a point", name)
+
+
+def _check_prediction(name: str, prediction: Prediction) -> None:
+    for need in FORMATS[name].needs:
+        missing = not feature_layers(prediction) if need == "features" else getattr(prediction, need) is None
+        if missing:
+            what = "aux['feat_layer_*']" if need == "features" else need
+            hint = {"gaussians": f"; {GAUSSIAN_HINT}", "features": f"; {FEATURE_HINT}"}.get(need, "")
+            raise ValueError(f"export format {name!r} needs prediction.{what}, which this prediction lacks{hint}")
+
+
+def export(
+    prediction: Prediction,
+    formats: str | Sequence[str],
+    export_dir: str | os.PathLike,
+    storage_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, list[str]]:
+    """Write each format into ``export_dir`` (local path or fsspec URL); returns the written locations per format.
+
+    ``kwargs[<format>]`` is a dict of that format's options; the shared options (``SHARED_DEFAULTS``) go to
+    the formats that use them, and a per-format option wins over a shared one. Every check that needs no
+    writing (names, prediction fields, options, a writable ``export_dir``) runs before the first file.
+    """
+    names = parse_formats(formats)
+    unknown = sorted(k for k in kwargs if k not in FORMATS and k not in SHARED_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown export option(s) {unknown}; per-format options go in a dict under the format name")
+    shared = {k: kwargs.get(k, v) for k, v in SHARED_DEFAULTS.items()}
+    plan = {}
+    for name in names:
+        fmt = FORMATS[name]
+        _check_prediction(name, prediction)
+        plan[name] = {fmt.shared[k]: shared[k] for k in fmt.shared} | dict(kwargs.get(name) or {})
+        fmt.check_options(plan[name])
+    target = ExportTarget(export_dir, storage_options)
+    target.check_writable()
+    written = {}
+    for name, options in plan.items():
+        start = time.perf_counter()
+        written[name] = FORMATS[name].write(prediction, target, **options)
+        log.info("exported %s (%d files) in %.2f s", name, len(written[name]), time.perf_counter() - start)
+    return written

@@ -1,0 +1,106 @@
+"""Where an export writes: a local folder or an fsspec URL, with every file published atomically.
+
+Writers get a local path to write into (:meth:`ExportTarget.staged`); only a completed file is moved
+(local: ``os.replace`` from a hidden temp name in the same folder) or uploaded (remote: one ``put`` of
+the finished file, which S3 makes visible only once complete) to its final name. A crash therefore
+never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+
+class ExportDirError(OSError):
+    """The export directory cannot be created or written."""
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+class ExportTarget:
+    """One export directory (local path or ``s3://bucket/prefix``) that formats write files into."""
+
+    def __init__(self, root: str | os.PathLike, storage_options: dict[str, Any] | None = None):
+        self.root = str(root).rstrip("/")
+        self.remote = _is_remote(self.root)
+        if self.remote:
+            self.fs, self._fs_root = fsspec.core.url_to_fs(self.root, **(storage_options or {}))
+        else:
+            self._local_root = Path(self.root.removeprefix("file://"))
+
+    def url(self, relpath: str) -> str:
+        """The final location of ``relpath`` (a local path or a URL), as returned to callers."""
+        return f"{self.root}/{relpath}" if self.remote else str(self._local_root / relpath)
+
+    def check_writable(self) -> None:
+        """Create the root and prove a file can be written there; raise ExportDirError otherwise."""
+        probe = f".da3-write-probe-{uuid.uuid4().hex[:8]}"
+        try:
+            if self.remote:  # object stores need no folders; never create a bucket from a typo
+                self.fs.pipe_file(f"{self._fs_root}/{probe}", b"")
+                self.fs.rm_file(f"{self._fs_root}/{probe}")
+            else:
+                self._local_root.mkdir(parents=True, exist_ok=True)
+                (self._local_root / probe).write_bytes(b"")
+                (self._local_root / probe).unlink()
+        except Exception as exc:  # every backend failure means the same thing to the user
+            raise ExportDirError(
+                f"cannot write exports to {self.root} ({type(exc).__name__}: {exc}); "
+                "choose a writable export_dir or fix its permissions/credentials"
+            ) from None
+
+    @contextmanager
+    def staged(self, relpath: str) -> Iterator[Path]:
+        """Yield a local path to write ``relpath`` into; publish it under its final name on success."""
+        final = Path(relpath)
+        if self.remote:
+            with tempfile.TemporaryDirectory(prefix="da3-export-") as tmp:
+                local = Path(tmp) / final.name
+                yield local
+                self._upload(local, relpath)
+            return
+        dest = self._local_root / final
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Same folder (so os.replace is atomic) and same suffix (libraries pick the format from it).
+        local = dest.with_name(f".{final.stem}.tmp-{uuid.uuid4().hex[:8]}{final.suffix}")
+        try:
+            yield local
+            os.replace(local, dest)
+        finally:
+            local.unlink(missing_ok=True)
+
+    @contextmanager
+    def staged_dir(self, reldir: str) -> Iterator[Path]:
+        """Yield an empty local folder; on success publish each file written in it under ``reldir``."""
+        parent = None
+        if not self.remote:
+            parent = self._local_root / reldir
+            parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".da3-export-", dir=parent) as tmp:
+            yield Path(tmp)
+            for path in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
+                rel = f"{reldir}/{path.relative_to(tmp).as_posix()}"
+                if self.remote:
+                    self._upload(path, rel)
+                else:
+                    (self._local_root / rel).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, self._local_root / rel)
+
+    def write_bytes(self, relpath: str, data: bytes) -> str:
+        """Write ``data`` to ``relpath`` atomically; returns its final location."""
+        with self.staged(relpath) as local:
+            local.write_bytes(data)
+        return self.url(relpath)
+
+    def _upload(self, local: Path, relpath: str) -> None:
+        self.fs.put_file(str(local), f"{self._fs_root}/{relpath}")

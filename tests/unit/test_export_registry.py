@@ -1,0 +1,88 @@
+"""Format names, pre-inference checks, option validation, and what a failed export leaves behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+from export_scenes import synthetic_prediction
+
+from da3core.export import FORMATS, ExportDirError, check_formats, export, parse_formats
+
+
+@pytest.fixture(scope="module")
+def prediction():
+    return synthetic_prediction(n_views=2, width=70, height=56)[0]
+
+
+def test_parse_formats_accepts_upstream_hydra_and_list_styles():
+    assert parse_formats("mini_npz-glb-depth_vis") == ["mini_npz", "glb", "depth_vis"]
+    assert parse_formats("glb+gs_ply+glb") == ["glb", "gs_ply"]
+    assert parse_formats(["npz", "colmap+ply", "npz"]) == ["npz", "colmap", "ply"]
+    assert set(FORMATS) == {"mini_npz", "npz", "glb", "depth_vis", "feat_vis", "gs_ply", "gs_video", "colmap",
+                            "nerfstudio", "ply"}
+
+
+def test_unknown_format_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown export format\(s\) 'gbl'; valid: mini_npz, npz, glb, depth_vis"):
+        parse_formats("npz-gbl")
+
+
+def test_check_formats_names_the_missing_model_output():
+    check_formats(["glb", "colmap", "npz"], has_conf=False, has_gaussians=False, has_features=False)
+    with pytest.raises(ValueError, match="'gs_video' needs 3D Gaussians: run a giant or nested preset with infer_gs"):
+        check_formats("glb+gs_video", has_conf=True, has_gaussians=False, has_features=False)
+    with pytest.raises(ValueError, match="'feat_vis' needs intermediate features: pass export_feat_layers"):
+        check_formats(["feat_vis"], has_conf=True, has_gaussians=True, has_features=False)
+    with pytest.raises(ValueError, match="resize preprocessing"):
+        check_formats("colmap", has_conf=True, has_gaussians=False, has_features=False,
+                      process_res_method="lower_bound_crop")
+
+
+def test_missing_prediction_field_fails_before_anything_is_written(prediction, tmp_path):
+    with pytest.raises(ValueError, match=r"'gs_ply' needs prediction.gaussians, which this prediction lacks; run"):
+        export(prediction, "npz+gs_ply", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_options_are_rejected_with_the_valid_ones(prediction, tmp_path):
+    with pytest.raises(TypeError, match=r"'glb' has no option\(s\) \['conf_treshold'\]; valid: .*'camera_size'"):
+        export(prediction, "glb", tmp_path, glb={"conf_treshold": 2.0})
+    with pytest.raises(TypeError, match=r"unknown export option\(s\) \['num_points'\]"):
+        export(prediction, "glb", tmp_path, num_points=5)
+    with pytest.raises(ValueError, match="unknown trj_mode 'orbit'; choose one of original, smooth"):
+        FORMATS["gs_video"].check_options({"trj_mode": "orbit"})
+    assert not any(tmp_path.iterdir())
+
+
+def test_unwritable_export_dir_is_one_clear_line(prediction, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ExportDirError) as info:
+        export(prediction, "npz", blocker / "exports")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"cannot write exports to {blocker / 'exports'}")
+    assert "choose a writable export_dir" in message
+
+
+def test_a_failing_writer_leaves_no_partial_file_and_keeps_earlier_ones(prediction, tmp_path, monkeypatch):
+    def broken_export(self, file_obj=None, file_type=None, **kwargs):
+        with open(file_obj, "wb") as f:
+            f.write(b"glTF half")
+        raise OSError("disk full")
+
+    export(prediction, "glb", tmp_path, glb={"export_depth_vis": False})
+    good = (tmp_path / "scene.glb").read_bytes()
+    monkeypatch.setattr(trimesh.Scene, "export", broken_export)
+    with pytest.raises(OSError, match="disk full"):
+        export(prediction, "npz+glb", tmp_path, glb={"export_depth_vis": False})
+    assert (tmp_path / "scene.glb").read_bytes() == good  # the old file survives, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports", "scene.glb"]  # no temp files
+    with np.load(tmp_path / "exports/npz/results.npz") as npz:
+        np.testing.assert_array_equal(npz["image"], prediction.processed_images)
+
+
+def test_per_format_options_win_over_shared_ones(prediction, tmp_path):
+    export(prediction, "glb+ply", tmp_path, num_max_points=100, glb={"num_max_points": 50, "export_depth_vis": False})
+    assert len(trimesh.load(tmp_path / "scene.glb").geometry["points"].vertices) == 50
+    assert len(trimesh.load(tmp_path / "points.ply").vertices) == 100
