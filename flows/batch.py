@@ -1,0 +1,127 @@
+"""Reconstruct every scene of a dataset: ``python -m flows.batch dataset=<name|folder|s3 prefix> [overrides]``.
+
+Every subfolder (image folder or COLMAP dataset) and every video directly under the dataset root is
+a scene. Scenes run concurrently (threads, or Dask workers with ``runner=dask``); one failing scene
+does not stop the others; complete scenes are skipped and half-written ones are redone.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import fsspec
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from da3core.io.inputs import VIDEO_EXTENSIONS, InputError
+from da3core.io.remote import is_remote, list_children
+from flows.config import BatchConfig, load_config
+from flows.errors import run_cli
+from flows.reconstruct import SceneResult, reconstruct_scene, scene_name
+from flows.storage import check_storage
+
+
+@dataclass
+class BatchReport:
+    """Per-scene outcome of a batch run."""
+
+    results: list[SceneResult]
+    failures: dict[str, str]  # scene name -> one-line reason
+
+    def summary(self) -> str:
+        """Human-readable lines: one per scene."""
+        lines = [f"{r.name}: {r.status} ({r.seconds:.1f}s)" for r in self.results]
+        lines += [f"{name}: FAILED: {reason}" for name, reason in self.failures.items()]
+        return "\n".join(lines)
+
+
+def discover_dataset(root: str, storage_options: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, source) of every scene under ``root``: subfolders and videos; hidden entries are ignored."""
+    try:
+        children = list_children(root, storage_options)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise InputError(f"dataset not found or not a folder: {root}") from exc
+    scenes = []
+    for child in children:
+        base = PurePosixPath(child.rstrip("/")).name
+        suffix = PurePosixPath(base).suffix.lower().lstrip(".")
+        if base.startswith((".", "_")):
+            continue
+        if suffix in VIDEO_EXTENSIONS or _is_dir(child, storage_options):
+            scenes.append((scene_name(child), child))
+    if not scenes:
+        raise InputError(f"no scenes in dataset {root}: expected subfolders (images or COLMAP) or videos")
+    return scenes
+
+
+def _is_dir(path: str, storage_options: dict[str, Any]) -> bool:
+    if not is_remote(path):
+        return Path(path).is_dir()
+    fs, p = fsspec.core.url_to_fs(path, **storage_options)
+    return fs.isdir(p)
+
+
+@task(name="scene", task_run_name="scene-{name}", cache_policy=NO_CACHE)
+def scene_task(cfg: BatchConfig, name: str, source: str) -> SceneResult:
+    """One scene of the batch (its own tasks run nested, on the same worker)."""
+    return reconstruct_scene(cfg, name, source)
+
+
+@flow(name="batch", log_prints=True)
+def batch(overrides: list[str] | None = None) -> BatchReport:
+    """Reconstruct all scenes of ``dataset``; failures are collected, not raised."""
+    cfg = load_config("batch", overrides)
+    logger = get_run_logger()
+    root = cfg.datasets.get(cfg.dataset, cfg.dataset)
+    scenes = discover_dataset(root, dict(cfg.storage.options))
+    logger.info("dataset %s: %d scenes, concurrency %d (%s runner)", root, len(scenes), cfg.concurrency,
+                cfg.runner.value)
+    futures = [(name, scene_task.submit(cfg, name, source)) for name, source in scenes]
+    results, failures = [], {}
+    for i, (name, fut) in enumerate(futures, 1):
+        try:
+            results.append(fut.result())
+            logger.info("[%d/%d] %s: %s", i, len(futures), name, results[-1].status)
+        except Exception as exc:  # isolate scene failures; the report carries the reason
+            failures[name] = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            logger.error("[%d/%d] %s failed: %s", i, len(futures), name, failures[name])
+    return BatchReport(results, failures)
+
+
+def task_runner(cfg: BatchConfig):
+    """The Prefect task runner for ``cfg.runner``: threads, or Dask workers (one model per worker process)."""
+    if cfg.runner.value == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if cfg.dask_address:
+            return DaskTaskRunner(address=cfg.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask_workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return ThreadPoolTaskRunner(max_workers=cfg.concurrency)
+
+
+def main(argv: list[str]) -> int:
+    """Command-line entry: validate config, storage and dataset first; exit 1 if any scene failed."""
+    outcome = {"failed": False}
+
+    def run() -> None:
+        cfg = load_config("batch", argv)
+        check_storage(cfg.storage.root, dict(cfg.storage.options))
+        discover_dataset(cfg.datasets.get(cfg.dataset, cfg.dataset), dict(cfg.storage.options))
+        report = batch.with_options(task_runner=task_runner(cfg))(argv)
+        print(report.summary())
+        outcome["failed"] = bool(report.failures)
+        if report.failures:
+            print(f"error: {len(report.failures)} of {len(report.results) + len(report.failures)} scenes failed",
+                  file=sys.stderr)
+
+    code = run_cli(run, argv, "batch")
+    return 1 if code == 0 and outcome["failed"] else code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
