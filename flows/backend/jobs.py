@@ -134,10 +134,11 @@ class Job:
 
 def new_job(workspace_root: Path, overrides: list[str]) -> Job:
     """A job with a fresh id and an empty workspace folder (its source is set once the input is in place)."""
+    overrides = check_client_overrides(overrides)
     job_id = uuid.uuid4().hex
     workspace = workspace_root / job_id
     workspace.mkdir(parents=True)
-    return Job(job_id, check_client_overrides(overrides), "", workspace)
+    return Job(job_id, overrides, "", workspace)
 
 
 def run_job(job: Job, pinned: list[str]) -> dict[str, Any]:
