@@ -54,6 +54,8 @@ def check_client_overrides(overrides: list[str]) -> list[str]:
                                   f"{', '.join(CLIENT_KEYS)}")
         if "${" in value:
             raise JobRequestError(f"override {item!r}: interpolations are not accepted by the backend")
+        if key.lstrip("+~") == "input.sparse_subdir" and (value.strip("'\"").startswith(("/", "~")) or ".." in value):
+            raise JobRequestError(f"override {item!r}: sparse_subdir must be a folder inside the input")
     return list(overrides)
 
 
@@ -156,6 +158,7 @@ def run_job(job: Job, pinned: list[str]) -> dict[str, Any]:
     job.progress, job.message = 0.97, "packing outputs"
     with open(job.archive, "wb") as out:
         pack_contents(job.output_dir, out)
+    shutil.rmtree(job.output_dir)  # the archive is what is served; keeping both would double the disk use
     out_dir = str(job.output_dir)
     relative = lambda p: str(Path(p).relative_to(out_dir)) if str(p).startswith(out_dir) else str(p)  # noqa: E731
     return {"name": result.name, "status": result.status, "seconds": result.seconds,
@@ -202,18 +205,18 @@ class JobQueue:
     def submit(self, job: Job) -> None:
         """Queue ``job`` or raise QueueFull when ``max_queue`` jobs are already waiting."""
         with self._cond:
-            if self._stopping or len(self._queue) >= self.max_queue:
-                self.counts["rejected"] += 1
-                raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); retry later")
+            self.check_room()  # the condition's lock is re-entrant, so this stays one atomic step
             self.jobs[job.id] = job
             self._queue.append(job)
             self.counts["accepted"] += 1
             self._cond.notify()
 
-    def is_full(self) -> bool:
-        """True when a submission now would be refused."""
+    def check_room(self) -> None:
+        """Raise QueueFull (and count the refusal) when a submission now would be refused."""
         with self._cond:
-            return self._stopping or len(self._queue) >= self.max_queue
+            if self._stopping or len(self._queue) >= self.max_queue:
+                self.counts["rejected"] += 1
+                raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); retry later")
 
     def queued(self) -> int:
         """Jobs waiting (not counting the running one)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
+import re
 import secrets
 import shutil
 import tempfile
@@ -210,9 +212,10 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
     @app.post("/jobs", status_code=202)
     async def submit(request: Request) -> dict[str, Any]:
         """Queue a job: a tar upload (overrides as repeated ``override`` query parameters) or JSON ``{path, overrides}``."""
-        if service.queue.is_full():  # before reading the body: a busy server should not take the upload
-            service.queue.counts["rejected"] += 1
-            raise HTTPException(503, f"the queue is full ({service.queue.max_queue} jobs waiting); retry later")
+        try:
+            service.queue.check_room()  # before reading the body: a busy server should not take the upload
+        except QueueFull as exc:
+            raise HTTPException(503, str(exc)) from exc
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
             if kind == "application/json":
@@ -309,4 +312,15 @@ def serve(model_dir: str | None, preset: str | None, weights: str, device: str, 
     app = create_app(model_dir, preset, weights, device, gallery_dir, token, max_queue, max_upload_mb,
                      allowed_roots, workspace_dir)
     app.state.service.warm()  # a model that cannot load stops the service here, with its error
+    if token:
+        logging.getLogger("uvicorn.access").addFilter(_RedactToken())
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+class _RedactToken(logging.Filter):
+    """Keep a ``?token=`` (a browser's first visit) out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.args = tuple(re.sub(r"token=[^&\s]*", "token=***", a) if isinstance(a, str) else a
+                            for a in record.args or ())
+        return True

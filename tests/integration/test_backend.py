@@ -5,6 +5,7 @@ and exports as a local run; bad jobs fail with one line and the worker goes on; 
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
 import threading
 import time
@@ -21,7 +22,7 @@ from fastapi.testclient import TestClient
 from da3core.synthetic import make_capture, write_image_folder
 from flows.backend.archive import pack
 from flows.backend.client import BackendError, run_on_backend
-from flows.backend.server import BackendConfigError, create_app, serve
+from flows.backend.server import BackendConfigError, _RedactToken, create_app, serve
 from flows.progress import progress_to
 from flows.reconstruct import main as reconstruct_main
 from s3server import free_port
@@ -179,7 +180,8 @@ def test_traversal_and_bad_requests_refused(backend, tmp_path):
     one = io.BytesIO()
     pack(root / "allowed" / "pair", one)
     for override in ("scene=/etc", "output_dir=/tmp/x", "storage.root=/tmp", "model.weights=pretrained",
-                     "+storage.options.key=x", "model=da3-large", "export=${oc.env:HOME}", "processing.process_res=5"):
+                     "+storage.options.key=x", "model=da3-large", "export=${oc.env:HOME}", "processing.process_res=5",
+                     "input.sparse_subdir=../../etc", "input.sparse_subdir=/etc", "hydra.run.dir=/tmp"):
         response = httpx.post(url + "/jobs", params={"override": override}, content=one.getvalue(), headers=tar_headers)
         assert response.status_code == 400, (override, response.text)
     assert httpx.post(url + "/jobs", content=b"{}", headers={"Content-Type": "text/plain"}).status_code == 415
@@ -254,3 +256,7 @@ def test_token_required_on_every_route_but_static(tmp_path):
     assert anonymous.get("/gallery/static/vendor/missing.js").status_code == 404  # static: open, no 401
     with pytest.raises(BackendConfigError, match="without a token"):
         serve(**MODEL, host="0.0.0.0", port=free_port())
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/dashboard?token=s3cret&refresh=5", "1.1", 200), None)
+    _RedactToken().filter(record)
+    assert "s3cret" not in record.getMessage() and "refresh=5" in record.getMessage()
