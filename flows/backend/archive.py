@@ -54,12 +54,15 @@ def safe_extract(archive: str | Path | BinaryIO, dest: str | Path) -> list[str]:
             tarfile.open(fileobj=archive, mode="r:")
     except tarfile.TarError as exc:
         raise ArchiveError(f"not an uncompressed tar archive: {exc}") from exc
-    with tar:
-        members = tar.getmembers()
-        for member in members:
-            _check_member(member)
-            if not (root / member.name).resolve().is_relative_to(root):
-                raise ArchiveError(f"archive entry {member.name!r} points outside the destination")
-        # The "data" filter re-checks the same rules inside tarfile (belt and braces) and drops odd permissions.
-        tar.extractall(dest, members=members, filter="data")
+    try:
+        with tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(member)
+                if not (root / member.name).resolve().is_relative_to(root):
+                    raise ArchiveError(f"archive entry {member.name!r} points outside the destination")
+            # The "data" filter re-checks the same rules inside tarfile (belt and braces), drops odd permissions.
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, EOFError) as exc:  # truncated or corrupt after a valid header
+        raise ArchiveError(f"corrupt tar archive: {exc}") from exc
     return sorted({PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts})

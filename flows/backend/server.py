@@ -174,6 +174,16 @@ async def _receive_upload(request: Request, target: Path, limit: int) -> int:
     return size
 
 
+async def _read_small(request: Request, limit: int) -> bytes:
+    """A small request body (a JSON job), refusing with 413 past ``limit`` bytes instead of buffering it all."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"a JSON job body is limited to {limit} bytes")
+    return bytes(body)
+
+
 def create_app(model_dir: str | None, preset: str | None, weights: str, device: str, gallery_dir: str | None = None,
                token: str | None = None, max_queue: int = 8, max_upload_mb: int = 512,
                allowed_roots: list[str] | None = None, workspace_dir: str | None = None) -> FastAPI:
@@ -220,7 +230,7 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
         try:
             if kind == "application/json":
                 try:
-                    body = json.loads(await request.body())
+                    body = json.loads(await _read_small(request, 1 << 20))
                 except ValueError as exc:
                     raise HTTPException(400, f"request body is not JSON: {exc}") from exc
                 if not isinstance(body, dict) or not isinstance(body.get("path"), str):

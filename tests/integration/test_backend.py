@@ -165,6 +165,7 @@ def test_traversal_and_bad_requests_refused(backend, tmp_path):
         "absolute": _tar([(tarfile.TarInfo(str(tmp_path / "evil.png")), b"x")]),
         "symlink": _tar([(link, None)]),
         "not a tar": b"definitely not a tar archive" * 40,
+        "truncated": _tar([(tarfile.TarInfo("scene/a.png"), b"x" * 5000)])[:1536],
     }
     tar_headers = {"Content-Type": "application/x-tar"}
     for name, body in bad_archives.items():
@@ -185,6 +186,7 @@ def test_traversal_and_bad_requests_refused(backend, tmp_path):
         response = httpx.post(url + "/jobs", params={"override": override}, content=one.getvalue(), headers=tar_headers)
         assert response.status_code == 400, (override, response.text)
     assert httpx.post(url + "/jobs", content=b"{}", headers={"Content-Type": "text/plain"}).status_code == 415
+    assert httpx.post(url + "/jobs", content=b" " * (2 << 20), headers={"Content-Type": "application/json"}).status_code == 413
 
 
 def test_upload_limit_and_gallery_and_pages(backend, tmp_path):
