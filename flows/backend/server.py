@@ -322,9 +322,20 @@ def serve(model_dir: str | None, preset: str | None, weights: str, device: str, 
     app = create_app(model_dir, preset, weights, device, gallery_dir, token, max_queue, max_upload_mb,
                      allowed_roots, workspace_dir)
     app.state.service.warm()  # a model that cannot load stops the service here, with its error
+    _import_before_serving()
     if token:
         logging.getLogger("uvicorn.access").addFilter(_RedactToken())
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _import_before_serving() -> None:
+    """Imports with process-wide side effects that uvicorn's own setup (next) must override, not follow."""
+    # Importing Prefect's flow API configures logging, uvicorn's loggers included (WARNING level): at the
+    # first job that would silence the access log. Imported now, uvicorn's log config is applied after it.
+    import flows.reconstruct  # noqa: F401
+    # Importing pycolmap installs glog's fatal-signal handlers, SIGTERM included: at the first COLMAP job
+    # that would turn SIGTERM into an instant kill. Imported now, uvicorn's signal handlers replace them.
+    import pycolmap  # noqa: F401
 
 
 class _RedactToken(logging.Filter):
