@@ -3,7 +3,7 @@
 Checkpoints are flat state dicts with the official keys (``pretrained.*``, ``head.*``) in a ``.pth``
 (read with ``torch.load(weights_only=True)``) or a ``.safetensors`` file. Random checkpoints are only
 written on request and are stamped: ``.safetensors`` files carry ``da3pipe_weights=random`` in their
-metadata, ``.pth`` files get a sidecar ``<file>.json``. The loader reports the stamp as
+metadata, ``.pth`` files get a sidecar ``<file>.json`` (holding the file's size, so a stale sidecar is ignored). The loader reports the stamp as
 ``model.random_weights``; it never substitutes random weights by itself.
 """
 
@@ -49,7 +49,8 @@ def write_random_checkpoint(path: str | os.PathLike, encoder: str = "vits", metr
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt", **stamp})
     else:
         torch.save(state, tmp)
-        _sidecar(path).write_text(json.dumps(stamp, indent=2))
+        # The size ties the stamp to this file: a checkpoint later saved over it is not taken for random.
+        _sidecar(path).write_text(json.dumps({**stamp, "bytes": tmp.stat().st_size}, indent=2))
     tmp.replace(path)
     return path
 
@@ -147,7 +148,8 @@ def read_stamp(file: Path) -> dict[str, str]:
         with safe_open(str(file), framework="pt") as f:
             return dict(f.metadata() or {})
     sidecar = _sidecar(file)
-    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    stamp = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    return stamp if stamp.get("bytes") == file.stat().st_size else {}
 
 
 def check_keys(model: torch.nn.Module, state: dict[str, torch.Tensor], file: Path) -> None:

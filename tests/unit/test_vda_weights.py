@@ -76,6 +76,12 @@ def test_load_reports_random_weights_and_infers_encoder_and_metric(vits_pth, tmp
     model = load_model(str(plain))
     assert (model.metric, model.random_weights) == (True, False)
     assert load_model(str(plain), metric=False).metric is False
+    # A sidecar stamp counts only while it matches its file's size (else the file was replaced since).
+    stamp = json.loads((vits_pth.parent / "video_depth_anything_vits.pth.json").read_text())
+    for size_delta, is_random in ((1, False), (0, True)):
+        stamp["bytes"] = plain.stat().st_size + size_delta
+        (tmp_path / "metric_video_depth_anything_vits.pth.json").write_text(json.dumps(stamp))
+        assert load_model(str(plain)).random_weights is is_random
     st = load_model(str(write_random_checkpoint(tmp_path / "w.safetensors", "vits", metric=True)))
     assert (st.metric, st.random_weights) == (True, True)
 
