@@ -7,6 +7,7 @@ flow (see :mod:`flows.cli_run`); ``backend``/``gradio`` start those services; ``
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import inspect
 import sys
@@ -124,10 +125,13 @@ _inference_command("colmap", "Reconstruct a COLMAP dataset, conditioned on and a
                    {"sparse_subdir": _SPARSE, "align_to_input_ext_scale": _ALIGN})
 
 
-def _need_module(module: str, what: str, fix: str) -> None:
-    """Fail with one line when ``module`` cannot be imported."""
-    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
-        raise CliError(f"{what} is not installed; {fix}")
+def _load(module: str) -> Any:
+    """Import a service module of this package; one line when it (or something it needs) is missing."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise CliError(f"cannot start: module {exc.name} is not installed ({module} needs it); "
+                       "reinstall da3pipe (pip install -e .)") from None
 
 
 @app.command()
@@ -149,10 +153,7 @@ def backend(
 ) -> None:
     """Serve the reconstruct flow over HTTP (one model, a task queue) for `--use-backend` clients."""
     def run() -> None:
-        _need_module("flows.backend.server", "the backend service (flows.backend)", "update da3pipe")
-        from flows.backend.server import serve
-
-        serve(model_dir=model_dir, preset=preset, weights=weights.value, device=device.value, host=host, port=port,
+        _load("flows.backend.server").serve(model_dir=model_dir, preset=preset, weights=weights.value, device=device.value, host=host, port=port,
               gallery_dir=gallery_dir, token=token, max_queue=max_queue, max_upload_mb=max_upload_mb,
               allowed_roots=list(allowed_root or []))
 
@@ -175,11 +176,9 @@ def gradio(
 ) -> None:
     """Start the Gradio web app (needs the `app` extra: pip install -e .\\[app])."""
     def run() -> None:
-        _need_module("gradio", "gradio", "pip install -e .[app]")
-        _need_module("flows.gradio_app", "the Gradio app (flows.gradio_app)", "update da3pipe")
-        from flows.gradio_app import launch
-
-        launch(model_dir=model_dir, preset=preset, weights=weights.value, workspace_dir=workspace_dir,
+        if importlib.util.find_spec("gradio") is None:
+            raise CliError("gradio is not installed; install the app extra: pip install -e .[app]")
+        _load("flows.gradio_app").launch(model_dir=model_dir, preset=preset, weights=weights.value, workspace_dir=workspace_dir,
                gallery_dir=gallery_dir, host=host, port=port, share=share, debug=debug,
                cache_examples=cache_examples, cache_gs_tag=cache_gs_tag)
 

@@ -152,17 +152,14 @@ def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tu
     if preset is not None and preset not in PRESETS:
         raise CliError(f"unknown preset '{preset}'; use one of: {', '.join(PRESETS)}")
     source = model_dir if model_dir is not None else (None if preset else DEFAULT_MODEL_DIR)
-    inferred = None
+    inferred, weights_file = None, None
     if source is not None:
         path = Path(source).expanduser()
         if path.is_dir():
-            config = path / "config.json"
+            config, weights_file = path / "config.json", path / "model.safetensors"
             if not config.is_file():
                 raise CliError(f"--model-dir {source} has no config.json; a DA3 model dir holds config.json and "
                                "model.safetensors (huggingface-cli download <repo> --local-dir DIR)")
-            if weights == "pretrained" and not (path / "model.safetensors").is_file():
-                raise CliError(f"--model-dir {source} has no model.safetensors; download the checkpoint into it "
-                               f"(huggingface-cli download <repo> --local-dir {source}) or pass --weights random")
             try:
                 inferred = json.loads(config.read_text())["model_name"]
             except (ValueError, KeyError):
@@ -175,6 +172,9 @@ def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tu
     if preset is not None and inferred is not None and preset != inferred:
         raise CliError(f"--preset {preset} does not match --model-dir {source}, which holds {inferred}; "
                        "drop --preset or pass the matching model dir")
+    if weights == "pretrained" and weights_file is not None and not weights_file.is_file():
+        raise CliError(f"--model-dir {source} has no model.safetensors; download the checkpoint into it "
+                       f"(huggingface-cli download <repo> --local-dir {source}) or pass --weights random")
     chosen = preset or inferred
     if chosen is None:
         raise CliError(f"cannot tell which preset {source} is; pass --preset (one of: {', '.join(PRESETS)})")
