@@ -94,7 +94,8 @@ def _guarded(run: Callable[[], int | None]) -> None:
         raise typer.Exit(code)
 
 
-def _inference_command(name: str, summary: str, input_help: str, extras: dict[str, tuple[Any, Any]]) -> None:
+def _inference_command(name: str, summary: str, metavar: str, input_help: str,
+                       extras: dict[str, tuple[Any, Any]]) -> None:
     """Register ``da3 <name> INPUT``: the shared options plus ``extras``, all running :func:`execute`."""
 
     def command(input: str, **flags: Any) -> None:
@@ -102,7 +103,8 @@ def _inference_command(name: str, summary: str, input_help: str, extras: dict[st
         _guarded(lambda: execute(name, input, InferenceOptions(**values), _interactive(), typer.confirm))
 
     params = [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                annotation=Annotated[str, typer.Argument(help=input_help, show_default=False)])]
+                                annotation=Annotated[str, typer.Argument(metavar=metavar, help=input_help,
+                                                                          show_default=False)])]
     params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
                for k, (d, a) in {**extras, **_SHARED}.items()]
     # Typer reads a command's options from its signature; one signature per command, built from _SHARED.
@@ -113,14 +115,14 @@ def _inference_command(name: str, summary: str, input_help: str, extras: dict[st
     app.command(name)(command)
 
 
-_inference_command("auto", "Reconstruct any input: image, folder of images, video or COLMAP dataset (detected).",
+_inference_command("auto", "Reconstruct any input: image, folder of images, video or COLMAP dataset (detected).", "INPUT",
                    "An image, a folder of images, a video or a COLMAP dataset (images/ + sparse/).",
                    {"fps": _FPS, "sparse_subdir": _SPARSE, "align_to_input_ext_scale": _ALIGN})
-_inference_command("image", "Reconstruct a single image (depth, camera, points).", "An image file.", {})
-_inference_command("images", "Reconstruct a folder of images (sorted by name).", "A folder of images.",
+_inference_command("image", "Reconstruct a single image (depth, camera, points).", "PATH", "An image file.", {})
+_inference_command("images", "Reconstruct a folder of images (sorted by name).", "DIR", "A folder of images.",
                    {"image_extensions": _EXTS})
-_inference_command("video", "Reconstruct a video, sampled at --fps.", "A video file.", {"fps": _FPS})
-_inference_command("colmap", "Reconstruct a COLMAP dataset, conditioned on and aligned to its poses.",
+_inference_command("video", "Reconstruct a video, sampled at --fps.", "PATH", "A video file.", {"fps": _FPS})
+_inference_command("colmap", "Reconstruct a COLMAP dataset, conditioned on and aligned to its poses.", "DIR",
                    "A COLMAP dataset: images/ and a model in sparse/0 or sparse.",
                    {"sparse_subdir": _SPARSE, "align_to_input_ext_scale": _ALIGN})
 
@@ -130,8 +132,9 @@ def _load(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        raise CliError(f"cannot start: module {exc.name} is not installed ({module} needs it); "
-                       "reinstall da3pipe (pip install -e .)") from None
+        what = module if exc.name == module else f"{exc.name} (needed by {module})"
+        fix = "pip install -e .[app]" if exc.name == "gradio" else "update and reinstall da3pipe (pip install -e .)"
+        raise CliError(f"cannot start: {what} is not installed; {fix}") from None
 
 
 @app.command()

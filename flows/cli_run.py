@@ -229,6 +229,9 @@ def execute(command: str, input: str, options: InferenceOptions, interactive: bo
     """Run one inference command; returns the exit code. Nothing is deleted before every check passed."""
     from flows.config import ConfigError, load_config
 
+    if "://" in options.export_dir:
+        raise CliError(f"--export-dir {options.export_dir} must be a local folder; for object storage run "
+                       "python -m flows.reconstruct storage.root=s3://bucket/prefix ...")
     explicit_model = options.preset is not None or options.model_dir is not None
     preset, model_dir = resolve_model(options.model_dir, options.preset, options.weights)
     local = replace(options, preset=preset, model_dir=model_dir)
@@ -276,6 +279,6 @@ def _run_on_backend(command: str, input: str, options: InferenceOptions) -> int:
     except Exception as exc:  # the client's errors (HTTP, connection, task failure) all end the command the same way
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise CliError(f"backend {options.backend_url}: {message}") from None
-    print(f"da3 {command}: done on {options.backend_url} -> {Path(options.export_dir).absolute()}"
-          + (f" ({result.get('status')})" if isinstance(result, dict) and result.get("status") else ""))
+    print(f"da3 {command}: done on {options.backend_url} -> {Path(options.export_dir).absolute()} "
+          f"({', '.join(f'{k}={v}' for k, v in result.items() if isinstance(v, (str, int, float)))})")
     return 0

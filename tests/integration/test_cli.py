@@ -247,8 +247,10 @@ def test_backend_command_passes_its_flags(monkeypatch):
 
 
 def test_gradio_command(monkeypatch):
-    if importlib.util.find_spec("gradio") is None:
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "gradio", None)  # as if not installed
         assert "pip install -e .[app]" in _error(da3("gradio"))
+    if importlib.util.find_spec("gradio") is None:
         _fake_module(monkeypatch, "gradio")
     calls = []
     _fake_module(monkeypatch, "flows.gradio_app", launch=lambda **k: calls.append(k))
