@@ -49,7 +49,8 @@ _SHARED: dict[str, tuple[Any, Any]] = {
                           help="Formats joined by '-' or '+': mini_npz npz glb depth_vis feat_vis gs_ply gs_video "
                                "colmap nerfstudio ply."),
     "auto_cleanup": _opt(False, bool, "--auto-cleanup", panel=_EXPORT,
-                         help="Replace a non-empty export dir without asking (else: ask on a terminal, fail otherwise)."),
+                         help="Replace a non-empty export dir without asking (else: ask on a terminal, "
+                              "fail otherwise)."),
     "conf_thresh_percentile": _opt(40.0, float, "--conf-thresh-percentile", panel=_EXPORT,
                                    help="Drop points below this confidence percentile (glb, ply, colmap, nerfstudio)."),
     "num_max_points": _opt(1_000_000, int, "--num-max-points", panel=_EXPORT, help="Point budget (glb, ply, colmap)."),
@@ -63,7 +64,8 @@ _SHARED: dict[str, tuple[Any, Any]] = {
                                help="How images are resized to the processing resolution."),
     "ref_view_strategy": _opt(RefViewStrategy.saddle_balanced, RefViewStrategy, "--ref-view-strategy", panel=_PROC,
                               help="How the reference view is chosen."),
-    "use_ray_pose": _opt(False, bool, "--use-ray-pose", panel=_PROC, help="Cameras from the ray map, not the camera head."),
+    "use_ray_pose": _opt(False, bool, "--use-ray-pose", panel=_PROC,
+                         help="Cameras from the ray map, not the camera head."),
     "infer_gs": _opt(False, bool, "--infer-gs", panel=_PROC,
                      help="Predict 3D Gaussians (da3-giant, da3nested-giant-large; for gs_ply and gs_video)."),
     "use_backend": _opt(False, bool, "--use-backend", panel=_BACKEND, help="Run on a da3 backend instead of here."),
@@ -115,7 +117,8 @@ def _inference_command(name: str, summary: str, metavar: str, input_help: str,
     app.command(name)(command)
 
 
-_inference_command("auto", "Reconstruct any input: image, folder of images, video or COLMAP dataset (detected).", "INPUT",
+_inference_command("auto", "Reconstruct any input: image, folder of images, video or COLMAP dataset (detected).",
+                   "INPUT",
                    "An image, a folder of images, a video or a COLMAP dataset (images/ + sparse/).",
                    {"fps": _FPS, "sparse_subdir": _SPARSE, "align_to_input_ext_scale": _ALIGN})
 _inference_command("image", "Reconstruct a single image (depth, camera, points).", "PATH", "An image file.", {})
@@ -139,14 +142,14 @@ def _load(module: str) -> Any:
 
 @app.command()
 def backend(
-    model_dir: Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=DEFAULT_MODEL_DIR)] = None,
+    model_dir: Annotated[Optional[str], typer.Option(help="Model dir or hub id.",
+                                                     show_default=DEFAULT_MODEL_DIR)] = None,
     preset: Annotated[Optional[str], typer.Option(help="DA3 preset; from the model dir when omitted.")] = None,
     weights: Annotated[Weights, typer.Option(help="pretrained or seeded random.")] = Weights.pretrained,
     device: Annotated[Device, typer.Option(help="auto = cuda, else mps, else cpu.")] = Device.auto,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8008,
-    gallery_dir: Annotated[Optional[str], typer.Option(help="Gallery served under /gallery.",
-                                                       show_default="workspace/gallery")] = "workspace/gallery",
+    gallery_dir: Annotated[str, typer.Option(help="Gallery served under /gallery.")] = "workspace/gallery",
     token: Annotated[Optional[str], typer.Option(envvar="DA3_BACKEND_TOKEN", show_default=False,
                                                  help="Bearer token clients must send.")] = None,
     max_queue: Annotated[int, typer.Option(help="Most tasks waiting at once.")] = 8,
@@ -156,16 +159,18 @@ def backend(
 ) -> None:
     """Serve the reconstruct flow over HTTP (one model, a task queue) for `--use-backend` clients."""
     def run() -> None:
-        _load("flows.backend.server").serve(model_dir=model_dir, preset=preset, weights=weights.value, device=device.value, host=host, port=port,
-              gallery_dir=gallery_dir, token=token, max_queue=max_queue, max_upload_mb=max_upload_mb,
-              allowed_roots=list(allowed_root or []))
+        _load("flows.backend.server").serve(
+            model_dir=model_dir, preset=preset, weights=weights.value, device=device.value, host=host, port=port,
+            gallery_dir=gallery_dir, token=token, max_queue=max_queue, max_upload_mb=max_upload_mb,
+            allowed_roots=list(allowed_root or []))
 
     _guarded(run)
 
 
 @app.command()
 def gradio(
-    model_dir: Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=DEFAULT_MODEL_DIR)] = None,
+    model_dir: Annotated[Optional[str], typer.Option(help="Model dir or hub id.",
+                                                     show_default=DEFAULT_MODEL_DIR)] = None,
     preset: Annotated[Optional[str], typer.Option(help="DA3 preset; from the model dir when omitted.")] = None,
     weights: Annotated[Weights, typer.Option(help="pretrained or seeded random.")] = Weights.pretrained,
     workspace_dir: Annotated[str, typer.Option(help="Where the app keeps uploads and results.")] = "workspace/gradio",
@@ -181,16 +186,18 @@ def gradio(
     def run() -> None:
         if importlib.util.find_spec("gradio") is None:
             raise CliError("gradio is not installed; install the app extra: pip install -e .[app]")
-        _load("flows.gradio_app").launch(model_dir=model_dir, preset=preset, weights=weights.value, workspace_dir=workspace_dir,
-               gallery_dir=gallery_dir, host=host, port=port, share=share, debug=debug,
-               cache_examples=cache_examples, cache_gs_tag=cache_gs_tag)
+        _load("flows.gradio_app").launch(
+            model_dir=model_dir, preset=preset, weights=weights.value, workspace_dir=workspace_dir,
+            gallery_dir=gallery_dir, host=host, port=port, share=share, debug=debug,
+            cache_examples=cache_examples, cache_gs_tag=cache_gs_tag)
 
     _guarded(run)
 
 
 @app.command()
 def gallery(
-    gallery_dir: Annotated[str, typer.Option(help="Folder of exported scenes (<group>/<scene>/scene.glb).")] = "workspace/gallery",
+    gallery_dir: Annotated[str, typer.Option(
+        help="Folder of exported scenes (<group>/<scene>/scene.glb).")] = "workspace/gallery",
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8007,
     open_browser: Annotated[bool, typer.Option(help="Open the gallery in a web browser.")] = False,

@@ -117,7 +117,8 @@ def overrides_for(command: str, input: str | Path, options: InferenceOptions, ba
         out.append(f"model.device={options.device}")
     out += [f"processing.process_res={options.process_res}", f"processing.method={options.process_res_method}",
             f"ref_view_strategy={options.ref_view_strategy}", f"pose.use_ray_pose={str(options.use_ray_pose).lower()}",
-            f"infer_gs={str(options.infer_gs).lower()}", f"export_feat_layers=[{','.join(map(str, parse_layers(options.export_feat)))}]"]
+            f"infer_gs={str(options.infer_gs).lower()}",
+            f"export_feat_layers=[{','.join(map(str, parse_layers(options.export_feat)))}]"]
     if options.align_to_input_ext_scale is not None:
         out.append(f"pose.align_to_input_ext_scale={str(options.align_to_input_ext_scale).lower()}")
     if options.fps is not None:
@@ -146,7 +147,7 @@ def _preset_of_hub_id(hub_id: str) -> str | None:
 
 
 def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tuple[str, str | None]:
-    """(preset, model dir or hub id or None): the preset comes from --preset, the model dir's config.json or the hub id."""
+    """(preset, model dir or hub id or None); the preset is --preset, else the model dir's config.json or hub id."""
     from da3core.model.presets import PRESETS
 
     if preset is not None and preset not in PRESETS:

@@ -38,7 +38,8 @@ def _ok(result) -> None:
 
 def _error(result) -> str:
     """The one error line of a failed command (no traceback)."""
-    assert result.exit_code != 0 and (result.exception is None or isinstance(result.exception, SystemExit)), result.output
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("error: ") and "Traceback" not in result.output, result.output
     assert sum(ln.startswith("error:") for ln in lines) == 1, result.output
@@ -159,7 +160,8 @@ def test_auto_cleanup_never_deletes_the_input(tmp_path, capture):
     from da3core.synthetic import write_image_folder
 
     write_image_folder(capture, tmp_path / "work" / "images")
-    line = _error(da3("images", tmp_path / "work" / "images", *FAST, "--export-dir", tmp_path / "work", "--auto-cleanup"))
+    work = tmp_path / "work"
+    line = _error(da3("images", work / "images", *FAST, "--export-dir", work, "--auto-cleanup"))
     assert "holds the input" in line and len(list((tmp_path / "work" / "images").iterdir())) == len(capture)
 
 

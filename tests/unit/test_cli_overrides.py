@@ -28,7 +28,8 @@ def test_seed_defaults_map_to_the_config(tmp_path):
     assert cfg["ref_view_strategy"] == "saddle_balanced" and cfg["pose"]["use_ray_pose"] is False
     assert cfg["infer_gs"] is False and cfg["export_feat_layers"] == []
     assert cfg["input"]["image_extensions"] == ["png", "jpg", "jpeg"]
-    assert cfg["exporters"] == {"glb": {"conf_thresh_percentile": 40.0, "num_max_points": 1_000_000, "show_cameras": True}}
+    glb = {"conf_thresh_percentile": 40.0, "num_max_points": 1_000_000, "show_cameras": True}
+    assert cfg["exporters"] == {"glb": glb}
 
 
 def test_every_flag_reaches_its_key(tmp_path):
@@ -40,7 +41,8 @@ def test_every_flag_reaches_its_key(tmp_path):
     cfg = _cfg(overrides_for("auto", tmp_path / "video.mp4", opts))
     assert cfg["export"] == "glb+feat_vis+ply" and cfg["model"]["path"] == "depth-anything/DA3-SMALL"
     assert cfg["model"]["device"] == "cpu" and cfg["processing"] == {"process_res": 280, "method": "upper_bound_crop"}
-    assert cfg["export_feat_layers"] == [3, 7] and cfg["pose"] == {"use_ray_pose": True, "align_to_input_ext_scale": False}
+    assert cfg["export_feat_layers"] == [3, 7]
+    assert cfg["pose"] == {"use_ray_pose": True, "align_to_input_ext_scale": False}
     assert cfg["ref_view_strategy"] == "middle"
     assert cfg["input"]["fps"] == 2.5 and cfg["input"]["sparse_subdir"] == "sparse/1"
     assert cfg["exporters"] == {"glb": {"conf_thresh_percentile": 10.0, "num_max_points": 5000, "show_cameras": False},
@@ -65,13 +67,15 @@ def test_random_weights_ignore_the_model_path(tmp_path):
 def test_backend_overrides_describe_only_the_work(tmp_path):
     opts = replace(BASE, model_dir="/models/small", device="cuda", weights="pretrained")
     over = overrides_for("images", tmp_path / "in", opts, backend=True)
-    assert not [o for o in over if o.split("=")[0] in ("scene", "output_dir", "storage.root", "model.path", "model.device")]
+    local_keys = ("scene", "output_dir", "storage.root", "model.path", "model.device")
+    assert not [o for o in over if o.split("=")[0] in local_keys]
     assert "model=da3-small" in over and not any(o.startswith("model.weights") for o in over)
     unnamed = overrides_for("images", tmp_path / "in", replace(opts, preset=None, weights="random"), backend=True)
     assert not any(o.startswith("model=") for o in unnamed) and "model.weights=random" in unnamed
 
 
-@pytest.mark.parametrize("path", ["/tmp/a b/c", "/tmp/x,y=z", "/tmp/it's", "/tmp/${HOME}", "C:\\dir\\", "1e5", "true", ""])
+@pytest.mark.parametrize("path", ["/tmp/a b/c", "/tmp/x,y=z", "/tmp/it's", "/tmp/${HOME}", "C:\\dir\\", "1e5",
+                                  "true", ""])
 def test_paths_read_back_verbatim(path):
     assert load_config("reconstruct", ["model=da3-small", f"output_dir={hydra_value(path)}"]).output_dir == path
 
@@ -95,7 +99,8 @@ def _model_dir(root: Path, preset: str, weights: bool = True) -> Path:
 
 
 def test_resolve_model(tmp_path):
-    assert resolve_model(None, None, "pretrained") == ("da3nested-giant-large", "depth-anything/DA3NESTED-GIANT-LARGE-1.1")
+    nested = ("da3nested-giant-large", "depth-anything/DA3NESTED-GIANT-LARGE-1.1")
+    assert resolve_model(None, None, "pretrained") == nested
     assert resolve_model(None, "da3-small", "pretrained") == ("da3-small", None)
     assert resolve_model("depth-anything/DA3-LARGE", None, "pretrained") == ("da3-large", "depth-anything/DA3-LARGE")
     small = _model_dir(tmp_path / "small", "da3-small")
