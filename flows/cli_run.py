@@ -225,6 +225,18 @@ def prepare_export_dir(export_dir: Path, input: Path, auto_cleanup: bool, intera
     shutil.rmtree(export_dir)
 
 
+# Fixes the config layer words in override terms, said here in flag terms.
+_FLAG_TERMS = {"infer_gs=True": "--infer-gs", "export_feat_layers=[...] to inference": "--export-feat LAYERS",
+               "model=": "--preset "}
+
+
+def in_flag_terms(message: str) -> str:
+    """A config error's fix in ``da3`` flags rather than Hydra overrides."""
+    for config_words, flag in _FLAG_TERMS.items():
+        message = message.replace(config_words, flag)
+    return message
+
+
 def execute(command: str, input: str, options: InferenceOptions, interactive: bool,
             confirm: Callable[[str], bool]) -> int:
     """Run one inference command; returns the exit code. Nothing is deleted before every check passed."""
@@ -240,7 +252,7 @@ def execute(command: str, input: str, options: InferenceOptions, interactive: bo
     try:
         load_config("reconstruct", overrides)
     except ConfigError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(in_flag_terms(str(exc))) from None
     summary = check_input(command, Path(input), options)
     if not options.use_backend:
         _check_device(options.device)

@@ -190,7 +190,10 @@ def test_bad_input_is_one_line(tmp_path, image_folder, single_image, video_file)
         "wrong command": (["image", image_folder, *FAST], "use `da3 images`"),
         "video as images": (["images", video_file, *FAST], "use `da3 video`"),
         "bad layers": (["images", image_folder, *FAST, "--export-feat", "a,b"], "--export-feat"),
-        "gaussians on small": (["images", image_folder, *FAST, "--infer-gs"], "no Gaussian head"),
+        "gaussians on small": (["images", image_folder, *FAST, "--infer-gs"], "use --preset da3-giant"),
+        "gs_video without gaussians": (["images", image_folder, *FAST, "--export-format", "glb-gs_video"],
+                                       "with --infer-gs"),
+        "feat_vis without layers": (["images", image_folder, *FAST, "--export-format", "feat_vis"], "--export-feat"),
     }
     for name, (args, expected) in cases.items():
         line = _error(da3(*args, *out))
