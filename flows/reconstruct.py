@@ -72,8 +72,9 @@ def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneRe
         store = infer(name, scene, store, run, attrs)
         store = align_poses(name, scene, store, run, inference_hash)
 
-    futures = {fmt: export_format.submit(name, store, fmt, export_dir, _export_options(run, fmt)) for fmt in formats}
-    exports = {fmt: fut.result() for fmt, fut in futures.items()}
+    # Called in turn, not submitted: inside a batch's scene task a nested submit would wait for a worker
+    # slot held by that very scene task (deadlock at concurrency=1).
+    exports = {fmt: export_format(name, store, fmt, export_dir, _export_options(run, fmt)) for fmt in formats}
     store.mark_complete(full_hash)
     seconds = time.perf_counter() - started
     logger.info("scene %s finished in %.2fs -> %s", name, seconds, export_dir)
