@@ -110,7 +110,7 @@ def _process_one(img: ImageLike, K: np.ndarray | None, process_res: int, method:
         else:
             K[0, 2] -= ox
             K[1, 2] -= oy
-    tensor = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255)
+    tensor = torch.from_numpy(np.require(arr, requirements=["C", "W"])).permute(2, 0, 1).float().div(255)
     mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
     tensor = tensor.sub_(mean).div_(std)
     # Original pixel of processed pixel (u, v): crop offset in resized pixels, then undo both scalings.

@@ -1,11 +1,228 @@
-"""The ``da3`` command line (Typer). Inference commands arrive with the CLI work; this holds the app."""
+"""The ``da3`` command line (Typer): the seed's eight commands on top of the reconstruct flow.
+
+``auto image images video colmap`` turn their flags into Hydra overrides and run the reconstruct
+flow (see :mod:`flows.cli_run`); ``backend``/``gradio`` start those services; ``gallery`` serves
+:mod:`flows.gallery`. The five inference commands share their options, declared once in ``_SHARED``.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
+import sys
+from enum import Enum
+from typing import Annotated, Any, Callable, Optional
+
 import typer
+
+from flows.cli_run import DEFAULT_MODEL_DIR, CliError, InferenceOptions, execute
+from flows.config import Device, RefViewStrategy, ResizeMethod, Weights
+
+EXIT_USER_ERROR = 2  # as flows.errors (not imported here: it pulls in torch, which --help does not need)
 
 app = typer.Typer(help="Depth Anything 3 pipeline: feed-forward 3D reconstruction from images and video.",
                   add_completion=False, no_args_is_help=True)
+
+_MODEL, _PROC, _EXPORT, _BACKEND = "Model", "Processing", "Export", "Backend"
+
+
+def _opt(default: Any, annotation: Any, *names: str, panel: str | None = None, **kw: Any) -> tuple[Any, Any]:
+    """(default, Annotated type) of one option."""
+    return default, Annotated[annotation, typer.Option(*names, rich_help_panel=panel, **kw)]
+
+
+# Every inference command's options, with the seed's defaults (the issue sets --export-dir to debug;
+# --device defaults to auto = cuda→mps→cpu so the same command works on a laptop, a Mac and a GPU box).
+_SHARED: dict[str, tuple[Any, Any]] = {
+    "model_dir": _opt(None, Optional[str], "--model-dir", panel=_MODEL, show_default=DEFAULT_MODEL_DIR,
+                      help="Local model dir (config.json + model.safetensors) or Hugging Face hub id; "
+                           "default: --preset's model card, else the seed's nested giant-large."),
+    "preset": _opt(None, Optional[str], "--preset", panel=_MODEL, show_default="from --model-dir",
+                   help="DA3 preset (da3-small, da3-base, da3-large, da3-giant, da3mono-large, da3metric-large, "
+                        "da3nested-giant-large); read from the model dir's config.json or the hub id when omitted."),
+    "weights": _opt(Weights.pretrained, Weights, "--weights", panel=_MODEL,
+                    help="pretrained, or seeded random weights for smoke runs (stamped into every output)."),
+    "device": _opt(Device.auto, Device, "--device", panel=_MODEL, help="auto = cuda, else mps, else cpu."),
+    "export_dir": _opt("debug", str, "--export-dir", panel=_EXPORT, help="Where the zarr store and exports go."),
+    "export_format": _opt("glb", str, "--export-format", panel=_EXPORT,
+                          help="Formats joined by '-' or '+': mini_npz npz glb depth_vis feat_vis gs_ply gs_video "
+                               "colmap nerfstudio ply."),
+    "auto_cleanup": _opt(False, bool, "--auto-cleanup", panel=_EXPORT,
+                         help="Replace a non-empty export dir without asking (else: ask on a terminal, "
+                              "fail otherwise)."),
+    "conf_thresh_percentile": _opt(40.0, float, "--conf-thresh-percentile", panel=_EXPORT,
+                                   help="Drop points below this confidence percentile (glb, ply, colmap, nerfstudio)."),
+    "num_max_points": _opt(1_000_000, int, "--num-max-points", panel=_EXPORT, help="Point budget (glb, ply, colmap)."),
+    "show_cameras": _opt(True, bool, "--show-cameras/--no-show-cameras", panel=_EXPORT,
+                         help="Draw camera frustums in the GLB."),
+    "feat_vis_fps": _opt(15, int, "--feat-vis-fps", panel=_EXPORT, help="Frame rate of the feat_vis video."),
+    "export_feat": _opt("", str, "--export-feat", panel=_EXPORT,
+                        help="Backbone layers to export as features, comma-separated (e.g. 5,11; for feat_vis)."),
+    "process_res": _opt(504, int, "--process-res", panel=_PROC, help="Processing resolution (multiple of 14)."),
+    "process_res_method": _opt(ResizeMethod.upper_bound_resize, ResizeMethod, "--process-res-method", panel=_PROC,
+                               help="How images are resized to the processing resolution."),
+    "ref_view_strategy": _opt(RefViewStrategy.saddle_balanced, RefViewStrategy, "--ref-view-strategy", panel=_PROC,
+                              help="How the reference view is chosen."),
+    "use_ray_pose": _opt(False, bool, "--use-ray-pose", panel=_PROC,
+                         help="Cameras from the ray map, not the camera head."),
+    "infer_gs": _opt(False, bool, "--infer-gs", panel=_PROC,
+                     help="Predict 3D Gaussians (da3-giant, da3nested-giant-large; for gs_ply and gs_video)."),
+    "use_backend": _opt(False, bool, "--use-backend", panel=_BACKEND, help="Run on a da3 backend instead of here."),
+    "backend_url": _opt("http://localhost:8008", str, "--backend-url", panel=_BACKEND, help="The backend's address."),
+    "backend_token": _opt(None, Optional[str], "--backend-token", panel=_BACKEND, envvar="DA3_BACKEND_TOKEN",
+                          show_default=False, help="Bearer token of the backend."),
+}
+_FPS = _opt(1.0, float, "--fps", panel=_PROC, help="Video frames sampled per second (<= 0: every frame).")
+_SPARSE = _opt("", str, "--sparse-subdir", panel=_PROC, help="COLMAP model folder; empty tries sparse/0, then sparse.")
+_ALIGN = _opt(True, bool, "--align-to-input-ext-scale/--no-align-to-input-ext-scale", panel=_PROC,
+              help="Keep the input poses' scale (else only their frame).")
+_EXTS = _opt("png,jpg,jpeg", str, "--image-extensions", panel=_PROC, help="Image extensions to read, comma-separated.")
+
+
+def _interactive() -> bool:
+    """Whether a person can answer a question (stdin and stdout are terminals)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _guarded(run: Callable[[], int | None]) -> None:
+    """Run a command body: one-line errors on stderr (exit 2), the body's exit code otherwise."""
+    try:
+        code = run()
+    except CliError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_USER_ERROR) from None
+    if code:
+        raise typer.Exit(code)
+
+
+def _inference_command(name: str, summary: str, metavar: str, input_help: str,
+                       extras: dict[str, tuple[Any, Any]]) -> None:
+    """Register ``da3 <name> INPUT``: the shared options plus ``extras``, all running :func:`execute`."""
+
+    def command(input: str, **flags: Any) -> None:
+        values = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items()}
+        _guarded(lambda: execute(name, input, InferenceOptions(**values), _interactive(), typer.confirm))
+
+    params = [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=Annotated[str, typer.Argument(metavar=metavar, help=input_help,
+                                                                          show_default=False)])]
+    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+               for k, (d, a) in {**extras, **_SHARED}.items()]
+    # Typer reads a command's options from its signature; one signature per command, built from _SHARED.
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = summary
+    command.__name__ = name
+    app.command(name)(command)
+
+
+_inference_command("auto", "Reconstruct any input: image, folder of images, video or COLMAP dataset (detected).",
+                   "INPUT",
+                   "An image, a folder of images, a video or a COLMAP dataset (images/ + sparse/).",
+                   {"fps": _FPS, "sparse_subdir": _SPARSE, "align_to_input_ext_scale": _ALIGN})
+_inference_command("image", "Reconstruct a single image (depth, camera, points).", "PATH", "An image file.", {})
+_inference_command("images", "Reconstruct a folder of images (sorted by name).", "DIR", "A folder of images.",
+                   {"image_extensions": _EXTS})
+_inference_command("video", "Reconstruct a video, sampled at --fps.", "PATH", "A video file.", {"fps": _FPS})
+_inference_command("colmap", "Reconstruct a COLMAP dataset, conditioned on and aligned to its poses.", "DIR",
+                   "A COLMAP dataset: images/ and a model in sparse/0 or sparse.",
+                   {"sparse_subdir": _SPARSE, "align_to_input_ext_scale": _ALIGN})
+
+
+def _load(module: str) -> Any:
+    """Import a service module of this package; one line when it (or something it needs) is missing."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        what = module if exc.name == module else f"{exc.name} (needed by {module})"
+        fix = "pip install -e .[app]" if exc.name == "gradio" else "update and reinstall da3pipe (pip install -e .)"
+        raise CliError(f"cannot start: {what} is not installed; {fix}") from None
+
+
+@app.command()
+def backend(
+    model_dir: Annotated[Optional[str], typer.Option(help="Model dir or hub id.",
+                                                     show_default=DEFAULT_MODEL_DIR)] = None,
+    preset: Annotated[Optional[str], typer.Option(help="DA3 preset; from the model dir when omitted.")] = None,
+    weights: Annotated[Weights, typer.Option(help="pretrained or seeded random.")] = Weights.pretrained,
+    device: Annotated[Device, typer.Option(help="auto = cuda, else mps, else cpu.")] = Device.auto,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8008,
+    gallery_dir: Annotated[str, typer.Option(help="Gallery served under /gallery.")] = "workspace/gallery",
+    token: Annotated[Optional[str], typer.Option(envvar="DA3_BACKEND_TOKEN", show_default=False,
+                                                 help="Bearer token clients must send.")] = None,
+    max_queue: Annotated[int, typer.Option(help="Most tasks waiting at once.")] = 8,
+    max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 512,
+    allowed_root: Annotated[Optional[list[str]], typer.Option(
+        help="Server-side folder clients may name as input (repeatable).")] = None,
+) -> None:
+    """Serve the reconstruct flow over HTTP (one model, a task queue) for `--use-backend` clients."""
+    def run() -> None:
+        _load("flows.backend.server").serve(
+            model_dir=model_dir, preset=preset, weights=weights.value, device=device.value, host=host, port=port,
+            gallery_dir=gallery_dir, token=token, max_queue=max_queue, max_upload_mb=max_upload_mb,
+            allowed_roots=list(allowed_root or []))
+
+    _guarded(run)
+
+
+@app.command()
+def gradio(
+    model_dir: Annotated[Optional[str], typer.Option(help="Model dir or hub id.",
+                                                     show_default=DEFAULT_MODEL_DIR)] = None,
+    preset: Annotated[Optional[str], typer.Option(help="DA3 preset; from the model dir when omitted.")] = None,
+    weights: Annotated[Weights, typer.Option(help="pretrained or seeded random.")] = Weights.pretrained,
+    workspace_dir: Annotated[str, typer.Option(help="Where the app keeps uploads and results.")] = "workspace/gradio",
+    gallery_dir: Annotated[str, typer.Option(help="Where 'save to gallery' writes.")] = "workspace/gallery",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    share: Annotated[bool, typer.Option(help="Create a public gradio.live link.")] = False,
+    debug: Annotated[bool, typer.Option(help="Gradio debug mode.")] = False,
+    cache_examples: Annotated[bool, typer.Option(help="Precompute the examples at start.")] = False,
+    cache_gs_tag: Annotated[str, typer.Option(help="Only cache examples whose name contains this tag (3DGS).")] = "",
+) -> None:
+    """Start the Gradio web app (needs the `app` extra: pip install -e .\\[app])."""
+    def run() -> None:
+        if importlib.util.find_spec("gradio") is None:
+            raise CliError("gradio is not installed; install the app extra: pip install -e .[app]")
+        _load("flows.gradio_app").launch(
+            model_dir=model_dir, preset=preset, weights=weights.value, workspace_dir=workspace_dir,
+            gallery_dir=gallery_dir, host=host, port=port, share=share, debug=debug,
+            cache_examples=cache_examples, cache_gs_tag=cache_gs_tag)
+
+    _guarded(run)
+
+
+@app.command()
+def gallery(
+    gallery_dir: Annotated[str, typer.Option(
+        help="Folder of exported scenes (<group>/<scene>/scene.glb).")] = "workspace/gallery",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8007,
+    open_browser: Annotated[bool, typer.Option(help="Open the gallery in a web browser.")] = False,
+) -> None:
+    """Browse exported scenes (GLB viewer, depth images, videos) in a web page."""
+    def run() -> None:
+        from pathlib import Path
+
+        if not Path(gallery_dir).is_dir():
+            raise CliError(f"gallery dir {gallery_dir} does not exist; export a scene into it first "
+                           f"(da3 auto INPUT --export-dir {gallery_dir}/<scene>) or pass --gallery-dir")
+        import threading
+        import webbrowser
+
+        import uvicorn
+
+        from flows.gallery import create_gallery_app
+
+        url = f"http://{host}:{port}/"
+        typer.echo(f"gallery of {Path(gallery_dir).resolve()} at {url}")
+        if open_browser:  # after a moment, so the server is listening when the browser asks
+            threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+        uvicorn.run(create_gallery_app(gallery_dir), host=host, port=port, log_level="info")
+
+    _guarded(run)
 
 
 @app.command()
@@ -18,4 +235,4 @@ def version() -> None:
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="da3")

@@ -50,7 +50,8 @@ def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
     """A FastAPI app serving the gallery of ``root``; ``prefix`` is where it is mounted (for links)."""
     root = Path(root).resolve()
     app = FastAPI(title="da3 gallery", docs_url=None, redoc_url=None)
-    app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")  # no dir without npm
+    # check_dir=False: without scripts/build_web.sh (no npm) flows/web is absent; the pages then skip the viewer.
+    app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
     # StaticFiles resolves paths and refuses those escaping the directory (../, encoded or not).
     app.mount("/files", StaticFiles(directory=root), name="files")
 

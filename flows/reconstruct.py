@@ -77,11 +77,12 @@ def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneRe
         store = align_poses(name, scene, store, run, inference_hash)
 
     report(0.75, f"exporting {'+'.join(formats)}")
-    futures = {fmt: export_format.submit(name, store, fmt, export_dir, _export_options(run, fmt)) for fmt in formats}
+    # Called in turn, not submitted: inside a batch's scene task a nested submit would wait for a worker
+    # slot held by that very scene task (deadlock at concurrency=1).
     exports = {}
-    for i, (fmt, fut) in enumerate(futures.items()):
-        exports[fmt] = fut.result()
-        report(0.75 + 0.2 * (i + 1) / len(futures), f"exported {fmt}")
+    for i, fmt in enumerate(formats):
+        exports[fmt] = export_format(name, store, fmt, export_dir, _export_options(run, fmt))
+        report(0.75 + 0.2 * (i + 1) / len(formats), f"exported {fmt}")
     store.mark_complete(full_hash)
     seconds = time.perf_counter() - started
     logger.info("scene %s finished in %.2fs -> %s", name, seconds, export_dir)

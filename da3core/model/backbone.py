@@ -21,26 +21,28 @@ ROPE_FREQ = 100.0
 
 
 def _rope_tables(positions: Tensor, head_dim: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos/sin (N, head_dim) for (N, 2) integer (y, x) positions; first half of a head rotates with y."""
+    """cos and signed sin (N, head_dim) for (N, 2) integer (y, x) positions; first half of a head rotates with y.
+
+    The sin table carries the sign of ``rotate_half`` (-x2, x1) so that applying the rotation is one
+    flip, two multiplies and an add (the negation is exact, so results are bitwise those of rotate_half).
+    """
     half = head_dim // 2
     inv_freq = 1.0 / (ROPE_FREQ ** (torch.arange(0, half, 2, device=positions.device).float() / half))
     steps = torch.arange(int(positions.max()) + 1, device=positions.device, dtype=inv_freq.dtype)
     angles = torch.einsum("i,j->ij", steps, inv_freq).to(dtype)
     angles = torch.cat([angles, angles], dim=-1)
     cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    sign = torch.ones(half, dtype=dtype, device=positions.device)
+    sign[: half // 2] = -1
     return (torch.cat([cos[positions[:, 0]], cos[positions[:, 1]]], -1),
-            torch.cat([sin[positions[:, 0]], sin[positions[:, 1]]], -1))
+            torch.cat([sin[positions[:, 0]] * sign, sin[positions[:, 1]] * sign], -1))
 
 
-def _apply_rope(t: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def _apply_rope(t: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
     """Rotate (B, heads, N, D) by per-token angles; each half of D is rotated on its own (y, then x)."""
-    def rotate(x: Tensor, c: Tensor, s: Tensor) -> Tensor:
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * c + torch.cat([-x2, x1], dim=-1) * s
-
-    half = t.shape[-1] // 2
-    return torch.cat([rotate(t[..., :half], cos[:, :half], sin[:, :half]),
-                      rotate(t[..., half:], cos[:, half:], sin[:, half:])], dim=-1)
+    quarter = t.shape[-1] // 4
+    swapped = t.unflatten(-1, (2, 2, quarter)).flip(-2).flatten(-3)  # (x1, x2) -> (x2, x1) within each half
+    return t * cos + swapped * signed_sin
 
 
 class AlternatingViT(nn.Module):
@@ -107,10 +109,10 @@ class AlternatingViT(nn.Module):
                 tokens = torch.cat([cam_token[:, :, None].to(tokens.dtype), tokens[:, :, 1:]], dim=2)
             use_rope = self.alt_start != -1 and i >= self.alt_start
             if self._is_global(i):
-                rope = partial(_apply_rope, cos=rope_global[0], sin=rope_global[1]) if use_rope else None
+                rope = partial(_apply_rope, cos=rope_global[0], signed_sin=rope_global[1]) if use_rope else None
                 tokens = blk(tokens.reshape(b, s * n, -1), rope=rope).reshape(b, s, n, -1)
             else:
-                rope = partial(_apply_rope, cos=rope_local[0], sin=rope_local[1]) if use_rope else None
+                rope = partial(_apply_rope, cos=rope_local[0], signed_sin=rope_local[1]) if use_rope else None
                 tokens = blk(tokens.reshape(b * s, n, -1), rope=rope).reshape(b, s, n, -1)
                 local = tokens
             if i in self.out_layers:

@@ -27,7 +27,8 @@ class WeightsError(RuntimeError):
     """Weights that cannot be found, fetched or loaded; the message says how to supply them."""
 
 
-def _hub_reachable(timeout: float = 1.5) -> bool:
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether the Hugging Face hub answers within ``timeout`` seconds (False when HF_HUB_OFFLINE is set)."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     try:
@@ -57,7 +58,7 @@ def resolve_model_dir(source: str | os.PathLike) -> Path:
         return Path(snapshot_download(source, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE], local_files_only=True))
     except Exception:  # noqa: BLE001 - any cache miss means "not available locally"
         pass
-    if not _hub_reachable():
+    if not hub_reachable():
         raise WeightsError(f"cannot download {source}: the Hugging Face Hub is unreachable (offline). Download it on "
                            f"a connected machine (huggingface-cli download {source} --local-dir DIR) and pass that DIR")
     try:

@@ -1,0 +1,297 @@
+"""What a ``da3`` inference command does: flags → Hydra overrides → the reconstruct flow, locally or on a backend.
+
+Every inference command goes through :func:`execute`: resolve the model, build the overrides
+(:func:`overrides_for`, pure), validate config and input, make room in the export dir, then run
+``flows.reconstruct.main`` (exactly what ``python -m flows.reconstruct <overrides>`` runs) or hand the
+same overrides to the backend client. Heavy modules (torch, Prefect) are imported only when a command runs,
+so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+# The seed's default model card; used when neither --model-dir nor --preset is given.
+DEFAULT_MODEL_DIR = "depth-anything/DA3NESTED-GIANT-LARGE-1.1"
+INFERENCE_COMMANDS = ("auto", "image", "images", "video", "colmap")
+
+
+class CliError(Exception):
+    """A user mistake the CLI reports as one line (problem and fix), with a non-zero exit."""
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """The flag values of an inference command (seed defaults); ``None`` means "the command has no such flag"."""
+
+    model_dir: str | None = None
+    preset: str | None = None
+    weights: str = "pretrained"
+    device: str = "auto"
+    export_dir: str = "debug"
+    export_format: str = "glb"
+    process_res: int = 504
+    process_res_method: str = "upper_bound_resize"
+    export_feat: str = ""
+    use_ray_pose: bool = False
+    ref_view_strategy: str = "saddle_balanced"
+    infer_gs: bool = False
+    conf_thresh_percentile: float = 40.0
+    num_max_points: int = 1_000_000
+    show_cameras: bool = True
+    feat_vis_fps: int = 15
+    fps: float | None = None  # video, auto
+    image_extensions: str | None = None  # images
+    sparse_subdir: str | None = None  # colmap, auto
+    align_to_input_ext_scale: bool | None = None  # colmap, auto
+    auto_cleanup: bool = False
+    use_backend: bool = False
+    backend_url: str = "http://localhost:8008"
+    backend_token: str | None = None
+
+
+def hydra_quote(value: str) -> str:
+    """``value`` as a single-quoted Hydra override value that reads back verbatim (no interpolation)."""
+    # Hydra unescapes backslashes only before a quote, before '${' and at the end of a quoted string.
+    escaped = re.sub(r"(\\*)('|\$\{|$)", lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), value)
+    return f"'{escaped}'"
+
+
+def hydra_value(value: str) -> str:
+    """``value`` as an override value: bare when Hydra reads it back as this same string, else quoted."""
+    bare = re.fullmatch(r"[\w./~+-]+", value) and not re.fullmatch(r"[-+]?[\d.e_+-]*|true|false|null|inf|nan", value,
+                                                                      flags=re.IGNORECASE)
+    return value if bare else hydra_quote(value)
+
+
+def _split_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def parse_layers(text: str) -> list[int]:
+    """``--export-feat "5,11"`` → ``[5, 11]``."""
+    try:
+        return [int(t) for t in _split_list(text)]
+    except ValueError:
+        raise CliError(f"--export-feat expects comma-separated layer indices such as 5,11; got {text!r}") from None
+
+
+def formats_of(spec: str) -> list[str]:
+    """Export format names from ``glb-npz`` (seed style), ``glb+npz`` or ``glb,npz``."""
+    return list(dict.fromkeys(t for t in re.split(r"[-+,]", spec) if t.strip()))
+
+
+def overrides_for(command: str, input: str | Path, options: InferenceOptions, backend: bool = False) -> list[str]:
+    """The Hydra overrides of the reconstruct flow for one command (``options.preset`` must be resolved).
+
+    With ``backend=True`` the overrides describe only the work: no ``scene``/``output_dir``/``storage.root``
+    (the backend places them), no ``model.path``/``model.device`` (paths and devices of this machine), and the
+    model only when asked for (``options.preset`` set, ``--weights random``); else the server's own model runs.
+    """
+    from da3core.export import FORMATS
+
+    if command not in INFERENCE_COMMANDS:
+        raise ValueError(f"not an inference command: {command}")
+    if options.preset is None and not backend:
+        raise ValueError("options.preset must be resolved first (resolve_model)")
+    export_dir = str(Path(options.export_dir).expanduser().absolute())
+    out = [] if backend else [f"scene={hydra_value(str(Path(input).expanduser().absolute()))}",
+                              f"output_dir={hydra_value(export_dir)}", f"storage.root={hydra_value(export_dir)}"]
+    formats = formats_of(options.export_format)
+    out.append(f"export={'+'.join(formats)}")
+    if options.preset is not None:
+        out.append(f"model={options.preset}")
+    if not backend or options.weights != "pretrained":
+        out.append(f"model.weights={options.weights}")
+    if options.model_dir is not None and options.weights == "pretrained" and not backend:
+        out.append(f"model.path={hydra_value(options.model_dir)}")
+    if not backend:
+        out.append(f"model.device={options.device}")
+    out += [f"processing.process_res={options.process_res}", f"processing.method={options.process_res_method}",
+            f"ref_view_strategy={options.ref_view_strategy}", f"pose.use_ray_pose={str(options.use_ray_pose).lower()}",
+            f"infer_gs={str(options.infer_gs).lower()}",
+            f"export_feat_layers=[{','.join(map(str, parse_layers(options.export_feat)))}]"]
+    if options.align_to_input_ext_scale is not None:
+        out.append(f"pose.align_to_input_ext_scale={str(options.align_to_input_ext_scale).lower()}")
+    if options.fps is not None:
+        out.append(f"input.fps={options.fps}")
+    if options.image_extensions is not None:
+        exts = [e.lstrip(".").lower() for e in _split_list(options.image_extensions)]
+        out.append(f"input.image_extensions=[{','.join(exts)}]")
+    if options.sparse_subdir is not None:
+        out.append(f"input.sparse_subdir={hydra_value(options.sparse_subdir)}")
+    # The seed's shared export flags, written as per-format options for the chosen formats that take them.
+    shared = {"conf_thresh_percentile": float(options.conf_thresh_percentile), "num_max_points": options.num_max_points,
+              "show_cameras": str(options.show_cameras).lower(), "feat_vis_fps": options.feat_vis_fps}
+    for fmt in formats:
+        for flag, keyword in (FORMATS[fmt].shared.items() if fmt in FORMATS else ()):
+            if flag in shared:
+                out.append(f"+exporters.{fmt}.{keyword}={shared[flag]}")
+    return out
+
+
+def _preset_of_hub_id(hub_id: str) -> str | None:
+    """The preset whose model card is ``hub_id`` (any case, with or without a version suffix such as -1.1)."""
+    from da3core.model.presets import PRESETS
+
+    strip = lambda s: re.sub(r"-\d+(\.\d+)*$", "", s.lower())  # noqa: E731
+    return next((name for name, p in PRESETS.items() if strip(p.hub_id) == strip(hub_id)), None)
+
+
+def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tuple[str, str | None]:
+    """(preset, model dir or hub id or None); the preset is --preset, else the model dir's config.json or hub id."""
+    from da3core.model.presets import PRESETS
+
+    if preset is not None and preset not in PRESETS:
+        raise CliError(f"unknown preset '{preset}'; use one of: {', '.join(PRESETS)}")
+    source = model_dir if model_dir is not None else (None if preset else DEFAULT_MODEL_DIR)
+    inferred, weights_file = None, None
+    if source is not None:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            config, weights_file = path / "config.json", path / "model.safetensors"
+            if not config.is_file():
+                raise CliError(f"--model-dir {source} has no config.json; a DA3 model dir holds config.json and "
+                               "model.safetensors (huggingface-cli download <repo> --local-dir DIR)")
+            try:
+                inferred = json.loads(config.read_text())["model_name"]
+            except (ValueError, KeyError):
+                raise CliError(f"{config} does not name its preset (model_name); pass --preset") from None
+        elif source.count("/") != 1 or source.startswith((".", "/", "~")):
+            raise CliError(f"--model-dir {source} not found; give a local model dir or a hub id such as "
+                           "depth-anything/DA3-LARGE-1.1")
+        else:
+            inferred = _preset_of_hub_id(source)
+    if preset is not None and inferred is not None and preset != inferred:
+        raise CliError(f"--preset {preset} does not match --model-dir {source}, which holds {inferred}; "
+                       "drop --preset or pass the matching model dir")
+    if weights == "pretrained" and weights_file is not None and not weights_file.is_file():
+        raise CliError(f"--model-dir {source} has no model.safetensors; download the checkpoint into it "
+                       f"(huggingface-cli download <repo> --local-dir {source}) or pass --weights random")
+    chosen = preset or inferred
+    if chosen is None:
+        raise CliError(f"cannot tell which preset {source} is; pass --preset (one of: {', '.join(PRESETS)})")
+    return chosen, (source if weights == "pretrained" else None)
+
+
+def check_input(command: str, input: Path, options: InferenceOptions) -> str:
+    """Classify the input as the flow will (``discover_scene``); it must suit ``command``. Returns a summary."""
+    from da3core.io.inputs import IMAGE_EXTENSIONS, InputError, discover_scene
+    from da3core.io.video import VideoError
+
+    exts = tuple(e.lstrip(".").lower() for e in _split_list(options.image_extensions)) \
+        if options.image_extensions is not None else IMAGE_EXTENSIONS
+    try:
+        scene = discover_scene(input, exts, options.sparse_subdir or "",
+                               options.fps if options.fps is not None else 1.0)
+    except (InputError, VideoError) as exc:
+        raise CliError(str(exc)) from None
+    if command != "auto" and scene.kind != command:
+        hint = {"image": "an image file", "images": "a folder of images", "video": "a video file",
+                "colmap": "a COLMAP dataset (images/ + sparse/)"}
+        raise CliError(f"`da3 {command}` needs {hint[command]} but {input} is {hint[scene.kind]}; "
+                       f"use `da3 {scene.kind}` or `da3 auto`")
+    return f"{len(scene)} view{'s' * (len(scene) != 1)} ({scene.kind})"
+
+
+def prepare_export_dir(export_dir: Path, input: Path, auto_cleanup: bool, interactive: bool,
+                       confirm: Callable[[str], bool]) -> None:
+    """Make sure ``export_dir`` is empty or absent; an old non-empty one is removed only when the user said so."""
+    export_dir = export_dir.expanduser().resolve()
+    if export_dir.exists() and not export_dir.is_dir():
+        raise CliError(f"--export-dir {export_dir} is a file; choose a folder")
+    if not export_dir.exists() or not any(export_dir.iterdir()):
+        return
+    precious = {Path("/").resolve(), Path.home().resolve()}
+    if export_dir in precious or Path.cwd().resolve().is_relative_to(export_dir) \
+            or input.expanduser().resolve().is_relative_to(export_dir):
+        raise CliError(f"--export-dir {export_dir} holds the input, the current folder or your home; "
+                       "choose a dedicated export folder")
+    if not auto_cleanup:
+        if not interactive:
+            raise CliError(f"--export-dir {export_dir} is not empty; pass --auto-cleanup to replace it "
+                           "or choose another --export-dir")
+        if not confirm(f"{export_dir} is not empty. Delete it and continue?"):
+            raise CliError(f"cancelled; {export_dir} left as it was")
+    print(f"removing old export dir {export_dir}", file=sys.stderr)
+    shutil.rmtree(export_dir)
+
+
+# Fixes the config layer words in override terms, said here in flag terms.
+_FLAG_TERMS = {"infer_gs=True": "--infer-gs", "export_feat_layers=[...] to inference": "--export-feat LAYERS",
+               "model=": "--preset "}
+
+
+def in_flag_terms(message: str) -> str:
+    """A config error's fix in ``da3`` flags rather than Hydra overrides."""
+    for config_words, flag in _FLAG_TERMS.items():
+        message = message.replace(config_words, flag)
+    return message
+
+
+def execute(command: str, input: str, options: InferenceOptions, interactive: bool,
+            confirm: Callable[[str], bool]) -> int:
+    """Run one inference command; returns the exit code. Nothing is deleted before every check passed."""
+    from flows.config import ConfigError, load_config
+
+    if "://" in options.export_dir:
+        raise CliError(f"--export-dir {options.export_dir} must be a local folder; for object storage run "
+                       "python -m flows.reconstruct storage.root=s3://bucket/prefix ...")
+    explicit_model = options.preset is not None or options.model_dir is not None
+    preset, model_dir = resolve_model(options.model_dir, options.preset, options.weights)
+    local = replace(options, preset=preset, model_dir=model_dir)
+    overrides = overrides_for(command, input, local)
+    try:
+        load_config("reconstruct", overrides)
+    except ConfigError as exc:
+        raise CliError(in_flag_terms(str(exc))) from None
+    summary = check_input(command, Path(input), options)
+    if not options.use_backend:
+        _check_device(options.device)
+    prepare_export_dir(Path(options.export_dir), Path(input), options.auto_cleanup, interactive, confirm)
+    if options.use_backend:
+        # The server runs its own model unless this command named one (--preset / --model-dir).
+        return _run_on_backend(command, input, replace(options, preset=preset if explicit_model else None))
+    print(f"da3 {command}: {summary}, {preset} ({options.weights} weights) -> {Path(options.export_dir).absolute()}\n"
+          f"  same as: python -m flows.reconstruct {shlex.join(overrides)}", file=sys.stderr)
+    from flows.reconstruct import main
+
+    return main(overrides)
+
+
+def _check_device(device: str) -> None:
+    """An explicitly requested device must exist here (``auto`` always resolves)."""
+    from tasks.model_cache import pick_device
+
+    try:
+        pick_device(device)
+    except RuntimeError as exc:
+        raise CliError(str(exc).replace("model.device=", "--device ")) from None
+
+
+def _run_on_backend(command: str, input: str, options: InferenceOptions) -> int:
+    """Send the work to a da3 backend through its client; the outputs land in the export dir."""
+    try:
+        from flows.backend.client import run_on_backend
+    except ImportError as exc:
+        raise CliError(f"the backend client is not available ({exc}); run without --use-backend") from None
+    token = options.backend_token or os.environ.get("DA3_BACKEND_TOKEN") or None
+    overrides = overrides_for(command, input, options, backend=True)
+    print(f"da3 {command}: sending {input} to {options.backend_url}", file=sys.stderr)
+    try:
+        result = run_on_backend(options.backend_url, overrides, str(Path(input).expanduser().absolute()),
+                                str(Path(options.export_dir).expanduser().absolute()), token=token, progress=True)
+    except Exception as exc:  # the client's errors (HTTP, connection, task failure) all end the command the same way
+        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise CliError(f"backend {options.backend_url}: {message}") from None
+    print(f"da3 {command}: done on {options.backend_url} -> {Path(options.export_dir).absolute()} "
+          f"({', '.join(f'{k}={v}' for k, v in result.items() if isinstance(v, (str, int, float)))})")
+    return 0

@@ -1,0 +1,126 @@
+"""The CLI's pure parts: flags → Hydra overrides (read back through the real config), preset resolution, quoting."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from flows.cli_run import CliError, InferenceOptions, hydra_value, overrides_for, parse_layers, resolve_model
+from flows.config import load_config, resolved
+
+BASE = InferenceOptions(preset="da3-small", export_dir="/data/out")
+
+
+def _cfg(overrides: list[str]) -> dict:
+    return resolved(load_config("reconstruct", overrides))
+
+
+def test_seed_defaults_map_to_the_config(tmp_path):
+    over = overrides_for("images", tmp_path / "in", replace(BASE, image_extensions="png,JPG,.jpeg"))
+    cfg = _cfg(over)
+    assert cfg["scene"] == str(tmp_path / "in") and cfg["output_dir"] == "/data/out" == cfg["storage"]["root"]
+    assert cfg["export"] == "glb" and cfg["model"]["preset"] == "da3-small" and cfg["model"]["path"] is None
+    assert cfg["model"]["weights"] == "pretrained" and cfg["model"]["device"] == "auto"
+    assert cfg["processing"] == {"process_res": 504, "method": "upper_bound_resize"}
+    assert cfg["ref_view_strategy"] == "saddle_balanced" and cfg["pose"]["use_ray_pose"] is False
+    assert cfg["infer_gs"] is False and cfg["export_feat_layers"] == []
+    assert cfg["input"]["image_extensions"] == ["png", "jpg", "jpeg"]
+    glb = {"conf_thresh_percentile": 40.0, "num_max_points": 1_000_000, "show_cameras": True}
+    assert cfg["exporters"] == {"glb": glb}
+
+
+def test_every_flag_reaches_its_key(tmp_path):
+    opts = replace(BASE, model_dir="depth-anything/DA3-SMALL", weights="pretrained", device="cpu",
+                   export_format="glb-feat_vis+ply", process_res=280, process_res_method="upper_bound_crop",
+                   export_feat="3, 7", use_ray_pose=True, ref_view_strategy="middle", conf_thresh_percentile=10,
+                   num_max_points=5000, show_cameras=False, feat_vis_fps=4, fps=2.5, sparse_subdir="sparse/1",
+                   align_to_input_ext_scale=False)
+    cfg = _cfg(overrides_for("auto", tmp_path / "video.mp4", opts))
+    assert cfg["export"] == "glb+feat_vis+ply" and cfg["model"]["path"] == "depth-anything/DA3-SMALL"
+    assert cfg["model"]["device"] == "cpu" and cfg["processing"] == {"process_res": 280, "method": "upper_bound_crop"}
+    assert cfg["export_feat_layers"] == [3, 7]
+    assert cfg["pose"] == {"use_ray_pose": True, "align_to_input_ext_scale": False}
+    assert cfg["ref_view_strategy"] == "middle"
+    assert cfg["input"]["fps"] == 2.5 and cfg["input"]["sparse_subdir"] == "sparse/1"
+    assert cfg["exporters"] == {"glb": {"conf_thresh_percentile": 10.0, "num_max_points": 5000, "show_cameras": False},
+                                "feat_vis": {"fps": 4}, "ply": {"conf_thresh_percentile": 10.0, "num_max_points": 5000}}
+
+
+def test_command_specific_flags_only_where_they_exist(tmp_path):
+    image = overrides_for("image", tmp_path / "a.png", BASE)
+    assert not any(o.startswith(("input.", "pose.align")) for o in image)
+    video = overrides_for("video", tmp_path / "a.mp4", replace(BASE, fps=1.0))
+    assert "input.fps=1.0" in video
+    with pytest.raises(ValueError):
+        overrides_for("gallery", tmp_path, BASE)
+
+
+def test_random_weights_ignore_the_model_path(tmp_path):
+    over = overrides_for("image", tmp_path / "a.png", replace(BASE, weights="random", model_dir="/models/small"))
+    cfg = _cfg(over)
+    assert cfg["model"]["weights"] == "random" and cfg["model"]["path"] is None
+
+
+def test_backend_overrides_describe_only_the_work(tmp_path):
+    opts = replace(BASE, model_dir="/models/small", device="cuda", weights="pretrained")
+    over = overrides_for("images", tmp_path / "in", opts, backend=True)
+    local_keys = ("scene", "output_dir", "storage.root", "model.path", "model.device")
+    assert not [o for o in over if o.split("=")[0] in local_keys]
+    assert "model=da3-small" in over and not any(o.startswith("model.weights") for o in over)
+    unnamed = overrides_for("images", tmp_path / "in", replace(opts, preset=None, weights="random"), backend=True)
+    assert not any(o.startswith("model=") for o in unnamed) and "model.weights=random" in unnamed
+
+
+@pytest.mark.parametrize("path", ["/tmp/a b/c", "/tmp/x,y=z", "/tmp/it's", "/tmp/${HOME}", "C:\\dir\\", "1e5",
+                                  "true", ""])
+def test_paths_read_back_verbatim(path):
+    assert load_config("reconstruct", ["model=da3-small", f"output_dir={hydra_value(path)}"]).output_dir == path
+
+
+def test_plain_paths_stay_bare():
+    assert hydra_value("/data/scene_1/images") == "/data/scene_1/images"
+
+
+def test_parse_layers():
+    assert parse_layers("") == [] and parse_layers("5, 11") == [5, 11]
+    with pytest.raises(CliError, match="--export-feat"):
+        parse_layers("5;11")
+
+
+def _model_dir(root: Path, preset: str, weights: bool = True) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"model_name": preset}))
+    if weights:
+        (root / "model.safetensors").write_bytes(b"")
+    return root
+
+
+def test_resolve_model(tmp_path):
+    nested = ("da3nested-giant-large", "depth-anything/DA3NESTED-GIANT-LARGE-1.1")
+    assert resolve_model(None, None, "pretrained") == nested
+    assert resolve_model(None, "da3-small", "pretrained") == ("da3-small", None)
+    assert resolve_model("depth-anything/DA3-LARGE", None, "pretrained") == ("da3-large", "depth-anything/DA3-LARGE")
+    small = _model_dir(tmp_path / "small", "da3-small")
+    assert resolve_model(str(small), None, "pretrained") == ("da3-small", str(small))
+    assert resolve_model(str(small), None, "random") == ("da3-small", None)
+    assert resolve_model(None, "da3-base", "random") == ("da3-base", None)
+
+
+@pytest.mark.parametrize("model_dir, preset, weights, message", [
+    (None, "da3-tiny", "pretrained", "unknown preset 'da3-tiny'"),
+    ("small", "da3-large", "pretrained", "does not match"),
+    ("noweights", None, "pretrained", "no model.safetensors"),
+    ("noconfig", None, "pretrained", "no config.json"),
+    ("missing/dir/x", None, "pretrained", "not found"),
+    ("someone/custom-model", None, "pretrained", "pass --preset"),
+])
+def test_resolve_model_errors(tmp_path, model_dir, preset, weights, message):
+    _model_dir(tmp_path / "small", "da3-small")
+    _model_dir(tmp_path / "noweights", "da3-small", weights=False)
+    (tmp_path / "noconfig").mkdir()
+    source = model_dir if model_dir is None or "/" in model_dir else str(tmp_path / model_dir)
+    with pytest.raises(CliError, match=message):
+        resolve_model(source, preset, weights)
