@@ -39,13 +39,22 @@ class JobRequestError(ValueError):
     """A job request the server refuses (bad override, path outside the allowed roots, bad upload)."""
 
 
-def check_client_overrides(overrides: list[str]) -> list[str]:
-    """The client's overrides if every key is one a client may set; no interpolations (they could read env vars)."""
+def check_client_overrides(overrides: list[str], model: dict[str, str] | None = None) -> list[str]:
+    """The client's overrides if every key is one a client may set; no interpolations (they could read env vars).
+
+    ``model`` maps ``model`` and ``model.weights`` to the service's values: a client naming the same model is
+    accepted (the CLI names one when asked to), a different one is refused.
+    """
     for item in overrides:
         if not isinstance(item, str) or "=" not in item:
             raise JobRequestError(f"override {item!r} is not key=value")
         key, value = item.split("=", 1)
         top = key.lstrip("+~").split(".", 1)[0].split("@", 1)[0]
+        if model is not None and key in model:
+            if value.strip("'\"") != model[key]:
+                raise JobRequestError(f"override {item!r}: this backend runs {model['model']} with "
+                                      f"{model['model.weights']} weights and cannot switch models")
+            continue
         if top in ("scene", "output_dir"):
             raise JobRequestError(f"override {item!r}: the backend sets {top} itself (to the uploaded input and the "
                                   "job's workspace)")
@@ -134,9 +143,9 @@ class Job:
         return data
 
 
-def new_job(workspace_root: Path, overrides: list[str]) -> Job:
+def new_job(workspace_root: Path, overrides: list[str], model: dict[str, str] | None = None) -> Job:
     """A job with a fresh id and an empty workspace folder (its source is set once the input is in place)."""
-    overrides = check_client_overrides(overrides)
+    overrides = check_client_overrides(overrides, model)
     job_id = uuid.uuid4().hex
     workspace = workspace_root / job_id
     workspace.mkdir(parents=True)

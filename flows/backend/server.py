@@ -93,6 +93,8 @@ class Service:
                  max_upload_mb: int, allowed_roots: list[str] | None, workspace_dir: str | None,
                  gallery_dir: str | None, token: str | None) -> None:
         self.pinned = pinned_model_overrides(model_dir, preset, weights, device)
+        # What a client may restate (not change): the resolved preset and the weights kind.
+        self.model = {"model": load_config("reconstruct", self.pinned).model.preset, "model.weights": weights}
         self.max_upload = max_upload_mb * 1024 * 1024
         self.allowed_roots = [Path(r).expanduser().resolve() for r in allowed_roots or []]
         self.own_workspace = workspace_dir is None
@@ -236,10 +238,10 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
                 if not isinstance(body, dict) or not isinstance(body.get("path"), str):
                     raise HTTPException(400, "a JSON job needs {'path': <server path>, 'overrides': [...]}")
                 source = service.allowed_path(body["path"])
-                job = new_job(service.workspace, list(body.get("overrides") or []))
+                job = new_job(service.workspace, list(body.get("overrides") or []), service.model)
                 job.source = str(source)
             elif kind in TAR_TYPES:
-                job = new_job(service.workspace, request.query_params.getlist("override"))
+                job = new_job(service.workspace, request.query_params.getlist("override"), service.model)
                 await _prepare_upload(request, job)
             else:
                 raise HTTPException(415, "send the input as application/x-tar, or JSON {path, overrides}")

@@ -132,8 +132,8 @@ def test_failing_job_records_reason_and_worker_continues(backend, tmp_path):
 def test_server_paths_only_inside_allowed_roots(backend, tmp_path):
     url, root = backend
     allowed = root / "allowed"
-    ok = httpx.post(url + "/jobs", json={"path": str(allowed / "pair"), "overrides": ["export=mini_npz",
-                                                                                      "processing.process_res=28"]})
+    ok = httpx.post(url + "/jobs", json={"path": str(allowed / "pair"), "overrides": [
+        "export=mini_npz", "processing.process_res=28", "model=da3-small", "model.weights=random"]})  # same model: ok
     assert ok.status_code == 202, ok.text
     for path in (str(root / "secret"), str(allowed / ".." / "secret"), str(allowed / "escape"), "/etc",
                  f"{allowed}/../../{root.name}/secret"):
@@ -186,6 +186,8 @@ def test_traversal_and_bad_requests_refused(backend, tmp_path):
         response = httpx.post(url + "/jobs", params={"override": override}, content=one.getvalue(), headers=tar_headers)
         assert response.status_code == 400, (override, response.text)
     assert httpx.post(url + "/jobs", content=b"{}", headers={"Content-Type": "text/plain"}).status_code == 415
+    refused = httpx.post(url + "/jobs", params={"override": "model=da3-large"}, content=one.getvalue(), headers=tar_headers)
+    assert "runs da3-small with random weights and cannot switch models" in refused.json()["detail"]
     assert httpx.post(url + "/jobs", content=b" " * (2 << 20), headers={"Content-Type": "application/json"}).status_code == 413
 
 
@@ -262,3 +264,19 @@ def test_token_required_on_every_route_but_static(tmp_path):
                                ("127.0.0.1:5", "GET", "/dashboard?token=s3cret&refresh=5", "1.1", 200), None)
     _RedactToken().filter(record)
     assert "s3cret" not in record.getMessage() and "refresh=5" in record.getMessage()
+
+
+def test_cli_use_backend_matches_cli_local(backend, tmp_path, image_folder):
+    """The `da3` command line's --use-backend path against this server: same outputs as the same command run here."""
+    from typer.testing import CliRunner
+
+    from flows import cli
+
+    url, _ = backend
+    flags = ["images", str(image_folder), "--weights", "random", "--preset", "da3-small", "--process-res", "56",
+             "--export-format", "mini_npz-glb", "--num-max-points", "2000"]
+    local = CliRunner().invoke(cli.app, [*flags, "--device", "cpu", "--export-dir", str(tmp_path / "local")])
+    remote = CliRunner().invoke(cli.app, [*flags, "--use-backend", "--backend-url", url,
+                                          "--export-dir", str(tmp_path / "remote")])
+    assert local.exit_code == 0 and remote.exit_code == 0, (local.output, remote.output)
+    _assert_same_outputs(tmp_path / "local", tmp_path / "remote")
