@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -131,6 +132,10 @@ class BatchConfig(ReconstructConfig):
     dask_workers: int = 2
 
 
+# Hydra's compose API initialises a process-wide singleton: concurrent compositions (the backend's request
+# threads validating jobs while its worker runs a flow) must take turns.
+_COMPOSE_LOCK = threading.Lock()
+
 ConfigStore.instance().store(name="reconstruct_schema", node=ReconstructConfig)
 ConfigStore.instance().store(name="batch_schema", node=BatchConfig)
 
@@ -141,7 +146,7 @@ _INFERENCE_KEYS = ("model", "processing", "ref_view_strategy", "pose", "infer_gs
 def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
     """Compose ``conf/<config_name>.yaml`` with Hydra overrides into its typed dataclass and validate it."""
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
+        with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
             cfg = compose(config_name=config_name, overrides=list(overrides or []))
         obj = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as exc:

@@ -19,6 +19,7 @@ from da3core.io.remote import is_remote
 from da3core.store import SceneStore, join_url
 from flows.config import ReconstructConfig, config_hashes, load_config, resolved
 from flows.errors import run_cli
+from flows.progress import report
 from flows.storage import check_storage
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
@@ -66,15 +67,22 @@ def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneRe
         logger.info("scene %s: inference is up to date (%s); re-exporting only", name, inference_hash)
         store.update_attrs(complete=None, config=run, config_hash=full_hash)
     else:
+        report(0.05, "reading input")
         scene = ingest(name, source, run["input"], dict(cfg.storage.options))
+        report(0.15, f"inference on {len(scene)} views")
         attrs = {"scene": name, "source": source, "config": run, "config_hash": full_hash,
                  "inference_hash": inference_hash}
         store = infer(name, scene, store, run, attrs)
+        report(0.7, "aligning poses")
         store = align_poses(name, scene, store, run, inference_hash)
 
+    report(0.75, f"exporting {'+'.join(formats)}")
     # Called in turn, not submitted: inside a batch's scene task a nested submit would wait for a worker
     # slot held by that very scene task (deadlock at concurrency=1).
-    exports = {fmt: export_format(name, store, fmt, export_dir, _export_options(run, fmt)) for fmt in formats}
+    exports = {}
+    for i, fmt in enumerate(formats):
+        exports[fmt] = export_format(name, store, fmt, export_dir, _export_options(run, fmt))
+        report(0.75 + 0.2 * (i + 1) / len(formats), f"exported {fmt}")
     store.mark_complete(full_hash)
     seconds = time.perf_counter() - started
     logger.info("scene %s finished in %.2fs -> %s", name, seconds, export_dir)

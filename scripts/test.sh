@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install everything the suite needs (.venv with the dev extra, the reference oracle venv) and run pytest.
+# Install everything the suite needs (.venv with the dev and app extras, the reference oracle venv) and run pytest.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/unit -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh dev
+scripts/setup_env.sh dev,app
 scripts/install_oracle.sh
 # Debian's chromium for the gallery's browser test (root or sudo needed once per machine).
 if ! command -v chromium >/dev/null 2>&1; then

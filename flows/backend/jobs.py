@@ -1,0 +1,287 @@
+"""The backend's jobs: a bounded FIFO queue and the single inference worker that runs the reconstruct flow.
+
+Every accepted job ends ``completed`` or ``failed`` (a failure records one line and the worker goes on);
+jobs still queued when the service stops are failed with that reason rather than dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from flows.config import load_config, resolved
+from flows.errors import USER_ERRORS
+from flows.progress import progress_to
+from flows.backend.archive import pack_contents
+
+log = logging.getLogger(__name__)
+MAX_HISTORY = 100  # finished jobs kept (with their outputs); older ones are pruned, as upstream does
+# Top-level config keys a client may set: what to compute and export. Input, output location, storage and
+# the model are the server's (a client cannot read or write elsewhere, nor switch the resident model).
+CLIENT_KEYS = ("export", "processing", "ref_view_strategy", "pose", "infer_gs", "export_feat_layers", "input",
+               "exporters", "force")
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class QueueFull(RuntimeError):
+    """The bounded queue has no room; the client should retry later."""
+
+
+class JobRequestError(ValueError):
+    """A job request the server refuses (bad override, path outside the allowed roots, bad upload)."""
+
+
+def check_client_overrides(overrides: list[str], model: dict[str, str] | None = None) -> list[str]:
+    """The client's overrides if every key is one a client may set; no interpolations (they could read env vars).
+
+    ``model`` maps ``model`` and ``model.weights`` to the service's values: a client naming the same model is
+    accepted (the CLI names one when asked to), a different one is refused.
+    """
+    for item in overrides:
+        if not isinstance(item, str) or "=" not in item:
+            raise JobRequestError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        top = key.lstrip("+~").split(".", 1)[0].split("@", 1)[0]
+        if model is not None and key in model:
+            if value.strip("'\"") != model[key]:
+                raise JobRequestError(f"override {item!r}: this backend runs {model['model']} with "
+                                      f"{model['model.weights']} weights and cannot switch models")
+            continue
+        if top in ("scene", "output_dir"):
+            raise JobRequestError(f"override {item!r}: the backend sets {top} itself (to the uploaded input and the "
+                                  "job's workspace)")
+        if top not in CLIENT_KEYS:
+            raise JobRequestError(f"override {item!r}: key {top!r} is fixed by the backend; a client may set "
+                                  f"{', '.join(CLIENT_KEYS)}")
+        if "${" in value:
+            raise JobRequestError(f"override {item!r}: interpolations are not accepted by the backend")
+        if key.lstrip("+~") == "input.sparse_subdir" and (value.strip("'\"").startswith(("/", "~")) or ".." in value):
+            raise JobRequestError(f"override {item!r}: sparse_subdir must be a folder inside the input")
+    return list(overrides)
+
+
+def quote_path(path: str | Path) -> str:
+    """A path as a quoted Hydra override value; refuses characters that quoting cannot make literal."""
+    text = str(path)
+    if any(c in text for c in "'\\$\n\r"):
+        raise JobRequestError(f"path {text!r} contains a quote, backslash, '$' or newline; rename it")
+    return f"'{text}'"
+
+
+def pinned_model_overrides(model_dir: str | None, preset: str | None, weights: str, device: str) -> list[str]:
+    """Overrides fixing the model to the service's startup options (the preset is read from model_dir if unset)."""
+    if preset is None and model_dir is not None and weights != "random":
+        from da3core.model.presets import get_preset
+        from da3core.model.weights import read_config, resolve_model_dir
+
+        preset = get_preset(read_config(resolve_model_dir(model_dir))["model_name"]).name
+    pinned = [f"model={preset}"] if preset else []
+    pinned += [f"model.weights={weights}", f"model.device={device}"]
+    if model_dir is not None and weights != "random":
+        pinned.append(f"model.path={quote_path(model_dir)}")
+    return pinned
+
+
+def warm_model(pinned: list[str]) -> dict[str, Any]:
+    """Load the pinned model into the process cache (tasks.model_cache) so the first job does not pay for it.
+
+    Also reaches the Prefect API once: without a configured server that starts Prefect's temporary local
+    one (seconds on a busy machine), which would otherwise delay the first job.
+    """
+    from prefect.client.orchestration import get_client
+
+    from tasks.model_cache import get_model
+
+    info = get_model(resolved(load_config("reconstruct", pinned))["model"]).info
+    with get_client(sync_client=True) as client:
+        client.api_healthcheck()
+    return info
+
+
+@dataclass
+class Job:
+    """One reconstruction request and what became of it."""
+
+    id: str
+    overrides: list[str]
+    source: str  # the scene on the server: the extracted upload or an allowed path
+    workspace: Path
+    status: str = "queued"  # queued | running | completed | failed
+    progress: float = 0.0
+    message: str = "queued"
+    error: str | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: dict[str, Any] | None = None
+    upload_bytes: int = 0
+
+    @property
+    def output_dir(self) -> Path:
+        """Where the flow writes the store and the exports."""
+        return self.workspace / "out"
+
+    @property
+    def archive(self) -> Path:
+        """The tar of ``output_dir`` served by ``/jobs/{id}/result``."""
+        return self.workspace / "result.tar"
+
+    def record(self) -> dict[str, Any]:
+        """The job as JSON-ready data (no server paths)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("workspace", "source")}
+        data["scene"] = Path(self.source).name
+        data["queued_seconds"] = (self.started_at or time.time()) - self.created_at
+        data["run_seconds"] = (self.finished_at or time.time()) - self.started_at if self.started_at else None
+        return data
+
+
+def new_job(workspace_root: Path, overrides: list[str], model: dict[str, str] | None = None) -> Job:
+    """A job with a fresh id and an empty workspace folder (its source is set once the input is in place)."""
+    overrides = check_client_overrides(overrides, model)
+    job_id = uuid.uuid4().hex
+    workspace = workspace_root / job_id
+    workspace.mkdir(parents=True)
+    return Job(job_id, overrides, "", workspace)
+
+
+def run_job(job: Job, pinned: list[str]) -> dict[str, Any]:
+    """Run the reconstruct flow for ``job`` (the same code path as ``python -m flows.reconstruct``); pack its outputs."""
+    from flows.reconstruct import reconstruct
+
+    overrides = [*job.overrides, f"scene={quote_path(job.source)}", f"output_dir={quote_path(job.output_dir)}",
+                 f"storage.root={quote_path(job.workspace)}", *pinned]
+
+    def update(fraction: float, message: str) -> None:
+        job.progress, job.message = round(fraction, 3), message
+
+    with progress_to(update):
+        result = reconstruct(overrides)
+    job.progress, job.message = 0.97, "packing outputs"
+    with open(job.archive, "wb") as out:
+        pack_contents(job.output_dir, out)
+    shutil.rmtree(job.output_dir)  # the archive is what is served; keeping both would double the disk use
+    out_dir = str(job.output_dir)
+    relative = lambda p: str(Path(p).relative_to(out_dir)) if str(p).startswith(out_dir) else str(p)  # noqa: E731
+    return {"name": result.name, "status": result.status, "seconds": result.seconds,
+            "exports": {fmt: [relative(p) for p in paths] for fmt, paths in result.exports.items()},
+            "archive_bytes": job.archive.stat().st_size}
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed job: the message of expected errors, the type and first line of others."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, USER_ERRORS) else f"{exc.__class__.__name__}: {text}"
+
+
+class JobQueue:
+    """A bounded FIFO of jobs and one worker thread running them in order."""
+
+    def __init__(self, runner: Callable[[Job], dict[str, Any]], max_queue: int,
+                 warm: Callable[[], Any] | None = None, history: int = MAX_HISTORY) -> None:
+        self.runner, self.max_queue, self.warm, self.history = runner, max_queue, warm, history
+        self.jobs: dict[str, Job] = {}  # insertion order = submission order
+        self._queue: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.running: Job | None = None
+        self.counts = {"accepted": 0, "rejected": 0, "completed": 0, "failed": 0}
+        self.warm_error: str | None = None
+
+    def start(self) -> None:
+        """Start the worker (it warms the model first)."""
+        self._thread = threading.Thread(target=self._work, name="da3-backend-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fail the queued jobs, let the running one finish (up to ``timeout``) and stop the worker."""
+        with self._cond:
+            self._stopping = True
+            while self._queue:
+                self._finish(self._queue.popleft(), None, "the backend shut down before this job started")
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` or raise QueueFull when ``max_queue`` jobs are already waiting."""
+        with self._cond:
+            self.check_room()  # the condition's lock is re-entrant, so this stays one atomic step
+            self.jobs[job.id] = job
+            self._queue.append(job)
+            self.counts["accepted"] += 1
+            self._cond.notify()
+
+    def check_room(self) -> None:
+        """Raise QueueFull (and count the refusal) when a submission now would be refused."""
+        with self._cond:
+            if self._stopping or len(self._queue) >= self.max_queue:
+                self.counts["rejected"] += 1
+                raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); retry later")
+
+    def queued(self) -> int:
+        """Jobs waiting (not counting the running one)."""
+        return len(self._queue)
+
+    def recent(self, limit: int = 50) -> list[Job]:
+        """The newest jobs first."""
+        with self._cond:
+            return list(reversed(self.jobs.values()))[:limit]
+
+    def delete(self, job_id: str) -> bool:
+        """Forget a finished job and remove its files; False if it is still queued or running."""
+        with self._cond:
+            job = self.jobs.get(job_id)
+            if job is None or job.status not in ("completed", "failed"):
+                return False
+            del self.jobs[job_id]
+        shutil.rmtree(job.workspace, ignore_errors=True)
+        return True
+
+    def _work(self) -> None:
+        if self.warm is not None:
+            try:
+                self.warm()
+            except Exception as exc:  # jobs will fail with the same reason; the service stays up to say so
+                self.warm_error = describe_error(exc)
+                log.error("model warm-up failed: %s", self.warm_error)
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job = self.running = self._queue.popleft()
+            job.status, job.started_at, job.progress, job.message = "running", time.time(), 0.02, "starting"
+            try:
+                result, error = self.runner(job), None
+            except BaseException as exc:  # noqa: BLE001 - any failure is the job's, never the worker's
+                result, error = None, describe_error(exc)
+                log.warning("job %s failed: %s", job.id, error)
+            with self._cond:
+                self.running = None
+                self._finish(job, result, error)
+                self._prune()
+
+    def _finish(self, job: Job, result: dict[str, Any] | None, error: str | None) -> None:
+        job.finished_at = time.time()
+        if error is None:
+            job.status, job.progress, job.message, job.result = "completed", 1.0, "completed", result
+        else:
+            job.status, job.message, job.error = "failed", f"failed: {error}", error
+        self.counts[job.status] += 1
+        shutil.rmtree(job.workspace / "input", ignore_errors=True)  # the upload is not needed any more
+
+    def _prune(self) -> None:
+        finished = [j for j in self.jobs.values() if j.status in ("completed", "failed")]
+        for job in finished[: max(0, len(finished) - self.history)]:
+            del self.jobs[job.id]
+            shutil.rmtree(job.workspace, ignore_errors=True)

@@ -1,0 +1,349 @@
+"""The backend service: a resident model behind an HTTP job queue (FastAPI + uvicorn).
+
+Clients upload a scene (an uncompressed tar of a file or folder) or name a path inside the allowed roots,
+with reconstruct-flow overrides; one worker runs the jobs through the same ``reconstruct`` flow as the
+command line, with the model pinned to the service's own startup options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any, AsyncIterator
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from flows.backend.archive import ArchiveError, safe_extract
+from flows.backend.jobs import (JOB_ID, Job, JobQueue, JobRequestError, QueueFull, new_job, pinned_model_overrides,
+                                quote_path, run_job, warm_model)
+from flows.backend.pages import dashboard_page, home_page
+from flows.config import ConfigError, load_config
+
+TAR_TYPES = ("application/x-tar", "application/octet-stream")
+OPEN_PREFIXES = ("/gallery/static/",)  # the bundled viewer script: static, nothing private
+_CHUNK = 1 << 16
+
+
+class BackendConfigError(ValueError):
+    """Startup options the service refuses (e.g. a non-loopback address without a token)."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TokenGate:
+    """ASGI middleware: every route except static assets needs the token (Bearer header, cookie or ?token=).
+
+    A valid ``?token=`` sets an HttpOnly cookie so a browser can then use the dashboard and gallery links.
+    """
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app, self.token = app, token
+
+    def _valid(self, candidate: str | None) -> bool:
+        return candidate is not None and secrets.compare_digest(candidate.encode(), self.token.encode())
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(OPEN_PREFIXES):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        auth = headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        cookie = SimpleCookie(headers.get("cookie", "")).get("da3_token")
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
+        if self._valid(bearer) or (cookie is not None and self._valid(cookie.value)):
+            return await self.app(scope, receive, send)
+        if not self._valid(query):
+            response = JSONResponse({"detail": "missing or wrong token: send 'Authorization: Bearer <token>'"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return await response(scope, receive, send)
+
+        async def send_with_cookie(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                value = f"da3_token={self.token}; HttpOnly; SameSite=Strict; Path=/"
+                message["headers"] = [*message.get("headers", []), (b"set-cookie", value.encode("latin-1"))]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+class Service:
+    """The backend's state: pinned model, job queue, workspace and limits."""
+
+    def __init__(self, model_dir: str | None, preset: str | None, weights: str, device: str, max_queue: int,
+                 max_upload_mb: int, allowed_roots: list[str] | None, workspace_dir: str | None,
+                 gallery_dir: str | None, token: str | None) -> None:
+        self.pinned = pinned_model_overrides(model_dir, preset, weights, device)
+        # What a client may restate (not change): the resolved preset and the weights kind.
+        self.model = {"model": load_config("reconstruct", self.pinned).model.preset, "model.weights": weights}
+        self.max_upload = max_upload_mb * 1024 * 1024
+        self.allowed_roots = [Path(r).expanduser().resolve() for r in allowed_roots or []]
+        self.own_workspace = workspace_dir is None
+        self.workspace = Path(workspace_dir or tempfile.mkdtemp(prefix="da3-backend-")).resolve()
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.gallery_dir, self.auth = gallery_dir, token is not None
+        self.started_at = time.time()
+        self.model_info: dict[str, Any] | None = None
+        self.load_seconds: float | None = None
+        self.queue = JobQueue(lambda job: run_job(job, self.pinned), max_queue, warm=self.warm)
+
+    def warm(self) -> dict[str, Any]:
+        """Load the pinned model (once per process) and remember what was loaded."""
+        if self.model_info is None:
+            started = time.perf_counter()
+            self.model_info = warm_model(self.pinned)
+            self.load_seconds = time.perf_counter() - started
+        return self.model_info
+
+    def status(self) -> dict[str, Any]:
+        """What /status reports."""
+        running = self.queue.running
+        return {
+            "service": "da3pipe backend", "model_loaded": self.model_info is not None, "model": self.model_info,
+            "model_error": self.queue.warm_error, "model_overrides": self.pinned,
+            "device": (self.model_info or {}).get("device", "loading"), "load_seconds": self.load_seconds,
+            "uptime_seconds": time.time() - self.started_at,
+            "queue": {"length": self.queue.queued(), "max": self.queue.max_queue,
+                      "running": running.id if running else None},
+            "jobs": dict(self.queue.counts), "memory": memory(), "max_upload_mb": self.max_upload // (1024 * 1024),
+            "gallery": self.gallery_dir is not None, "auth": self.auth, "server_paths": bool(self.allowed_roots),
+        }
+
+    def allowed_path(self, path: str) -> Path:
+        """``path`` resolved (links and ``..`` included) if it lies inside an allowed root, else 403."""
+        if not self.allowed_roots:
+            raise HTTPException(403, "this backend accepts uploads only (start it with allowed roots for server paths)")
+        resolved = Path(path).expanduser().resolve()
+        if not any(resolved.is_relative_to(root) for root in self.allowed_roots):
+            raise HTTPException(403, f"path {path!r} is outside the backend's allowed roots")
+        if not resolved.exists():
+            raise HTTPException(404, f"path {path!r} does not exist on the backend")
+        return resolved
+
+    def job(self, job_id: str) -> Job:
+        """The job with this id, else 404 (malformed ids included, so they never reach the filesystem)."""
+        job = self.queue.jobs.get(job_id) if JOB_ID.match(job_id) else None
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return job
+
+
+def memory() -> dict[str, Any]:
+    """This process's resident memory, and the CUDA allocator's figures when CUDA is in use."""
+    import psutil
+    import torch
+
+    out: dict[str, Any] = {"rss_mb": psutil.Process().memory_info().rss / 2**20, "cuda": None}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        free, total = torch.cuda.mem_get_info()
+        out["cuda"] = {"allocated_mb": torch.cuda.memory_allocated() / 2**20,
+                       "reserved_mb": torch.cuda.memory_reserved() / 2**20, "free_mb": free / 2**20,
+                       "total_mb": total / 2**20}
+    return out
+
+
+async def _receive_upload(request: Request, target: Path, limit: int) -> int:
+    """Stream the request body into ``target``; 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"upload of {int(declared)} bytes is over the backend's limit of {limit} bytes")
+    size = 0
+    with open(target, "wb") as out:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"upload is over the backend's limit of {limit} bytes")
+            out.write(chunk)
+    return size
+
+
+async def _read_small(request: Request, limit: int) -> bytes:
+    """A small request body (a JSON job), refusing with 413 past ``limit`` bytes instead of buffering it all."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"a JSON job body is limited to {limit} bytes")
+    return bytes(body)
+
+
+def create_app(model_dir: str | None, preset: str | None, weights: str, device: str, gallery_dir: str | None = None,
+               token: str | None = None, max_queue: int = 8, max_upload_mb: int = 512,
+               allowed_roots: list[str] | None = None, workspace_dir: str | None = None) -> FastAPI:
+    """The backend app; its worker starts (and warms the model) with the app's lifespan."""
+    service = Service(model_dir, preset, weights, device, max_queue, max_upload_mb, allowed_roots, workspace_dir,
+                      gallery_dir, token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.queue.start()
+        yield
+        await run_in_threadpool(service.queue.stop)
+        if service.own_workspace:
+            shutil.rmtree(service.workspace, ignore_errors=True)
+
+    app = FastAPI(title="da3pipe backend", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    if token is not None:
+        app.add_middleware(TokenGate, token=token)
+
+    @app.get("/", response_class=HTMLResponse)
+    def home() -> str:
+        """The home page."""
+        return home_page(service.status())
+
+    @app.get("/dashboard", response_class=HTMLResponse)
+    def dashboard(refresh: int | None = None) -> str:
+        """Model, device, memory, queue and recent jobs; ``?refresh=5`` reloads every 5 s."""
+        return dashboard_page(service.status(), [j.record() for j in service.queue.recent()], refresh)
+
+    @app.get("/status")
+    def status() -> dict[str, Any]:
+        """The service's state as JSON."""
+        return service.status()
+
+    @app.post("/jobs", status_code=202)
+    async def submit(request: Request) -> dict[str, Any]:
+        """Queue a job: a tar upload (overrides as repeated ``override`` query parameters) or JSON ``{path, overrides}``."""
+        try:
+            service.queue.check_room()  # before reading the body: a busy server should not take the upload
+        except QueueFull as exc:
+            raise HTTPException(503, str(exc)) from exc
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            if kind == "application/json":
+                try:
+                    body = json.loads(await _read_small(request, 1 << 20))
+                except ValueError as exc:
+                    raise HTTPException(400, f"request body is not JSON: {exc}") from exc
+                if not isinstance(body, dict) or not isinstance(body.get("path"), str):
+                    raise HTTPException(400, "a JSON job needs {'path': <server path>, 'overrides': [...]}")
+                source = service.allowed_path(body["path"])
+                job = new_job(service.workspace, list(body.get("overrides") or []), service.model)
+                job.source = str(source)
+            elif kind in TAR_TYPES:
+                job = new_job(service.workspace, request.query_params.getlist("override"), service.model)
+                await _prepare_upload(request, job)
+            else:
+                raise HTTPException(415, "send the input as application/x-tar, or JSON {path, overrides}")
+        except JobRequestError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        try:
+            # Validate the whole config now, so a bad override is a 400 here rather than a failed job later.
+            await run_in_threadpool(load_config, "reconstruct",
+                                    [*job.overrides, f"scene={quote_path(job.source)}", *service.pinned])
+            service.queue.submit(job)
+        except (ConfigError, JobRequestError) as exc:
+            shutil.rmtree(job.workspace, ignore_errors=True)
+            raise HTTPException(400, str(exc)) from exc
+        except QueueFull as exc:
+            shutil.rmtree(job.workspace, ignore_errors=True)
+            raise HTTPException(503, str(exc)) from exc
+        return job.record()
+
+    async def _prepare_upload(request: Request, job: Job) -> None:
+        """Receive and safely extract the uploaded tar; its single top-level entry is the scene."""
+        try:
+            job.upload_bytes = await _receive_upload(request, job.workspace / "upload.tar", service.max_upload)
+            names = await run_in_threadpool(safe_extract, job.workspace / "upload.tar", job.workspace / "input")
+        except (HTTPException, ArchiveError) as exc:
+            shutil.rmtree(job.workspace, ignore_errors=True)
+            if isinstance(exc, ArchiveError):
+                raise HTTPException(400, str(exc)) from exc
+            raise
+        finally:
+            (job.workspace / "upload.tar").unlink(missing_ok=True)
+        if len(names) != 1:
+            shutil.rmtree(job.workspace, ignore_errors=True)
+            raise HTTPException(400, f"the upload must hold one file or folder at its top level, not {len(names)}")
+        job.source = str(job.workspace / "input" / names[0])
+
+    @app.get("/jobs")
+    def jobs(limit: int = 50) -> dict[str, Any]:
+        """The most recent jobs, newest first, and the totals."""
+        return {"jobs": [j.record() for j in service.queue.recent(limit)], "counts": dict(service.queue.counts),
+                "queue_length": service.queue.queued()}
+
+    @app.get("/jobs/{job_id}")
+    def job_status(job_id: str) -> dict[str, Any]:
+        """One job's status, progress, message, timings and error."""
+        return service.job(job_id).record()
+
+    @app.get("/jobs/{job_id}/result")
+    def job_result(job_id: str) -> FileResponse:
+        """The job's outputs (store and exports) as an uncompressed tar; 409 until the job has completed."""
+        job = service.job(job_id)
+        if job.status != "completed":
+            raise HTTPException(409, f"job {job_id} is {job.status}" + (f": {job.error}" if job.error else ""))
+        return FileResponse(job.archive, media_type="application/x-tar", filename=f"{job.id}.tar")
+
+    @app.delete("/jobs/{job_id}")
+    def delete_job(job_id: str) -> dict[str, Any]:
+        """Forget a finished job and delete its files; 409 while it is queued or running."""
+        job = service.job(job_id)
+        if not service.queue.delete(job_id):
+            raise HTTPException(409, f"job {job_id} is {job.status}; only finished jobs can be deleted")
+        return {"deleted": job_id}
+
+    if gallery_dir is not None:
+        from flows.gallery import create_gallery_app
+
+        Path(gallery_dir).mkdir(parents=True, exist_ok=True)
+        app.mount("/gallery", create_gallery_app(gallery_dir, prefix="/gallery"))
+    return app
+
+
+def serve(model_dir: str | None, preset: str | None, weights: str, device: str, host: str = "127.0.0.1",
+          port: int = 8008, gallery_dir: str | None = None, token: str | None = None, max_queue: int = 8,
+          max_upload_mb: int = 512, allowed_roots: list[str] | None = None, workspace_dir: str | None = None) -> None:
+    """Run the backend with uvicorn until interrupted; the model is loaded before the port opens."""
+    import uvicorn
+
+    if not is_loopback(host) and not token:
+        raise BackendConfigError(f"refusing to listen on {host} without a token: pass a token (clients send "
+                                 "'Authorization: Bearer <token>') or bind 127.0.0.1")
+    app = create_app(model_dir, preset, weights, device, gallery_dir, token, max_queue, max_upload_mb,
+                     allowed_roots, workspace_dir)
+    app.state.service.warm()  # a model that cannot load stops the service here, with its error
+    _import_before_serving()
+    if token:
+        logging.getLogger("uvicorn.access").addFilter(_RedactToken())
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _import_before_serving() -> None:
+    """Imports with process-wide side effects that uvicorn's own setup (next) must override, not follow."""
+    # Importing Prefect's flow API configures logging, uvicorn's loggers included (WARNING level): at the
+    # first job that would silence the access log. Imported now, uvicorn's log config is applied after it.
+    import flows.reconstruct  # noqa: F401
+    # Importing pycolmap installs glog's fatal-signal handlers, SIGTERM included: at the first COLMAP job
+    # that would turn SIGTERM into an instant kill. Imported now, uvicorn's signal handlers replace them.
+    import pycolmap  # noqa: F401
+
+
+class _RedactToken(logging.Filter):
+    """Keep a ``?token=`` (a browser's first visit) out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.args = tuple(re.sub(r"token=[^&\s]*", "token=***", a) if isinstance(a, str) else a
+                            for a in record.args or ())
+        return True
