@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import fsspec.implementations.local
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
@@ -167,7 +168,12 @@ class SceneStore:
         dest = fsspec.core.url_to_fs(url, **self.storage_options)[1]
         if fs.exists(dest):
             fs.rm(dest, recursive=True)
-        fs.mv(src, dest, recursive=True)
+        if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+            fs.mv(src, dest, recursive=True)  # one rename
+        else:  # object stores have no folders to rename: copy every object (in parallel), then drop the source
+            files = fs.find(src)
+            fs.copy(files, [dest + f[len(src):] for f in files])
+            fs.rm(src, recursive=True)
         return SceneStore(url, self.storage_options)
 
     def read_prediction(self, features: bool = True, gaussians: bool = True) -> Prediction:
