@@ -25,7 +25,7 @@ from da3core.video_depth.outputs import default_output_dir
 from flows.config import VideoDepthConfig, load_config, resolved
 from flows.errors import run_cli
 from flows.storage import check_storage
-from tasks.video_depth import SECOND_PASS, estimate, export_second_pass, probe
+from tasks.video_depth import SECOND_PASS, check_local_video, estimate, export_second_pass, probe
 
 STORE_NAME = "depth.zarr"
 STAGING_NAME = ".depth.zarr.partial"
@@ -105,7 +105,7 @@ def video_depth(overrides: list[str] | None = None) -> VideoDepthResult:
 def main(argv: list[str]) -> int:
     """Command-line entry: validate the config before starting the flow; one-line errors."""
     def run() -> None:
-        load_config("video_depth", argv)
+        check_local_video(resolve_paths(load_config("video_depth", argv))[0])  # before Prefect starts
         result = video_depth(argv)
         print(f"{result.video}: {result.status} in {result.seconds:.1f}s -> {result.output_dir}")
 

@@ -54,12 +54,17 @@ class VideoJob:
     output_fps: float  # rate of the processed frames (source fps / stride)
 
 
+def check_local_video(source: str) -> None:
+    """Raise a one-line VideoError for a local video path that is not a file (URLs are checked when fetched)."""
+    if not is_remote(source) and not os.path.isfile(source):
+        raise VideoError(f"video not found: {source}; pass video=<path to a video file or s3:// URL>")
+
+
 @task(name="probe-video", task_run_name="probe-{source}", cache_policy=NO_CACHE, retries=0)
 def probe(source: str, run: dict[str, Any]) -> VideoJob:
     """Fetch (s3) and open the video, pick the frames at the target fps and the processed size; fail before any write."""
     started = time.perf_counter()
-    if not is_remote(source) and not os.path.isfile(source):
-        raise VideoError(f"video not found: {source}; pass video=<path to a video file or s3:// URL>")
+    check_local_video(source)
     try:
         local = localize(source, run["storage"]["options"])
     except FileNotFoundError as exc:

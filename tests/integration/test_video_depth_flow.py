@@ -152,6 +152,20 @@ def test_reruns_replace_records_and_redo_half_written_stores(tmp_path, clip):
         [f"frame_{i:05d}.exr" for i in range(2)]
 
 
+def test_metric_model_writes_metric_depth_and_point_clouds(tmp_path, clip):
+    result = video_depth([f"video={clip.path}", f"output_dir={tmp_path}", *FAST, "metric=true", "max_frames=2",
+                          "save_point_clouds=true", "focal_length_x=100", "focal_length_y=80"])
+    store = SceneStore(result.store_url)
+    attrs, depth = store.attrs(), store.read_array("depth")
+    assert attrs["model"]["metric"] is True and attrs["depth_kind"] == "metric_depth"
+    assert "metres" in attrs["conventions"]["depth"]
+    table = np.loadtxt(tmp_path / "point_clouds" / "point_0001.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(table[:, 2], depth[1].ravel(), rtol=1e-5, atol=1e-6)
+    v = np.arange(56 * 70) // 70
+    np.testing.assert_allclose(table[:, 1], (v - 28) / 80.0 * depth[1].ravel(), rtol=1e-4, atol=1e-6)
+    assert json.loads((tmp_path / "point_clouds" / "point_cloud_info.json").read_text())["z_kind"] == "metric_depth"
+
+
 def _snapshot(folder):
     return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and STAGING_NAME not in str(p)}
 
