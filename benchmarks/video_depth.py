@@ -64,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="da3-vda-bench-"))
-    argv = ["encoder=vits", "weights=random", f"input_size={args.input_size}", f"streaming={str(args.streaming).lower()}",
+    argv = ["encoder=vits", "weights=random", f"input_size={args.input_size}",
+            f"streaming={str(args.streaming).lower()}",
             "save_npz=true", "save_depth_video=true", "device=cpu"]
     rows = []
     for n in args.frames:

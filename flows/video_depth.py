@@ -42,7 +42,7 @@ class VideoDepthResult:
     store_url: str
     output_dir: str
     status: str  # "done" | "skipped" (a complete store for this config and video exists)
-    outputs: dict[str, list[str]]
+    outputs: dict[str, list[str]]  # Annolid's result keys (depth_ndjson, npz, ...) -> locations; empty when skipped
     seconds: float
 
 
@@ -75,8 +75,7 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
     store = SceneStore(join_url(output_dir, STORE_NAME), options)
     if not cfg.force and store.is_complete(full_hash):
         logger.info("%s is complete for this config and video (%s); skipping", store.url, full_hash)
-        outputs = store.attrs().get("outputs", {})
-        return VideoDepthResult(job.name, store.url, output_dir, "skipped", outputs, time.perf_counter() - started)
+        return VideoDepthResult(job.name, store.url, output_dir, "skipped", {}, time.perf_counter() - started)
 
     staging = SceneStore(join_url(output_dir, STAGING_NAME), options)
     attrs = {"scene": Path(job.name).stem, "source": source, "config": run, "config_hash": full_hash,
@@ -89,7 +88,7 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
     outputs = {"output_dir": [output_dir], **streamed["outputs"]}
     for future in futures:
         outputs.update(future.result())
-    store.update_attrs(outputs=outputs)
+    store.update_attrs(outputs={kind: len(paths) for kind, paths in outputs.items()})  # counts: lists can be long
     store.mark_complete(full_hash)
     seconds = time.perf_counter() - started
     logger.info("%s: %d frames in %.2fs -> %s", job.name, len(job.indices), seconds, output_dir)

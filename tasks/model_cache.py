@@ -93,7 +93,8 @@ def random_vda_checkpoint(encoder: str, metric: bool, seed: int) -> Path:
     from da3core.io.remote import cache_root
     from da3core.video_depth import write_random_checkpoint
 
-    target = cache_root().parent / "random-models" / f"{'metric_' if metric else ''}vda_{encoder}-seed{seed}.safetensors"
+    name = f"{'metric_' if metric else ''}vda_{encoder}-seed{seed}.safetensors"
+    target = cache_root().parent / "random-models" / name
     if not target.is_file():
         write_random_checkpoint(target, encoder=encoder, metric=metric, seed=seed)  # atomic: temp file + rename
     return target

@@ -62,7 +62,7 @@ def check_local_video(source: str) -> None:
 
 @task(name="probe-video", task_run_name="probe-{source}", cache_policy=NO_CACHE, retries=0)
 def probe(source: str, run: dict[str, Any]) -> VideoJob:
-    """Fetch (s3) and open the video, pick the frames at the target fps and the processed size; fail before any write."""
+    """Fetch (s3) and open the video, pick the frames and the processed size; fails before anything is written."""
     started = time.perf_counter()
     check_local_video(source)
     try:
@@ -76,9 +76,9 @@ def probe(source: str, run: dict[str, Any]) -> VideoJob:
     indices = video_io.sample_frame_indices(meta.n_frames, fps, run["target_fps"],
                                             run["max_frames"] if run["max_frames"] > 0 else None, integer_stride=True)
     stride = int(indices[1] - indices[0]) if len(indices) > 1 else 1
+    size = video_io.fit_max_res(meta.height, meta.width, run["max_res"])
     job = VideoJob(PurePosixPath(source).name, source, str(local), sha256_file(local), meta.n_frames, fps,
-                   meta.width, meta.height, indices.tolist(), video_io.fit_max_res(meta.height, meta.width, run["max_res"]),
-                   fps / stride)
+                   meta.width, meta.height, indices.tolist(), size, fps / stride)
     get_run_logger().info("probe %s: %d frames at %.3g fps, %dx%d -> %d frames at %dx%d in %.2fs", job.name,
                           meta.n_frames, fps, meta.width, meta.height, len(indices), job.size[1], job.size[0],
                           time.perf_counter() - started)
@@ -107,7 +107,7 @@ def estimate(job: VideoJob, store: SceneStore, output_dir: str, run: dict[str, A
     loaded = get_video_depth_model(run)
     is_metric = bool(loaded.model.metric)
     n, (h, w) = len(job.indices), job.size
-    store.reset({**attrs, "model": loaded.info, "versions": package_versions(), "video": asdict(job),
+    store.reset({**attrs, "model": loaded.info, "versions": package_versions(), "video": {k: v for k, v in asdict(job).items() if k != "indices"},
                  "is_metric": int(is_metric), "depth_kind": "metric_depth" if is_metric else "relative_disparity",
                  "conventions": {"depth": DEPTH_KINDS[is_metric], "frame": "original video frame index",
                                  "timestamp": "seconds from the start of the video"},

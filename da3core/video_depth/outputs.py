@@ -100,7 +100,7 @@ def point_cloud_info(height: int, width: int, options: OutputOptions, is_metric:
     return {
         "columns": ["x", "y", "z", "intensity", "red", "green", "blue"],
         "z": z, "z_kind": "metric_depth" if is_metric else "inverse_relative_disparity",
-        "intensity": "the raw model output (" + ("metres" if is_metric else "relative disparity, larger = nearer") + ")",
+        "intensity": "the raw model output: " + ("metres" if is_metric else "relative disparity, larger = nearer"),
         "x": "(u - cx) / fx * z, u = pixel column", "y": "(v - cy) / fy * z, v = pixel row",
         "intrinsics": {"fx": options.focal_length_x, "fy": options.focal_length_y, "cx": width / 2, "cy": height / 2,
                        "width": width, "height": height, "units": "pixels of the processed frame"},

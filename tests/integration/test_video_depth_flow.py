@@ -85,6 +85,9 @@ def test_local_video_windowed_all_outputs(tmp_path, clip):
     assert attrs["depth_range"] == {"min": float(depth.min()), "max": float(depth.max())}
     assert attrs["inputs"]["files"][0]["sha256"] == __import__("hashlib").sha256(video.read_bytes()).hexdigest()
     assert {"decode", "inference", "write", "export_npz", "export_depth_video"} <= set(attrs["timings"])
+    assert set(result.outputs) == {"output_dir", "depth_ndjson", "depth_visualization", "depth_frames", "npz", "exr",
+                                   "point_cloud_csv"}
+    assert attrs["outputs"]["depth_frames"] == attrs["outputs"]["point_cloud_csv"] == 40
     assert list(xr.open_zarr(result.store_url, consolidated=False)["depth"].dims) == ["frame", "y", "x"]
 
     check_records((out / "depth.ndjson").read_text().splitlines(), depth, range(40), "clip.mp4")
@@ -152,17 +155,20 @@ def test_reruns_replace_records_and_redo_half_written_stores(tmp_path, clip):
         [f"frame_{i:05d}.exr" for i in range(2)]
 
 
-def test_metric_model_writes_metric_depth_and_point_clouds(tmp_path, clip):
+def test_metric_model_at_max_res_writes_metric_depth_and_point_clouds(tmp_path, clip):
     result = video_depth([f"video={clip.path}", f"output_dir={tmp_path}", *FAST, "metric=true", "max_frames=2",
-                          "save_point_clouds=true", "focal_length_x=100", "focal_length_y=80"])
+                          "max_res=40", "save_point_clouds=true", "focal_length_x=100", "focal_length_y=80"])
     store = SceneStore(result.store_url)
     attrs, depth = store.attrs(), store.read_array("depth")
     assert attrs["model"]["metric"] is True and attrs["depth_kind"] == "metric_depth"
     assert "metres" in attrs["conventions"]["depth"]
+    assert depth.shape == (2, 32, 40)  # 70x56 capped at 40 on the long side: 40 x round(56 * 40 / 70) = 32
+    record = json.loads((tmp_path / "depth.ndjson").read_text().splitlines()[0])
+    assert (record["imageHeight"], record["imageWidth"]) == (32, 40)  # the processed size, as Annolid
     table = np.loadtxt(tmp_path / "point_clouds" / "point_0001.csv", delimiter=",", skiprows=1)
     np.testing.assert_allclose(table[:, 2], depth[1].ravel(), rtol=1e-5, atol=1e-6)
-    v = np.arange(56 * 70) // 70
-    np.testing.assert_allclose(table[:, 1], (v - 28) / 80.0 * depth[1].ravel(), rtol=1e-4, atol=1e-6)
+    v = np.arange(32 * 40) // 40
+    np.testing.assert_allclose(table[:, 1], (v - 16) / 80.0 * depth[1].ravel(), rtol=1e-4, atol=1e-6)
     assert json.loads((tmp_path / "point_clouds" / "point_cloud_info.json").read_text())["z_kind"] == "metric_depth"
 
 
