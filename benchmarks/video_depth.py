@@ -5,6 +5,7 @@ vis-mp4 second pass) in a fresh process on a synthetic video, so the peak RSS of
 (``ru_maxrss``) is the run's own; frames/s is the streaming stage (decode + model + writes).
 
     python benchmarks/video_depth.py [--frames 100 1000 3000] [--size 64 80] [--input-size 56] [--streaming]
+    python benchmarks/video_depth.py --trace-rss 2000   # anonymous RSS every 250 frames within one run
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def child(video: str, argv: list[str]) -> None:
     """Run one flow in this process and print its numbers as JSON."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from da3core.store import SceneStore
     from flows.video_depth import video_depth
@@ -37,6 +37,39 @@ def child(video: str, argv: list[str]) -> None:
     print(json.dumps({"wall_s": wall, "frames": attrs["n_frames"], "stream_fps": attrs["stages"]["inference"]
                       ["frames_per_second"], "timings": attrs["timings"],
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def anonymous_rss_mib() -> float:
+    """Resident anonymous memory (heap and arrays, not mapped files), after returning freed heap to the OS."""
+    import ctypes
+    import ctypes.util
+
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
+
+
+def trace_rss(n_frames: int, size: tuple[int, int], argv: list[str], workdir: Path) -> list[tuple[int, float]]:
+    """One in-process run with the real model, sampling anonymous RSS every 250 frames as depth maps arrive."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    import tasks.video_depth as vd
+    from da3core.synthetic import encode_frames, pattern_frames
+    from flows.video_depth import video_depth
+
+    samples: list[tuple[int, float]] = []
+    model_stream = vd._depth_stream
+
+    def sampled(*args):  # wraps the real model's iterator; only observes
+        for k, depth in enumerate(model_stream(*args)):
+            if k % 250 == 0:
+                samples.append((k, anonymous_rss_mib()))
+            yield depth
+
+    vd._depth_stream = sampled
+    video = encode_frames(pattern_frames(n_frames, *size), workdir / f"trace_{n_frames}.mp4").path
+    video_depth([f"video={video}", *argv])
+    samples.append((n_frames, anonymous_rss_mib()))
+    return samples
 
 
 def measure(n_frames: int, size: tuple[int, int], argv: list[str], workdir: Path) -> dict:
@@ -61,12 +94,18 @@ def main() -> None:
     parser.add_argument("--streaming", action="store_true", help="one frame at a time instead of 32-frame windows")
     parser.add_argument("--machine", default="", help="extra words about the machine for RESULTS.md")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--trace-rss", type=int, metavar="FRAMES", help="sample RSS within one run instead")
     args = parser.parse_args()
 
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     workdir = Path(tempfile.mkdtemp(prefix="da3-vda-bench-"))
     argv = ["encoder=vits", "weights=random", f"input_size={args.input_size}",
             f"streaming={str(args.streaming).lower()}",
             "save_npz=true", "save_depth_video=true", "device=cpu"]
+    if args.trace_rss:
+        samples = trace_rss(args.trace_rss, tuple(args.size), argv, workdir)
+        print("anonymous RSS MiB by frame: " + ", ".join(f"{k}: {mib:.0f}" for k, mib in samples))
+        return
     rows = []
     for n in args.frames:
         r = measure(n, tuple(args.size), argv, workdir)
