@@ -132,12 +132,48 @@ class BatchConfig(ReconstructConfig):
     dask_workers: int = 2
 
 
-# Hydra's compose API initialises a process-wide singleton: concurrent compositions (the backend's request
-# threads validating jobs while its worker runs a flow) must take turns.
-_COMPOSE_LOCK = threading.Lock()
+@dataclass
+class VideoStorageConfig:
+    options: dict[str, Any] = field(default_factory=dict)  # fsspec options for s3:// videos and output folders
+
+
+@dataclass
+class VideoDepthConfig:
+    """Video Depth Anything on one video; option names follow Annolid's ``run_video_depth_anything``."""
+
+    video: str = MISSING  # a video path or an s3:// URL
+    output_dir: Optional[str] = None  # default: next to the video (videos/mice.mp4 -> videos/mice/)
+    encoder: str = "vits"  # vits | vitb | vitl
+    metric: bool = False  # metric checkpoints output metres; relative ones output relative disparity
+    weights: Optional[str] = None  # checkpoint file/dir or name; "random" = seeded random weights (smoke runs)
+    seed: int = 0  # for weights=random
+    device: Device = Device.auto
+    fp32: bool = False  # full precision on CUDA too (off CUDA inference always runs in fp32)
+    input_size: int = 518  # network input short side
+    max_res: int = 1280  # cap on the processed frame's long side; <= 0 keeps the source size
+    target_fps: float = -1  # frame stride round(fps / target_fps); <= 0 keeps every frame
+    max_frames: int = -1  # Annolid's max_len; <= 0: all
+    streaming: bool = True  # one frame at a time (Annolid's default) instead of 32-frame windows
+    windows_per_batch: int = 1  # windowed mode: windows per forward pass
+    grayscale: bool = False
+    save_depth_video: bool = False  # <stem>_vis.mp4
+    save_depth_frames: bool = False  # depth_frames/depth_00000.png
+    save_point_clouds: bool = False  # point_clouds/point_0000.csv
+    save_npz: bool = False  # <stem>_depths.npz
+    save_exr: bool = False  # <stem>_depths_exr/frame_00000.exr
+    focal_length_x: float = 470.4  # point-cloud intrinsics, pixels of the processed frame
+    focal_length_y: float = 470.4
+    storage: VideoStorageConfig = field(default_factory=VideoStorageConfig)
+    force: bool = False  # recompute even when a complete store for the same config and video exists
+
 
 ConfigStore.instance().store(name="reconstruct_schema", node=ReconstructConfig)
 ConfigStore.instance().store(name="batch_schema", node=BatchConfig)
+ConfigStore.instance().store(name="video_depth_schema", node=VideoDepthConfig)
+
+# Hydra's compose API initialises a process-wide singleton: concurrent compositions (the backend's request
+# threads validating jobs while its worker runs a flow) must take turns.
+_COMPOSE_LOCK = threading.Lock()
 
 # Keys that change what inference computes (the rest only changes where or how things are written).
 _INFERENCE_KEYS = ("model", "processing", "ref_view_strategy", "pose", "infer_gs", "export_feat_layers", "input")
@@ -151,7 +187,7 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
         obj = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
-    validate(obj)
+    (validate_video_depth if isinstance(obj, VideoDepthConfig) else validate)(obj)
     return obj
 
 
@@ -197,6 +233,20 @@ def validate(cfg: ReconstructConfig) -> None:
             FORMATS[name].check_options(dict(options))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config error at exporters.{name}: {exc}") from exc
+
+
+def validate_video_depth(cfg: VideoDepthConfig) -> None:
+    """Value checks for the video_depth config: encoder name and numeric ranges."""
+    from da3core.video_depth import ENCODERS
+
+    if cfg.encoder not in ENCODERS:
+        raise ConfigError(f"config error at encoder: unknown encoder '{cfg.encoder}'; available: {', '.join(ENCODERS)}")
+    if cfg.input_size < 14:
+        raise ConfigError(f"config error at input_size: {cfg.input_size} is below one patch (14)")
+    if cfg.windows_per_batch < 1:
+        raise ConfigError(f"config error at windows_per_batch: {cfg.windows_per_batch}; use 1 or more")
+    if min(cfg.focal_length_x, cfg.focal_length_y) <= 0:
+        raise ConfigError("config error at focal_length_x/focal_length_y: focal lengths must be positive pixels")
 
 
 def resolved(cfg: ReconstructConfig) -> dict[str, Any]:

@@ -86,3 +86,53 @@ def get_model(model_cfg: dict[str, Any]) -> LoadedModel:
             info["note"] = "untrained random weights: outputs are not meaningful reconstructions"
         _CACHE[key] = LoadedModel(model, info, threading.Lock())
         return _CACHE[key]
+
+
+def random_vda_checkpoint(encoder: str, metric: bool, seed: int) -> Path:
+    """A cached checkpoint of seeded random Video Depth Anything weights (written once per machine, stamped random)."""
+    from da3core.io.remote import cache_root
+    from da3core.video_depth import write_random_checkpoint
+
+    name = f"{'metric_' if metric else ''}vda_{encoder}-seed{seed}.safetensors"
+    target = cache_root().parent / "random-models" / name
+    if not target.is_file():
+        write_random_checkpoint(target, encoder=encoder, metric=metric, seed=seed)  # atomic: temp file + rename
+    return target
+
+
+def official_vda_checkpoint(encoder: str, metric: bool) -> str:
+    """The official checkpoint name for an encoder and kind, e.g. ``video_depth_anything_vits``."""
+    from da3core.video_depth import CHECKPOINTS
+
+    return next(name for name, info in CHECKPOINTS.items() if info.encoder == encoder and info.metric == metric)
+
+
+def get_video_depth_model(cfg: dict[str, Any]) -> LoadedModel:
+    """The Video Depth Anything model for a resolved video_depth config; loads it at most once per process."""
+    from da3core.video_depth import load_model
+
+    device = pick_device(cfg["device"])
+    key = ("vda", cfg["encoder"], cfg["metric"], cfg["weights"], cfg["seed"], device)
+    with _LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        if cfg["weights"] == "random":
+            source = str(random_vda_checkpoint(cfg["encoder"], cfg["metric"], cfg["seed"]))
+            log.warning("weights=random: Video Depth Anything %s has UNTRAINED seeded weights (seed %d); depth is "
+                        "not meaningful", cfg["encoder"], cfg["seed"])
+        else:
+            source = cfg["weights"] or official_vda_checkpoint(cfg["encoder"], cfg["metric"])
+        model = load_model(source, encoder=cfg["encoder"], metric=cfg["metric"])
+        model = model.to(device).eval()
+        weights_file = Path(model.weights_file) if model.weights_file else None
+        info = {
+            "name": "video-depth-anything", "encoder": model.encoder, "metric": bool(model.metric), "source": source,
+            "weights": "random" if model.random_weights else "pretrained",
+            "seed": cfg["seed"] if model.random_weights else None,
+            "weights_sha256": sha256_file(weights_file) if weights_file and weights_file.is_file() else None,
+            "device": device,
+        }
+        if model.random_weights:
+            info["note"] = "untrained random weights: depth is not meaningful"
+        _CACHE[key] = LoadedModel(model, info, threading.Lock())
+        return _CACHE[key]

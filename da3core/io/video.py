@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +28,18 @@ class VideoMeta:
     height: int
 
 
-def sample_frame_indices(n_frames: int, src_fps: float, target_fps: float | None, max_frames: int | None = None) -> np.ndarray:
+def sample_frame_indices(n_frames: int, src_fps: float, target_fps: float | None, max_frames: int | None = None,
+                         integer_stride: bool = False) -> np.ndarray:
     """Original frame indices for sampling at ``target_fps`` (every frame when None/<=0 or >= ``src_fps``).
 
-    Indices are ``round(k * src_fps / target_fps)``, so sampling stays on time for non-integer ratios.
+    Indices are ``round(k * src_fps / target_fps)``, so sampling stays on time for non-integer ratios;
+    ``integer_stride`` instead takes every ``round(src_fps / target_fps)``-th frame, as Video Depth Anything does.
     """
     if n_frames <= 0:
         return np.zeros(0, dtype=np.int64)
     step = 1.0 if not target_fps or target_fps <= 0 or target_fps >= src_fps else src_fps / target_fps
+    if integer_stride:
+        step = float(max(1, round(step)))
     idx = np.unique(np.round(np.arange(0, n_frames, step)).astype(np.int64))
     idx = idx[idx < n_frames]
     return idx[:max_frames] if max_frames else idx
@@ -76,6 +81,50 @@ def read_frames(path: str | Path, indices: np.ndarray) -> tuple[np.ndarray, np.n
     return _read_frames_pyav(path, indices)
 
 
+def fit_max_res(height: int, width: int, max_res: int) -> tuple[int, int]:
+    """Frame size with the long side capped at ``max_res`` (<= 0: no cap), rounded and made even as upstream VDA."""
+    if max_res <= 0 or max(height, width) <= max_res:
+        return height, width
+    scale = max_res / max(height, width)
+    even = lambda v: v + v % 2  # noqa: E731
+    return even(round(height * scale)), even(round(width * scale))
+
+
+def iter_frames(path: str | Path, indices: np.ndarray, size: tuple[int, int] | None = None,
+                chunk: int = 16) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield (frame index, timestamp s, uint8 RGB frame) for ``indices`` in order, decoding ``chunk`` at a time.
+
+    Memory stays bounded by one chunk whatever the video length; ``size`` = (H, W) resizes with INTER_AREA.
+    """
+    import cv2
+
+    path = _check_path(path)
+    indices = np.asarray(indices, dtype=np.int64)
+
+    def fit(frame: np.ndarray) -> np.ndarray:
+        if size is None or frame.shape[:2] == tuple(size):
+            return frame
+        return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+    if decord is None:
+        yield from ((i, t, fit(f)) for i, t, f in _iter_frames_pyav(path, indices))
+        return
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    except Exception as exc:
+        raise VideoError(f"cannot open video {path}: {exc}. Check the file is a complete, readable video.") from exc
+    for k in range(0, len(indices), chunk):
+        part = indices[k:k + chunk]
+        try:
+            frames = reader.get_batch(list(part)).asnumpy()
+            stamps = reader.get_frame_timestamp(list(part))[:, 0]
+        except Exception as exc:
+            raise VideoError(f"cannot decode frames {part[:3].tolist()}... of {path}: {exc}. "
+                             "The file may be truncated or corrupt.") from exc
+        for i, t, frame in zip(part, stamps, frames):
+            yield int(i), float(t), fit(frame)
+
+
 def _read_frames_pyav(path: Path, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import av
 
@@ -97,6 +146,26 @@ def _read_frames_pyav(path: Path, indices: np.ndarray) -> tuple[np.ndarray, np.n
     if missing:
         raise VideoError(f"{path} ended before frames {missing[:5]}; the file may be truncated")
     return np.stack(frames), stamps
+
+
+def _iter_frames_pyav(path: Path, indices: np.ndarray) -> Iterator[tuple[int, float, np.ndarray]]:
+    """One sequential decode, yielding the wanted frames as they pass."""
+    import av
+
+    wanted = iter(sorted(set(int(i) for i in indices)))
+    target = next(wanted, None)
+    try:
+        with av.open(str(path)) as container:
+            for n, frame in enumerate(container.decode(container.streams.video[0])):
+                if target is None:
+                    return
+                if n == target:
+                    yield n, float(frame.time or 0.0), frame.to_ndarray(format="rgb24")
+                    target = next(wanted, None)
+    except av.FFmpegError as exc:
+        raise VideoError(f"cannot decode {path}: {exc}. The file may be truncated or corrupt.") from exc
+    if target is not None:
+        raise VideoError(f"{path} ended before frame {target}; the file may be truncated")
 
 
 def _check_path(path: str | Path) -> Path:

@@ -11,10 +11,12 @@ half-written and is never mistaken for a finished one.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import fsspec.implementations.local
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
@@ -146,6 +148,33 @@ class SceneStore:
     def read_array(self, name: str) -> np.ndarray:
         """One array's values."""
         return self._open("r")[name][...]
+
+    def create_array(self, name: str, shape: tuple[int, ...], dtype: Any, dims: list[str],
+                     chunk0: int = 1) -> zarr.Array:
+        """An empty array to fill frame by frame as results stream in (same chunking and codecs as the rest)."""
+        chunks = (max(1, min(chunk0, shape[0])),) + tuple(shape[1:])
+        return self._open("r+").create_array(name, shape=shape, dtype=dtype, chunks=chunks,
+                                             compressors=_COMPRESSOR, dimension_names=dims, overwrite=True)
+
+    def iter_array(self, name: str) -> Iterator[np.ndarray]:
+        """One array's values a frame at a time, so long videos are read back in constant memory."""
+        array = self._open("r")[name]
+        for i in range(array.shape[0]):
+            yield array[i]
+
+    def move_to(self, url: str) -> SceneStore:
+        """Replace whatever is at ``url`` (same filesystem) with this store; returns the moved store."""
+        fs, src = self._fs()
+        dest = fsspec.core.url_to_fs(url, **self.storage_options)[1]
+        if fs.exists(dest):
+            fs.rm(dest, recursive=True)
+        if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+            fs.mv(src, dest, recursive=True)  # one rename
+        else:  # object stores have no folders to rename: copy every object (in parallel), then drop the source
+            files = fs.find(src)
+            fs.copy(files, [dest + f[len(src):] for f in files])
+            fs.rm(src, recursive=True)
+        return SceneStore(url, self.storage_options)
 
     def read_prediction(self, features: bool = True, gaussians: bool = True) -> Prediction:
         """Rebuild the Prediction this store holds (for exports without re-running inference)."""

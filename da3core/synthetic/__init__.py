@@ -1,9 +1,12 @@
 """Synthetic scenes with exact ground truth, and writers for every input kind the pipeline reads."""
 
 from da3core.synthetic.scene import SyntheticCapture, SyntheticScene, make_capture, make_scene, render_view
-from da3core.synthetic.writers import VideoInfo, write_colmap, write_ground_truth, write_image_folder, write_video
+from da3core.synthetic.writers import (
+    VideoInfo, encode_frames, pattern_frames, write_colmap, write_ground_truth, write_image_folder, write_video,
+)
 
 __all__ = [
-    "SyntheticCapture", "SyntheticScene", "VideoInfo", "make_capture", "make_scene", "render_view",
+    "SyntheticCapture", "SyntheticScene", "VideoInfo", "encode_frames", "make_capture", "make_scene", "pattern_frames",
+    "render_view",
     "write_colmap", "write_ground_truth", "write_image_folder", "write_video",
 ]

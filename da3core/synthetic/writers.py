@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -49,24 +50,44 @@ def write_ground_truth(capture: SyntheticCapture, path: str | Path) -> Path:
 
 def write_video(capture: SyntheticCapture, path: str | Path, fps: float = 30.0, crf: int = 16) -> VideoInfo:
     """Encode the frames as H.264 (yuv420p) through PyAV; frame i gets pts i at time base 1/fps."""
+    return encode_frames(capture.images, path, fps, crf)
+
+
+def pattern_frames(n_frames: int, height: int, width: int) -> Iterator[np.ndarray]:
+    """A cheap endless-video stand-in, made one frame at a time: drifting colour gratings and a moving square."""
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    for i in range(n_frames):
+        phase = 2 * np.pi * i / 50
+        frame = np.stack([np.sin(u / 7 + phase), np.cos(v / 5 - phase), np.sin((u + v) / 11 + 2 * phase)], axis=-1)
+        frame = ((frame + 1) * 100).astype(np.uint8)
+        top, left = (i * 3) % max(1, height - height // 4), (i * 5) % max(1, width - width // 4)
+        frame[top:top + height // 4, left:left + width // 4] = 255
+        yield frame
+
+
+def encode_frames(frames: Iterable[np.ndarray], path: str | Path, fps: float = 30.0, crf: int = 16) -> VideoInfo:
+    """Encode uint8 RGB frames (even sizes) as H.264 yuv420p as they come; frame i gets pts i at time base 1/fps."""
     import av
 
-    height, width = capture.images.shape[1:3]
-    if width % 2 or height % 2:
-        raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
+    n = 0
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for image in capture.images:
+        for image in frames:
+            if n == 0:
+                height, width = image.shape[:2]
+                if width % 2 or height % 2:
+                    raise ValueError(f"H.264 yuv420p needs even frame sizes, got {width}x{height}")
+                stream.width, stream.height = width, height
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
+            n += 1
         for packet in stream.encode():
             container.mux(packet)
-    n = len(capture)
     return VideoInfo(path, float(rate), n, np.arange(n) / float(rate))
 
 

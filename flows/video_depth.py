@@ -1,0 +1,115 @@
+"""Video depth: ``python -m flows.video_depth video=<path|s3 url> [encoder=vits streaming=true target_fps=15 ...]``.
+
+Runs Video Depth Anything as a Prefect flow and writes, next to the video (``videos/mice.mp4`` →
+``videos/mice/``) or in ``output_dir``: ``depth.zarr`` (depth per frame, frame indices, timestamps,
+scale and provenance) and Annolid's outputs (``depth.ndjson`` always, the rest by ``save_*``).
+The store is written under a staging name and moved into place when inference succeeds, so a failed
+run never damages a previous result; the completion marker is written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from da3core.io.remote import is_remote
+from da3core.store import SceneStore, join_url
+from da3core.video_depth.outputs import default_output_dir
+from flows.config import VideoDepthConfig, load_config, resolved
+from flows.errors import run_cli
+from flows.storage import check_storage
+from tasks.video_depth import SECOND_PASS, check_local_video, estimate, export_second_pass, probe
+
+STORE_NAME = "depth.zarr"
+STAGING_NAME = ".depth.zarr.partial"
+# Keys that change the depth maps; the rest only changes which files are written and how.
+_INFERENCE_KEYS = ("encoder", "metric", "weights", "seed", "fp32", "input_size", "max_res", "target_fps",
+                   "max_frames", "streaming", "windows_per_batch")
+
+
+@dataclass
+class VideoDepthResult:
+    """What happened to one video."""
+
+    video: str
+    store_url: str
+    output_dir: str
+    status: str  # "done" | "skipped" (a complete store for this config and video exists)
+    outputs: dict[str, list[str]]  # Annolid's result keys (depth_ndjson, npz, ...) -> locations; empty when skipped
+    seconds: float
+
+
+def config_hashes(cfg: VideoDepthConfig, video_sha256: str) -> tuple[str, str]:
+    """(inference hash, full hash) of a config applied to one video's content."""
+    data = resolved(cfg)
+    inference = {"video_sha256": video_sha256, **{k: data[k] for k in _INFERENCE_KEYS}}
+    full = {**inference, **{k: v for k, v in data.items() if k.startswith("save_")},
+            "grayscale": data["grayscale"], "focal": [data["focal_length_x"], data["focal_length_y"]]}
+    digest = lambda d: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]  # noqa: E731
+    return digest(inference), digest(full)
+
+
+def resolve_paths(cfg: VideoDepthConfig) -> tuple[str, str]:
+    """(video source, output folder) with ``~`` expanded and the Annolid default folder filled in."""
+    source = cfg.video if is_remote(cfg.video) else str(Path(cfg.video).expanduser())
+    return source, cfg.output_dir or default_output_dir(source)
+
+
+def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
+    """Probe, stream the depth into a staged store and the per-frame outputs, then the second-pass outputs."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    run = resolved(cfg)
+    source, output_dir = resolve_paths(cfg)
+    options = dict(cfg.storage.options)
+    job = probe(source, run)
+    check_storage(output_dir, options)  # after the probe: a missing video leaves no empty output folder
+    inference_hash, full_hash = config_hashes(cfg, job.sha256)
+    store = SceneStore(join_url(output_dir, STORE_NAME), options)
+    if not cfg.force and store.is_complete(full_hash):
+        logger.info("%s is complete for this config and video (%s); skipping", store.url, full_hash)
+        return VideoDepthResult(job.name, store.url, output_dir, "skipped", {}, time.perf_counter() - started)
+
+    staging = SceneStore(join_url(output_dir, STAGING_NAME), options)
+    attrs = {"scene": Path(job.name).stem, "source": source, "config": run, "config_hash": full_hash,
+             "inference_hash": inference_hash, "inputs": {"kind": "video", "files": [{"path": source,
+                                                                                      "sha256": job.sha256}]}}
+    streamed = estimate(job, staging, output_dir, run, attrs)
+    store = staging.move_to(store.url)
+    futures = [export_second_pass.submit(kind, store, output_dir, job, run, streamed["depth_range"])
+               for kind in SECOND_PASS if run[kind]]
+    outputs = {"output_dir": [output_dir], **streamed["outputs"]}
+    for future in futures:
+        outputs.update(future.result())
+    store.update_attrs(outputs={kind: len(paths) for kind, paths in outputs.items()})  # counts: lists can be long
+    store.mark_complete(full_hash)
+    seconds = time.perf_counter() - started
+    logger.info("%s: %d frames in %.2fs -> %s", job.name, len(job.indices), seconds, output_dir)
+    return VideoDepthResult(job.name, store.url, output_dir, "done", outputs, seconds)
+
+
+@flow(name="video-depth", log_prints=True)
+def video_depth(overrides: list[str] | None = None) -> VideoDepthResult:
+    """Depth for one video from Hydra-style overrides (``video=... encoder=vits save_npz=true ...``)."""
+    return process_video(load_config("video_depth", overrides))
+
+
+def main(argv: list[str]) -> int:
+    """Command-line entry: validate the config before starting the flow; one-line errors."""
+    def run() -> None:
+        check_local_video(resolve_paths(load_config("video_depth", argv))[0])  # before Prefect starts
+        result = video_depth(argv)
+        print(f"{result.video}: {result.status} in {result.seconds:.1f}s -> {result.output_dir}")
+
+    return run_cli(run, argv, "video_depth")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
