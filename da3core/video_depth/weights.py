@@ -19,7 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from da3core.model.seeded_init import seeded_state_dict
-from da3core.model.weights import WeightsError, hub_reachable
+from da3core.model.weights import WeightsError
+from da3core.model.weights import hub_reachable as probe_hub
 from da3core.video_depth.checkpoints import CHECKPOINTS, ENCODER_CONFIGS, CheckpointInfo, checkpoint_name
 from da3core.video_depth.model import VideoDepthAnything
 from da3core.video_depth.temporal import sinusoid_table
@@ -136,7 +137,7 @@ def offline_guidance(info: CheckpointInfo, checkpoint_dir: str | os.PathLike | N
 def hub_reachable(timeout: float = HUB_CHECK_SECONDS) -> bool:
     """Whether huggingface.co answers within ``timeout`` seconds (name resolution included)."""
     result: list[bool] = []
-    probe = threading.Thread(target=lambda: result.append(hub_reachable(timeout)), daemon=True)
+    probe = threading.Thread(target=lambda: result.append(probe_hub(timeout)), daemon=True)
     probe.start()
     probe.join(timeout + 0.2)  # a hanging DNS lookup is not covered by the socket timeout
     return bool(result and result[0])
