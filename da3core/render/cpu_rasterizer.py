@@ -282,9 +282,6 @@ def rasterization(
         raise TypeError(f"the CPU rasterizer does not support {sorted(unsupported)}")
     if render_mode not in ("RGB", "D", "ED", "RGB+D", "RGB+ED"):
         raise ValueError(f"unknown render_mode {render_mode!r}")
-    covars = quat_scale_to_covar(quats, scales)
-    campos = torch.linalg.inv(viewmats)[:, :3, 3]
-
     @torch.no_grad()  # no_grad is thread-local: the workers need their own
     def render(cam: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         proj = project(means, covars, opacities, viewmats[cam], Ks[cam], width, height, eps2d, near_plane, far_plane)
@@ -305,10 +302,12 @@ def rasterization(
         return image, alpha[..., None], proj
 
     with ops_on_calling_thread() as workers:
+        covars = quat_scale_to_covar(quats, scales)
+        campos = torch.linalg.inv(viewmats)[:, :3, 3]
         if workers > 1 and len(viewmats) > 1:
             with ThreadPoolExecutor(min(workers, len(viewmats))) as pool:
                 frames = list(pool.map(render, range(len(viewmats))))
         else:
             frames = [render(cam) for cam in range(len(viewmats))]
-    meta = {key: torch.stack([proj[key] for _, _, proj in frames]) for key in ("radii", "means2d", "depths", "conics")}
-    return torch.stack([f[0] for f in frames]), torch.stack([f[1] for f in frames]), meta
+        meta = {k: torch.stack([proj[k] for _, _, proj in frames]) for k in ("radii", "means2d", "depths", "conics")}
+        return torch.stack([f[0] for f in frames]), torch.stack([f[1] for f in frames]), meta
