@@ -238,8 +238,9 @@ def ops_on_calling_thread() -> Iterator[int]:
 
     The compositor issues thousands of small ops per frame; with several intra-op threads each op waits for
     all of them, which on a shared, loaded machine costs far more than the op (measured 10-30x slower with
-    2 threads than with 1 on 2 busy cores). Parallelism moves to whole frames instead. Nested and concurrent
-    uses share one saved setting, restored when the last one leaves.
+    2 threads than with 1 on 2 busy cores). Parallelism moves to whole frames instead. The setting is
+    process-wide, so other threads' torch ops also run single-threaded meanwhile; nested and concurrent uses
+    share one saved setting, restored when the last one leaves.
     """
     global _saved_threads, _users
     with _threads_lock:
@@ -282,28 +283,31 @@ def rasterization(
         raise TypeError(f"the CPU rasterizer does not support {sorted(unsupported)}")
     if render_mode not in ("RGB", "D", "ED", "RGB+D", "RGB+ED"):
         raise ValueError(f"unknown render_mode {render_mode!r}")
-    @torch.no_grad()  # no_grad is thread-local: the workers need their own
-    def render(cam: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        proj = project(means, covars, opacities, viewmats[cam], Ks[cam], width, height, eps2d, near_plane, far_plane)
-        rgb = colors
-        if sh_degree is not None:
-            rgb = torch.clamp_min(eval_sh(sh_degree, means - campos[cam], colors) + 0.5, 0.0)
-        depth = proj["depths"][:, None]
-        values = {"RGB": rgb, "D": depth, "ED": depth}.get(render_mode)
-        values = torch.cat([rgb, depth], dim=-1) if values is None else values
-        tile = tile_size or auto_tile_size(proj["radii"])
-        image, alpha = composite(proj, values, opacities, width, height, tile)
-        if backgrounds is not None and render_mode not in ("D", "ED"):  # depth channels get no background
-            bg = backgrounds[cam]
-            bg = torch.cat([bg, bg.new_zeros(1)]) if render_mode != "RGB" else bg
-            image = image + (1.0 - alpha[..., None]) * bg
-        if render_mode in ("ED", "RGB+ED"):
-            image = torch.cat([image[..., :-1], image[..., -1:] / alpha[..., None].clamp(min=1e-10)], dim=-1)
-        return image, alpha[..., None], proj
 
     with ops_on_calling_thread() as workers:
         covars = quat_scale_to_covar(quats, scales)
         campos = torch.linalg.inv(viewmats)[:, :3, 3]
+
+        @torch.no_grad()  # no_grad is thread-local: the workers need their own
+        def render(cam: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+            proj = project(means, covars, opacities, viewmats[cam], Ks[cam], width, height, eps2d, near_plane,
+                           far_plane)
+            rgb = colors
+            if sh_degree is not None:
+                rgb = torch.clamp_min(eval_sh(sh_degree, means - campos[cam], colors) + 0.5, 0.0)
+            depth = proj["depths"][:, None]
+            values = {"RGB": rgb, "D": depth, "ED": depth}.get(render_mode)
+            values = torch.cat([rgb, depth], dim=-1) if values is None else values
+            tile = tile_size or auto_tile_size(proj["radii"])
+            image, alpha = composite(proj, values, opacities, width, height, tile)
+            if backgrounds is not None and render_mode not in ("D", "ED"):  # depth channels get no background
+                bg = backgrounds[cam]
+                bg = torch.cat([bg, bg.new_zeros(1)]) if render_mode != "RGB" else bg
+                image = image + (1.0 - alpha[..., None]) * bg
+            if render_mode in ("ED", "RGB+ED"):
+                image = torch.cat([image[..., :-1], image[..., -1:] / alpha[..., None].clamp(min=1e-10)], dim=-1)
+            return image, alpha[..., None], proj
+
         if workers > 1 and len(viewmats) > 1:
             with ThreadPoolExecutor(min(workers, len(viewmats))) as pool:
                 frames = list(pool.map(render, range(len(viewmats))))

@@ -226,11 +226,13 @@ def test_rendering_pixel_gaussians_reproduces_the_view():
 
 
 @pytest.mark.gpu
-def test_cpu_rasterizer_matches_gsplat_on_cuda():
+@pytest.mark.parametrize("tile_size", [None, 8, 16])
+def test_cpu_rasterizer_matches_gsplat_on_cuda(tile_size):
     from gsplat import rasterization
 
     s = random_scene(2000, seed=1)
-    cpu, cpu_alpha, _ = cpu_rasterizer.rasterization(**s, render_mode="RGB+ED", backgrounds=torch.zeros(1, 3))
+    cpu, cpu_alpha, _ = cpu_rasterizer.rasterization(**s, render_mode="RGB+ED", backgrounds=torch.zeros(1, 3),
+                                                     tile_size=tile_size)
     cuda = {k: v.cuda() if torch.is_tensor(v) else v for k, v in s.items()}
     gpu, gpu_alpha, _ = rasterization(**cuda, render_mode="RGB+ED", backgrounds=torch.zeros(1, 3, device="cuda"),
                                       packed=False)
