@@ -58,7 +58,8 @@ def project(
     """
     rot, trans = viewmat[:3, :3], viewmat[:3, 3]
     mc = means @ rot.T + trans
-    cov_c = rot @ covars @ rot.T
+    # R C R^T for every Gaussian as one (G, 9) x (9, 9) product: row-major vec(R C R^T) = (R kron R) vec(C).
+    cov_c = (covars.reshape(-1, 9) @ torch.kron(rot, rot).T).reshape(-1, 3, 3)
     tx, ty, tz = mc.unbind(-1)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     tan_x, tan_y = 0.5 * width / fx, 0.5 * height / fy
@@ -67,12 +68,12 @@ def project(
     tz_safe = torch.where(tz.abs() > 1e-12, tz, torch.full_like(tz, 1e-12))
     jx = tz * torch.clamp(tx / tz_safe, min=-(cx / fx + 0.3 * tan_x), max=(width - cx) / fx + 0.3 * tan_x)
     jy = tz * torch.clamp(ty / tz_safe, min=-(cy / fy + 0.3 * tan_y), max=(height - cy) / fy + 0.3 * tan_y)
-    zero = torch.zeros_like(tz)
-    jac = torch.stack([fx / tz_safe, zero, -fx * jx / tz_safe**2, zero, fy / tz_safe, -fy * jy / tz_safe**2],
-                      dim=-1).reshape(-1, 2, 3)
-    cov2d = jac @ cov_c @ jac.transpose(1, 2)
-    cov2d = cov2d + eps2d * torch.eye(2, dtype=cov2d.dtype, device=cov2d.device)
-    a, b, c = cov2d[:, 0, 0], cov2d[:, 0, 1], cov2d[:, 1, 1]
+    # J C J^T with J = [[j00, 0, j02], [0, j11, j12]], written out (batched 2x3 matmuls are slow on CPU).
+    j00, j02, j11, j12 = fx / tz_safe, -fx * jx / tz_safe**2, fy / tz_safe, -fy * jy / tz_safe**2
+    c00, c01, c02, c11, c12, c22 = (cov_c[:, i, j] for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
+    a = j00 * j00 * c00 + 2 * j00 * j02 * c02 + j02 * j02 * c22 + eps2d
+    b = j00 * j11 * c01 + j00 * j12 * c02 + j02 * j11 * c12 + j02 * j12 * c22
+    c = j11 * j11 * c11 + 2 * j11 * j12 * c12 + j12 * j12 * c22 + eps2d
     det = a * c - b * b
     det_safe = torch.where(det > 0, det, torch.ones_like(det))
     conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], dim=-1)
