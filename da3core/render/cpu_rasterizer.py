@@ -133,9 +133,10 @@ def composite_tiles(
 ) -> None:
     """Composite each tile's Gaussians (rows of ``packed``, listed by ``owner``/``offsets``) into ``out``/``live_t``.
 
-    Each round takes the next ``batch`` Gaussians of every unfinished tile and evaluates them densely on the
-    tile's pixels as (tiles, batch, rows, cols) tensors; the transmittance is a float32 running product, as in
-    gsplat. ``live_t`` (T, tile, tile) is the transmittance of pixels still compositing, 0 once they stopped.
+    Tiles go in groups; each round takes the next ``batch`` Gaussians of every unfinished tile of the group and
+    evaluates them densely on the tile's pixels as (tiles, batch, rows, cols) tensors; the transmittance is a
+    float32 running product, as in gsplat. ``live_t`` (T, tile, tile) is the transmittance of pixels still
+    compositing, 0 once they stopped.
     """
     tile = live_t.shape[-1]
     start, stop = offsets[:-1].clone(), offsets[1:]
