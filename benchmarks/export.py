@@ -226,6 +226,8 @@ def main() -> None:
     n_frames = _video_frames(video_pred)
     n_ply = int(np.count_nonzero(keep_mask(prediction.depth)))
     command = "python benchmarks/export.py" + (" --quick" if args.quick else "")
+    if "DA3_ORACLE_PYTHON" in os.environ:
+        command = f"DA3_ORACLE_PYTHON={os.environ['DA3_ORACLE_PYTHON']} {command}"
     lines = [
         f"\n## Exports, CPU, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n",
         f"Machine: {_machine()}, shared with other work and loaded (1-min load average {load_before[0]:.1f} at the "
