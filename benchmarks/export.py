@@ -5,12 +5,13 @@ exact synthetic capture) and write into a fresh temporary folder. Ours runs in t
 in the oracle venv (``DA3_ORACLE_PYTHON``, default ``.venv-oracle/bin/python``) through this file's
 ``worker`` mode; rounds alternate reference / ours and each side reports the minimum over its runs.
 
-    python benchmarks/export.py                 # glb (1M points) and gs_ply from 10 views at 504x336,
-                                                # gs_video from 2 of them, rasterizer before/after
+    python benchmarks/export.py                 # glb (1M points), gs_ply and gs_video from 10 views at
+                                                # 504x336, rasterizer before/after
+    python benchmarks/export.py --video-views 2 # a gs_video of 2 views' Gaussians only (5x fewer)
     python benchmarks/export.py --quick         # 2 views at 168x112, a few seconds per format
 
 gs_video has no reference time on CPU: the worker tries the reference once and reports why it failed.
-The rasterizer rows render 200k of the video's Gaussians at its resolution, with this checkout's
+The rasterizer rows render 200k Gaussians of 2 views along their video path, with this checkout's
 rasterizer and with the one at ``--baseline`` (the per-pixel compositor before the tiled rewrite).
 Results are appended to benchmarks/RESULTS.md unless ``--no-write``.
 """
@@ -180,6 +181,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--baseline", default="6fa162b", help="git revision of the rasterizer to compare with")
     parser.add_argument("--raster-frames", type=int, default=4)
+    parser.add_argument("--video-views", type=int, default=0, help="views (evenly spaced) for gs_video; 0: all")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     import torch
@@ -207,17 +209,19 @@ def main() -> None:
                 best[fmt]["ours"] += _ours(prediction, fmt, args.reps, num_max_points=1_000_000)
                 print(f"round {r}: {fmt} reference {min(ref['times'][fmt]):.2f}s, ours "
                       f"{min(best[fmt]['ours'][-args.reps:]):.2f}s", flush=True)
-        video_pred = _video_prediction(prediction, [0, views // 2])
+        picked = sorted(set(np.linspace(0, views - 1, args.video_views or views).round().astype(int).tolist()))
+        video_pred = _video_prediction(prediction, picked)
         video_s = min(_ours(video_pred, "gs_video", 1, gs_video={"progress": False}))
         print(f"gs_video: ours {video_s:.1f}s; reference: {video_error}", flush=True)
         n_raster = 200_000 if not args.quick else 20_000
+        raster_pred = _video_prediction(prediction, [0, views // 2])  # a 2-view path, as sparse as a video gets
         baseline = _baseline_rasterizer(args.baseline)
         # The baseline also runs with one thread: it shows how much of the gain is the threading alone.
         raster = {"before": [], "before_1": [], "after": []}
         for _ in range(rounds):  # alternate, as for the formats
-            raster["before"].append(_per_frame(video_pred, n_raster, args.raster_frames, baseline, args.threads))
-            raster["before_1"].append(_per_frame(video_pred, n_raster, args.raster_frames, baseline, 1))
-            raster["after"].append(_per_frame(video_pred, n_raster, args.raster_frames, cpu_rasterizer, args.threads))
+            raster["before"].append(_per_frame(raster_pred, n_raster, args.raster_frames, baseline, args.threads))
+            raster["before_1"].append(_per_frame(raster_pred, n_raster, args.raster_frames, baseline, 1))
+            raster["after"].append(_per_frame(raster_pred, n_raster, args.raster_frames, cpu_rasterizer, args.threads))
         before, before_1, after = (min(raster[k]) for k in ("before", "before_1", "after"))
         print(f"rasterizer per frame: before {before:.2f}s ({before_1:.2f}s on 1 thread), after {after:.2f}s",
               flush=True)
@@ -242,7 +246,8 @@ def main() -> None:
     for fmt in formats:
         ours_s, ref_s = min(best[fmt]["ours"]), min(best[fmt]["ref"])
         lines.append(f"| {labels[fmt]} | {ours_s:.2f} | {ref_s:.2f} | {ours_s / ref_s:.2f} |")
-    lines.append(f"| gs_video (views 0 and {views // 2}: {len(video_pred.gaussians):,} Gaussians, {n_frames} frames "
+    which = "all views" if len(picked) == views else f"views {', '.join(map(str, picked))}"
+    lines.append(f"| gs_video ({which}: {len(video_pred.gaussians):,} Gaussians, {n_frames} frames "
                  f"at {width}x{height}, 1 run) | {video_s:.1f} ({n_frames / video_s:.2f} frames/s) | "
                  f"does not run on CPU | - |")
     lines += [
@@ -250,11 +255,12 @@ def main() -> None:
         f"Reference gs_video on CPU fails: `{video_error}`. Past that upstream bug it would call gsplat 1.5.3, "
         "whose rasterizer has CUDA kernels only (spec/reference_oracle.md section 3), so there is no reference time.",
         "",
-        f"CPU rasterizer, {n_raster:,} of those Gaussians at {width}x{height}, {args.raster_frames} frames of the "
-        f"extend trajectory in one `render_gaussians` call, min of {rounds} alternating runs: {before:.2f} s per "
-        f"frame at `{args.baseline}` (per-pixel compositor; {before_1:.2f} s with torch limited to 1 thread) -> "
-        f"{after:.2f} s per frame now ({before / after:.1f}x; {before_1 / after:.1f}x against the 1-thread "
-        "baseline). The new one runs its torch ops single-threaded and renders frames in parallel instead.",
+        f"CPU rasterizer, {n_raster:,} Gaussians of views 0 and {views // 2} at {width}x{height}, "
+        f"{args.raster_frames} frames of their extend trajectory in one `render_gaussians` call, min of {rounds} "
+        f"alternating runs: {before:.2f} s per frame at `{args.baseline}` (per-pixel compositor; {before_1:.2f} s "
+        f"with torch limited to 1 thread) -> {after:.2f} s per frame now ({before / after:.1f}x; "
+        f"{before_1 / after:.1f}x against the 1-thread baseline). The new one runs its torch ops single-threaded "
+        "and renders frames in parallel instead.",
     ]
     print("\n".join(lines))
     if not args.no_write:
