@@ -191,9 +191,9 @@ def test_tiled_batched_compositing_equals_the_sequential_per_pixel_loop(tile):
 
 def test_cameras_render_in_parallel_like_one_at_a_time_and_threads_are_restored():
     s = random_scene(400, seed=2)
-    angles = torch.tensor([0.0, 0.1, -0.15])
+    shifts = torch.tensor([0.0, 0.1, -0.15])  # sideways camera moves
     viewmats = s["viewmats"].repeat(3, 1, 1)
-    viewmats[:, 0, 3] += angles
+    viewmats[:, 0, 3] += shifts
     s.update(viewmats=viewmats, Ks=s["Ks"].repeat(3, 1, 1))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
