@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from report import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 GS_KEYS = ("means", "scales", "rotations", "harmonics", "opacities")
 
@@ -262,10 +264,7 @@ def main() -> None:
         f"{before_1 / after:.1f}x against the 1-thread baseline). The new one runs its torch ops single-threaded "
         "and renders frames in parallel instead.",
     ]
-    print("\n".join(lines))
-    if not args.no_write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("\n".join(lines) + "\n")
+    publish("\n".join(lines), write=not args.no_write)
 
 
 def _point_count(prediction) -> int:

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,10 +54,7 @@ def main() -> None:
             f"{args.views} views of 640x480 at process_res {args.res}, export mini_npz, best of {args.runs} runs after "
             f"the first.\n\n| flow wall s | model forward s | overhead |\n|---|---|---|\n"
             f"| {wall:.2f} | {model:.2f} | {100 * overhead:.1f}% (target <= 10%) |\n")
-    print(text)
-    if not args.no_write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(text)
+    publish(text, write=not args.no_write)
 
 
 if __name__ == "__main__":

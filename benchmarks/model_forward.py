@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -108,10 +110,7 @@ def main() -> None:
              "| preset | views | reference s | ours s | ours / reference | peak RSS ref MiB | peak RSS ours MiB |",
              "|---|---|---|---|---|---|---|"]
     table += [f"| {p} | {v} | {tr:.2f} | {to:.2f} | {r:.2f} | {mr:.0f} | {mo:.0f} |" for p, v, tr, to, r, mr, mo in rows]
-    if not args.no_write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("\n".join(table) + "\n")
-    print("\n".join(table))
+    publish("\n".join(table), write=not args.no_write)
 
 
 if __name__ == "__main__":

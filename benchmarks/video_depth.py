@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import publish
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -124,10 +126,7 @@ def main() -> None:
             "peak RSS is that process's `ru_maxrss` (Python, torch, Prefect client and model included); "
             "frames/s covers decode + model + per-frame writes.\n\n"
             "| frames | frames/s | flow wall s | peak RSS MiB |\n|---|---|---|---|\n" + table + "\n")
-    print(text)
-    if not args.no_write:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(text)
+    publish(text, write=not args.no_write)
 
 
 if __name__ == "__main__":
