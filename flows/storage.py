@@ -14,8 +14,8 @@ from da3core.store import StoreError
 _S3_PROBE = {"config_kwargs": {"connect_timeout": 3, "read_timeout": 5, "retries": {"max_attempts": 1}}}
 
 
-def check_storage(root: str, storage_options: dict[str, Any]) -> None:
-    """Write and delete a probe object under ``root``; raise StoreError with a one-line reason otherwise."""
+def check_storage(root: str, storage_options: dict[str, Any], key: str = "storage.root") -> None:
+    """Write and delete a probe object under ``root``; raise StoreError naming config ``key`` otherwise."""
     options = dict(storage_options)
     if root.startswith("s3://"):
         options = {**_S3_PROBE, **options}
@@ -28,5 +28,5 @@ def check_storage(root: str, storage_options: dict[str, Any]) -> None:
         fs.rm_file(path)
     except Exception as exc:  # botocore/aiohttp/OS errors vary by backend; all mean "cannot write here"
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise StoreError(f"cannot write to storage.root={root}: {reason}. Check the path, the endpoint "
+        raise StoreError(f"cannot write to {key}={root}: {reason}. Check the path, the endpoint "
                          "(storage.options.client_kwargs.endpoint_url) and the credentials") from exc

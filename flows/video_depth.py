@@ -70,7 +70,7 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
     source, output_dir = resolve_paths(cfg)
     options = dict(cfg.storage.options)
     job = probe(source, run)
-    check_storage(output_dir, options)  # after the probe: a missing video leaves no empty output folder
+    check_storage(output_dir, options, key="output_dir")  # after the probe: a missing video leaves no empty output folder
     inference_hash, full_hash = config_hashes(cfg, job.sha256)
     store = SceneStore(join_url(output_dir, STORE_NAME), options)
     if not cfg.force and store.is_complete(full_hash):
