@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from paths import REPO_ROOT
 SCRIPTS = Path(__file__).resolve().parent / "oracle_scripts"
@@ -46,7 +47,10 @@ def run_oracle(script: str, inputs: dict[str, np.ndarray] | None = None, timeout
         np.savez(tmp / "in.npz", **(inputs or {}))
         (tmp / "args.json").write_text(json.dumps(args))
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env.update(OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"), HF_HUB_OFFLINE="1")
+        # The reference must use as many threads as our side: GEMM reduction order follows the thread count,
+        # and an inherited OMP_NUM_THREADS (Dask's nanny exports 1) made "bitwise" cases differ by ~1e-5.
+        threads = str(torch.get_num_threads())
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, HF_HUB_OFFLINE="1")
         proc = subprocess.run(
             [str(python), str(SCRIPTS / script), str(tmp / "in.npz"), str(tmp / "args.json"), str(tmp / "out.npz")],
             capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp,
