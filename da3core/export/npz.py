@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 
 from da3core.export.target import ExportTarget
@@ -20,8 +22,12 @@ def _conf_and_cameras(prediction: Prediction) -> dict[str, np.ndarray]:
 
 
 def _save(target: ExportTarget, relpath: str, arrays: dict[str, np.ndarray]) -> list[str]:
-    with target.staged(relpath) as local:
-        np.savez_compressed(local, **arrays)
+    # What np.savez_compressed writes, at deflate level 1 instead of 6: several times faster on float
+    # depth/confidence, barely larger, and read by np.load exactly the same way.
+    with target.staged(relpath) as local, zipfile.ZipFile(local, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for key, array in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
     return [target.url(relpath)]
 
 
