@@ -140,12 +140,17 @@ def _load(module: str) -> Any:
         raise CliError(f"cannot start: {what} is not installed; {fix}") from None
 
 
+# The model options the two long-running services (backend, gradio) share.
+ServiceModelDir = Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=DEFAULT_MODEL_DIR)]
+ServicePreset = Annotated[Optional[str], typer.Option(help="DA3 preset; from the model dir when omitted.")]
+ServiceWeights = Annotated[Weights, typer.Option(help="pretrained or seeded random.")]
+
+
 @app.command()
 def backend(
-    model_dir: Annotated[Optional[str], typer.Option(help="Model dir or hub id.",
-                                                     show_default=DEFAULT_MODEL_DIR)] = None,
-    preset: Annotated[Optional[str], typer.Option(help="DA3 preset; from the model dir when omitted.")] = None,
-    weights: Annotated[Weights, typer.Option(help="pretrained or seeded random.")] = Weights.pretrained,
+    model_dir: ServiceModelDir = None,
+    preset: ServicePreset = None,
+    weights: ServiceWeights = Weights.pretrained,
     device: Annotated[Device, typer.Option(help="auto = cuda, else mps, else cpu.")] = Device.auto,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8008,
@@ -169,10 +174,9 @@ def backend(
 
 @app.command()
 def gradio(
-    model_dir: Annotated[Optional[str], typer.Option(help="Model dir or hub id.",
-                                                     show_default=DEFAULT_MODEL_DIR)] = None,
-    preset: Annotated[Optional[str], typer.Option(help="DA3 preset; from the model dir when omitted.")] = None,
-    weights: Annotated[Weights, typer.Option(help="pretrained or seeded random.")] = Weights.pretrained,
+    model_dir: ServiceModelDir = None,
+    preset: ServicePreset = None,
+    weights: ServiceWeights = Weights.pretrained,
     workspace_dir: Annotated[str, typer.Option(help="Where the app keeps uploads and results.")] = "workspace/gradio",
     gallery_dir: Annotated[str, typer.Option(help="Where 'save to gallery' writes.")] = "workspace/gallery",
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
