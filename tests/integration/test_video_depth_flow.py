@@ -198,6 +198,10 @@ def test_bad_inputs_fail_with_one_line_and_keep_outputs(tmp_path, capsys, clip, 
     video.write_bytes(clip.path.read_bytes()[:3000])  # truncated: unreadable
     assert "complete, readable video" in error_line(good)
     video.write_bytes(clip.path.read_bytes())
+    (tmp_path / "empty.mp4").write_bytes(b"")  # zero-length video
+    assert "complete, readable video" in error_line([f"video={tmp_path / 'empty.mp4'}", *FAST])
+    (tmp_path / "a_file").write_text("not a folder")  # an output dir that cannot be created
+    assert "cannot write to output_dir" in error_line([*good, f"output_dir={tmp_path / 'a_file' / 'out'}"])
 
     import da3core.io.video as video_io
     real = video_io.iter_frames
