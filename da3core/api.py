@@ -18,11 +18,12 @@ from torch import nn
 
 from da3core.model.net import DepthAnything3Net, NestedDepthAnything3Net
 from da3core.model.presets import get_preset
-from da3core.model.weights import WEIGHTS_FILE, load_strict, read_config, resolve_model_dir
-from da3core.model.weights import write_random_model_dir as _write_random
+from da3core.model.model_dir import KEY_PREFIX, WEIGHTS_FILE, read_config, resolve_model_dir
+from da3core.model.model_dir import write_random_model_dir as _write_random
 from da3core.pose_align import align_prediction_to_input
 from da3core.prediction import Prediction
 from da3core.preprocess import ImageLike, preprocess_images
+from da3core.weights import is_random, load_strict, read_stamp
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -59,6 +60,7 @@ class DepthAnything3(nn.Module):
         self.precision = "auto"
         self.weights_file: Path | None = None
         self.config: dict[str, Any] = {"model_name": self.preset}
+        self.stamp: dict[str, str] = {}  # the weights file's da3pipe stamp (seed etc. for random weights)
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, device: str | torch.device = "cpu") -> "DepthAnything3":
@@ -67,10 +69,10 @@ class DepthAnything3(nn.Module):
         config = read_config(model_dir)
         with torch.device("meta"):
             model = cls(config["model_name"])
-        model.model.to_empty(device=device)
-        load_strict(model.model, model_dir / WEIGHTS_FILE)
-        model.weights_file, model.config = model_dir / WEIGHTS_FILE, config
-        return model.eval()
+        weights_file = model_dir / WEIGHTS_FILE
+        load_strict(model.model, weights_file, prefix=KEY_PREFIX, what=f"the {model.preset} model")
+        model.weights_file, model.config, model.stamp = weights_file, config, read_stamp(weights_file)
+        return model.to(device).eval()
 
     @property
     def device(self) -> torch.device:
@@ -80,7 +82,7 @@ class DepthAnything3(nn.Module):
     @property
     def random_weights(self) -> bool:
         """True when the loaded weights are seeded random ones (never trained)."""
-        return self.config.get("da3pipe", {}).get("weights") == "random"
+        return is_random(self.stamp)
 
     def set_precision(self, precision: str) -> "DepthAnything3":
         """``auto`` | ``fp32`` | ``bf16`` | ``fp16`` for the backbone (see the module docstring)."""

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from da3core.model.presets import PRESETS, has_gaussian_head
 from flows.cli_run import DEFAULT_MODEL_DIR, CliError, InferenceOptions, execute
 from flows.config import Device, RefViewStrategy, ResizeMethod, Weights
 
@@ -39,8 +40,8 @@ _SHARED: dict[str, tuple[Any, Any]] = {
                       help="Local model dir (config.json + model.safetensors) or Hugging Face hub id; "
                            "default: --preset's model card, else the seed's nested giant-large."),
     "preset": _opt(None, Optional[str], "--preset", panel=_MODEL, show_default="from --model-dir",
-                   help="DA3 preset (da3-small, da3-base, da3-large, da3-giant, da3mono-large, da3metric-large, "
-                        "da3nested-giant-large); read from the model dir's config.json or the hub id when omitted."),
+                   help=f"DA3 preset ({', '.join(PRESETS)}); read from the model dir's config.json or the hub id "
+                        "when omitted."),
     "weights": _opt(Weights.pretrained, Weights, "--weights", panel=_MODEL,
                     help="pretrained, or seeded random weights for smoke runs (stamped into every output)."),
     "device": _opt(Device.auto, Device, "--device", panel=_MODEL, help="auto = cuda, else mps, else cpu."),
@@ -67,7 +68,8 @@ _SHARED: dict[str, tuple[Any, Any]] = {
     "use_ray_pose": _opt(False, bool, "--use-ray-pose", panel=_PROC,
                          help="Cameras from the ray map, not the camera head."),
     "infer_gs": _opt(False, bool, "--infer-gs", panel=_PROC,
-                     help="Predict 3D Gaussians (da3-giant, da3nested-giant-large; for gs_ply and gs_video)."),
+                     help=f"Predict 3D Gaussians ({', '.join(p for p in PRESETS if has_gaussian_head(p))}; "
+                          "for gs_ply and gs_video)."),
     "use_backend": _opt(False, bool, "--use-backend", panel=_BACKEND, help="Run on a da3 backend instead of here."),
     "backend_url": _opt("http://localhost:8008", str, "--backend-url", panel=_BACKEND, help="The backend's address."),
     "backend_token": _opt(None, Optional[str], "--backend-token", panel=_BACKEND, envvar="DA3_BACKEND_TOKEN",

@@ -138,17 +138,9 @@ def overrides_for(command: str, input: str | Path, options: InferenceOptions, ba
     return out
 
 
-def _preset_of_hub_id(hub_id: str) -> str | None:
-    """The preset whose model card is ``hub_id`` (any case, with or without a version suffix such as -1.1)."""
-    from da3core.model.presets import PRESETS
-
-    strip = lambda s: re.sub(r"-\d+(\.\d+)*$", "", s.lower())  # noqa: E731
-    return next((name for name, p in PRESETS.items() if strip(p.hub_id) == strip(hub_id)), None)
-
-
 def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tuple[str, str | None]:
     """(preset, model dir or hub id or None); the preset is --preset, else the model dir's config.json or hub id."""
-    from da3core.model.presets import PRESETS
+    from da3core.model.presets import PRESETS, preset_of_hub_id
 
     if preset is not None and preset not in PRESETS:
         raise CliError(f"unknown preset '{preset}'; use one of: {', '.join(PRESETS)}")
@@ -169,7 +161,7 @@ def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tu
             raise CliError(f"--model-dir {source} not found; give a local model dir or a hub id such as "
                            "depth-anything/DA3-LARGE-1.1")
         else:
-            inferred = _preset_of_hub_id(source)
+            inferred = preset_of_hub_id(source)
     if preset is not None and inferred is not None and preset != inferred:
         raise CliError(f"--preset {preset} does not match --model-dir {source}, which holds {inferred}; "
                        "drop --preset or pass the matching model dir")

@@ -20,6 +20,8 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from da3core.model.presets import PRESETS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 OmegaConf.register_new_resolver("da3.repo", lambda: str(REPO_ROOT), replace=True)
@@ -69,8 +71,7 @@ class Runner(Enum):
 
 @dataclass
 class ModelConfig:
-    preset: str = MISSING
-    hub_id: str = MISSING  # the preset's model card, used when model.path is not set
+    preset: str = MISSING  # chosen with model=<preset>; its model card (hub id) comes from da3core.model.presets
     path: Optional[str] = None  # local model dir (config.json + model.safetensors) or a hub id
     weights: Weights = Weights.pretrained
     seed: int = 0  # for weights=random
@@ -170,6 +171,9 @@ class VideoDepthConfig:
 ConfigStore.instance().store(name="reconstruct_schema", node=ReconstructConfig)
 ConfigStore.instance().store(name="batch_schema", node=BatchConfig)
 ConfigStore.instance().store(name="video_depth_schema", node=VideoDepthConfig)
+# The `model` group is the preset registry itself: `model=<preset>` selects one; nothing is repeated in YAML.
+for _preset in PRESETS:
+    ConfigStore.instance().store(group="model", name=_preset, node=ModelConfig(preset=_preset))
 
 # Hydra's compose API initialises a process-wide singleton: concurrent compositions (the backend's request
 # threads validating jobs while its worker runs a flow) must take turns.
@@ -209,7 +213,7 @@ def describe_config_error(exc: BaseException) -> str:
 def validate(cfg: ReconstructConfig) -> None:
     """Checks the schema cannot express: value ranges and export formats against the model."""
     from da3core.export import FORMATS, check_formats, parse_formats
-    from da3core.model.presets import PRESETS, has_gaussian_head
+    from da3core.model.presets import has_gaussian_head
 
     if cfg.model.preset not in PRESETS:
         raise ConfigError(f"config error at model.preset: unknown preset '{cfg.model.preset}'; "
@@ -217,8 +221,8 @@ def validate(cfg: ReconstructConfig) -> None:
     if cfg.processing.process_res < 14:
         raise ConfigError(f"config error at processing.process_res: {cfg.processing.process_res} is below one patch (14)")
     if cfg.infer_gs and not has_gaussian_head(cfg.model.preset):
-        raise ConfigError(f"config error at infer_gs: preset {cfg.model.preset} has no Gaussian head; "
-                          "use model=da3-giant or model=da3nested-giant-large")
+        with_head = " or ".join(f"model={p}" for p in PRESETS if has_gaussian_head(p))
+        raise ConfigError(f"config error at infer_gs: preset {cfg.model.preset} has no Gaussian head; use {with_head}")
     try:
         formats = parse_formats(cfg.export)
         check_formats(formats, has_conf=PRESETS[cfg.model.preset].has_conf, has_gaussians=cfg.infer_gs,

@@ -7,7 +7,7 @@ from typing import Callable
 
 from da3core.io.inputs import InputError
 from da3core.io.video import VideoError
-from da3core.model.weights import WeightsError
+from da3core.weights import WeightsError
 from da3core.store import StoreError
 from flows.config import ConfigError, load_config, resolved
 

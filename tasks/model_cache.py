@@ -6,9 +6,10 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from da3core.io.inputs import sha256_file
+from da3core.model.presets import get_preset
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -42,69 +43,62 @@ def pick_device(requested: str) -> str:
 
 
 def random_model_dir(preset: str, seed: int) -> Path:
-    """A cached model dir of seeded random weights for ``preset`` (written once per machine)."""
+    """A cached model dir of seeded random weights for ``preset`` (written once per machine, stamped random)."""
     from da3core.api import write_random_model_dir
-    from da3core.io.remote import cache_root
 
-    target = cache_root().parent / "random-models" / f"{preset}-seed{seed}"
+    target = _random_weights_root() / f"{preset}-seed{seed}"
     if not (target / "model.safetensors").is_file():
         write_random_model_dir(preset, target, seed=seed)
     return target
 
 
-def get_model(model_cfg: dict[str, Any]) -> LoadedModel:
-    """The loaded model for a resolved ``model`` config section; loads it at most once per process."""
-    from da3core import DepthAnything3
-
-    device = pick_device(model_cfg["device"])
-    key = (model_cfg["preset"], model_cfg.get("path"), model_cfg["weights"], model_cfg["seed"], device,
-           model_cfg["precision"])
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        if model_cfg["weights"] == "random":
-            source = str(random_model_dir(model_cfg["preset"], model_cfg["seed"]))
-            log.warning("model.weights=random: %s has UNTRAINED seeded weights (seed %d); outputs are not "
-                        "meaningful reconstructions", model_cfg["preset"], model_cfg["seed"])
-        else:
-            source = model_cfg.get("path") or model_cfg["hub_id"]
-        model = DepthAnything3.from_pretrained(source)
-        if model.preset != model_cfg["preset"]:
-            raise RuntimeError(f"{source} holds {model.preset} weights but model.preset is {model_cfg['preset']}; "
-                               f"use model={model.preset}")
-        model = model.to(device).eval()
-        model.set_precision(model_cfg["precision"])
-        weights_file = model.weights_file
-        is_random = model.random_weights  # also true for a model dir written by the seeded factory
-        info = {
-            "preset": model_cfg["preset"], "source": source, "weights": "random" if is_random else "pretrained",
-            "seed": model.config.get("da3pipe", {}).get("seed") if is_random else None,
-            "weights_sha256": sha256_file(weights_file) if weights_file and weights_file.is_file() else None,
-            "device": device, "precision": model.precision,
-        }
-        if is_random:
-            info["note"] = "untrained random weights: outputs are not meaningful reconstructions"
-        _CACHE[key] = LoadedModel(model, info, threading.Lock())
-        return _CACHE[key]
-
-
 def random_vda_checkpoint(encoder: str, metric: bool, seed: int) -> Path:
     """A cached checkpoint of seeded random Video Depth Anything weights (written once per machine, stamped random)."""
-    from da3core.io.remote import cache_root
     from da3core.video_depth import write_random_checkpoint
 
-    name = f"{'metric_' if metric else ''}vda_{encoder}-seed{seed}.safetensors"
-    target = cache_root().parent / "random-models" / name
+    target = _random_weights_root() / f"{'metric_' if metric else ''}vda_{encoder}-seed{seed}.safetensors"
     if not target.is_file():
         write_random_checkpoint(target, encoder=encoder, metric=metric, seed=seed)  # atomic: temp file + rename
     return target
 
 
+def _random_weights_root() -> Path:
+    from da3core.io.remote import cache_root
+
+    return cache_root().parent / "random-weights"  # stamped in the weights files (older caches were not)
+
+
 def official_vda_checkpoint(encoder: str, metric: bool) -> str:
     """The official checkpoint name for an encoder and kind, e.g. ``video_depth_anything_vits``."""
-    from da3core.video_depth import CHECKPOINTS
+    from da3core.video_depth.checkpoints import checkpoint_name
 
-    return next(name for name, info in CHECKPOINTS.items() if info.encoder == encoder and info.metric == metric)
+    return checkpoint_name(encoder, metric)
+
+
+def get_model(model_cfg: dict[str, Any]) -> LoadedModel:
+    """The DA3 model for a resolved ``model`` config section; loads it at most once per process."""
+    from da3core import DepthAnything3
+
+    preset, seed = model_cfg["preset"], model_cfg["seed"]
+    device = pick_device(model_cfg["device"])
+
+    def load() -> tuple[Any, str, dict[str, Any]]:
+        if model_cfg["weights"] == "random":
+            source = str(random_model_dir(preset, seed))
+            log.warning("model.weights=random: %s has UNTRAINED seeded weights (seed %d); outputs are not "
+                        "meaningful reconstructions", preset, seed)
+        else:
+            source = model_cfg.get("path") or get_preset(preset).hub_id
+        model = DepthAnything3.from_pretrained(source)
+        if model.preset != preset:
+            raise RuntimeError(f"{source} holds {model.preset} weights but model.preset is {preset}; "
+                               f"use model={model.preset}")
+        model = model.to(device).eval()
+        model.set_precision(model_cfg["precision"])
+        return model, source, {"preset": preset, "precision": model.precision}
+
+    key = ("da3", preset, model_cfg.get("path"), model_cfg["weights"], seed, device, model_cfg["precision"])
+    return _cached(key, load, device)
 
 
 def get_video_depth_model(cfg: dict[str, Any]) -> LoadedModel:
@@ -112,27 +106,35 @@ def get_video_depth_model(cfg: dict[str, Any]) -> LoadedModel:
     from da3core.video_depth import load_model
 
     device = pick_device(cfg["device"])
-    key = ("vda", cfg["encoder"], cfg["metric"], cfg["weights"], cfg["seed"], device)
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
+
+    def load() -> tuple[Any, str, dict[str, Any]]:
         if cfg["weights"] == "random":
             source = str(random_vda_checkpoint(cfg["encoder"], cfg["metric"], cfg["seed"]))
             log.warning("weights=random: Video Depth Anything %s has UNTRAINED seeded weights (seed %d); depth is "
                         "not meaningful", cfg["encoder"], cfg["seed"])
         else:
             source = cfg["weights"] or official_vda_checkpoint(cfg["encoder"], cfg["metric"])
-        model = load_model(source, encoder=cfg["encoder"], metric=cfg["metric"])
-        model = model.to(device).eval()
-        weights_file = Path(model.weights_file) if model.weights_file else None
-        info = {
-            "name": "video-depth-anything", "encoder": model.encoder, "metric": bool(model.metric), "source": source,
-            "weights": "random" if model.random_weights else "pretrained",
-            "seed": cfg["seed"] if model.random_weights else None,
-            "weights_sha256": sha256_file(weights_file) if weights_file and weights_file.is_file() else None,
-            "device": device,
-        }
-        if model.random_weights:
-            info["note"] = "untrained random weights: depth is not meaningful"
-        _CACHE[key] = LoadedModel(model, info, threading.Lock())
+        model = load_model(source, encoder=cfg["encoder"], metric=cfg["metric"]).to(device).eval()
+        return model, source, {"name": "video-depth-anything", "encoder": model.encoder, "metric": bool(model.metric)}
+
+    key = ("vda", cfg["encoder"], cfg["metric"], cfg["weights"], cfg["seed"], device)
+    return _cached(key, load, device)
+
+
+def _cached(key: tuple, load: Callable[[], tuple[Any, str, dict[str, Any]]], device: str) -> LoadedModel:
+    """The model under ``key``, loaded once; ``info`` records what the stores say about its weights."""
+    from da3core.weights import read_stamp
+
+    with _LOCK:
+        if key not in _CACHE:
+            model, source, info = load()
+            weights_file = Path(model.weights_file) if model.weights_file else None
+            stamp = read_stamp(weights_file) if weights_file and weights_file.is_file() else {}
+            info.update(source=source, weights="random" if model.random_weights else "pretrained",
+                        seed=int(stamp["seed"]) if model.random_weights and "seed" in stamp else None,
+                        weights_sha256=sha256_file(weights_file) if weights_file and weights_file.is_file() else None,
+                        device=device)
+            if model.random_weights:
+                info["note"] = "untrained random weights: outputs are not meaningful"
+            _CACHE[key] = LoadedModel(model, info, threading.Lock())
         return _CACHE[key]

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
-# DINOv2 sizes: (embed dim, depth, heads, SwiGLU FFN).
-VIT_SIZES = {"vits": (384, 12, 6, False), "vitb": (768, 12, 12, False), "vitl": (1024, 24, 16, False),
-             "vitg": (1536, 40, 24, True)}
+
+class ViTSize(NamedTuple):
+    """A DINOv2 size (shared by both model families): width, blocks, attention heads, SwiGLU MLP or not."""
+
+    embed_dim: int
+    depth: int
+    heads: int
+    swiglu: bool
+
+
+VIT_SIZES = {"vits": ViTSize(384, 12, 6, False), "vitb": ViTSize(768, 12, 12, False),
+             "vitl": ViTSize(1024, 24, 16, False), "vitg": ViTSize(1536, 40, 24, True)}
 
 
 @dataclass(frozen=True)
@@ -24,7 +35,7 @@ class NetSpec:
     @property
     def embed_dim(self) -> int:
         """Backbone width C."""
-        return VIT_SIZES[self.vit][0]
+        return VIT_SIZES[self.vit].embed_dim
 
 
 @dataclass(frozen=True)
@@ -74,3 +85,9 @@ def get_preset(name: str) -> Preset:
 def has_gaussian_head(name: str) -> bool:
     """Whether preset ``name`` can infer 3D Gaussians."""
     return get_preset(name).has_gaussians
+
+
+def preset_of_hub_id(hub_id: str) -> str | None:
+    """The preset whose model card is ``hub_id`` (any case, with or without a version suffix such as -1.1)."""
+    strip = lambda s: re.sub(r"-\d+(\.\d+)*$", "", s.lower())  # noqa: E731
+    return next((name for name, p in PRESETS.items() if strip(p.hub_id) == strip(hub_id)), None)

@@ -9,25 +9,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from da3core.model.presets import VIT_SIZES
+
 ENCODERS = ("vits", "vitb", "vitl")
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """DINOv2 size, the ViT layers the head reads, and the DPT head widths."""
+    """A DINOv2 size (da3core.model.presets.VIT_SIZES), the ViT layers the head reads, and the DPT head widths."""
 
-    embed_dim: int
-    depth: int
-    heads: int
+    vit: str
     layers: tuple[int, ...]
     features: int
     out_channels: tuple[int, int, int, int]
 
+    @property
+    def embed_dim(self) -> int:
+        """Backbone width."""
+        return VIT_SIZES[self.vit].embed_dim
+
+    @property
+    def depth(self) -> int:
+        """Number of ViT blocks."""
+        return VIT_SIZES[self.vit].depth
+
+    @property
+    def heads(self) -> int:
+        """Attention heads per block."""
+        return VIT_SIZES[self.vit].heads
+
 
 ENCODER_CONFIGS = {
-    "vits": EncoderConfig(384, 12, 6, (2, 5, 8, 11), 64, (48, 96, 192, 384)),
-    "vitb": EncoderConfig(768, 12, 12, (2, 5, 8, 11), 128, (96, 192, 384, 768)),
-    "vitl": EncoderConfig(1024, 24, 16, (4, 11, 17, 23), 256, (256, 512, 1024, 1024)),
+    "vits": EncoderConfig("vits", (2, 5, 8, 11), 64, (48, 96, 192, 384)),
+    "vitb": EncoderConfig("vitb", (2, 5, 8, 11), 128, (96, 192, 384, 768)),
+    "vitl": EncoderConfig("vitl", (4, 11, 17, 23), 256, (256, 512, 1024, 1024)),
 }
 
 

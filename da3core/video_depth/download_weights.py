@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from da3core.model.weights import WeightsError
+from da3core.weights import WeightsError
 from da3core.video_depth.checkpoints import CHECKPOINTS
-from da3core.video_depth.weights import DEFAULT_CHECKPOINT_DIR, download_checkpoint
+from da3core.video_depth.loading import DEFAULT_CHECKPOINT_DIR, download_checkpoint
 
 
 def format_list() -> str:

@@ -80,7 +80,7 @@ def pinned_model_overrides(model_dir: str | None, preset: str | None, weights: s
     """Overrides fixing the model to the service's startup options (the preset is read from model_dir if unset)."""
     if preset is None and model_dir is not None and weights != "random":
         from da3core.model.presets import get_preset
-        from da3core.model.weights import read_config, resolve_model_dir
+        from da3core.model.model_dir import read_config, resolve_model_dir
 
         preset = get_preset(read_config(resolve_model_dir(model_dir))["model_name"]).name
     pinned = [f"model={preset}"] if preset else []

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from da3core import DepthAnything3
 from da3core.api import build_net, write_random_model_dir
 from da3core.model.presets import PRESETS
-from da3core.model.weights import WeightsError
+from da3core.weights import WeightsError, read_stamp
 
 
 
@@ -54,7 +54,8 @@ def test_seeded_weights_are_deterministic_per_name(small_dir, tmp_path):
     base = write_random_model_dir("da3-base", tmp_path / "base", seed=0)
     d = load_file(str(base / "model.safetensors"))
     assert torch.equal(a["model.cam_dec.fc_fov.0.bias"], d["model.cam_dec.fc_fov.0.bias"])
-    assert json.loads((small_dir / "config.json").read_text())["da3pipe"]["weights"] == "random"
+    assert read_stamp(small_dir / "model.safetensors")["da3pipe_weights"] == "random"
+    assert json.loads((small_dir / "config.json").read_text()) == {"model_name": "da3-small"}  # official shape
 
 
 def test_strict_loading_names_missing_and_unexpected_tensors(small_dir, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from da3core.model.weights import WeightsError
+from da3core.weights import WeightsError
 from da3core.video_depth import CHECKPOINTS, ENCODERS, VideoDepthAnything, load_model, write_random_checkpoint
 from paths import REPO_ROOT
 
