@@ -33,15 +33,27 @@ class DegenerateAlignmentError(ValueError):
     """Point sets that do not determine a Sim(3) (fewer than 3 non-collinear points)."""
 
 
-def umeyama_sim3(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares (s, R, t) with dst ≈ s R src + t for (N, 3) point sets; reflection-safe (Umeyama 1991)."""
+def umeyama_sim3(
+    src: np.ndarray, dst: np.ndarray, with_scale: bool = True, weights: np.ndarray | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares (s, R, t) with dst ≈ s R src + t for (N, 3) point sets; reflection-safe (Umeyama 1991).
+
+    ``weights`` (N,) >= 0 make it the weighted least-squares fit (the step of an IRLS loop); None weighs all equally.
+    """
     src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
         raise ValueError(f"umeyama_sim3 needs two (N, 3) point sets of equal shape, got {src.shape} and {dst.shape}")
-    mu_src, mu_dst = src.mean(0), dst.mean(0)
+    if weights is None:
+        w = np.full(len(src), 1.0 / max(len(src), 1))
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(src),) or not (w >= 0).all() or not w.sum() > 0:
+            raise ValueError(f"umeyama_sim3 weights must be ({len(src)},), non-negative and not all zero")
+        w = w / w.sum()
+    mu_src, mu_dst = w @ src, w @ dst
     src_c, dst_c = src - mu_src, dst - mu_dst
-    var_src = (src_c**2).sum() / len(src)
-    u, d, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
+    var_src = (w @ src_c**2).sum()
+    u, d, vt = np.linalg.svd((dst_c * w[:, None]).T @ src_c)
     if not d[0] > 0 or d[1] <= RANK_TOLERANCE * d[0]:
         raise DegenerateAlignmentError(
             f"{len(src)} points do not span a plane (covariance singular values {d}); a Sim(3) needs 3 non-collinear points"

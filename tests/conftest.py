@@ -19,7 +19,9 @@ os.environ.pop("PREFECT_API_URL", None)
 
 import pytest
 
-from da3core.synthetic import SyntheticCapture, make_capture, write_colmap, write_image_folder, write_video
+from da3core.synthetic import (
+    SyntheticCapture, make_capture, make_sequence, write_colmap, write_image_folder, write_video,
+)
 
 
 
@@ -67,3 +69,15 @@ def video_capture() -> SyntheticCapture:
 def video_file(video_capture: SyntheticCapture, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The video capture encoded as a 30 fps H.264 mp4."""
     return write_video(video_capture, tmp_path_factory.mktemp("video") / "sweep.mp4", fps=30.0).path
+
+
+@pytest.fixture(scope="session")
+def loop_sequence() -> SyntheticCapture:
+    """600 32x24 frames once round the room, back to the first pose (streaming tests)."""
+    return make_sequence("loop", n_frames=600)
+
+
+@pytest.fixture(scope="session")
+def open_sequence() -> SyntheticCapture:
+    """600 32x24 frames along an S-curve that never comes back (streaming tests)."""
+    return make_sequence("open", n_frames=600)

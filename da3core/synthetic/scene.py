@@ -190,14 +190,19 @@ def make_capture(
     if n_views < 1 or width < 2 or height < 2:
         raise ValueError(f"make_capture needs n_views >= 1 and a size of at least 2x2, got {n_views}, {width}x{height}")
     scene = make_scene(seed)
-    K = intrinsics_from_fov(width, height, fov_deg)
-    exts = orbit_extrinsics(n_views, scene.target, arc_deg=arc_deg)
-    views = [render_view(scene, K, ext, height, width) for ext in exts]
+    return render_capture(scene, intrinsics_from_fov(width, height, fov_deg),
+                          orbit_extrinsics(n_views, scene.target, arc_deg=arc_deg), height, width)
+
+
+def render_capture(scene: SyntheticScene, intrinsics: np.ndarray, extrinsics: np.ndarray, height: int,
+                   width: int) -> SyntheticCapture:
+    """Ray-cast every w2c camera of ``extrinsics`` (N, 3, 4) with one pinhole ``intrinsics`` (3, 3)."""
+    views = [render_view(scene, intrinsics, ext, height, width) for ext in extrinsics]
     return SyntheticCapture(
         images=np.stack([v[0] for v in views]),
         depth=np.stack([v[1] for v in views]).astype(np.float32),
         surface_ids=np.stack([v[2] for v in views]),
-        intrinsics=np.repeat(K[None], n_views, axis=0),
-        extrinsics=exts,
+        intrinsics=np.repeat(np.asarray(intrinsics, dtype=np.float64)[None], len(extrinsics), axis=0),
+        extrinsics=np.asarray(extrinsics, dtype=np.float64),
         scene=scene,
     )
