@@ -15,7 +15,7 @@ from da3core.export.colmap import check_colmap_options, write_colmap
 from da3core.export.depth_vis import write_depth_vis
 from da3core.export.feat_vis import feature_layers, write_feat_vis
 from da3core.export.glb import build_scene, write_glb
-from da3core.export.gs_ply import write_gs_ply
+from da3core.export.gs_ply import check_gs_ply_options, write_gs_ply
 from da3core.export.gs_video import check_gs_video_options, write_gs_video
 from da3core.export.nerfstudio import write_nerfstudio
 from da3core.export.npz import write_mini_npz, write_npz
@@ -74,7 +74,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("depth_vis", write_depth_vis, "depth_vis/NNNN.jpg image | depth", needs=("processed_images",)),
     ExportFormat("feat_vis", write_feat_vis, "feat_vis/: PCA of intermediate features, JPEGs + mp4",
                  needs=("processed_images", "features"), shared={"feat_vis_fps": "fps"}),
-    ExportFormat("gs_ply", write_gs_ply, "gs_ply/0000.ply 3DGS PLY (INRIA layout)", needs=("gaussians",)),
+    ExportFormat("gs_ply", write_gs_ply, "gs_ply/0000.ply 3DGS PLY (INRIA layout)", needs=("gaussians",),
+                 check=check_gs_ply_options),
     ExportFormat("gs_video", write_gs_video, "gs_video/0000_<trajectory>.mp4 Gaussian fly-through",
                  needs=("gaussians", "intrinsics", "extrinsics"),
                  shared={k: k for k in ("render_exts", "render_ixts", "render_hw")}, check=check_gs_video_options),
