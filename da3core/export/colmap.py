@@ -48,7 +48,8 @@ def check_colmap_options(process_res_method: str = "upper_bound_resize", **_: ob
     """Refuse preprocessing whose pixels cannot be mapped back to the source images (crops)."""
     if not process_res_method.endswith("resize"):
         raise ValueError(f"colmap export maps pixels back to the source images only for resize preprocessing; "
-                         f"got process_res_method={process_res_method!r} (use upper_bound_resize or lower_bound_resize)")
+                         f"got process_res_method={process_res_method!r} "
+                         "(use upper_bound_resize or lower_bound_resize)")
 
 
 def write_colmap(
