@@ -80,12 +80,12 @@ def project_points(points: np.ndarray, intrinsics: np.ndarray, extrinsics: np.nd
     return uv, z
 
 
-# COLMAP (and nerfstudio) put the centre of the top-left pixel at (0.5, 0.5); this project, like DA3, at (0, 0).
+# COLMAP and nerfstudio put the centre of the top-left pixel at (0.5, 0.5); this project, like DA3, at (0, 0).
 COLMAP_PIXEL_OFFSET = 0.5
 
 
 def intrinsics_to_colmap(intrinsics: np.ndarray) -> np.ndarray:
-    """Shift the principal point of (..., 3, 3) K from this project's pixel-centre convention to COLMAP's."""
+    """Shift the principal point of (..., 3, 3) K from this project's pixel convention to COLMAP's and nerfstudio's."""
     K = np.array(intrinsics, dtype=np.float64, copy=True)
     K[..., 0, 2] += COLMAP_PIXEL_OFFSET
     K[..., 1, 2] += COLMAP_PIXEL_OFFSET

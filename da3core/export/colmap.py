@@ -1,8 +1,11 @@
 """``colmap``: a binary COLMAP model in ``sparse/0/`` at the original image resolution, through pycolmap.
 
 One PINHOLE camera per view with the processed intrinsics rescaled to the source size (rows scaled by
-``W0/w`` and ``H0/h``, as upstream; valid for resize preprocessing only), the predicted w2c pose, and one
-3-D point per selected pixel with a single observation at that pixel scaled to the source resolution.
+``W0/w`` and ``H0/h``, the exact inverse of the preprocessing's scaling; valid for resize preprocessing
+only), the predicted w2c pose, and one 3-D point per selected pixel with a single observation at that pixel
+scaled to the source resolution. Principal points and observations are then shifted by +0.5 px into
+COLMAP's pixel convention (:func:`da3core.geometry.intrinsics_to_colmap`), which upstream omits: a COLMAP
+model read as input (which subtracts the 0.5) is written back with the cameras it came with.
 Pixels are selected as upstream does (``conf >= percentile(conf, conf_thresh_percentile)``, no floor or cap;
 all valid non-sky pixels without confidence), then at most ``num_max_points`` by seeded downsampling.
 Image names are ``prediction.source_names`` (default ``frame_0000.jpg`` ...), sizes ``prediction.source_sizes``
@@ -15,6 +18,7 @@ import numpy as np
 
 from da3core.export.points import select_points, valid_mask
 from da3core.export.target import ExportTarget
+from da3core.geometry import COLMAP_PIXEL_OFFSET, intrinsics_to_colmap
 from da3core.prediction import Prediction
 
 MODEL_DIR = "sparse/0"
@@ -33,7 +37,7 @@ def source_names(prediction: Prediction, ext: str = "jpg") -> list[str]:
 
 
 def scaled_intrinsics(prediction: Prediction) -> np.ndarray:
-    """(N, 3, 3) float64 intrinsics in pixels of each source image."""
+    """(N, 3, 3) float64 intrinsics in pixels of each source image (this project's pixel convention)."""
     h, w = prediction.depth.shape[1:]
     sizes = source_sizes(prediction)
     scale = np.stack([sizes[:, 1] / w, sizes[:, 0] / h, np.ones(len(sizes))], axis=-1)
@@ -44,7 +48,8 @@ def check_colmap_options(process_res_method: str = "upper_bound_resize", **_: ob
     """Refuse preprocessing whose pixels cannot be mapped back to the source images (crops)."""
     if not process_res_method.endswith("resize"):
         raise ValueError(f"colmap export maps pixels back to the source images only for resize preprocessing; "
-                         f"got process_res_method={process_res_method!r} (use upper_bound_resize or lower_bound_resize)")
+                         f"got process_res_method={process_res_method!r} "
+                         "(use upper_bound_resize or lower_bound_resize)")
 
 
 def write_colmap(
@@ -61,7 +66,8 @@ def write_colmap(
     check_colmap_options(process_res_method)
     mask = valid_mask(prediction, conf_thresh_percentile, conf_floor=None, ensure_thresh_percentile=None)
     cloud = select_points(prediction, mask).downsample(num_max_points, seed)
-    sizes, names, K = source_sizes(prediction), source_names(prediction), scaled_intrinsics(prediction)
+    sizes, names = source_sizes(prediction), source_names(prediction)
+    K = intrinsics_to_colmap(scaled_intrinsics(prediction))
     h, w = prediction.depth.shape[1:]
     rec = pycolmap.Reconstruction()
     slot = np.zeros(len(cloud), dtype=np.int64)  # index of each point's observation in its image
@@ -72,7 +78,7 @@ def write_colmap(
         rec.add_camera_with_trivial_rig(camera)
         in_view = np.flatnonzero(cloud.view == i)
         slot[in_view] = np.arange(len(in_view))
-        keypoints = cloud.pixel[in_view] * np.array([sizes[i, 1] / w, sizes[i, 0] / h])
+        keypoints = cloud.pixel[in_view] * np.array([sizes[i, 1] / w, sizes[i, 0] / h]) + COLMAP_PIXEL_OFFSET
         image = pycolmap.Image(name=names[i], keypoints=keypoints.astype(np.float64), camera_id=i + 1, image_id=i + 1)
         ext = prediction.extrinsics[i].astype(np.float64)
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(ext[:3, :3]), ext[:3, 3]))

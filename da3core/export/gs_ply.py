@@ -2,9 +2,11 @@
 
 Properties (all float32, element ``vertex``): ``x y z nx ny nz f_dc_0..2 [f_rest_0..] opacity scale_0..2
 rot_0..3`` with zero normals, opacity as a logit, log scales and wxyz quaternions; ``f_rest`` is channel-major
-(all R coefficients, then G, then B). Pruning follows upstream: a border of ``int(8/256 * H)`` rows and
-``int(8/256 * W)`` columns is dropped (nothing when that rounds to 0; upstream then drops everything), and
-each view keeps pixels whose depth is at most its ``prune_by_depth_percent`` quantile.
+(all R coefficients, then G, then B), 3 * ((D + 1)^2 - 1) of them for ``sh_degree`` D. The default D = 0 writes
+the DC term only, as upstream (load with ``--sh_degree 0``); DA3 predicts degree 2, so ``sh_degree=2`` keeps
+the view-dependent colour (load with ``--sh_degree 2``). Pruning follows upstream: a border of ``int(8/256 * H)``
+rows and ``int(8/256 * W)`` columns is dropped (nothing when that rounds to 0; upstream then drops everything),
+and each view keeps pixels whose depth is at most its ``prune_by_depth_percent`` quantile.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from plyfile import PlyData, PlyElement
 
 from da3core.export.target import ExportTarget
 from da3core.prediction import Prediction
+from da3core.render.sh import MAX_SH_DEGREE
 
 OPACITY_EPS = 1e-6  # keeps the logit finite for opacities of exactly 0 or 1
 
@@ -37,26 +40,45 @@ def ply_properties(n_rest: int) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
+def check_gs_ply_options(gs_views_interval: int | None = 1, prune_by_depth_percent: float | None = 0.9,
+                         sh_degree: int = 0, **_: object) -> None:
+    """Reject option values the writer cannot use, before inference."""
+    if gs_views_interval is not None and (not isinstance(gs_views_interval, int) or gs_views_interval < 1):
+        raise ValueError(f"gs_views_interval must be a positive integer or None (about 12 views), "
+                         f"got {gs_views_interval!r}")
+    if prune_by_depth_percent is not None and not (isinstance(prune_by_depth_percent, (int, float))
+                                                   and 0 < prune_by_depth_percent <= 1):
+        raise ValueError(f"prune_by_depth_percent must be in (0, 1] or None, got {prune_by_depth_percent!r}")
+    if isinstance(sh_degree, bool) or not isinstance(sh_degree, int) or not 0 <= sh_degree <= MAX_SH_DEGREE:
+        raise ValueError(f"sh_degree must be an integer from 0 (DC colour only) to {MAX_SH_DEGREE} "
+                         f"(all the model predicts), got {sh_degree!r}")
+
+
 def write_gs_ply(
     prediction: Prediction,
     target: ExportTarget,
     gs_views_interval: int | None = 1,
     prune_by_depth_percent: float | None = 0.9,
     prune_border: bool = True,
-    sh_dc_only: bool = True,
+    sh_degree: int = 0,
 ) -> list[str]:
     """Write every ``gs_views_interval``-th view's kept Gaussians (None: about 12 views in total)."""
+    check_gs_ply_options(gs_views_interval, prune_by_depth_percent, sh_degree)
     gs = prediction.gaussians
     n, h, w = prediction.depth.shape
     if len(gs) != n * h * w:
         raise ValueError(f"gs_ply expects one Gaussian per pixel ({n}x{h}x{w} = {n * h * w}), got {len(gs)}")
+    n_coeffs = (sh_degree + 1) ** 2
+    if gs.harmonics.shape[-1] < n_coeffs:
+        have = int(round(np.sqrt(gs.harmonics.shape[-1]))) - 1
+        raise ValueError(f"gs_ply sh_degree={sh_degree} but these Gaussians carry SH up to degree {have}")
     if gs_views_interval is None:
         gs_views_interval = max(n // 12, 1)
     keep = keep_mask(prediction.depth, prune_by_depth_percent, prune_border)
     keep[np.arange(n) % gs_views_interval != 0] = False
     idx = np.flatnonzero(keep.reshape(-1))
     harmonics = gs.harmonics[idx]
-    rest = np.zeros((len(idx), 0), np.float32) if sh_dc_only else harmonics[:, :, 1:].reshape(len(idx), -1)
+    rest = harmonics[:, :, 1:n_coeffs].reshape(len(idx), -1)  # (G, 3, K-1) flattened: channel-major, as INRIA
     opacity = np.clip(gs.opacities[idx].astype(np.float64), OPACITY_EPS, 1 - OPACITY_EPS)
     columns = [
         gs.means[idx], np.zeros((len(idx), 3)), harmonics[:, :, 0], rest,

@@ -2,8 +2,10 @@
 
 - ``images/<stem>.png``: the processed images (what depth, cameras and points were predicted for);
 - ``transforms.json``: ``camera_model: OPENCV`` and per frame ``file_path``, ``fl_x fl_y cx cy w h`` (processed
-  pixels) and ``transform_matrix``, the camera-to-world pose with OpenGL axes (OpenCV c2w with its y and z
-  columns negated), in the prediction's world frame; top-level ``ply_file_path: points3D.ply``;
+  pixels; nerfstudio casts pixel (col, row)'s ray through (col + 0.5, row + 0.5), COLMAP's convention, so the
+  principal point is shifted by +0.5 from ours) and ``transform_matrix``, the camera-to-world pose with OpenGL
+  axes (OpenCV c2w with its y and z columns negated), in the prediction's world frame; top-level
+  ``ply_file_path: points3D.ply``;
 - ``points3D.ply``: at most ``num_points`` confident points (same rule as glb) to seed splatfacto.
 """
 
@@ -20,7 +22,7 @@ from da3core.export.colmap import source_names
 from da3core.export.ply import save_point_ply
 from da3core.export.points import confident_points
 from da3core.export.target import ExportTarget
-from da3core.geometry import affine_inverse, as_homogeneous
+from da3core.geometry import affine_inverse, as_homogeneous, intrinsics_to_colmap
 from da3core.prediction import Prediction
 
 ROOT = "nerfstudio"
@@ -33,7 +35,7 @@ def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) ->
     frames = []
     for i, path in enumerate(image_paths):
         c2w = affine_inverse(as_homogeneous(prediction.extrinsics[i].astype(np.float64))) @ OPENCV_TO_OPENGL
-        K = prediction.intrinsics[i].astype(np.float64)
+        K = intrinsics_to_colmap(prediction.intrinsics[i])
         frames.append({
             "file_path": path, "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w": w, "h": h,
             "transform_matrix": c2w.tolist(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import numbers
 import os
 import re
 import time
@@ -15,7 +16,7 @@ from da3core.export.colmap import check_colmap_options, write_colmap
 from da3core.export.depth_vis import write_depth_vis
 from da3core.export.feat_vis import feature_layers, write_feat_vis
 from da3core.export.glb import build_scene, write_glb
-from da3core.export.gs_ply import write_gs_ply
+from da3core.export.gs_ply import check_gs_ply_options, write_gs_ply
 from da3core.export.gs_video import check_gs_video_options, write_gs_video
 from da3core.export.nerfstudio import write_nerfstudio
 from da3core.export.npz import write_mini_npz, write_npz
@@ -74,10 +75,12 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("depth_vis", write_depth_vis, "depth_vis/NNNN.jpg image | depth", needs=("processed_images",)),
     ExportFormat("feat_vis", write_feat_vis, "feat_vis/: PCA of intermediate features, JPEGs + mp4",
                  needs=("processed_images", "features"), shared={"feat_vis_fps": "fps"}),
-    ExportFormat("gs_ply", write_gs_ply, "gs_ply/0000.ply 3DGS PLY (INRIA layout)", needs=("gaussians",)),
+    ExportFormat("gs_ply", write_gs_ply, "gs_ply/0000.ply 3DGS PLY (INRIA layout)", needs=("gaussians",),
+                 check=check_gs_ply_options),
     ExportFormat("gs_video", write_gs_video, "gs_video/0000_<trajectory>.mp4 Gaussian fly-through",
                  needs=("gaussians", "intrinsics", "extrinsics"),
-                 shared={k: k for k in ("render_exts", "render_ixts", "render_hw")}, check=check_gs_video_options),
+                 shared={"render_exts": "extrinsics", "render_ixts": "intrinsics", "render_hw": "out_image_hw"},
+                 check=check_gs_video_options),
     ExportFormat("colmap", write_colmap, "sparse/0/*.bin COLMAP model at the source resolution",
                  needs=_POINT_NEEDS, shared=_POINT_SHARED, check=check_colmap_options),
     ExportFormat("nerfstudio", write_nerfstudio, "nerfstudio/: transforms.json, images, points3D.ply",
@@ -98,9 +101,14 @@ def parse_formats(spec: str | Sequence[str]) -> list[str]:
 
 
 def check_formats(formats: Sequence[str], *, has_conf: bool, has_gaussians: bool, has_features: bool,
-                  process_res_method: str | None = None) -> None:
-    """Fail before inference when a format needs data the model will not produce (or a preprocessing it cannot use)."""
-    for name in parse_formats(formats):
+                  process_res_method: str | None = None, options: dict[str, Any] | None = None) -> None:
+    """Fail before inference when a format needs data the model will not produce (or a preprocessing it cannot use).
+
+    ``options``: the keyword arguments :func:`export` will get (shared options and per-format dicts), checked
+    now so that a misspelt or out-of-range option fails before inference rather than after it.
+    """
+    names = parse_formats(formats)
+    for name in names:
         needs = FORMATS[name].needs
         if "gaussians" in needs and not has_gaussians:
             raise ValueError(f"export format {name!r} needs 3D Gaussians: {GAUSSIAN_HINT}")
@@ -110,6 +118,34 @@ def check_formats(formats: Sequence[str], *, has_conf: bool, has_gaussians: bool
             check_colmap_options(process_res_method)
         if not has_conf and "processed_images" in needs and name in ("glb", "colmap", "ply", "nerfstudio"):
             log.info("%s: this model gives no confidence, so every valid non-sky pixel becomes a point", name)
+    if options is not None:
+        plan_options(names, options)
+
+
+def check_feature_layers(layers: Sequence[int], preset: str) -> None:
+    """Refuse ``export_feat_layers`` that are not blocks of ``preset``'s backbone (they would silently be absent)."""
+    from da3core.model.presets import VIT_SIZES, get_preset
+
+    depth = VIT_SIZES[get_preset(preset).net.vit][1]
+    bad = [layer for layer in layers
+           if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < depth]
+    if bad:
+        raise ValueError(f"export_feat_layers {bad} are not blocks of {preset}'s backbone; "
+                         f"choose layers from 0 to {depth - 1}")
+
+
+def plan_options(names: Sequence[str], kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each format's writer options from :func:`export`'s keywords, checked by the format (nothing is written)."""
+    unknown = sorted(k for k in kwargs if k not in FORMATS and k not in SHARED_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown export option(s) {unknown}; per-format options go in a dict under the format name")
+    shared = {k: kwargs.get(k, v) for k, v in SHARED_DEFAULTS.items()}
+    plan = {}
+    for name in names:
+        fmt = FORMATS[name]
+        plan[name] = {fmt.shared[k]: shared[k] for k in fmt.shared} | dict(kwargs.get(name) or {})
+        fmt.check_options(plan[name])
+    return plan
 
 
 def _check_prediction(name: str, prediction: Prediction) -> None:
@@ -135,16 +171,9 @@ def export(
     writing (names, prediction fields, options, a writable ``export_dir``) runs before the first file.
     """
     names = parse_formats(formats)
-    unknown = sorted(k for k in kwargs if k not in FORMATS and k not in SHARED_DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown export option(s) {unknown}; per-format options go in a dict under the format name")
-    shared = {k: kwargs.get(k, v) for k, v in SHARED_DEFAULTS.items()}
-    plan = {}
     for name in names:
-        fmt = FORMATS[name]
         _check_prediction(name, prediction)
-        plan[name] = {fmt.shared[k]: shared[k] for k in fmt.shared} | dict(kwargs.get(name) or {})
-        fmt.check_options(plan[name])
+    plan = plan_options(names, kwargs)
     target = ExportTarget(export_dir, storage_options)
     target.check_writable()
     written = {}

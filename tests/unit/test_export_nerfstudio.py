@@ -1,4 +1,10 @@
-"""nerfstudio: transforms.json read as nerfstudio reads it (OpenGL c2w) must reproject the scene exactly."""
+"""nerfstudio: transforms.json read as nerfstudio reads it must cast each pixel's ray through its scene point.
+
+nerfstudio's definitions (docs "Data conventions" and ``Cameras.generate_rays``): ``transform_matrix`` is the
+camera-to-world pose with OpenGL camera axes (x right, y up, z back); the ray of pixel (row, col) starts at the
+camera centre and has camera-frame direction ((col + 0.5 - cx) / fl_x, -(row + 0.5 - cy) / fl_y, -1), i.e. pixel
+centres sit at +0.5 as in COLMAP. This project puts them at integer coordinates (OpenCV-style, as DA3 does).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,19 @@ from PIL import Image
 from plyfile import PlyData
 
 from da3core.export import export
+from da3core.geometry import project_points
 
 
-def test_transforms_reproject_the_scene_and_point_cloud_is_decimated(tmp_path):
+def nerfstudio_rays(frame: dict, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(origins, unit directions) of the rays nerfstudio casts through pixels (rows, cols) of ``frame``."""
+    c2w = np.array(frame["transform_matrix"])
+    x = (cols + 0.5 - frame["cx"]) / frame["fl_x"]
+    y = -(rows + 0.5 - frame["cy"]) / frame["fl_y"]
+    dirs = np.stack([x, y, -np.ones_like(x)], -1) @ c2w[:3, :3].T
+    return np.broadcast_to(c2w[:3, 3], dirs.shape), dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
+
+
+def test_every_pixels_ray_passes_through_its_scene_point_and_point_cloud_is_decimated(tmp_path):
     prediction, capture = synthetic_prediction(n_views=3, width=70, height=56)
     prediction.source_names = ["IMG_1.JPG", "IMG_2.JPG", "IMG_3.JPG"]
     paths = export(prediction, "nerfstudio", tmp_path, nerfstudio={"num_points": 2000})["nerfstudio"]
@@ -23,18 +39,19 @@ def test_transforms_reproject_the_scene_and_point_cloud_is_decimated(tmp_path):
     assert [f["file_path"] for f in meta["frames"]] == ["images/IMG_1.png", "images/IMG_2.png", "images/IMG_3.png"]
 
     points = world_points(capture)
-    rows, cols = np.mgrid[0:56:5, 0:70:7]
+    rows, cols = np.mgrid[0:56, 0:70]
     for i, frame in enumerate(meta["frames"]):
         image = Image.open(root / frame["file_path"])
         assert image.size == (frame["w"], frame["h"]) == (70, 56)
         np.testing.assert_array_equal(np.asarray(image), capture.images[i])
-        # nerfstudio: c2w with OpenGL camera axes (x right, y up, z back); pixel = f * (x, -y) / -z + c.
-        w2c = np.linalg.inv(np.array(frame["transform_matrix"]))
-        cam = points[i][rows, cols] @ w2c[:3, :3].T + w2c[:3, 3]
-        u = frame["fl_x"] * cam[..., 0] / -cam[..., 2] + frame["cx"]
-        v = frame["fl_y"] * -cam[..., 1] / -cam[..., 2] + frame["cy"]
-        np.testing.assert_allclose(u, cols, atol=1e-3)
-        np.testing.assert_allclose(v, rows, atol=1e-3)
+        # OpenCV convention: the scene point of pixel (row, col) projects to exactly (col, row) ...
+        uv, _ = project_points(points[i], capture.intrinsics[i], capture.extrinsics[i])
+        np.testing.assert_allclose(uv, np.stack([cols, rows], -1), atol=1e-6)
+        # ... and nerfstudio's ray for that same pixel passes through it (half a pixel off, rays miss by ~0.1).
+        origins, dirs = nerfstudio_rays(frame, rows, cols)
+        to_point = points[i] - origins
+        miss = np.linalg.norm(to_point - (to_point * dirs).sum(-1, keepdims=True) * dirs, axis=-1)
+        assert miss.max() < 1e-5 * np.linalg.norm(to_point, axis=-1).max()
 
     vertex = PlyData.read(str(root / "points3D.ply"))["vertex"]
     assert vertex.count == 2000 and {"x", "y", "z", "red", "green", "blue"} <= set(vertex.data.dtype.names)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from export_scenes import synthetic_prediction, world_points
 from oracle import run_oracle
 from plyfile import PlyData
 
-from da3core.export import export
+from da3core.export import FORMATS, export
+from da3core.render.sh import eval_sh
 
 INRIA_DC = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -55,25 +57,65 @@ def test_gs_ply_layout_and_values(scene, tmp_path):
     np.testing.assert_array_equal(np.stack([vertex[f"f_dc_{i}"] for i in range(3)], 1), gs.harmonics[idx, :, 0])
 
 
-def test_gs_ply_interval_and_higher_bands(scene, tmp_path):
+@pytest.mark.parametrize("degree", [1, 2])
+def test_gs_ply_with_higher_sh_bands_in_the_inria_layout(scene, tmp_path, degree):
     prediction, _ = scene
-    export(prediction, "gs_ply", tmp_path, gs_ply={"gs_views_interval": 2, "sh_dc_only": False})
+    gs = prediction.gaussians
+    export(prediction, "gs_ply", tmp_path, gs_ply={"gs_views_interval": 2, "sh_degree": degree})
     vertex = read_vertex(tmp_path / "gs_ply/0000.ply")
+    n_rest = 3 * ((degree + 1) ** 2 - 1)  # what INRIA's load_ply asserts for --sh_degree <degree>
     names = list(vertex.data.dtype.names)
-    assert names[9:33] == [f"f_rest_{i}" for i in range(24)] and names[33] == "opacity"
+    assert names == INRIA_DC[:9] + [f"f_rest_{i}" for i in range(n_rest)] + INRIA_DC[9:]
+    assert all(vertex.data.dtype[n] == np.dtype("<f4") for n in names)
     idx = np.flatnonzero(expected_keep(prediction.depth, interval=2).reshape(-1))
     assert vertex.count == len(idx)
-    rest = np.stack([vertex[f"f_rest_{i}"] for i in range(24)], 1).reshape(-1, 3, 8)  # channel-major
-    np.testing.assert_array_equal(rest, prediction.gaussians.harmonics[idx, :, 1:])
+    column = lambda *keys: np.stack([vertex[k] for k in keys], 1)  # noqa: E731
+    np.testing.assert_array_equal(column("x", "y", "z"), gs.means[idx])
+    assert not column("nx", "ny", "nz").any()
+    np.testing.assert_allclose(column("opacity")[:, 0], np.log(gs.opacities[idx] / (1 - gs.opacities[idx])),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(column("scale_0", "scale_1", "scale_2"), np.log(gs.scales[idx]), rtol=1e-6)
+    np.testing.assert_array_equal(column("rot_0", "rot_1", "rot_2", "rot_3"), gs.rotations[idx])  # w x y z
+    # INRIA's loader: f_dc -> (G, 3, 1); f_rest -> reshape (G, 3, K-1) (channel-major); both transposed to (G, K, 3).
+    dc = column("f_dc_0", "f_dc_1", "f_dc_2")[:, :, None]
+    rest = column(*(f"f_rest_{i}" for i in range(n_rest))).reshape(-1, 3, (degree + 1) ** 2 - 1)
+    features = np.concatenate([dc, rest], axis=2)
+    np.testing.assert_array_equal(features, gs.harmonics[idx, :, :(degree + 1) ** 2])
+    # So a 3DGS renderer sees the predicted view-dependent colour.
+    dirs = torch.tensor(np.random.default_rng(2).normal(size=(len(idx), 3)))
+    np.testing.assert_allclose(eval_sh(degree, dirs, torch.tensor(features).transpose(1, 2).double()),
+                               eval_sh(degree, dirs, torch.tensor(gs.harmonics[idx]).transpose(1, 2).double()),
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"sh_degree": 3}, "sh_degree must be an integer from 0 .DC colour only. to 2"),
+    ({"sh_degree": True}, "sh_degree must be an integer"),
+    ({"gs_views_interval": 0}, "gs_views_interval must be a positive integer or None"),
+    ({"prune_by_depth_percent": 1.5}, r"prune_by_depth_percent must be in \(0, 1\] or None"),
+])
+def test_bad_gs_ply_options_fail_before_writing(scene, tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        FORMATS["gs_ply"].check_options(options)
+    with pytest.raises(ValueError, match=message):
+        export(scene[0], "gs_ply", tmp_path / "out", gs_ply=options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_gs_ply_refuses_more_bands_than_the_gaussians_carry(tmp_path):
+    prediction = synthetic_prediction(n_views=1, width=70, height=56, gaussians=True)[0]
+    prediction.gaussians.harmonics = prediction.gaussians.harmonics[:, :, :4]  # degree 1
+    with pytest.raises(ValueError, match="gs_ply sh_degree=2 but these Gaussians carry SH up to degree 1"):
+        export(prediction, "gs_ply", tmp_path, gs_ply={"sh_degree": 2})
 
 
 def test_gs_ply_equals_the_reference(scene, tmp_path):
     prediction, _ = scene
     gs = prediction.gaussians
     ref = run_oracle("export_reference.py", dict(
-        depth=prediction.depth, conf=prediction.conf, extrinsics=prediction.extrinsics, intrinsics=prediction.intrinsics,
-        images=prediction.processed_images, gs_means=gs.means, gs_scales=gs.scales, gs_rotations=gs.rotations,
-        gs_harmonics=gs.harmonics, gs_opacities=gs.opacities), formats=["gs_ply"])
+        depth=prediction.depth, conf=prediction.conf, extrinsics=prediction.extrinsics,
+        intrinsics=prediction.intrinsics, images=prediction.processed_images, gs_means=gs.means, gs_scales=gs.scales,
+        gs_rotations=gs.rotations, gs_harmonics=gs.harmonics, gs_opacities=gs.opacities), formats=["gs_ply"])
     export(prediction, "gs_ply", tmp_path)
     vertex = read_vertex(tmp_path / "gs_ply/0000.ply")
     assert list(vertex.data.dtype.names) == list(ref["gs_ply_names"])

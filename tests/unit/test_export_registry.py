@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 from export_scenes import synthetic_prediction
 
-from da3core.export import FORMATS, ExportDirError, check_formats, export, parse_formats
+from da3core.api import build_net
+from da3core.export import FORMATS, ExportDirError, check_feature_layers, check_formats, export, parse_formats
+from da3core.model.presets import PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +40,40 @@ def test_check_formats_names_the_missing_model_output():
     with pytest.raises(ValueError, match="resize preprocessing"):
         check_formats("colmap", has_conf=True, has_gaussians=False, has_features=False,
                       process_res_method="lower_bound_crop")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_feature_layers_are_checked_against_the_real_backbone_depth(preset):
+    with torch.device("meta"):
+        net = build_net(preset)
+    depth = len((net.da3 if hasattr(net, "da3") else net).backbone.pretrained.blocks)  # from the any-view net
+    check_feature_layers([0, depth - 1], preset)
+    for layers in ([depth], [3, depth + 5], [-1]):
+        with pytest.raises(ValueError, match=rf"export_feat_layers \[.*\] are not blocks of {preset}'s backbone; "
+                                             rf"choose layers from 0 to {depth - 1}$"):
+            check_feature_layers(layers, preset)
+
+
+def test_the_backbone_really_drops_layers_beyond_its_depth(tmp_path):
+    """Why the check exists: the network returns no feature, and no error, for a layer it does not have."""
+    from da3core.api import DepthAnything3, write_random_model_dir
+
+    model = DepthAnything3.from_pretrained(write_random_model_dir("da3-small", tmp_path / "m"))
+    image = np.zeros((28, 28, 3), np.uint8)
+    result = model.infer([image], process_res=28, export_feat_layers=[11, 12])
+    assert sorted(result.prediction.aux) == ["feat_layer_11"]
+    with pytest.raises(ValueError, match=r"\[12\] are not blocks of da3-small's backbone"):
+        check_feature_layers([11, 12], "da3-small")
+
+
+def test_options_are_checked_before_inference_with_check_formats():
+    check_formats("glb+gs_video", has_conf=True, has_gaussians=True, has_features=False,
+                  options={"conf_thresh_percentile": 20.0, "render_hw": (28, 36), "gs_video": {"trj_mode": "smooth"}})
+    with pytest.raises(TypeError, match=r"unknown export option\(s\) \['num_points'\]"):
+        check_formats("glb", has_conf=True, has_gaussians=False, has_features=False, options={"num_points": 5})
+    with pytest.raises(TypeError, match=r"'glb' has no option\(s\) \['conf_treshold'\]"):
+        check_formats("glb", has_conf=True, has_gaussians=False, has_features=False,
+                      options={"glb": {"conf_treshold": 2.0}})
 
 
 def test_missing_prediction_field_fails_before_anything_is_written(prediction, tmp_path):
