@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+# Load OpenCV's and Pillow's codecs before anything else native: decord loads its bundled FFmpeg with RTLD_GLOBAL
+# and pycolmap brings its own zlib, and a codec library loaded after them can bind to that zlib instead of its own
+# (cv2 then fails to read 16-bit PNGs, "bad parameters to zlib", and Pillow's PNG writer can double-free).
+import cv2  # noqa: E402,F401
+import PIL.Image  # noqa: E402,F401
+
 __all__ = ["DepthAnything3", "Gaussians", "Prediction"]
 
 
