@@ -161,9 +161,12 @@ def backend(
     max_queue: Annotated[int, typer.Option(help="Most tasks waiting at once.")] = 8,
     max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload (and its extracted size).")] = 512,
     max_files: Annotated[Optional[int], typer.Option(
-        help="Most files and folders in one upload.", show_default="one per 64 KiB of --max-upload-mb, >= 1024")] = None,
-    max_process_res: Annotated[int, typer.Option(help="Highest processing.process_res a job may ask for.")] = JobLimits.max_process_res,
-    max_pixels: Annotated[int, typer.Option(help="Most processed pixels per job, summed over its views.")] = JobLimits.max_pixels,
+        help="Most files and folders in one upload.",
+        show_default="one per 64 KiB of --max-upload-mb, >= 1024")] = None,
+    max_process_res: Annotated[int, typer.Option(
+        help="Highest processing.process_res a job may ask for.")] = JobLimits.max_process_res,
+    max_pixels: Annotated[int, typer.Option(
+        help="Most processed pixels per job, summed over its views.")] = JobLimits.max_pixels,
     max_input_pixels: Annotated[int, typer.Option(
         help="Most decoded input pixels per job, summed over its views.")] = JobLimits.max_input_pixels,
     allowed_root: Annotated[Optional[list[str]], typer.Option(

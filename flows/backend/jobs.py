@@ -120,7 +120,7 @@ def new_job(workspace_root: Path, overrides: list[str]) -> Job:
 
 
 def server_overrides(job: Job, pinned: list[str]) -> list[str]:
-    """What the backend sets for ``job``: its input, its output location and the pinned model (the client's go after)."""
+    """What the backend sets for ``job``: input, output location, pinned model (the client's overrides go after)."""
     return [f"scene={quote_path(job.source)}", f"output_dir={quote_path(job.output_dir)}",
             f"storage.root={quote_path(job.workspace)}", *pinned]
 

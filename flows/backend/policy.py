@@ -12,9 +12,10 @@ reads a file the client named.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -190,7 +191,8 @@ def _view_sizes(cfg: ReconstructConfig, source: Path) -> list[tuple[int, int]]:
 
     try:
         scene = discover_scene(source, image_extensions=tuple(cfg.input.image_extensions),
-                               sparse_subdir=cfg.input.sparse_subdir, fps=cfg.input.fps, max_frames=cfg.input.max_frames)
+                               sparse_subdir=cfg.input.sparse_subdir, fps=cfg.input.fps,
+                               max_frames=cfg.input.max_frames)
         if scene.kind == "video":
             meta = video_io.probe_video(scene.source)
             return [(meta.height, meta.width)] * len(scene)
@@ -223,9 +225,9 @@ def check_size(cfg: ReconstructConfig, source: Path, limits: JobLimits) -> None:
     sizes = _view_sizes(cfg, source)
     processed = sum(processed_pixels(h, w, res, method) for h, w in sizes)
     if processed > limits.max_pixels:
-        raise JobRequestError(f"the job needs {processed:,} processed pixels ({len(sizes)} views at process_res {res}), "
-                              f"over this backend's cap of {limits.max_pixels:,} (--max-pixels); use fewer views "
-                              "or a lower processing.process_res")
+        raise JobRequestError(f"the job needs {processed:,} processed pixels ({len(sizes)} views at process_res "
+                              f"{res}), over this backend's cap of {limits.max_pixels:,} (--max-pixels); use fewer "
+                              "views or a lower processing.process_res")
     decoded = sum(h * w for h, w in sizes)
     if decoded > limits.max_input_pixels:
         raise JobRequestError(f"the job's {len(sizes)} input views hold {decoded:,} pixels, over this backend's cap "
