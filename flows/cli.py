@@ -17,6 +17,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from da3core.model.presets import PRESETS, has_gaussian_head
+from flows.backend.policy import JobLimits
 from flows.cli_run import DEFAULT_MODEL_DIR, CliError, InferenceOptions, execute
 from flows.config import Device, RefViewStrategy, ResizeMethod, Weights
 
@@ -160,16 +161,26 @@ def backend(
     token: Annotated[Optional[str], typer.Option(envvar="DA3_BACKEND_TOKEN", show_default=False,
                                                  help="Bearer token clients must send.")] = None,
     max_queue: Annotated[int, typer.Option(help="Most tasks waiting at once.")] = 8,
-    max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload.")] = 512,
+    max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload (and its extracted size).")] = 512,
+    max_files: Annotated[Optional[int], typer.Option(
+        help="Most files and folders in one upload.",
+        show_default="one per 64 KiB of --max-upload-mb, >= 1024")] = None,
+    max_process_res: Annotated[int, typer.Option(
+        help="Highest processing.process_res a job may ask for.")] = JobLimits.max_process_res,
+    max_pixels: Annotated[int, typer.Option(
+        help="Most processed pixels per job, summed over its views.")] = JobLimits.max_pixels,
+    max_input_pixels: Annotated[int, typer.Option(
+        help="Most decoded input pixels per job, summed over its views.")] = JobLimits.max_input_pixels,
     allowed_root: Annotated[Optional[list[str]], typer.Option(
         help="Server-side folder clients may name as input (repeatable).")] = None,
 ) -> None:
     """Serve the reconstruct flow over HTTP (one model, a task queue) for `--use-backend` clients."""
     def run() -> None:
+        limits = JobLimits(max_files, max_process_res, max_pixels, max_input_pixels)
         _load("flows.backend.server").serve(
             model_dir=model_dir, preset=preset, weights=weights.value, device=device.value, host=host, port=port,
             gallery_dir=gallery_dir, token=token, max_queue=max_queue, max_upload_mb=max_upload_mb,
-            allowed_roots=list(allowed_root or []))
+            allowed_roots=list(allowed_root or []), limits=limits)
 
     _guarded(run)
 

@@ -17,7 +17,7 @@ from typing import Any, Optional
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from da3core.model.presets import PRESETS
@@ -183,16 +183,27 @@ _COMPOSE_LOCK = threading.Lock()
 _INFERENCE_KEYS = ("model", "processing", "ref_view_strategy", "pose", "infer_gs", "export_feat_layers", "input")
 
 
+def _compose(config_name: str, overrides: list[str] | None) -> DictConfig:
+    with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
+        return compose(config_name=config_name, overrides=list(overrides or []))
+
+
 def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
     """Compose ``conf/<config_name>.yaml`` with Hydra overrides into its typed dataclass and validate it."""
     try:
-        with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
-            cfg = compose(config_name=config_name, overrides=list(overrides or []))
-        obj = OmegaConf.to_object(cfg)
+        obj = OmegaConf.to_object(_compose(config_name, overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
     (validate_video_depth if isinstance(obj, VideoDepthConfig) else validate)(obj)
     return obj
+
+
+def composed_data(config_name: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The composed config as plain data with interpolations left as written (to compare two compositions)."""
+    try:
+        return OmegaConf.to_container(_compose(config_name, overrides), resolve=False, enum_to_str=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(describe_config_error(exc)) from exc
 
 
 def describe_config_error(exc: BaseException) -> str:

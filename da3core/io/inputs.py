@@ -72,9 +72,17 @@ def list_images(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) ->
 
 
 def find_sparse_model(root: Path, sparse_subdir: str = "") -> Path | None:
-    """The COLMAP model folder of a dataset: ``sparse_subdir`` if given, else ``sparse/0`` then ``sparse``."""
+    """The COLMAP model folder of a dataset: ``sparse_subdir`` if given, else ``sparse/0`` then ``sparse``.
+
+    The folder must lie inside ``root`` once links and ``..`` are resolved; this is checked before the folder
+    is looked at, so the error is the same whether or not the target exists.
+    """
+    base = root.resolve()
     candidates = [root / sparse_subdir] if sparse_subdir else [root / "sparse" / "0", root / "sparse"]
     for cand in candidates:
+        if not cand.resolve().is_relative_to(base):
+            raise InputError(f"COLMAP model folder {sparse_subdir or cand.relative_to(root).as_posix()!r} is outside "
+                             f"the dataset {root}; input.sparse_subdir must name a folder inside it")
         if any((cand / f"images{ext}").is_file() for ext in (".bin", ".txt")):
             return cand
     return None
@@ -142,8 +150,14 @@ def _discover_colmap(root: Path, sparse_subdir: str, image_extensions: tuple[str
     if not images:
         raise InputError(f"COLMAP model {model_dir} has no registered images")
     paths, exts, ints = [], [], []
+    images_dir = (root / "images").resolve()
     for image in images:
         file = root / "images" / image.name
+        # Names come from the model's files: an absolute or ../ name, or a link out of images/, would make the
+        # reader take another file as a view. Refused before the file is looked at, whether or not it exists.
+        if not file.resolve().is_relative_to(images_dir):
+            raise InputError(f"COLMAP image name {image.name!r} in {model_dir} points outside {root / 'images'}; "
+                             "image names must be files inside images/ (fix the model's images.txt/.bin)")
         if not file.is_file():
             raise InputError(f"COLMAP image {image.name} is listed in {model_dir} but missing from {root / 'images'}")
         paths.append(file)

@@ -1,7 +1,8 @@
 """Tar archives between the backend and its clients: packing a file or folder, and extracting without escapes.
 
-Archives are uncompressed (images and videos are compressed already, and a plain tar cannot be a
-decompression bomb: its extracted size is bounded by the upload limit).
+Archives are uncompressed (images and videos are compressed already). A plain tar's extracted size is then
+bounded by its own size, except for sparse members (a few KiB of header describing GiB of holes): those are
+refused, and the receiver may cap the total bytes and the member count as well.
 """
 
 from __future__ import annotations
@@ -34,18 +35,30 @@ def pack_contents(folder: str | Path, out: BinaryIO) -> None:
             tar.add(child, arcname=child.name, recursive=True)
 
 
+_SPECIAL = {tarfile.SYMTYPE: "symbolic link", tarfile.LNKTYPE: "hard link", tarfile.CHRTYPE: "character device",
+            tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}
+
+
 def _check_member(member: tarfile.TarInfo) -> None:
-    """Refuse absolute names, ``..`` components, links and special files."""
+    """Refuse absolute names, ``..`` components, sparse files, links and special files."""
     name = member.name
     parts = PurePosixPath(name).parts
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts or "\\" in name:
         raise ArchiveError(f"archive entry {name!r} points outside the destination")
-    if not (member.isfile() or member.isdir()):
-        raise ArchiveError(f"archive entry {name!r} is a link or special file; only files and folders are accepted")
+    if member.issparse():
+        raise ArchiveError(f"archive entry {name!r} is a sparse file; pack it without --sparse")
+    if not (member.isreg() or member.isdir()):
+        kind = _SPECIAL.get(member.type, "special file")
+        raise ArchiveError(f"archive entry {name!r} is a {kind}; only files and folders are accepted")
 
 
-def safe_extract(archive: str | Path | BinaryIO, dest: str | Path) -> list[str]:
-    """Extract a tar into ``dest`` after checking every entry; returns the top-level names it held."""
+def safe_extract(archive: str | Path | BinaryIO, dest: str | Path, max_bytes: int | None = None,
+                 max_files: int | None = None) -> list[str]:
+    """Extract a tar into ``dest`` after checking every entry; returns the top-level names it held.
+
+    ``max_bytes`` caps the total size of the files and ``max_files`` the number of entries; both are checked
+    on the headers, before anything is written.
+    """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
@@ -54,15 +67,26 @@ def safe_extract(archive: str | Path | BinaryIO, dest: str | Path) -> list[str]:
             tarfile.open(fileobj=archive, mode="r:")
     except tarfile.TarError as exc:
         raise ArchiveError(f"not an uncompressed tar archive: {exc}") from exc
+    members: list[tarfile.TarInfo] = []
     try:
         with tar:
-            members = tar.getmembers()
-            for member in members:
+            total = 0
+            for member in tar:  # header by header: a refusal stops reading the rest
                 _check_member(member)
                 if not (root / member.name).resolve().is_relative_to(root):
                     raise ArchiveError(f"archive entry {member.name!r} points outside the destination")
+                members.append(member)
+                total += member.size if member.isreg() else 0
+                if max_files is not None and len(members) > max_files:
+                    raise ArchiveError(f"archive holds more than {max_files} entries, the most accepted here")
+                if max_bytes is not None and total > max_bytes:
+                    raise ArchiveError(f"archive expands to more than {max_bytes} bytes, the most accepted here")
             # The "data" filter re-checks the same rules inside tarfile (belt and braces), drops odd permissions.
             tar.extractall(dest, members=members, filter="data")
+    except tarfile.FilterError as exc:
+        raise ArchiveError(f"archive entry refused: {exc}") from exc
     except (tarfile.TarError, EOFError) as exc:  # truncated or corrupt after a valid header
         raise ArchiveError(f"corrupt tar archive: {exc}") from exc
+    except OSError as exc:  # e.g. a file and a folder of the same name, or a name too long for the filesystem
+        raise ArchiveError(f"cannot extract the archive: {exc.strerror or exc}") from exc
     return sorted({PurePosixPath(m.name).parts[0] for m in members if PurePosixPath(m.name).parts})

@@ -21,51 +21,15 @@ from flows.config import load_config, resolved
 from flows.errors import USER_ERRORS
 from flows.progress import progress_to
 from flows.backend.archive import pack_contents
+from flows.backend.policy import JobRequestError
 
 log = logging.getLogger(__name__)
 MAX_HISTORY = 100  # finished jobs kept (with their outputs); older ones are pruned, as upstream does
-# Top-level config keys a client may set: what to compute and export. Input, output location, storage and
-# the model are the server's (a client cannot read or write elsewhere, nor switch the resident model).
-CLIENT_KEYS = ("export", "processing", "ref_view_strategy", "pose", "infer_gs", "export_feat_layers", "input",
-               "exporters", "force")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class QueueFull(RuntimeError):
     """The bounded queue has no room; the client should retry later."""
-
-
-class JobRequestError(ValueError):
-    """A job request the server refuses (bad override, path outside the allowed roots, bad upload)."""
-
-
-def check_client_overrides(overrides: list[str], model: dict[str, str] | None = None) -> list[str]:
-    """The client's overrides if every key is one a client may set; no interpolations (they could read env vars).
-
-    ``model`` maps ``model`` and ``model.weights`` to the service's values: a client naming the same model is
-    accepted (the CLI names one when asked to), a different one is refused.
-    """
-    for item in overrides:
-        if not isinstance(item, str) or "=" not in item:
-            raise JobRequestError(f"override {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        top = key.lstrip("+~").split(".", 1)[0].split("@", 1)[0]
-        if model is not None and key in model:
-            if value.strip("'\"") != model[key]:
-                raise JobRequestError(f"override {item!r}: this backend runs {model['model']} with "
-                                      f"{model['model.weights']} weights and cannot switch models")
-            continue
-        if top in ("scene", "output_dir"):
-            raise JobRequestError(f"override {item!r}: the backend sets {top} itself (to the uploaded input and the "
-                                  "job's workspace)")
-        if top not in CLIENT_KEYS:
-            raise JobRequestError(f"override {item!r}: key {top!r} is fixed by the backend; a client may set "
-                                  f"{', '.join(CLIENT_KEYS)}")
-        if "${" in value:
-            raise JobRequestError(f"override {item!r}: interpolations are not accepted by the backend")
-        if key.lstrip("+~") == "input.sparse_subdir" and (value.strip("'\"").startswith(("/", "~")) or ".." in value):
-            raise JobRequestError(f"override {item!r}: sparse_subdir must be a folder inside the input")
-    return list(overrides)
 
 
 def quote_path(path: str | Path) -> str:
@@ -134,6 +98,10 @@ class Job:
         """The tar of ``output_dir`` served by ``/jobs/{id}/result``."""
         return self.workspace / "result.tar"
 
+    def redact(self, text: str) -> str:
+        """``text`` with paths in the job's upload shown relative to it (clients need not learn server folders)."""
+        return text.replace(f"{self.workspace / 'input'}/", "")
+
     def record(self) -> dict[str, Any]:
         """The job as JSON-ready data (no server paths)."""
         data = {k: v for k, v in asdict(self).items() if k not in ("workspace", "source")}
@@ -143,21 +111,25 @@ class Job:
         return data
 
 
-def new_job(workspace_root: Path, overrides: list[str], model: dict[str, str] | None = None) -> Job:
+def new_job(workspace_root: Path, overrides: list[str]) -> Job:
     """A job with a fresh id and an empty workspace folder (its source is set once the input is in place)."""
-    overrides = check_client_overrides(overrides, model)
     job_id = uuid.uuid4().hex
     workspace = workspace_root / job_id
     workspace.mkdir(parents=True)
     return Job(job_id, overrides, "", workspace)
 
 
+def server_overrides(job: Job, pinned: list[str]) -> list[str]:
+    """What the backend sets for ``job``: input, output location, pinned model (the client's overrides go after)."""
+    return [f"scene={quote_path(job.source)}", f"output_dir={quote_path(job.output_dir)}",
+            f"storage.root={quote_path(job.workspace)}", *pinned]
+
+
 def run_job(job: Job, pinned: list[str]) -> dict[str, Any]:
     """Run the reconstruct flow for ``job`` (the same code path as ``python -m flows.reconstruct``); pack its outputs."""
     from flows.reconstruct import reconstruct
 
-    overrides = [*job.overrides, f"scene={quote_path(job.source)}", f"output_dir={quote_path(job.output_dir)}",
-                 f"storage.root={quote_path(job.workspace)}", *pinned]
+    overrides = [*server_overrides(job, pinned), *job.overrides]
 
     def update(fraction: float, message: str) -> None:
         job.progress, job.message = round(fraction, 3), message
@@ -264,7 +236,7 @@ class JobQueue:
             try:
                 result, error = self.runner(job), None
             except BaseException as exc:  # noqa: BLE001 - any failure is the job's, never the worker's
-                result, error = None, describe_error(exc)
+                result, error = None, job.redact(describe_error(exc))
                 log.warning("job %s failed: %s", job.id, error)
             with self._cond:
                 self.running = None

@@ -26,9 +26,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from flows.backend.archive import ArchiveError, safe_extract
-from flows.backend.jobs import (JOB_ID, Job, JobQueue, JobRequestError, QueueFull, new_job, pinned_model_overrides,
-                                quote_path, run_job, warm_model)
+from flows.backend.jobs import (JOB_ID, Job, JobQueue, QueueFull, new_job, pinned_model_overrides, run_job,
+                                server_overrides, warm_model)
 from flows.backend.pages import dashboard_page, home_page
+from flows.backend.policy import JobLimits, JobRequestError, check_job, check_overrides, parse_path_job
 from flows.config import ConfigError, load_config
 
 TAR_TYPES = ("application/x-tar", "application/octet-stream")
@@ -91,11 +92,12 @@ class Service:
 
     def __init__(self, model_dir: str | None, preset: str | None, weights: str, device: str, max_queue: int,
                  max_upload_mb: int, allowed_roots: list[str] | None, workspace_dir: str | None,
-                 gallery_dir: str | None, token: str | None) -> None:
+                 gallery_dir: str | None, token: str | None, limits: JobLimits) -> None:
         self.pinned = pinned_model_overrides(model_dir, preset, weights, device)
         # What a client may restate (not change): the resolved preset and the weights kind.
         self.model = {"model": load_config("reconstruct", self.pinned).model.preset, "model.weights": weights}
         self.max_upload = max_upload_mb * 1024 * 1024
+        self.limits, self.max_files = limits, limits.files_for(self.max_upload)
         self.allowed_roots = [Path(r).expanduser().resolve() for r in allowed_roots or []]
         self.own_workspace = workspace_dir is None
         self.workspace = Path(workspace_dir or tempfile.mkdtemp(prefix="da3-backend-")).resolve()
@@ -125,6 +127,8 @@ class Service:
             "queue": {"length": self.queue.queued(), "max": self.queue.max_queue,
                       "running": running.id if running else None},
             "jobs": dict(self.queue.counts), "memory": memory(), "max_upload_mb": self.max_upload // (1024 * 1024),
+            "limits": {"max_files": self.max_files, "max_process_res": self.limits.max_process_res,
+                       "max_pixels": self.limits.max_pixels, "max_input_pixels": self.limits.max_input_pixels},
             "gallery": self.gallery_dir is not None, "auth": self.auth, "server_paths": bool(self.allowed_roots),
         }
 
@@ -132,7 +136,10 @@ class Service:
         """``path`` resolved (links and ``..`` included) if it lies inside an allowed root, else 403."""
         if not self.allowed_roots:
             raise HTTPException(403, "this backend accepts uploads only (start it with allowed roots for server paths)")
-        resolved = Path(path).expanduser().resolve()
+        try:
+            resolved = Path(path).expanduser().resolve()
+        except (RuntimeError, OSError) as exc:  # an unknown ~user, a link loop
+            raise HTTPException(400, f"path {path!r} cannot be resolved on the backend") from exc
         if not any(resolved.is_relative_to(root) for root in self.allowed_roots):
             raise HTTPException(403, f"path {path!r} is outside the backend's allowed roots")
         if not resolved.exists():
@@ -188,10 +195,11 @@ async def _read_small(request: Request, limit: int) -> bytes:
 
 def create_app(model_dir: str | None, preset: str | None, weights: str, device: str, gallery_dir: str | None = None,
                token: str | None = None, max_queue: int = 8, max_upload_mb: int = 512,
-               allowed_roots: list[str] | None = None, workspace_dir: str | None = None) -> FastAPI:
+               allowed_roots: list[str] | None = None, workspace_dir: str | None = None,
+               limits: JobLimits | None = None) -> FastAPI:
     """The backend app; its worker starts (and warms the model) with the app's lifespan."""
     service = Service(model_dir, preset, weights, device, max_queue, max_upload_mb, allowed_roots, workspace_dir,
-                      gallery_dir, token)
+                      gallery_dir, token, limits or JobLimits())
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -232,29 +240,31 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
         try:
             if kind == "application/json":
                 try:
-                    body = json.loads(await _read_small(request, 1 << 20))
-                except ValueError as exc:
-                    raise HTTPException(400, f"request body is not JSON: {exc}") from exc
-                if not isinstance(body, dict) or not isinstance(body.get("path"), str):
-                    raise HTTPException(400, "a JSON job needs {'path': <server path>, 'overrides': [...]}")
-                source = service.allowed_path(body["path"])
-                job = new_job(service.workspace, list(body.get("overrides") or []), service.model)
+                    body = parse_path_job(json.loads(await _read_small(request, 1 << 20)))
+                except (ValueError, RecursionError) as exc:  # JobRequestError is a ValueError too
+                    raise HTTPException(400, str(exc) if isinstance(exc, JobRequestError) else
+                                        f"request body is not JSON: {exc}") from exc
+                overrides = check_overrides(body.overrides, service.model)
+                source = service.allowed_path(body.path)
+                job = new_job(service.workspace, overrides)
                 job.source = str(source)
             elif kind in TAR_TYPES:
-                job = new_job(service.workspace, request.query_params.getlist("override"), service.model)
+                # Before the upload is stored: keys a client may never set are refused without reading it.
+                job = new_job(service.workspace, check_overrides(request.query_params.getlist("override"),
+                                                                 service.model))
                 await _prepare_upload(request, job)
             else:
                 raise HTTPException(415, "send the input as application/x-tar, or JSON {path, overrides}")
         except JobRequestError as exc:
             raise HTTPException(400, str(exc)) from exc
         try:
-            # Validate the whole config now, so a bad override is a 400 here rather than a failed job later.
-            await run_in_threadpool(load_config, "reconstruct",
-                                    [*job.overrides, f"scene={quote_path(job.source)}", *service.pinned])
+            # The whole config now, composed as the worker will: a bad job is a 400 here, not a failed job later.
+            await run_in_threadpool(check_job, job.overrides, server_overrides(job, service.pinned),
+                                    Path(job.source), service.model, service.limits)
             service.queue.submit(job)
         except (ConfigError, JobRequestError) as exc:
             shutil.rmtree(job.workspace, ignore_errors=True)
-            raise HTTPException(400, str(exc)) from exc
+            raise HTTPException(400, job.redact(str(exc))) from exc
         except QueueFull as exc:
             shutil.rmtree(job.workspace, ignore_errors=True)
             raise HTTPException(503, str(exc)) from exc
@@ -264,7 +274,8 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
         """Receive and safely extract the uploaded tar; its single top-level entry is the scene."""
         try:
             job.upload_bytes = await _receive_upload(request, job.workspace / "upload.tar", service.max_upload)
-            names = await run_in_threadpool(safe_extract, job.workspace / "upload.tar", job.workspace / "input")
+            names = await run_in_threadpool(safe_extract, job.workspace / "upload.tar", job.workspace / "input",
+                                            service.max_upload, service.max_files)
         except (HTTPException, ArchiveError) as exc:
             shutil.rmtree(job.workspace, ignore_errors=True)
             if isinstance(exc, ArchiveError):
@@ -314,7 +325,8 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
 
 def serve(model_dir: str | None, preset: str | None, weights: str, device: str, host: str = "127.0.0.1",
           port: int = 8008, gallery_dir: str | None = None, token: str | None = None, max_queue: int = 8,
-          max_upload_mb: int = 512, allowed_roots: list[str] | None = None, workspace_dir: str | None = None) -> None:
+          max_upload_mb: int = 512, allowed_roots: list[str] | None = None, workspace_dir: str | None = None,
+          limits: JobLimits | None = None) -> None:
     """Run the backend with uvicorn until interrupted; the model is loaded before the port opens."""
     import uvicorn
 
@@ -322,7 +334,7 @@ def serve(model_dir: str | None, preset: str | None, weights: str, device: str, 
         raise BackendConfigError(f"refusing to listen on {host} without a token: pass a token (clients send "
                                  "'Authorization: Bearer <token>') or bind 127.0.0.1")
     app = create_app(model_dir, preset, weights, device, gallery_dir, token, max_queue, max_upload_mb,
-                     allowed_roots, workspace_dir)
+                     allowed_roots, workspace_dir, limits)
     app.state.service.warm()  # a model that cannot load stops the service here, with its error
     _import_before_serving()
     if token:

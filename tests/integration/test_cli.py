@@ -20,6 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import flows.cli as cli
+from flows.backend.policy import JobLimits
 from flows.reconstruct import main as reconstruct_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -245,10 +246,11 @@ def test_backend_command_passes_its_flags(monkeypatch):
     _fake_module(monkeypatch, "flows.backend", __path__=[])
     _fake_module(monkeypatch, "flows.backend.server", serve=lambda **k: calls.append(k))
     _ok(da3("backend", "--preset", "da3-small", "--weights", "random", "--port", "9001", "--allowed-root", "/a",
-            "--allowed-root", "/b", "--token", "t"))
+            "--allowed-root", "/b", "--token", "t", "--max-files", "99", "--max-pixels", "1000"))
     assert calls == [{"model_dir": None, "preset": "da3-small", "weights": "random", "device": "auto",
                       "host": "127.0.0.1", "port": 9001, "gallery_dir": "workspace/gallery", "token": "t",
-                      "max_queue": 8, "max_upload_mb": 512, "allowed_roots": ["/a", "/b"]}]
+                      "max_queue": 8, "max_upload_mb": 512, "allowed_roots": ["/a", "/b"],
+                      "limits": JobLimits(max_files=99, max_pixels=1000)}]
 
 
 def test_gradio_command(monkeypatch):
@@ -283,7 +285,8 @@ def test_gallery_serves_the_gallery_app(tmp_path, monkeypatch):
     ("auto", ["--fps", "--sparse-subdir", "--align-to-input-ext-scale"]), ("image", []),
     ("images", ["--image-extensions"]), ("video", ["--fps"]),
     ("colmap", ["--sparse-subdir", "--align-to-input-ext-scale"]),
-    ("backend", ["--host", "--port", "--gallery-dir", "--max-queue", "--max-upload-mb", "--allowed-root", "--token"]),
+    ("backend", ["--host", "--port", "--gallery-dir", "--max-queue", "--max-upload-mb", "--allowed-root", "--token",
+                 "--max-files", "--max-process-res", "--max-pixels", "--max-input-pixels"]),
     ("gradio", ["--workspace-dir", "--share", "--debug", "--cache-examples", "--cache-gs-tag"]),
     ("gallery", ["--gallery-dir", "--open-browser"]),
 ])
