@@ -223,7 +223,7 @@ def describe_config_error(exc: BaseException) -> str:
 
 def validate(cfg: ReconstructConfig) -> None:
     """Checks the schema cannot express: value ranges and export formats against the model."""
-    from da3core.export import FORMATS, check_formats, parse_formats
+    from da3core.export import FORMATS, check_feature_layers, check_formats, parse_formats
     from da3core.model.presets import has_gaussian_head
 
     if cfg.model.preset not in PRESETS:
@@ -234,6 +234,10 @@ def validate(cfg: ReconstructConfig) -> None:
     if cfg.infer_gs and not has_gaussian_head(cfg.model.preset):
         with_head = " or ".join(f"model={p}" for p in PRESETS if has_gaussian_head(p))
         raise ConfigError(f"config error at infer_gs: preset {cfg.model.preset} has no Gaussian head; use {with_head}")
+    try:
+        check_feature_layers(cfg.export_feat_layers, cfg.model.preset)
+    except ValueError as exc:
+        raise ConfigError(f"config error at export_feat_layers: {exc}") from exc
     try:
         formats = parse_formats(cfg.export)
         check_formats(formats, has_conf=PRESETS[cfg.model.preset].has_conf, has_gaussians=cfg.infer_gs,

@@ -126,7 +126,7 @@ def check_feature_layers(layers: Sequence[int], preset: str) -> None:
     """Refuse ``export_feat_layers`` that are not blocks of ``preset``'s backbone (they would silently be absent)."""
     from da3core.model.presets import VIT_SIZES, get_preset
 
-    depth = VIT_SIZES[get_preset(preset).net.vit][1]
+    depth = VIT_SIZES[get_preset(preset).net.vit].depth
     bad = [layer for layer in layers
            if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < depth]
     if bad:

@@ -124,3 +124,13 @@ def test_resolve_model_errors(tmp_path, model_dir, preset, weights, message):
     source = model_dir if model_dir is None or "/" in model_dir else str(tmp_path / model_dir)
     with pytest.raises(CliError, match=message):
         resolve_model(source, preset, weights)
+
+
+def test_feature_layers_beyond_the_backbone_are_refused_before_inference():
+    from flows.config import ConfigError
+
+    assert _cfg(["model=da3-small", "export_feat_layers=[0,11]"])["export_feat_layers"] == [0, 11]
+    for layers in ("[12]", "[-1]"):
+        with pytest.raises(ConfigError, match=r"export_feat_layers.*0 to 11"):
+            load_config("reconstruct", ["model=da3-small", f"export_feat_layers={layers}"])
+    assert _cfg(["model=da3-large", "export_feat_layers=[23]"])["export_feat_layers"] == [23]
