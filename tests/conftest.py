@@ -67,3 +67,18 @@ def video_capture() -> SyntheticCapture:
 def video_file(video_capture: SyntheticCapture, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The video capture encoded as a 30 fps H.264 mp4."""
     return write_video(video_capture, tmp_path_factory.mktemp("video") / "sweep.mp4", fps=30.0).path
+
+
+@pytest.fixture(scope="session")
+def bench_root(tmp_path_factory: pytest.TempPathFactory):
+    """``bench_root(name)`` -> the folder of the DA3-BENCH miniature ``name``, written once per session on first use."""
+    from da3core.synthetic import write_miniature
+
+    root, written = tmp_path_factory.mktemp("benchmark_dataset"), {}
+
+    def get(name: str) -> Path:
+        if name not in written:
+            written[name] = write_miniature(name, root)
+        return written[name]
+
+    return get
