@@ -99,7 +99,7 @@ def write_eth3d(root: Path, scenes: Sequence[str] = ("courtyard", "electro"), n_
     return root / "eth3d"
 
 
-def write_7scenes(root: Path, scenes: Sequence[str] = ("chess", "stairs"), n_views: int = 2) -> Path:
+def write_7scenes(root: Path, scenes: Sequence[str] = ("chess", "stairs"), n_views: int = 3) -> Path:
     """7-Scenes: 640x480 frames at the dataset's fixed Kinect intrinsics, c2w pose files, depth in mm (65535 = none)."""
     K = np.array([[585.0, 0.0, 320.0], [0.0, 585.0, 240.0], [0.0, 0.0, 1.0]])
     for s, name in enumerate(scenes):

@@ -47,10 +47,10 @@ def test_7scenes_fixed_intrinsics_pose_inversion_and_the_stairs_sequence(bench_r
     assert dataset.scenes() == ["chess", "stairs"]
     stairs = dataset.load("stairs")
     assert all("/stairs/seq-02/" in f for f in stairs.image_files)
-    exts = as_homogeneous(orbit_extrinsics(2, make_scene(1).target))
+    exts = as_homogeneous(orbit_extrinsics(3, make_scene(1).target))
     np.testing.assert_allclose(stairs.extrinsics, exts, atol=1e-6)
     K = np.array([[585.0, 0, 320], [0, 585, 240], [0, 0, 1]])
-    np.testing.assert_array_equal(stairs.intrinsics, np.repeat(K[None], 2, 0))
+    np.testing.assert_array_equal(stairs.intrinsics, np.repeat(K[None], 3, 0))
     truth = render_view(make_scene(1), K, exts[1], 480, 640)[1]
     np.testing.assert_allclose(stairs.gt_depth(1), truth, atol=DEPTH_STEP["7scenes"] + 1e-6)
 

@@ -132,6 +132,14 @@ class BenchScene:
         """The reconstruction reference as an (M, 3) point set (meshes sampled as the benchmark samples them)."""
         return self.reader.gt_points(self, seed)
 
+    def image(self, index: int) -> np.ndarray:
+        """Frame ``index`` as stored, RGB uint8 (H, W, 3)."""
+        image = cv2.imdecode(np.frombuffer(self.reader.store.fs.cat_file(self.image_files[index]), np.uint8),
+                             cv2.IMREAD_COLOR)
+        if image is None:
+            raise LayoutError(f"cannot decode image {self.image_files[index]}")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
 
 class BenchDataset:
     """Base reader: ``scenes()`` lists the benchmark scenes present, ``load(scene)`` reads one."""
@@ -176,6 +184,15 @@ class BenchDataset:
 
     def gt_points(self, scene: BenchScene, seed: int = 0) -> np.ndarray:
         raise GroundTruthMissingError(f"{self.name} has no reconstruction ground truth ({self.store.root})")
+
+    def fusion_view(self, scene: BenchScene, index: int, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB image, predicted depth resized to it by nearest neighbour): the frame as the benchmark fuses it."""
+        image = scene.image(index)
+        return image, cv2.resize(depth, image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+
+    def posed_intrinsics(self, scene: BenchScene, index: int, size: tuple[int, int]) -> np.ndarray:
+        """The GT intrinsics of frame ``index`` for a fusion frame of ``size`` (H, W) in the posed mode."""
+        return scene.intrinsics[index]
 
     def _scene(self, scene: str, folder: str, image_files: list[str], intrinsics: list, extrinsics: list,
                **aux: Any) -> BenchScene:

@@ -83,5 +83,25 @@ class ScanNetPP(BenchDataset):
         depth = cv2.resize(depth, FUSION_SIZE[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float32)
         return (depth > 0) & (depth != np.inf)
 
+    def fusion_view(self, scene: BenchScene, index: int, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frame undistorted, cropped to its valid region and resized to 1024x768 (area); the depth resized to the
+        camera size (nearest), then to 1024x768 (bilinear)."""
+        height, width = scene.aux["camera_hw"][index]
+        image = cv2.undistort(scene.image(index), scene.aux["raw_intrinsics"][index], scene.aux["dist"][index],
+                              newCameraMatrix=scene.intrinsics[index])
+        x, y, w, h = scene.aux["roi"][index]
+        image = cv2.resize(image[y:y + h, x:x + w], FUSION_SIZE[::-1], interpolation=cv2.INTER_AREA)
+        depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+        return image, cv2.resize(depth, FUSION_SIZE[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+    def posed_intrinsics(self, scene: BenchScene, index: int, size: tuple[int, int]) -> np.ndarray:
+        """The GT intrinsics back in COLMAP pixel coordinates (+0.5), scaled from the camera size to ``size``."""
+        height, width = scene.aux["camera_hw"][index]
+        K = scene.intrinsics[index].copy()
+        K[:2, 2] += 0.5
+        K[0] *= size[1] / width
+        K[1] *= size[0] / height
+        return K
+
     def gt_points(self, scene: BenchScene, seed: int = 0) -> np.ndarray:
         return self._mesh_points(self.fusion.n_points, seed, scene.name, "scans", "mesh_aligned_0.05.ply")
