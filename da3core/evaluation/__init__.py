@@ -4,12 +4,12 @@ Plain Python (numpy, scipy, open3d); no Prefect. The metrics follow upstream's `
 """
 
 from da3core.evaluation.depth import least_squares_scale, metric_depth_metrics, relative_depth_metrics
-from da3core.evaluation.fusion import TriangleMesh, fuse_to_points, sample_surface, tsdf_fuse
+from da3core.evaluation.fusion import TriangleMesh, sample_surface, tsdf_fuse
 from da3core.evaluation.pose import pose_auc, relative_pose_errors
 from da3core.evaluation.reconstruction import crop_to_box, reconstruction_metrics, voxel_downsample
 
 __all__ = [
-    "TriangleMesh", "crop_to_box", "fuse_to_points", "least_squares_scale", "metric_depth_metrics", "pose_auc",
+    "TriangleMesh", "crop_to_box", "least_squares_scale", "metric_depth_metrics", "pose_auc",
     "reconstruction_metrics", "relative_depth_metrics", "relative_pose_errors", "sample_surface", "tsdf_fuse",
     "voxel_downsample",
 ]

@@ -63,19 +63,3 @@ def sample_surface(mesh: TriangleMesh, n_points: int, seed: int = 0) -> np.ndarr
         o3d_mesh.vertex_colors = o3d.utility.Vector3dVector(mesh.colors)
     o3d.utility.random.seed(seed)
     return np.asarray(o3d_mesh.sample_points_uniformly(number_of_points=n_points).points)
-
-
-def fuse_to_points(
-    depths: np.ndarray,
-    intrinsics: np.ndarray,
-    extrinsics: np.ndarray,
-    voxel_length: float,
-    sdf_trunc: float,
-    max_depth: float,
-    n_points: int,
-    images: np.ndarray | None = None,
-    seed: int = 0,
-) -> np.ndarray:
-    """TSDF-fuse the depth maps and sample ``n_points`` from the fused surface: the benchmark's predicted point set."""
-    mesh = tsdf_fuse(depths, intrinsics, extrinsics, voxel_length, sdf_trunc, max_depth, images)
-    return sample_surface(mesh, n_points, seed)

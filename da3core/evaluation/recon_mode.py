@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from da3core.evaluation.datasets.base import BenchScene
-from da3core.evaluation.fusion import fuse_to_points
+from da3core.evaluation.fusion import sample_surface, tsdf_fuse
 from da3core.evaluation.reconstruction import crop_to_box, reconstruction_metrics
 from da3core.pose_align import align_poses_umeyama, apply_sim3_to_extrinsics
 
@@ -70,8 +70,9 @@ def reconstruct(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np.n
     """The benchmark's predicted point set for ``scene``: prepared inputs, TSDF fusion, uniform surface sampling."""
     settings = _fusion_settings(scene)
     inputs = fusion_inputs(scene, pred_depth, pred_intrinsics, pred_extrinsics, posed)
-    return fuse_to_points(inputs.depths, inputs.intrinsics, inputs.extrinsics, settings.voxel_length, settings.sdf_trunc,
-                          settings.max_depth, settings.n_points, inputs.images, seed)
+    mesh = tsdf_fuse(inputs.depths, inputs.intrinsics, inputs.extrinsics, settings.voxel_length, settings.sdf_trunc,
+                     settings.max_depth, inputs.images)
+    return sample_surface(mesh, settings.n_points, seed)
 
 
 def evaluate_reconstruction(scene: BenchScene, points: np.ndarray, seed: int = 0) -> dict[str, float]:

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from da3core.evaluation import (
-    fuse_to_points, metric_depth_metrics, pose_auc, reconstruction_metrics, relative_depth_metrics, tsdf_fuse,
+    metric_depth_metrics, pose_auc, reconstruction_metrics, relative_depth_metrics, sample_surface, tsdf_fuse,
 )
 from da3core.geometry import affine_inverse, as_homogeneous
 from da3core.synthetic import make_capture, make_scene, surface_points
@@ -113,19 +113,17 @@ def test_depth_metrics_mixed_errors_and_masks():
 def test_tsdf_fusion_of_exact_depth_lies_on_the_scene_surface():
     capture = make_capture(n_views=4, width=48, height=36, seed=3)
     voxel = 0.05
-    points = fuse_to_points(capture.depth, capture.intrinsics, capture.extrinsics, voxel, 3 * voxel, 100.0, 20000,
-                            capture.images, seed=0)
+    mesh = tsdf_fuse(capture.depth, capture.intrinsics, capture.extrinsics, voxel, 3 * voxel, 100.0, capture.images)
+    points = sample_surface(mesh, 20000, seed=0)
     surface = surface_points(make_scene(3), 0.01)
     # Fused points sit on the true surface: on average within half a voxel, all within the truncation band.
     got = reconstruction_metrics(points, surface, threshold=3 * voxel)
     assert got["acc"] < voxel / 2 and got["precision"] == 1.0
-    assert np.array_equal(points, fuse_to_points(capture.depth, capture.intrinsics, capture.extrinsics, voxel,
-                                                 3 * voxel, 100.0, 20000, capture.images, seed=0))  # seeded: repeatable
+    assert np.array_equal(points, sample_surface(mesh, 20000, seed=0))  # seeded: repeatable
 
 
 def test_tsdf_fusion_without_valid_depth_has_no_surface():
     mesh = tsdf_fuse(np.zeros((2, 8, 8)), np.tile(np.eye(3), (2, 1, 1)), np.tile(np.eye(4), (2, 1, 1)), 0.05, 0.15, 10.0)
     assert len(mesh.triangles) == 0
     with pytest.raises(ValueError, match="without triangles"):
-        fuse_to_points(np.zeros((2, 8, 8)), np.tile(np.eye(3), (2, 1, 1)), np.tile(np.eye(4), (2, 1, 1)),
-                       0.05, 0.15, 10.0, 100)
+        sample_surface(mesh, 100)

@@ -30,6 +30,12 @@ def read_cam_file(text: str, path: str) -> tuple[np.ndarray, np.ndarray]:
     return K, ext
 
 
+def frame_names(reader: BenchDataset, scene: str, folder: str) -> list[str]:
+    """The scene's PNG frames in ``folder``, view 33 first; a missing folder is a missing scene."""
+    reader._require_scene(scene, folder)
+    return reference_first([n for n in reader.store.listdir(folder) if n.endswith(".png")])
+
+
 def reference_first(files: list[str]) -> list[str]:
     """Move view 33 to the front when there are more than 33 views."""
     return [files[REFERENCE_VIEW]] + files[:REFERENCE_VIEW] + files[REFERENCE_VIEW + 1:] if len(files) > REFERENCE_VIEW else files
@@ -46,13 +52,12 @@ class DTU(BenchDataset):
 
     def load(self, scene: str) -> BenchScene:
         folder = f"Rectified/{scene}"
-        self._require_scene(scene, folder)
-        names = [n for n in self.store.listdir(folder) if n.endswith(".png")]
+        names = frame_names(self, scene, folder)
         if len(names) <= REFERENCE_VIEW:
             raise LayoutError(f"dtu scene {scene} has {len(names)} views in {self.store.url(folder)}; "
                               f"the benchmark needs at least {REFERENCE_VIEW + 1}")
         files, intrinsics, extrinsics, views = [], [], [], []
-        for name in reference_first(names):
+        for name in names:
             try:
                 view = int(name.split("_")[1]) - 1
             except (IndexError, ValueError):
@@ -90,9 +95,8 @@ class DTU64(BenchDataset):
 
     def load(self, scene: str) -> BenchScene:
         folder = f"{scene}/image"
-        self._require_scene(scene, folder)
         files, intrinsics, extrinsics = [], [], []
-        for name in reference_first([n for n in self.store.listdir(folder) if n.endswith(".png")]):
+        for name in frame_names(self, scene, folder):
             cam_file = ("Cameras", f"{int(name.split('.')[0]):08d}_cam.txt")
             if not self.store.exists(*cam_file):
                 log.warning("dtu64: camera file missing, view skipped: %s", self.store.url(*cam_file))
