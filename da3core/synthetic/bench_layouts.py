@@ -20,7 +20,7 @@ from scipy.spatial.transform import Rotation
 from da3core.geometry import affine_inverse, as_homogeneous, intrinsics_from_fov
 from da3core.synthetic.scene import SyntheticScene, make_scene, orbit_extrinsics, render_view, scene_mesh, surface_points
 
-GT_CLOUD_SPACING = 0.05  # metres between the points of the GT point clouds (HiRoom, DTU)
+GT_CLOUD_SPACING = 0.025  # metres between the points of the GT point clouds (HiRoom, DTU)
 
 
 def _render(scene: SyntheticScene, K: np.ndarray, extrinsics: np.ndarray, height: int, width: int):
