@@ -2,7 +2,7 @@
 
 ``recon_unposed`` fuses with the predicted cameras moved onto the GT trajectory by a RANSAC Umeyama Sim(3);
 ``recon_posed`` fuses with the GT cameras. Both scale the depth by that Sim(3)'s scale and zero it outside the
-dataset's GT mask, as upstream's ``fuse3d`` does. DTU (multi-view consistency fusion) is not covered.
+dataset's GT mask, as upstream's ``fuse3d`` does. DTU fuses differently: see :mod:`da3core.evaluation.dtu_recon`.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ class FusionInputs:
 
 def _fusion_settings(scene: BenchScene):
     if scene.reader.fusion is None:
-        raise ValueError(f"{scene.dataset} has no TSDF reconstruction mode (dtu fuses by multi-view consistency, dtu64 "
-                         "is pose-only)")
+        raise ValueError(f"{scene.dataset} has no TSDF reconstruction mode (dtu: use dtu_reconstruct/dtu_evaluate; "
+                         "dtu64 is pose-only)")
     return scene.reader.fusion
 
 

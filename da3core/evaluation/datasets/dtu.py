@@ -44,7 +44,7 @@ def reference_first(files: list[str]) -> list[str]:
 class DTU(BenchDataset):
     """``<root>/{Rectified/<scene>/rect_VVV_L_r5000.png, Cameras/VVVVVVVV_cam.txt, depth_raw/Depths/<scene>/
     depth_visual_VVVV.png, Points/stl/stlNNN_total.ply, SampleSet/mvs_data/ObsMask/{ObsMaskN_10,PlaneN}.mat}``
-    (millimetres). Its reconstruction mode fuses by multi-view consistency, not TSDF (``fusion`` is None)."""
+    (millimetres). Its reconstruction mode is not TSDF (``fusion`` is None): see da3core.evaluation.dtu_recon."""
 
     name = "dtu"
     scene_names = DTU_SCENES
