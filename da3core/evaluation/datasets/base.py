@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import posixpath
 from dataclasses import dataclass, field
@@ -70,8 +71,9 @@ class DatasetStore:
         folder = self.url(*parts)
         if not self.fs.isdir(folder):
             raise LayoutError(f"expected a folder at {folder}")
+        itself = fsspec.core.strip_protocol(folder).rstrip("/")
         return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)
-                      if p.rstrip("/") != self.fs._strip_protocol(folder).rstrip("/"))
+                      if p.rstrip("/") != itself)
 
     def read_bytes(self, *parts: str) -> bytes:
         path = self.url(*parts)
@@ -92,8 +94,6 @@ class DatasetStore:
         return image
 
     def read_npy(self, *parts: str) -> np.ndarray:
-        import io
-
         return np.load(io.BytesIO(self.read_bytes(*parts)), allow_pickle=False)
 
     def local(self, *parts: str) -> Path:
@@ -159,6 +159,7 @@ class BenchDataset:
         return list(self.scene_names)
 
     def has_scene(self, scene: str) -> bool:
+        """Whether the scene's folder is in the expected place."""
         return self.store.exists(self.layout_hint.format(scene=scene))
 
     def scenes(self) -> list[str]:
@@ -177,12 +178,15 @@ class BenchDataset:
         raise NotImplementedError
 
     def gt_depth(self, scene: BenchScene, index: int) -> np.ndarray:
+        """See :meth:`BenchScene.gt_depth`; datasets without GT depth maps raise."""
         raise GroundTruthMissingError(f"{self.name} has no GT depth ({self.store.root})")
 
     def valid_mask(self, scene: BenchScene, index: int) -> np.ndarray | None:
+        """See :meth:`BenchScene.valid_mask`."""
         return None
 
     def gt_points(self, scene: BenchScene, seed: int = 0) -> np.ndarray:
+        """See :meth:`BenchScene.gt_points`; pose-only datasets raise."""
         raise GroundTruthMissingError(f"{self.name} has no reconstruction ground truth ({self.store.root})")
 
     def fusion_view(self, scene: BenchScene, index: int, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
