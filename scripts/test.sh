@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/unit -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh dev,app
+scripts/setup_env.sh dev,app,eval
 scripts/install_oracle.sh
 # Debian's chromium for the gallery's browser test (root or sudo needed once per machine).
 if ! command -v chromium >/dev/null 2>&1; then

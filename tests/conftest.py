@@ -81,3 +81,18 @@ def loop_sequence() -> SyntheticCapture:
 def open_sequence() -> SyntheticCapture:
     """600 32x24 frames along an S-curve that never comes back (streaming tests)."""
     return make_sequence("open", n_frames=600)
+
+
+@pytest.fixture(scope="session")
+def bench_root(tmp_path_factory: pytest.TempPathFactory):
+    """``bench_root(name)`` -> the folder of the DA3-BENCH miniature ``name``, written once per session on first use."""
+    from da3core.synthetic import write_miniature
+
+    root, written = tmp_path_factory.mktemp("benchmark_dataset"), {}
+
+    def get(name: str) -> Path:
+        if name not in written:
+            written[name] = write_miniature(name, root)
+        return written[name]
+
+    return get

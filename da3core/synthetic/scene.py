@@ -206,3 +206,23 @@ def render_capture(scene: SyntheticScene, intrinsics: np.ndarray, extrinsics: np
         extrinsics=np.asarray(extrinsics, dtype=np.float64),
         scene=scene,
     )
+
+
+def scene_mesh(scene: SyntheticScene) -> tuple[np.ndarray, np.ndarray]:
+    """The room's exact surface as a triangle mesh: (vertices (4R, 3) float64, triangles (2R, 3) int32)."""
+    corners = [np.stack([r.origin, r.origin + r.edge_u, r.origin + r.edge_u + r.edge_v, r.origin + r.edge_v])
+               for r in scene.rects]
+    quads = 4 * np.arange(len(scene.rects))[:, None]
+    triangles = np.concatenate([quads + [0, 1, 2], quads + [0, 2, 3]])
+    return np.concatenate(corners), triangles.astype(np.int32)
+
+
+def surface_points(scene: SyntheticScene, spacing: float) -> np.ndarray:
+    """Points on a regular grid of step ``spacing`` (metres) over every rectangle of the room, (M, 3) float64."""
+    points = []
+    for rect in scene.rects:
+        nu = max(1, int(np.ceil(np.linalg.norm(rect.edge_u) / spacing)))
+        nv = max(1, int(np.ceil(np.linalg.norm(rect.edge_v) / spacing)))
+        a, b = np.meshgrid((np.arange(nu) + 0.5) / nu, (np.arange(nv) + 0.5) / nv, indexing="ij")
+        points.append(rect.origin + a.reshape(-1, 1) * rect.edge_u + b.reshape(-1, 1) * rect.edge_v)
+    return np.concatenate(points)
