@@ -82,15 +82,17 @@ def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: S
         return SceneResult(name, store.url, "skipped", {}, time.perf_counter() - started)
     reuse = not cfg.force and same_input and previous.get("stages", {}).get("align", {}).get(
         "inference_hash") == inference_hash
-    earlier_exports = set(previous.get("export_files", []))
+    # Exported files the store lists: still valid for its inference, or stale (from an inference it replaced).
+    valid, stale = set(previous.get("export_files", [])), set(previous.get("stale_exports", []))
     if reuse:
         logger.info("scene %s: inference is up to date (%s); re-exporting only", name, inference_hash)
         store.update_attrs(complete=None, config=run, config_hash=full_hash)  # unmarked before any export changes
     else:
         if previous and not same_input:
             logger.info("scene %s: the input differs from the stored one (source or content); recomputing", name)
+        valid, stale = set(), valid | stale
         attrs = {"scene": name, "source": source, "config": run, "config_hash": full_hash,
-                 "inference_hash": inference_hash, "export_files": sorted(earlier_exports)}
+                 "inference_hash": inference_hash, "export_files": [], "stale_exports": sorted(stale)}
         with store.replacement() as staged:  # built beside the old store, swapped in after inference and alignment
             report(0.15, f"inference on {len(scene)} views")
             infer(name, scene, staged, run, attrs)
@@ -101,14 +103,14 @@ def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: S
     report(0.75, f"exporting {'+'.join(formats)}")
     # Called in turn, not submitted: inside a batch's scene task a nested submit would wait for a worker
     # slot held by that very scene task (deadlock at concurrency=1).
-    exports, written = {}, set()
+    exports = {}
     for i, fmt in enumerate(formats):
         exports[fmt] = export_format(name, store, fmt, export_dir, _export_options(run, fmt))
-        written |= {_relative(path, export_dir) for path in exports[fmt]}
-        store.update_attrs(export_files=sorted(earlier_exports | written))  # a kill from here on leaves them listed
+        valid |= {_relative(path, export_dir) for path in exports[fmt]}
+        store.update_attrs(export_files=sorted(valid))
         report(0.75 + 0.2 * (i + 1) / len(formats), f"exported {fmt}")
-    remove_exports(export_dir, earlier_exports - written, dict(cfg.storage.options))
-    store.update_attrs(export_files=sorted(written))
+    remove_exports(export_dir, stale - valid, dict(cfg.storage.options))  # e.g. depth_vis of views no longer there
+    store.update_attrs(stale_exports=[])
     lock.check()
     store.mark_complete(full_hash)
     seconds = time.perf_counter() - started
