@@ -253,3 +253,27 @@ def test_pipeline_memory_is_flat_in_video_length(tmp_path, monkeypatch):
     print(f"traced memory at frame 60 {held[60]:.1f} MiB, at frame 240 {held[239]:.1f} MiB, peak {peak:.1f} MiB")
     assert held[239] - held[60] < 4, held
     assert peak < 20, peak  # whole run incl. the second pass; all 240 frames would be 74 MiB
+
+
+def test_second_run_on_an_output_being_written_fails_naming_the_holder(tmp_path, clip, capsys):
+    import subprocess
+    import sys
+
+    from paths import REPO_ROOT
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "store_scripts" / "hold_lock.py"),
+                               str(out / "depth.zarr"), "{}", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = [f"video={clip.path}", f"output_dir={out}", *FAST, "max_frames=2"]
+        assert main(argv) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith("error: scene store") and f"pid {holder.pid} on " in line and "lock_timeout" in line
+        assert not (out / "depth.zarr").exists() and not (out / "depth.ndjson").exists()
+        holder.communicate("release\n", timeout=30)
+        assert video_depth(argv).status == "done"
+    finally:
+        holder.kill()
+        holder.wait()
