@@ -11,8 +11,8 @@ import xarray as xr
 import zarr
 
 from da3core.prediction import Gaussians, Prediction
-from da3core.store import SceneStore, join_url, store_lock
-from store_scripts.replace_store import marker_hash, prediction
+from da3core.store import SceneStore, join_url
+from store_scripts.replace_store import marker_hash, prediction, replace
 
 
 def _prediction(capture) -> Prediction:
@@ -84,15 +84,7 @@ def _marker(client, prefix: str) -> dict | None:
 
 
 def _replace(url: str, options: dict, views: int, seed: int) -> None:
-    """What the flows do: hold the lock, build beside, swap in, mark last."""
-    store = SceneStore(url, options)
-    with store_lock(store) as lock:
-        store.discard_leftovers()
-        with store.replacement() as staged:
-            staged.reset({"seed": seed})
-            staged.write_prediction(prediction(views, seed))
-            lock.check()
-        store.mark_complete(marker_hash(views, seed))
+    replace(SceneStore(url, options), views, seed)
 
 
 def _s3_client(options: dict):

@@ -88,8 +88,11 @@ def main(argv: list[str]) -> None:
     if argv[0] == "--kill-at":
         install_kill(argv[1], argv[2])
         argv = argv[2:]
-    url, n, seed = argv[0], int(argv[1]), int(argv[2])
-    store = SceneStore(url)
+    replace(SceneStore(argv[0]), int(argv[1]), int(argv[2]))
+
+
+def replace(store: SceneStore, n: int, seed: int) -> None:
+    """What the flows do: hold the lock, discard leftovers, build beside, swap in, mark last."""
     with store_lock(store) as lock:
         store.discard_leftovers()
         with store.replacement() as staged:
