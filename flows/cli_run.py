@@ -193,7 +193,7 @@ def check_input(command: str, input: Path, options: InferenceOptions) -> str:
         if options.image_extensions is not None else IMAGE_EXTENSIONS
     try:
         scene = discover_scene(input, exts, options.sparse_subdir or "",
-                               options.fps if options.fps is not None else 1.0)
+                               options.fps if options.fps is not None else 1.0, hash_files=False)  # the flow hashes
     except (InputError, VideoError) as exc:
         raise CliError(str(exc)) from None
     if command != "auto" and scene.kind != command:

@@ -72,7 +72,7 @@ def input_identity(manifest: dict | None) -> dict:
 
 
 def _file_record(path: Path) -> dict:
-    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
+    return {"path": str(path), "size": path.stat().st_size}
 
 
 def _suffix(path: Path) -> str:
@@ -100,16 +100,20 @@ def discover_scene(
     sparse_subdir: str = "",
     fps: float | None = 1.0,
     max_frames: int | None = None,
+    hash_files: bool = True,
 ) -> SceneInput:
     """Classify ``source`` and list its views; raises InputError with a one-line reason.
 
-    Every file record gets a ``name``: its path relative to the scene's folder (the file's folder for a single file).
+    Every file record gets a ``name``, its path relative to the scene's folder (the file's folder for a single
+    file), and unless ``hash_files`` is False (a quick check of what an input is) its ``sha256``.
     """
     path = Path(source)
     scene = _discover(path, image_extensions, sparse_subdir, fps, max_frames)
     root = path if path.is_dir() else path.parent
     for record in scene.files:
         record["name"] = _name_in(Path(record["path"]), root)
+        if hash_files:
+            record["sha256"] = sha256_file(record["path"])
     return scene
 
 

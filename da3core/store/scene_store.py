@@ -144,6 +144,8 @@ class SceneStore:
         """Put the unmarked store ``staged`` (same filesystem) at this URL, as the module docstring describes."""
         fs, path = self._fs()
         src = staged._fs()[1]
+        if not fs.exists(f"{src}/zarr.json"):  # checked before the old store is touched
+            raise StoreError(f"no staged store at {staged.url} to replace {self.url} with")
         if self._is_local():
             aside = f"{path}{OLD_TAG}{uuid.uuid4().hex[:12]}"
             if os.path.lexists(path):
@@ -177,7 +179,7 @@ class SceneStore:
         fs, path = self._fs()
         parent, name = path.rstrip("/").rsplit("/", 1)
         try:
-            entries = fs.ls(parent, detail=False)
+            entries = fs.ls(parent, detail=False, refresh=True)
         except (FileNotFoundError, NotADirectoryError):
             return []
         leftovers = [e for e in entries if e.rstrip("/").rsplit("/", 1)[-1].startswith((name + TMP_TAG, name + OLD_TAG))]
