@@ -1,9 +1,10 @@
 """What a ``da3`` inference command does: flags → Hydra overrides → the reconstruct flow, locally or on a backend.
 
 Every inference command goes through :func:`execute`: resolve the model, build the overrides
-(:func:`overrides_for`, pure), validate config and input, make room in the export dir, then run
+(:func:`overrides_for`, pure), validate config and input, check the export dir, then run
 ``flows.reconstruct.main`` (exactly what ``python -m flows.reconstruct <overrides>`` runs) or hand the
-same overrides to the backend client. Heavy modules (torch, Prefect) are imported only when a command runs,
+same overrides to the backend client. Older files in the export dir are removed only after the new result
+is written (``--auto-cleanup`` or a confirmation). Heavy modules (torch, Prefect) are imported only when a command runs,
 so ``--help`` stays fast.
 """
 
@@ -15,6 +16,7 @@ import re
 import shlex
 import shutil
 import sys
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -183,7 +185,7 @@ def check_input(command: str, input: Path, options: InferenceOptions) -> str:
         if options.image_extensions is not None else IMAGE_EXTENSIONS
     try:
         scene = discover_scene(input, exts, options.sparse_subdir or "",
-                               options.fps if options.fps is not None else 1.0)
+                               options.fps if options.fps is not None else 1.0, hash_files=False)  # the flow hashes
     except (InputError, VideoError) as exc:
         raise CliError(str(exc)) from None
     if command != "auto" and scene.kind != command:
@@ -194,27 +196,80 @@ def check_input(command: str, input: Path, options: InferenceOptions) -> str:
     return f"{len(scene)} view{'s' * (len(scene) != 1)} ({scene.kind})"
 
 
-def prepare_export_dir(export_dir: Path, input: Path, auto_cleanup: bool, interactive: bool,
-                       confirm: Callable[[str], bool]) -> None:
-    """Make sure ``export_dir`` is empty or absent; an old non-empty one is removed only when the user said so."""
+def plan_export_dir(export_dir: Path, input: Path, auto_cleanup: bool, interactive: bool,
+                    confirm: Callable[[str], bool]) -> bool:
+    """Check ``export_dir`` can take the result; True when it holds older files that the user agreed to replace.
+
+    Nothing is deleted here: :func:`replace_old_contents` removes the old files once the new result is written.
+    """
     export_dir = export_dir.expanduser().resolve()
     if export_dir.exists() and not export_dir.is_dir():
         raise CliError(f"--export-dir {export_dir} is a file; choose a folder")
     if not export_dir.exists() or not any(export_dir.iterdir()):
-        return
-    precious = {Path("/").resolve(), Path.home().resolve()}
-    if export_dir in precious or Path.cwd().resolve().is_relative_to(export_dir) \
-            or input.expanduser().resolve().is_relative_to(export_dir):
-        raise CliError(f"--export-dir {export_dir} holds the input, the current folder or your home; "
-                       "choose a dedicated export folder")
+        return False
+    check_replaceable(export_dir, input)
     if not auto_cleanup:
         if not interactive:
-            raise CliError(f"--export-dir {export_dir} is not empty; pass --auto-cleanup to replace it "
+            raise CliError(f"--export-dir {export_dir} is not empty; pass --auto-cleanup to replace its contents "
                            "or choose another --export-dir")
-        if not confirm(f"{export_dir} is not empty. Delete it and continue?"):
+        if not confirm(f"{export_dir} is not empty. Replace its contents with the new result?"):
             raise CliError(f"cancelled; {export_dir} left as it was")
-    print(f"removing old export dir {export_dir}", file=sys.stderr)
-    shutil.rmtree(export_dir)
+    return True
+
+
+def check_replaceable(folder: Path, input: Path) -> None:
+    """Refuse a folder whose contents must never be deleted: a filesystem root or mount point, one that is or
+    holds $HOME or the working directory, and one that is, holds or lies inside the input (paths resolved)."""
+    folder, input = folder.expanduser().resolve(), input.expanduser().resolve()
+    fix = "choose a dedicated export folder"
+    if folder == Path(folder.anchor) or os.path.ismount(folder):
+        raise CliError(f"--export-dir {folder} is a filesystem root; {fix}")
+    for what, path in (("your home folder", Path.home().resolve()), ("the current folder", Path.cwd().resolve())):
+        if path.is_relative_to(folder):
+            raise CliError(f"--export-dir {folder} is or holds {what} ({path}); {fix}")
+    if input.is_relative_to(folder) or folder.is_relative_to(input):
+        raise CliError(f"--export-dir {folder} holds the input or lies inside it ({input}); {fix}")
+
+
+def replace_old_contents(export_dir: Path, download: Path | None = None) -> None:
+    """After a successful run, leave only the new result in ``export_dir``: the store and the files it lists as its
+    exports (or, for a backend run, what was downloaded into ``download``: the store is swapped in, then the
+    files moved over). Holds the scene lock, so no other run is writing there meanwhile."""
+    from da3core.store import SceneStore, store_lock
+    from flows.reconstruct import STORE_NAME
+
+    export_dir = export_dir.expanduser().resolve()
+    store = SceneStore(str(export_dir / STORE_NAME))
+    with store_lock(store):
+        if download is None:
+            keep = set(store.attrs().get("export_files", []))
+        else:
+            store.replace_with(SceneStore(str(download / STORE_NAME)))
+            keep = set()
+            for path in sorted(p for p in download.rglob("*") if not p.is_dir()):
+                rel = path.relative_to(download)
+                (export_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, export_dir / rel)
+                keep.add(rel.as_posix())
+            shutil.rmtree(download)
+        print(f"removing older files from {export_dir}", file=sys.stderr)
+        _remove_all_but(export_dir, keep, STORE_NAME)
+
+
+def _remove_all_but(folder: Path, keep: set[str], store_name: str, prefix: str = "") -> None:
+    """Delete everything under ``folder`` except ``keep`` (relative paths) and the store with its lock; links are
+    removed, never followed."""
+    for entry in folder.iterdir():
+        rel = prefix + entry.name
+        if rel in keep or (not prefix and entry.name.startswith(store_name)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            if any(k.startswith(rel + "/") for k in keep):
+                _remove_all_but(entry, keep, store_name, rel + "/")
+            else:
+                shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 # Fixes the config layer words in override terms, said here in flag terms.
@@ -231,7 +286,7 @@ def in_flag_terms(message: str) -> str:
 
 def execute(command: str, input: str, options: InferenceOptions, interactive: bool,
             confirm: Callable[[str], bool]) -> int:
-    """Run one inference command; returns the exit code. Nothing is deleted before every check passed."""
+    """Run one inference command; returns the exit code. Nothing is deleted before the new result is written."""
     from flows.config import ConfigError, load_config
 
     if "://" in options.export_dir:
@@ -248,15 +303,21 @@ def execute(command: str, input: str, options: InferenceOptions, interactive: bo
     summary = check_input(command, Path(input), options)
     if not options.use_backend:
         _check_device(options.device)
-    prepare_export_dir(Path(options.export_dir), Path(input), options.auto_cleanup, interactive, confirm)
+    export_dir = Path(options.export_dir)
+    replacing = plan_export_dir(export_dir, Path(input), options.auto_cleanup, interactive, confirm)
     if options.use_backend:
         # The server runs its own model unless this command named one (--preset / --model-dir).
-        return _run_on_backend(command, input, replace(options, preset=preset if explicit_model else None))
-    print(f"da3 {command}: {summary}, {preset} ({options.weights} weights) -> {Path(options.export_dir).absolute()}\n"
+        return _run_on_backend(command, input, replace(options, preset=preset if explicit_model else None), replacing)
+    if replacing:  # a fresh result, not one reused from the old contents
+        overrides.append("force=true")
+    print(f"da3 {command}: {summary}, {preset} ({options.weights} weights) -> {export_dir.absolute()}\n"
           f"  same as: python -m flows.reconstruct {shlex.join(overrides)}", file=sys.stderr)
     from flows.reconstruct import main
 
-    return main(overrides)
+    code = main(overrides)
+    if code == 0 and replacing:
+        replace_old_contents(export_dir)
+    return code
 
 
 def _check_device(device: str) -> None:
@@ -269,21 +330,28 @@ def _check_device(device: str) -> None:
         raise CliError(str(exc).replace("model.device=", "--device ")) from None
 
 
-def _run_on_backend(command: str, input: str, options: InferenceOptions) -> int:
-    """Send the work to a da3 backend through its client; the outputs land in the export dir."""
+def _run_on_backend(command: str, input: str, options: InferenceOptions, replacing: bool) -> int:
+    """Send the work to a da3 backend through its client; the outputs land in the export dir (when it holds older
+    files, first in a folder inside it, then moved over by :func:`replace_old_contents`)."""
     try:
         from flows.backend.client import run_on_backend
     except ImportError as exc:
         raise CliError(f"the backend client is not available ({exc}); run without --use-backend") from None
     token = options.backend_token or os.environ.get("DA3_BACKEND_TOKEN") or None
     overrides = overrides_for(command, input, options, backend=True)
+    export_dir = Path(options.export_dir).expanduser().absolute()
+    dest = export_dir / f".da3-download-{uuid.uuid4().hex[:8]}" if replacing else export_dir
     print(f"da3 {command}: sending {input} to {options.backend_url}", file=sys.stderr)
     try:
-        result = run_on_backend(options.backend_url, overrides, str(Path(input).expanduser().absolute()),
-                                str(Path(options.export_dir).expanduser().absolute()), token=token, progress=True)
+        result = run_on_backend(options.backend_url, overrides, str(Path(input).expanduser().absolute()), str(dest),
+                                token=token, progress=True)
     except Exception as exc:  # the client's errors (HTTP, connection, task failure) all end the command the same way
+        if replacing:
+            shutil.rmtree(dest, ignore_errors=True)
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise CliError(f"backend {options.backend_url}: {message}") from None
+    if replacing:
+        replace_old_contents(export_dir, download=dest)
     print(f"da3 {command}: done on {options.backend_url} -> {Path(options.export_dir).absolute()} "
           f"({', '.join(f'{k}={v}' for k, v in result.items() if isinstance(v, (str, int, float)))})")
     return 0

@@ -94,7 +94,7 @@ class PoseConfig:
 @dataclass
 class InputConfig:
     fps: float = 1.0  # video sampling rate; <= 0 keeps every frame
-    max_frames: Optional[int] = None
+    max_frames: Optional[int] = None  # the first N views of a folder or video; None or <= 0: all
     image_extensions: list[str] = field(default_factory=lambda: ["png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif"])
     sparse_subdir: str = ""  # COLMAP model folder; empty tries sparse/0 then sparse
 
@@ -103,6 +103,7 @@ class InputConfig:
 class StorageConfig:
     root: str = "outputs"  # local folder or fsspec URL (s3://bucket/prefix)
     options: dict[str, Any] = field(default_factory=dict)  # fsspec storage options, e.g. client_kwargs.endpoint_url
+    lock_timeout: float = 0.0  # seconds to wait while another run writes the same scene; 0 fails at once naming it
 
 
 @dataclass
@@ -136,6 +137,7 @@ class BatchConfig(ReconstructConfig):
 @dataclass
 class VideoStorageConfig:
     options: dict[str, Any] = field(default_factory=dict)  # fsspec options for s3:// videos and output folders
+    lock_timeout: float = 0.0  # seconds to wait while another run writes the same output; 0 fails at once naming it
 
 
 @dataclass
@@ -229,6 +231,7 @@ def validate(cfg: ReconstructConfig) -> None:
     if cfg.model.preset not in PRESETS:
         raise ConfigError(f"config error at model.preset: unknown preset '{cfg.model.preset}'; "
                           f"available: {', '.join(sorted(PRESETS))}")
+    _check_lock_timeout(cfg.storage.lock_timeout)
     if cfg.processing.process_res < 14:
         raise ConfigError(f"config error at processing.process_res: {cfg.processing.process_res} is below one patch (14)")
     if cfg.infer_gs and not has_gaussian_head(cfg.model.preset):
@@ -260,12 +263,18 @@ def validate_video_depth(cfg: VideoDepthConfig) -> None:
 
     if cfg.encoder not in ENCODERS:
         raise ConfigError(f"config error at encoder: unknown encoder '{cfg.encoder}'; available: {', '.join(ENCODERS)}")
+    _check_lock_timeout(cfg.storage.lock_timeout)
     if cfg.input_size < 14:
         raise ConfigError(f"config error at input_size: {cfg.input_size} is below one patch (14)")
     if cfg.windows_per_batch < 1:
         raise ConfigError(f"config error at windows_per_batch: {cfg.windows_per_batch}; use 1 or more")
     if min(cfg.focal_length_x, cfg.focal_length_y) <= 0:
         raise ConfigError("config error at focal_length_x/focal_length_y: focal lengths must be positive pixels")
+
+
+def _check_lock_timeout(seconds: float) -> None:
+    if seconds < 0:
+        raise ConfigError(f"config error at storage.lock_timeout: {seconds}; use 0 (fail at once) or a number of seconds")
 
 
 def resolved(cfg: ReconstructConfig) -> dict[str, Any]:
@@ -278,6 +287,8 @@ def config_hashes(cfg: ReconstructConfig) -> tuple[str, str]:
     data = resolved(cfg)
     inference = {k: data[k] for k in _INFERENCE_KEYS}
     inference["model"] = {k: v for k, v in data["model"].items() if k not in ("device",)}
+    max_frames = data["input"]["max_frames"]  # None, 0 and -1 all mean every frame: one hash
+    inference["input"] = {**data["input"], "max_frames": max_frames if max_frames and max_frames > 0 else None}
     full = {**inference, "export": data["export"], "exporters": data["exporters"]}
     digest = lambda d: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]  # noqa: E731
     return digest(inference), digest(full)

@@ -1,27 +1,34 @@
 """Reconstruct one scene: ``python -m flows.reconstruct scene=<name|path|s3 url> export=glb+gs_video [overrides]``.
 
 Runs as a Prefect flow without a server (Prefect starts a temporary local API when none is
-configured). Outputs go to ``<storage.root>/<scene name>/``: ``scene.zarr`` and the exports.
+configured). Outputs go to ``<storage.root>/<scene name>/``: ``scene.zarr`` and the exports. One run at a time
+per scene (``scene.zarr.lock``, see ``da3core.store.lock``); ``storage.lock_timeout`` seconds to wait for another.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import fsspec
 from prefect import flow, get_run_logger
 
 from da3core.export import parse_formats
+from da3core.io.inputs import input_identity
 from da3core.io.remote import is_remote
-from da3core.store import SceneStore, join_url
+from da3core.store import SceneStore, join_url, store_lock
+from da3core.store.lock import Lock
 from flows.config import ReconstructConfig, config_hashes, load_config, resolved
 from flows.errors import run_cli
 from flows.progress import report
 from flows.storage import check_storage
 from tasks.reconstruction import align_poses, export_format, infer, ingest
+
+STORE_NAME = "scene.zarr"
 
 
 @dataclass
@@ -49,32 +56,49 @@ def resolve_scene(cfg: ReconstructConfig) -> tuple[str, str]:
 
 
 def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneResult:
-    """Run (or resume) one scene's tasks; a complete store for the same config is left untouched."""
+    """Run (or resume) one scene's tasks holding the scene lock; a complete store for the same config and input
+    is left untouched, one for other settings is replaced only once the new inference is done."""
+    export_dir = cfg.output_dir or join_url(cfg.storage.root, name)
+    store = SceneStore(join_url(export_dir, STORE_NAME), dict(cfg.storage.options))
+    with store_lock(store, cfg.storage.lock_timeout) as lock:
+        for leftover in store.discard_leftovers():
+            get_run_logger().info("removed %s, left by an interrupted run", leftover)
+        return _reconstruct_locked(cfg, name, source, store, export_dir, lock)
+
+
+def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: SceneStore, export_dir: str,
+                        lock: Lock) -> SceneResult:
     logger = get_run_logger()
     started = time.perf_counter()
     run = resolved(cfg)
     inference_hash, full_hash = config_hashes(cfg)
-    export_dir = cfg.output_dir or join_url(cfg.storage.root, name)
-    store = SceneStore(join_url(export_dir, "scene.zarr"), dict(cfg.storage.options))
     formats = parse_formats(cfg.export)
-
-    if not cfg.force and store.is_complete(full_hash):
-        logger.info("scene %s is complete for this config (%s); skipping", name, full_hash)
+    report(0.05, "reading input")
+    scene = ingest(name, source, run["input"], dict(cfg.storage.options))  # lists and hashes the files, once
+    previous = store.attrs() if store.exists() else {}
+    same_input = input_identity(previous.get("inputs")) == scene.identity()
+    if not cfg.force and same_input and store.is_complete(full_hash):
+        logger.info("scene %s is complete for this config (%s) and input; skipping", name, full_hash)
         return SceneResult(name, store.url, "skipped", {}, time.perf_counter() - started)
-    reuse = not cfg.force and store.exists() and store.attrs().get("stages", {}).get("align", {}).get(
+    reuse = not cfg.force and same_input and previous.get("stages", {}).get("align", {}).get(
         "inference_hash") == inference_hash
+    # Exported files the store lists: still valid for its inference, or stale (from an inference it replaced).
+    valid, stale = set(previous.get("export_files", [])), set(previous.get("stale_exports", []))
     if reuse:
         logger.info("scene %s: inference is up to date (%s); re-exporting only", name, inference_hash)
-        store.update_attrs(complete=None, config=run, config_hash=full_hash)
+        store.update_attrs(complete=None, config=run, config_hash=full_hash)  # unmarked before any export changes
     else:
-        report(0.05, "reading input")
-        scene = ingest(name, source, run["input"], dict(cfg.storage.options))
-        report(0.15, f"inference on {len(scene)} views")
+        if previous and not same_input:
+            logger.info("scene %s: the input differs from the stored one (source or content); recomputing", name)
+        valid, stale = set(), valid | stale
         attrs = {"scene": name, "source": source, "config": run, "config_hash": full_hash,
-                 "inference_hash": inference_hash}
-        store = infer(name, scene, store, run, attrs)
-        report(0.7, "aligning poses")
-        store = align_poses(name, scene, store, run, inference_hash)
+                 "inference_hash": inference_hash, "export_files": [], "stale_exports": sorted(stale)}
+        with store.replacement() as staged:  # built beside the old store, swapped in after inference and alignment
+            report(0.15, f"inference on {len(scene)} views")
+            infer(name, scene, staged, run, attrs)
+            report(0.7, "aligning poses")
+            align_poses(name, scene, staged, run, inference_hash)
+            lock.check()
 
     report(0.75, f"exporting {'+'.join(formats)}")
     # Called in turn, not submitted: inside a batch's scene task a nested submit would wait for a worker
@@ -82,11 +106,42 @@ def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneRe
     exports = {}
     for i, fmt in enumerate(formats):
         exports[fmt] = export_format(name, store, fmt, export_dir, _export_options(run, fmt))
+        valid |= {_relative(path, export_dir) for path in exports[fmt]}
+        store.update_attrs(export_files=sorted(valid))
         report(0.75 + 0.2 * (i + 1) / len(formats), f"exported {fmt}")
+    remove_exports(export_dir, stale - valid, dict(cfg.storage.options))  # e.g. depth_vis of views no longer there
+    store.update_attrs(stale_exports=[])
+    lock.check()
     store.mark_complete(full_hash)
     seconds = time.perf_counter() - started
     logger.info("scene %s finished in %.2fs -> %s", name, seconds, export_dir)
     return SceneResult(name, store.url, "exported" if reuse else "done", exports, seconds)
+
+
+def _relative(location: str, export_dir: str) -> str:
+    """An exported file's path relative to the export dir (how the store lists it)."""
+    if is_remote(export_dir):
+        return location[len(export_dir.rstrip("/")) + 1:]
+    return Path(os.path.relpath(location, export_dir)).as_posix()
+
+
+def remove_exports(export_dir: str, relpaths: set[str], storage_options: dict[str, Any]) -> None:
+    """Delete files of an earlier export set (relative paths inside ``export_dir``; never the store) and, locally,
+    the folders they leave empty."""
+    fs, root = fsspec.core.url_to_fs(export_dir, **storage_options)
+    root = root.rstrip("/")
+    for rel in sorted(relpaths):
+        parts = PurePosixPath(rel).parts
+        if not parts or PurePosixPath(rel).is_absolute() or ".." in parts or parts[0].startswith(STORE_NAME):
+            continue  # the list comes from store attributes: never follow it outside the export set
+        try:
+            fs.rm_file(f"{root}/{rel}")
+        except FileNotFoundError:
+            pass
+        folder = os.path.dirname(f"{root}/{rel}")
+        while not is_remote(export_dir) and folder != root and os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+            folder = os.path.dirname(folder)
 
 
 def _export_options(run: dict[str, Any], fmt: str) -> dict[str, Any]:

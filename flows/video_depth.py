@@ -3,7 +3,8 @@
 Runs Video Depth Anything as a Prefect flow and writes, next to the video (``videos/mice.mp4`` →
 ``videos/mice/``) or in ``output_dir``: ``depth.zarr`` (depth per frame, frame indices, timestamps,
 scale and provenance) and Annolid's outputs (``depth.ndjson`` always, the rest by ``save_*``).
-The store is written under a staging name and moved into place when inference succeeds, so a failed
+One run at a time per output folder (``depth.zarr.lock``; ``storage.lock_timeout`` seconds to wait for another).
+The store is built beside the old one and swapped in when inference succeeds (``da3core.store``), so a failed
 run never damages a previous result; the completion marker is written last.
 """
 
@@ -15,12 +16,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger
 
 from da3core.io.remote import is_remote
-from da3core.store import SceneStore, join_url
+from da3core.store import SceneStore, join_url, store_lock
 from da3core.video_depth.outputs import default_output_dir
 from flows.config import VideoDepthConfig, load_config, resolved
 from flows.errors import run_cli
@@ -28,7 +28,6 @@ from flows.storage import check_storage
 from tasks.video_depth import SECOND_PASS, check_local_video, estimate, export_second_pass, probe
 
 STORE_NAME = "depth.zarr"
-STAGING_NAME = ".depth.zarr.partial"
 # Keys that change the depth maps; the rest only changes which files are written and how.
 _INFERENCE_KEYS = ("encoder", "metric", "weights", "seed", "fp32", "input_size", "max_res", "target_fps",
                    "max_frames", "streaming", "windows_per_batch")
@@ -63,7 +62,8 @@ def resolve_paths(cfg: VideoDepthConfig) -> tuple[str, str]:
 
 
 def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
-    """Probe, stream the depth into a staged store and the per-frame outputs, then the second-pass outputs."""
+    """Probe, then (holding the output's lock) stream the depth into a staged store and the per-frame outputs,
+    swap the store in, and write the second-pass outputs."""
     logger = get_run_logger()
     started = time.perf_counter()
     run = resolved(cfg)
@@ -73,23 +73,26 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
     check_storage(output_dir, options, key="output_dir")  # after the probe: a missing video leaves no empty output folder
     inference_hash, full_hash = config_hashes(cfg, job.sha256)
     store = SceneStore(join_url(output_dir, STORE_NAME), options)
-    if not cfg.force and store.is_complete(full_hash):
-        logger.info("%s is complete for this config and video (%s); skipping", store.url, full_hash)
-        return VideoDepthResult(job.name, store.url, output_dir, "skipped", {}, time.perf_counter() - started)
-
-    staging = SceneStore(join_url(output_dir, STAGING_NAME), options)
-    attrs = {"scene": Path(job.name).stem, "source": source, "config": run, "config_hash": full_hash,
-             "inference_hash": inference_hash, "inputs": {"kind": "video", "files": [{"path": source,
-                                                                                      "sha256": job.sha256}]}}
-    streamed = estimate(job, staging, output_dir, run, attrs)
-    store = staging.move_to(store.url)
-    futures = [export_second_pass.submit(kind, store, output_dir, job, run, streamed["depth_range"])
-               for kind in SECOND_PASS if run[kind]]
-    outputs = {"output_dir": [output_dir], **streamed["outputs"]}
-    for future in futures:
-        outputs.update(future.result())
-    store.update_attrs(outputs={kind: len(paths) for kind, paths in outputs.items()})  # counts: lists can be long
-    store.mark_complete(full_hash)
+    with store_lock(store, cfg.storage.lock_timeout) as lock:
+        for leftover in store.discard_leftovers():
+            logger.info("removed %s, left by an interrupted run", leftover)
+        if not cfg.force and store.is_complete(full_hash):
+            logger.info("%s is complete for this config and video (%s); skipping", store.url, full_hash)
+            return VideoDepthResult(job.name, store.url, output_dir, "skipped", {}, time.perf_counter() - started)
+        attrs = {"scene": Path(job.name).stem, "source": source, "config": run, "config_hash": full_hash,
+                 "inference_hash": inference_hash, "inputs": {"kind": "video", "files": [{"path": source,
+                                                                                          "sha256": job.sha256}]}}
+        with store.replacement() as staged:
+            streamed = estimate(job, staged, output_dir, run, attrs)
+            lock.check()
+        futures = [export_second_pass.submit(kind, store, output_dir, job, run, streamed["depth_range"])
+                   for kind in SECOND_PASS if run[kind]]
+        outputs = {"output_dir": [output_dir], **streamed["outputs"]}
+        for future in futures:
+            outputs.update(future.result())
+        store.update_attrs(outputs={kind: len(paths) for kind, paths in outputs.items()})  # counts: lists can be long
+        lock.check()
+        store.mark_complete(full_hash)
     seconds = time.perf_counter() - started
     logger.info("%s: %d frames in %.2fs -> %s", job.name, len(job.indices), seconds, output_dir)
     return VideoDepthResult(job.name, store.url, output_dir, "done", outputs, seconds)

@@ -5,13 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh dev,app,eval
 scripts/install_oracle.sh
-# Debian's chromium for the gallery's browser test (root or sudo needed once per machine).
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages some tests need (root or sudo needed once per machine); without them those tests are skipped.
+install_debian() {  # install_debian PACKAGE "what is skipped without it"
+  command -v "$1" >/dev/null 2>&1 && return 0
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  echo "[test] installing Debian chromium"
-  { $sudo_cmd apt-get install -y -q chromium || { $sudo_cmd apt-get update -q && $sudo_cmd apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
-    || echo "[test] could not install chromium; the gallery browser test will be skipped" >&2
-fi
+  echo "[test] installing Debian $1"
+  { $sudo_cmd apt-get install -y -q "$1" || { $sudo_cmd apt-get update -q && $sudo_cmd apt-get install -y -q "$1"; }; } \
+    >/dev/null 2>&1 || echo "[test] could not install $1; $2 will be skipped" >&2
+}
+install_debian chromium "the gallery browser test"
+install_debian strace "the kill tests that inject SIGKILL at a syscall"
 export DA3_ORACLE_PYTHON="$PWD/.venv-oracle/bin/python" DA3_REQUIRE_ORACLE=1
 set +e
 .venv/bin/python -m pytest "$@"

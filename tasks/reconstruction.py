@@ -9,6 +9,7 @@ import importlib.metadata as md
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from da3core.io.inputs import SceneInput, discover_scene, load_views
-from da3core.io.remote import localize
+from da3core.io.remote import is_remote, localize
 from da3core.store import SceneStore
 from tasks.model_cache import get_model
 
@@ -36,19 +37,22 @@ def package_versions() -> dict[str, str]:
 
 @task(name="ingest", task_run_name="ingest-{name}", cache_policy=NO_CACHE)
 def ingest(name: str, source: str, input_cfg: dict[str, Any], storage_options: dict[str, Any]) -> SceneInput:
-    """Find the scene's views (image, folder, video frames at input.fps, COLMAP cameras) and hash its files."""
+    """Find the scene's views (image, folder, video frames at input.fps, COLMAP cameras) and hash its files.
+
+    The manifest's ``source`` is the resolved local path or the URL, so the skip decision sees where input came from.
+    """
     started = time.perf_counter()
     local = localize(source, storage_options)
     scene = discover_scene(local, tuple(input_cfg["image_extensions"]), input_cfg["sparse_subdir"],
                            input_cfg["fps"], input_cfg["max_frames"])
-    scene.source = source
+    scene.source = source if is_remote(source) else str(Path(source).resolve())  # where it came from, canonical
     get_run_logger().info("ingest %s: %d %s views in %.2fs", name, len(scene), scene.kind, time.perf_counter() - started)
     return scene
 
 
 @task(name="inference", task_run_name="inference-{name}", cache_policy=NO_CACHE)
 def infer(name: str, scene: SceneInput, store: SceneStore, run: dict[str, Any], attrs: dict[str, Any]) -> SceneStore:
-    """Decode the views, run the model (pose-conditioned for COLMAP input), and write a fresh store."""
+    """Decode the views, run the model (pose-conditioned for COLMAP input), and write them to ``store`` (a staged one)."""
     logger = get_run_logger()
     started = time.perf_counter()
     views = load_views(scene)
@@ -65,7 +69,7 @@ def infer(name: str, scene: SceneInput, store: SceneStore, run: dict[str, Any], 
         model_seconds = time.perf_counter() - forward_started
     pred = result.prediction
     pred.source_names = scene.names
-    # Only now, with inference done, is the old store replaced: bad input never destroys earlier results.
+    # Only now, with every view decoded and inferred, is the store written: bad input leaves nothing behind.
     store.reset({**attrs, "model": loaded.info, "versions": package_versions(), "inputs": scene.manifest(),
                  "worker": {"host": socket.gethostname(), "pid": os.getpid()}, "started_at": time.time()})
     frame_index = scene.frame_indices if scene.frame_indices is not None else np.arange(len(scene))

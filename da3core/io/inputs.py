@@ -1,12 +1,15 @@
 """Scene inputs: detect what a path holds (image, image folder, video, COLMAP dataset) and load its views.
 
 ``discover_scene`` only inspects and hashes files; frames are decoded later by ``load_views``, so a
-bad input fails before any output is touched.
+bad input fails before any output is touched. Images are read as Depth Anything 3 reads them (Pillow, then RGB),
+except that samples deeper than 8 bits are scaled to 0-255 (``round(v * 255 / 65535)``) rather than clipped.
+Gray and palette images become RGB; an alpha channel is dropped, colours kept as stored (as DA3 does).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +43,10 @@ class SceneInput:
     def __len__(self) -> int:
         return len(self.names)
 
+    def identity(self) -> dict:
+        """What makes two ingests the same input: see :func:`input_identity`."""
+        return input_identity(self.manifest())
+
     def manifest(self) -> dict:
         """JSON-ready description for provenance (no arrays beyond small per-view lists)."""
         return {
@@ -57,8 +64,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def input_identity(manifest: dict | None) -> dict:
+    """The part of an input manifest a result depends on: where it came from and every file's name and sha256."""
+    manifest = manifest or {}
+    files = sorted((f.get("name"), f.get("sha256")) for f in manifest.get("files", []))
+    return {"kind": manifest.get("kind"), "source": manifest.get("source"), "files": files}
+
+
 def _file_record(path: Path) -> dict:
-    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
+    return {"path": str(path), "size": path.stat().st_size}
 
 
 def _suffix(path: Path) -> str:
@@ -94,9 +108,32 @@ def discover_scene(
     sparse_subdir: str = "",
     fps: float | None = 1.0,
     max_frames: int | None = None,
+    hash_files: bool = True,
 ) -> SceneInput:
-    """Classify ``source`` and list its views; raises InputError with a one-line reason."""
+    """Classify ``source`` and list its views; raises InputError with a one-line reason.
+
+    Every file record gets a ``name``, its path relative to the scene's folder (the file's folder for a single
+    file), and unless ``hash_files`` is False (a quick check of what an input is) its ``sha256``.
+    """
     path = Path(source)
+    scene = _discover(path, image_extensions, sparse_subdir, fps, max_frames)
+    root = path if path.is_dir() else path.parent
+    for record in scene.files:
+        record["name"] = _name_in(Path(record["path"]), root)
+        if hash_files:
+            record["sha256"] = sha256_file(record["path"])
+    return scene
+
+
+def _name_in(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # one of them was resolved through a symlink
+        return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
+
+
+def _discover(path: Path, image_extensions: tuple[str, ...], sparse_subdir: str, fps: float | None,
+              max_frames: int | None) -> SceneInput:
     if not path.exists():
         raise InputError(f"input not found: {path}. Give an image, a folder of images, a video or a COLMAP dataset.")
     if path.is_file():
@@ -111,7 +148,7 @@ def discover_scene(
     if (path / "images").is_dir() and ((path / "sparse").is_dir() or sparse_subdir):
         return _discover_colmap(path, sparse_subdir, image_extensions)
     images = list_images(path, image_extensions)
-    if max_frames:
+    if max_frames is not None and max_frames > 0:
         images = images[:max_frames]
     if not images:
         raise InputError(
@@ -174,15 +211,52 @@ def _discover_colmap(root: Path, sparse_subdir: str, image_extensions: tuple[str
 def load_views(scene: SceneInput) -> list[np.ndarray]:
     """Decode every view as RGB uint8 (H, W, 3); raises InputError for unreadable files."""
     if scene.kind == "video":
-        frames, _ = video_io.read_frames(scene.source, np.asarray(scene.frame_indices))
+        # the local file: ``source`` says where the video came from (an s3:// URL for remote input)
+        frames, _ = video_io.read_frames(scene.files[0]["path"], np.asarray(scene.frame_indices))
         return list(frames)
+    return [read_image(path) for path in scene.paths]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One image file as RGB uint8 (H, W, 3), as the module docstring describes; InputError if unreadable."""
     from PIL import Image, UnidentifiedImageError
 
-    views = []
-    for path in scene.paths:
-        try:
-            with Image.open(path) as im:
-                views.append(np.asarray(im.convert("RGB")))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"cannot read image {path}: {exc.__class__.__name__}. Replace or remove the file.") from exc
-    return views
+    try:
+        with Image.open(path) as im:
+            if not _deeper_than_8_bits(im, path):
+                return np.asarray(im.convert("RGB"))
+            im.load()  # decodes fully: a truncated file fails here like an 8-bit one
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"cannot read image {path}: {exc.__class__.__name__}. Replace or remove the file.") from exc
+    return _wide_to_rgb8(path)
+
+
+def _deeper_than_8_bits(im, path: str | Path) -> bool:
+    """16-bit samples, which Pillow clips (gray) or truncates inconsistently (colour) on ``convert("RGB")``."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        return True
+    if im.format == "PNG":
+        return _png_bit_depth(path) > 8
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, (8,))
+        return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+    return False
+
+
+def _png_bit_depth(path: str | Path) -> int:
+    with open(path, "rb") as f:
+        header = f.read(25)
+    return header[24] if len(header) == 25 else 8  # IHDR: width, height, then bit depth
+
+
+def _wide_to_rgb8(path: str | Path) -> np.ndarray:
+    import cv2
+
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None or data.dtype != np.uint16:
+        kind = "unreadable" if data is None else f"{data.dtype} samples"
+        raise InputError(f"cannot read image {path}: {kind}; save it as 8- or 16-bit PNG/TIFF or as JPEG")
+    rgb8 = ((data.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v * 255 / 65535)
+    if rgb8.ndim == 2:
+        return np.repeat(rgb8[..., None], 3, axis=2)
+    return np.ascontiguousarray(rgb8[..., 2::-1])  # OpenCV's BGR(A) -> RGB, alpha dropped

@@ -43,6 +43,7 @@ def sample_frame_indices(n_frames: int, src_fps: float, target_fps: float | None
 
     Indices are ``round(k * src_fps / target_fps)``, so sampling stays on time for non-integer ratios;
     ``integer_stride`` instead takes every ``round(src_fps / target_fps)``-th frame, as Video Depth Anything does.
+    ``max_frames`` keeps the first that many (None or <= 0: all).
     """
     if n_frames <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -51,7 +52,7 @@ def sample_frame_indices(n_frames: int, src_fps: float, target_fps: float | None
         step = float(max(1, round(step)))
     idx = np.unique(np.round(np.arange(0, n_frames, step)).astype(np.int64))
     idx = idx[idx < n_frames]
-    return idx[:max_frames] if max_frames else idx
+    return idx[:max_frames] if max_frames is not None and max_frames > 0 else idx
 
 
 def probe_video(path: str | Path) -> VideoMeta:

@@ -4,14 +4,35 @@ Layout (zarr v3, xarray-readable through ``dimension_names``, one frame per chun
 ``images`` uint8 (frame, y, x, channel) · ``depth``/``conf`` float32 (frame, y, x) · ``sky`` bool ·
 ``extrinsics`` float32 (frame, 3, 4) world-to-camera OpenCV · ``intrinsics`` float32 (frame, 3, 3) ·
 ``frame`` (original frame index, the xarray index) / ``timestamp`` (frame) · ``features/feat_layer_<i>`` · ``gaussians/<field>``.
-Attributes carry provenance; the ``complete`` marker is written last, so a store without it is
-half-written and is never mistaken for a finished one.
+Attributes carry provenance; the ``complete`` marker (config hash, time, run id) is written last.
+
+Replacing a store: a new one is built beside the old (``<store>.tmp-<run>``, :meth:`SceneStore.staging`) and
+swapped in by :meth:`SceneStore.replace_with`; writers hold the scene lock (``da3core.store.lock``) throughout.
+What a reader sees, whatever point a writer is killed at:
+
+- local disk: the old store with its marker, or no store, or the new store without a marker (two renames:
+  old store to ``<store>.old-<run>``, new store into place; the old copy is deleted afterwards). Never a
+  marked store with missing or mixed arrays.
+- S3 (no rename): the marker is first removed from the old store's root ``zarr.json``, then every object of the
+  new store is copied over, objects the new store lacks are deleted, and the marker is written by one PUT
+  after all of that. So a store whose root carries a marker holds exactly the arrays of the run that wrote it
+  (S3 reads after a write are strongly consistent). While a replacement runs, readers may see a mix of old
+  and new chunks, but never with a marker.
+- a reader that must not race a writer reads the marker, reads the arrays, and reads the marker again: the
+  same marker (it carries the run id) means it read one complete run's store.
+
+Leftover ``.tmp-`` / ``.old-`` siblings of killed runs are never read; the next writer removes them
+(:meth:`SceneStore.discard_leftovers`).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +53,7 @@ CONVENTIONS = {
     "gaussians": "world frame of the prediction, before metric scaling; rotations are quaternions (w, x, y, z)",
 }
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)
+TMP_TAG, OLD_TAG = ".tmp-", ".old-"  # sibling names: <store>.tmp-<run> (being built), <store>.old-<run> (replaced)
 _GAUSSIAN_DIMS = {
     "means": ["gaussian", "xyz"], "scales": ["gaussian", "xyz"], "rotations": ["gaussian", "wxyz"],
     "harmonics": ["gaussian", "rgb", "sh"], "opacities": ["gaussian"],
@@ -73,21 +95,25 @@ class SceneStore:
         """All attributes of the scene group."""
         return self._open("r").attrs.asdict()
 
-    def completed_config_hash(self) -> str | None:
-        """The config hash recorded by the completion marker, or None if the store is not complete."""
+    def marker(self) -> dict[str, Any] | None:
+        """The completion marker (``config_hash``, ``finished_at``, ``run``), or None if the store is not complete."""
         if not self.exists():
             return None
-        marker = self.attrs().get("complete")
-        return marker.get("config_hash") if marker else None
+        return self.attrs().get("complete") or None
 
     def is_complete(self, config_hash: str | None = None) -> bool:
         """Complete (and, if given, produced by ``config_hash``)."""
-        done = self.completed_config_hash()
-        return done is not None and (config_hash is None or done == config_hash)
+        marker = self.marker()
+        return marker is not None and (config_hash is None or marker.get("config_hash") == config_hash)
+
+    def _is_local(self) -> bool:
+        return isinstance(self._fs()[0], fsspec.implementations.local.LocalFileSystem)
 
     def reset(self, attrs: dict[str, Any]) -> zarr.Group:
         """Delete whatever is at the URL and start an empty, incomplete store with ``attrs``."""
         fs, path = self._fs()
+        if fs.exists(f"{path}/zarr.json"):  # the root (and its marker) goes first: never a marked store without arrays
+            fs.rm_file(f"{path}/zarr.json")
         if fs.exists(path):
             fs.rm(path, recursive=True)
         group = zarr.open_group(self.url, mode="w", storage_options=self.storage_options or None)
@@ -108,7 +134,64 @@ class SceneStore:
 
     def mark_complete(self, config_hash: str) -> None:
         """Write the completion marker; call this last."""
-        self.update_attrs(complete={"config_hash": config_hash, "finished_at": time.time()})
+        self.update_attrs(complete={"config_hash": config_hash, "finished_at": time.time(), "run": uuid.uuid4().hex})
+
+    def staging(self) -> SceneStore:
+        """A fresh sibling URL (``<url>.tmp-<run>``) to build this store's replacement in (see :meth:`replace_with`)."""
+        return SceneStore(f"{self.url}{TMP_TAG}{uuid.uuid4().hex[:12]}", self.storage_options)
+
+    def replace_with(self, staged: SceneStore) -> None:
+        """Put the unmarked store ``staged`` (same filesystem) at this URL, as the module docstring describes."""
+        fs, path = self._fs()
+        src = staged._fs()[1]
+        if not fs.exists(f"{src}/zarr.json"):  # checked before the old store is touched
+            raise StoreError(f"no staged store at {staged.url} to replace {self.url} with")
+        if self._is_local():
+            aside = f"{path}{OLD_TAG}{uuid.uuid4().hex[:12]}"
+            if os.path.lexists(path):
+                os.rename(path, aside)
+            os.rename(src, path)
+            shutil.rmtree(aside, ignore_errors=True)  # what a kill leaves here, discard_leftovers removes
+            return
+        if self.is_complete():
+            self.update_attrs(complete=None)
+        files = fs.find(src)
+        new = [path + f[len(src):] for f in files]
+        fs.copy(files, new)  # in parallel
+        stale = sorted(set(fs.find(path)) - set(new))
+        if stale:
+            fs.rm(stale)
+        fs.rm(src, recursive=True)
+
+    @contextmanager
+    def replacement(self) -> Iterator[SceneStore]:
+        """Yield a staged store to build; swap it in when the block succeeds, delete it when the block raises."""
+        staged = self.staging()
+        try:
+            yield staged
+        except BaseException:
+            staged.discard()
+            raise
+        self.replace_with(staged)
+
+    def discard_leftovers(self) -> list[str]:
+        """Delete ``<url>.tmp-*`` / ``<url>.old-*`` left by killed runs; call it holding the scene lock."""
+        fs, path = self._fs()
+        parent, name = path.rstrip("/").rsplit("/", 1)
+        try:
+            entries = fs.ls(parent, detail=False, refresh=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        leftovers = [e for e in entries if e.rstrip("/").rsplit("/", 1)[-1].startswith((name + TMP_TAG, name + OLD_TAG))]
+        for entry in leftovers:
+            fs.rm(entry, recursive=True)
+        return leftovers
+
+    def discard(self) -> None:
+        """Delete this store (a staged one that will not be used)."""
+        fs, path = self._fs()
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
 
     def write_prediction(self, pred: Prediction, frame_index: np.ndarray | None = None,
                          timestamps: np.ndarray | None = None) -> None:
@@ -161,20 +244,6 @@ class SceneStore:
         array = self._open("r")[name]
         for i in range(array.shape[0]):
             yield array[i]
-
-    def move_to(self, url: str) -> SceneStore:
-        """Replace whatever is at ``url`` (same filesystem) with this store; returns the moved store."""
-        fs, src = self._fs()
-        dest = fsspec.core.url_to_fs(url, **self.storage_options)[1]
-        if fs.exists(dest):
-            fs.rm(dest, recursive=True)
-        if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
-            fs.mv(src, dest, recursive=True)  # one rename
-        else:  # object stores have no folders to rename: copy every object (in parallel), then drop the source
-            files = fs.find(src)
-            fs.copy(files, [dest + f[len(src):] for f in files])
-            fs.rm(src, recursive=True)
-        return SceneStore(url, self.storage_options)
 
     def read_prediction(self, features: bool = True, gaussians: bool = True) -> Prediction:
         """Rebuild the Prediction this store holds (for exports without re-running inference)."""

@@ -1,6 +1,7 @@
 """The ``da3`` command line end to end: every inference command on synthetic inputs (in-process, sharing one
 model through the process cache, plus one console-script subprocess), equality with ``python -m
-flows.reconstruct``, --auto-cleanup, one-line errors, and the service commands' argument passing.
+flows.reconstruct``, --auto-cleanup (old contents replaced only after success, never home/cwd/input/roots), one-line
+errors, and the service commands' argument passing.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import types
@@ -164,6 +166,86 @@ def test_auto_cleanup_never_deletes_the_input(tmp_path, capture):
     work = tmp_path / "work"
     line = _error(da3("images", work / "images", *FAST, "--export-dir", work, "--auto-cleanup"))
     assert "holds the input" in line and len(list((tmp_path / "work" / "images").iterdir())) == len(capture)
+
+
+def test_auto_cleanup_keeps_the_old_result_when_a_view_cannot_be_decoded(tmp_path, capture):
+    """A truncated JPEG passes the listing but not the decoding: the run fails, the old result is untouched."""
+    old = tmp_path / "out"
+    _ok(da3("images", _jpegs(capture, tmp_path / "good"), *FAST, "--export-dir", old,
+            "--export-format", "mini_npz"))
+    (old / "notes.txt").write_text("keep me")
+    before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
+    bad = _jpegs(capture, tmp_path / "bad")
+    view = sorted(bad.iterdir())[3]
+    view.write_bytes(view.read_bytes()[:600])
+    line = _error(da3("images", bad, *FAST, "--export-dir", old, "--auto-cleanup", "--export-format", "mini_npz"))
+    assert view.name in line
+    assert {p: p.read_bytes() for p in old.rglob("*") if p.is_file()} == before
+    assert zarr.open_group(str(old / "scene.zarr"), mode="r").attrs["complete"] is not None
+
+
+def _jpegs(capture, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for i, image in enumerate(capture.images[:4]):
+        Image.fromarray(image).save(folder / f"view_{i}.jpg", quality=90)
+    return folder
+
+
+def test_auto_cleanup_refuses_home_cwd_input_and_roots(tmp_path, image_folder, monkeypatch):
+    from flows.cli_run import CliError, check_replaceable
+
+    home = tmp_path / "users" / "me"
+    (home / "work").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(home / "work")
+    (tmp_path / "link").symlink_to(tmp_path / "users")
+    data = tmp_path / "data"
+    shutil.copytree(image_folder, data / "room")
+    (data / "room" / "out").mkdir()
+    cases = {
+        "contains home": (tmp_path / "users", "your home folder"),
+        "is home": (home, "your home folder"),
+        "home through a link": (tmp_path / "link", "your home folder"),
+        "is cwd": (home / "work", "the current folder"),
+        "holds the input": (data, "holds the input or lies inside it"),
+        "inside the input": (data / "room" / "out", "holds the input or lies inside it"),
+    }
+    for name, (folder, words) in cases.items():
+        (folder / "old.txt").write_text("keep me")
+        line = _error(da3("images", data / "room", *FAST, "--export-dir", folder, "--auto-cleanup"))
+        assert words in line, f"{name}: {line}"
+        assert (folder / "old.txt").read_text() == "keep me"
+    for root in (Path("/"), Path("/proc")):  # a filesystem root and a mount point: checked, never run
+        with pytest.raises(CliError, match="filesystem root"):
+            check_replaceable(root, data / "room")
+
+
+def test_backend_result_replaces_the_old_contents_after_download(tmp_path, image_folder, monkeypatch):
+    """With --use-backend the result is downloaded beside the old contents and swapped in only once complete."""
+    from da3core.store import SceneStore
+    from store_scripts.replace_store import main as write_store
+
+    old = _old_export(tmp_path / "out")
+    write_store([str(old / "scene.zarr"), "8", "0"])
+
+    def result(url, overrides, scene, dest, **kwargs):
+        write_store([str(Path(dest) / "scene.zarr"), "3", "1"])
+        (Path(dest) / "scene.glb").write_bytes(b"glTF new")
+        return {}
+
+    _fake_module(monkeypatch, "flows.backend", __path__=[])
+    _fake_module(monkeypatch, "flows.backend.client", run_on_backend=result)
+    _ok(da3("images", image_folder, *FAST, "--export-dir", old, "--use-backend", "--auto-cleanup"))
+    assert sorted(p.name for p in old.iterdir()) == ["scene.glb", "scene.zarr"]
+    assert SceneStore(str(old / "scene.zarr")).marker()["config_hash"] == "n3-seed1"
+
+    def refuse(*_a, **_k):
+        raise ConnectionError("connection refused")
+
+    (old / "notes.txt").write_text("keep me")
+    _fake_module(monkeypatch, "flows.backend.client", run_on_backend=refuse)
+    _error(da3("images", image_folder, *FAST, "--export-dir", old, "--use-backend", "--auto-cleanup"))
+    assert sorted(p.name for p in old.iterdir()) == ["notes.txt", "scene.glb", "scene.zarr"]
 
 
 def test_interactive_confirm(tmp_path, image_folder, monkeypatch):

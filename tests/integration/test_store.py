@@ -1,6 +1,9 @@
-"""The scene store round-trips a Prediction on local disk and on S3 (moto), and marks completion last."""
+"""The scene store round-trips a Prediction on local disk and on S3 (moto), marks completion last, and replaces a
+store on S3 so that a marked store never holds another run's objects (local kills: test_store_kills.py)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ import zarr
 
 from da3core.prediction import Gaussians, Prediction
 from da3core.store import SceneStore, join_url
+from store_scripts.replace_store import marker_hash, prediction, replace
 
 
 def _prediction(capture) -> Prediction:
@@ -63,3 +67,88 @@ def test_reset_replaces_and_unmarks(tmp_path, capture):
     store.mark_complete("h")
     store.reset({"config": {}})
     assert store.exists() and not store.is_complete() and "depth" not in zarr.open_group(store.url, mode="r")
+
+
+def _objects(client, prefix: str) -> dict[str, str]:
+    """Key -> ETag of every object under ``prefix`` (read with boto3, not through s3fs)."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket="da3-test", Prefix=prefix)
+    return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
+
+
+def _marker(client, prefix: str) -> dict | None:
+    try:
+        body = client.get_object(Bucket="da3-test", Key=f"{prefix}zarr.json")["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return None
+    return json.loads(body).get("attributes", {}).get("complete")
+
+
+def _replace(url: str, options: dict, views: int, seed: int) -> None:
+    replace(SceneStore(url, options), views, seed)
+
+
+def _s3_client(options: dict):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=options["client_kwargs"]["endpoint_url"], region_name="us-east-1",
+                        aws_access_key_id=options["key"], aws_secret_access_key=options["secret"])
+
+
+def test_s3_replacement_shows_a_marker_only_on_one_runs_objects(s3_options, monkeypatch):
+    """After every write or delete the replacement makes on S3 (moto), a second client lists the store: it carries
+    a marker only while it holds exactly the objects of the run that wrote that marker."""
+    from s3fs import S3FileSystem
+
+    url, prefix = "s3://da3-test/swap/room/scene.zarr", "swap/room/scene.zarr/"
+    client = _s3_client(s3_options)
+    _replace(url, s3_options, 8, 0)
+    states = [(_marker(client, prefix), _objects(client, prefix))]
+    real = S3FileSystem._call_s3
+
+    async def observed(self, method, *args, **kwargs):
+        out = await real(self, method, *args, **kwargs)
+        if method in ("put_object", "copy_object", "delete_object", "delete_objects", "complete_multipart_upload"):
+            states.append((_marker(client, prefix), _objects(client, prefix)))
+        return out
+
+    monkeypatch.setattr(S3FileSystem, "_call_s3", observed)
+    _replace(url, s3_options, 3, 1)
+    monkeypatch.undo()
+    final = states[-1]
+    assert final[0]["config_hash"] == marker_hash(3, 1) and states[0][0]["config_hash"] == marker_hash(8, 0)
+    for marker, objects in states:
+        assert marker is None or (marker, objects) in (states[0], final), (marker, sorted(objects))
+    mixed = [objects for marker, objects in states if objects not in (states[0][1], final[1])]
+    assert mixed and any(k.startswith(f"{prefix}depth/c/7/") for k in mixed[0])  # the window a reader must not trust
+    back = SceneStore(url, s3_options).read_prediction()
+    np.testing.assert_array_equal(back.depth, prediction(3, 1).depth)
+    assert not [k for k in _objects(client, "swap/room/") if not k.startswith(prefix)]  # no staging, no lease left
+
+
+def test_s3_replacement_stopped_midway_then_redone(s3_options, monkeypatch):
+    """A replacement that stops after some objects were copied leaves an unmarked store; the next writer discards
+    the staged copy and finishes."""
+    from s3fs import S3FileSystem
+
+    url, prefix = "s3://da3-test/cut/room/scene.zarr", "cut/room/scene.zarr/"
+    client = _s3_client(s3_options)
+    _replace(url, s3_options, 8, 0)
+    real, copies = S3FileSystem._call_s3, []
+
+    async def dies(self, method, *args, **kwargs):
+        if method == "copy_object":
+            if len(copies) == 5:
+                raise ConnectionError("the writer died here")
+            copies.append(kwargs)
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(S3FileSystem, "_call_s3", dies)
+    with pytest.raises(ConnectionError):
+        _replace(url, s3_options, 3, 1)
+    monkeypatch.undo()
+    assert _marker(client, prefix) is None and not SceneStore(url, s3_options).is_complete()
+    assert any(".tmp-" in k for k in _objects(client, "cut/room/"))
+    _replace(url, s3_options, 3, 1)
+    assert _marker(client, prefix)["config_hash"] == marker_hash(3, 1)
+    np.testing.assert_array_equal(SceneStore(url, s3_options).read_array("depth"), prediction(3, 1).depth)
+    assert not [k for k in _objects(client, "cut/room/") if not k.startswith(prefix)]

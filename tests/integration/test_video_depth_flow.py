@@ -15,7 +15,7 @@ from PIL import Image
 
 from da3core.store import SceneStore
 from da3core.synthetic import encode_frames, make_capture, pattern_frames, write_video
-from flows.video_depth import STAGING_NAME, main, video_depth
+from flows.video_depth import main, video_depth
 
 FAST = ["weights=random", "input_size=28"]
 ALL_OUTPUTS = ["save_depth_video=true", "save_depth_frames=true", "save_point_clouds=true", "save_npz=true",
@@ -110,7 +110,7 @@ def test_local_video_windowed_all_outputs(tmp_path, clip):
     np.testing.assert_allclose(table[:, 0], (u - 35) / 470.4 * z, rtol=1e-4, atol=1e-6)
     info = json.loads((out / "point_clouds" / "point_cloud_info.json").read_text())
     assert info["z_kind"] == "inverse_relative_disparity" and info["intrinsics"]["fx"] == 470.4
-    assert not list(out.glob(".*")), "staging files left behind"
+    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.name.startswith("depth.zarr.")], "staging left behind"
 
 
 def test_s3_video_streaming(tmp_path, clip, s3_options):
@@ -136,7 +136,8 @@ def test_s3_video_streaming(tmp_path, clip, s3_options):
     check_records(fs.cat("da3-test/videos/clip/depth.ndjson").decode().splitlines(), depth, indices, "clip.mp4")
     with fs.open("da3-test/videos/clip/clip_depths.npz", "rb") as f, np.load(f) as npz:
         np.testing.assert_array_equal(npz["depths"], depth)
-    assert not fs.exists(f"da3-test/videos/clip/{STAGING_NAME}")
+    assert fs.ls("da3-test/videos/clip/depth.zarr")  # and nothing of the run's staging or lock beside it:
+    assert not [p for p in fs.ls("da3-test/videos/clip") if ".tmp-" in p or p.endswith(".lock")]
     assert video_depth(argv).status == "skipped"
 
 
@@ -173,7 +174,7 @@ def test_metric_model_at_max_res_writes_metric_depth_and_point_clouds(tmp_path, 
 
 
 def _snapshot(folder):
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and STAGING_NAME not in str(p)}
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_bad_inputs_fail_with_one_line_and_keep_outputs(tmp_path, capsys, clip, monkeypatch):
@@ -252,3 +253,27 @@ def test_pipeline_memory_is_flat_in_video_length(tmp_path, monkeypatch):
     print(f"traced memory at frame 60 {held[60]:.1f} MiB, at frame 240 {held[239]:.1f} MiB, peak {peak:.1f} MiB")
     assert held[239] - held[60] < 4, held
     assert peak < 20, peak  # whole run incl. the second pass; all 240 frames would be 74 MiB
+
+
+def test_second_run_on_an_output_being_written_fails_naming_the_holder(tmp_path, clip, capsys):
+    import subprocess
+    import sys
+
+    from paths import REPO_ROOT
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "store_scripts" / "hold_lock.py"),
+                               str(out / "depth.zarr"), "{}", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = [f"video={clip.path}", f"output_dir={out}", *FAST, "max_frames=2"]
+        assert main(argv) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith("error: scene store") and f"pid {holder.pid} on " in line and "lock_timeout" in line
+        assert not (out / "depth.zarr").exists() and not (out / "depth.ndjson").exists()
+        holder.communicate("release\n", timeout=30)
+        assert video_depth(argv).status == "done"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -68,3 +68,87 @@ def test_corrupt_image_is_named(tmp_path, image_folder):
     scene = discover_scene(folder)
     with pytest.raises(InputError, match=bad.name):
         load_views(scene)
+
+
+def _png(path, samples: np.ndarray, color_type: int) -> None:
+    """A minimal PNG written byte by byte (filter 0 rows, zlib), independent of the readers under test."""
+    import struct
+    import zlib
+
+    h, w = samples.shape[:2]
+    depth = 16 if samples.dtype == np.uint16 else 8
+    rows = samples.reshape(h, -1).astype(">u2" if depth == 16 else "u1")
+    raw = b"".join(b"\0" + row.tobytes() for row in rows)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _to8(v: np.ndarray) -> np.ndarray:
+    return np.floor(v.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)  # round(v * 255 / 65535)
+
+
+def test_image_modes_read_as_rgb8(tmp_path):
+    """16-bit samples are scaled (not clipped), gray and palette become RGB, alpha is dropped; each case is compared
+    with the value computed here from the samples that were written."""
+    import cv2
+    from PIL import Image
+
+    from da3core.io.inputs import read_image
+
+    rng = np.random.default_rng(7)
+    g16 = rng.integers(0, 65536, (5, 6), dtype=np.uint16)
+    c16 = rng.integers(0, 65536, (5, 6, 4), dtype=np.uint16)
+    g8 = rng.integers(0, 256, (5, 6), dtype=np.uint8)
+    c8 = rng.integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    palette = rng.integers(0, 256, (256, 3), dtype=np.uint8)
+    gray = lambda a: np.repeat(a[..., None], 3, axis=2)  # noqa: E731
+    cases = {
+        "gray16.png": (lambda p: _png(p, g16, 0), gray(_to8(g16))),
+        "rgb16.png": (lambda p: _png(p, c16[..., :3], 2), _to8(c16[..., :3])),
+        "rgba16.png": (lambda p: _png(p, c16, 6), _to8(c16[..., :3])),
+        "gray_alpha16.png": (lambda p: _png(p, c16[..., :2], 4), gray(_to8(c16[..., 0]))),
+        "gray8.png": (lambda p: _png(p, g8, 0), gray(g8)),
+        "gray_alpha8.png": (lambda p: _png(p, c8[..., :2], 4), gray(c8[..., 0])),
+        "rgba8.png": (lambda p: _png(p, c8, 6), c8[..., :3]),
+        "palette.png": (lambda p: _indexed(p, g8, palette), palette[g8]),
+        "rgb16.tif": (lambda p: cv2.imwrite(str(p), c16[..., 2::-1]), _to8(c16[..., :3])),
+        "gray16.tif": (lambda p: cv2.imwrite(str(p), g16), gray(_to8(g16))),
+    }
+    for name, (write, expected) in cases.items():
+        write(tmp_path / name)
+        got = read_image(tmp_path / name)
+        assert got.dtype == np.uint8 and got.shape == (5, 6, 3), name
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+    assert Image.open(tmp_path / "palette.png").mode == "P"
+    assert _to8(np.array([0, 128, 129, 65535])).tolist() == [0, 0, 1, 255]  # the rule itself: v / 257, rounded
+
+
+def _indexed(path, indices: np.ndarray, palette: np.ndarray) -> None:
+    from PIL import Image
+
+    im = Image.frombytes("P", indices.shape[::-1], indices.tobytes())
+    im.putpalette(palette.ravel().tolist())
+    im.save(path)
+
+
+def test_max_frames_zero_or_negative_means_all(image_folder, video_file, capture):
+    from da3core.io.video import sample_frame_indices
+
+    for limit in (None, 0, -1):
+        assert len(discover_scene(image_folder, max_frames=limit)) == len(capture), limit
+        assert discover_scene(video_file, fps=0, max_frames=limit).frame_indices == list(range(60)), limit
+        assert sample_frame_indices(10, 30.0, None, limit).tolist() == list(range(10)), limit
+    assert discover_scene(image_folder, max_frames=3).names == sorted(p.name for p in image_folder.iterdir())[:3]
+    assert discover_scene(video_file, fps=0, max_frames=4).frame_indices == [0, 1, 2, 3]
+
+
+def test_file_records_name_the_file_within_the_scene(image_folder, colmap_dataset):
+    scene = discover_scene(image_folder)
+    assert [f["name"] for f in scene.files] == scene.names
+    colmap = discover_scene(colmap_dataset)
+    names = {f["name"] for f in colmap.files}
+    assert {f"images/{n}" for n in colmap.names} <= names and any(n.startswith("sparse/0/") for n in names)
