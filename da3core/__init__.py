@@ -6,11 +6,19 @@ error classes) can be imported by a command line that only prints help.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import sys
 from typing import Any
 
-# Load OpenCV's and Pillow's codecs before anything else native: decord loads its bundled FFmpeg with RTLD_GLOBAL
-# and pycolmap brings its own zlib, and a codec library loaded after them can bind to that zlib instead of its own
-# (cv2 then fails to read 16-bit PNGs, "bad parameters to zlib", and Pillow's PNG writer can double-free).
+# Native libraries that bring their own copies of system libraries must load after the ones they would shadow:
+# decord loads libdecord (with its FFmpeg, zlib and a std::random_device) RTLD_GLOBAL, and pycolmap brings its own
+# zlib. Loaded after them, cv2's libpng binds to the wrong zlib (16-bit PNGs fail: "bad parameters to zlib"),
+# Pillow's PNG writer can double-free, and open3d's sampler crashed in decord's random_device. So libstdc++ goes
+# into the global scope and OpenCV and Pillow load before anything else here.
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
 import cv2  # noqa: E402,F401
 import PIL.Image  # noqa: E402,F401
 

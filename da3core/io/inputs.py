@@ -88,11 +88,15 @@ def list_images(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) ->
 def find_sparse_model(root: Path, sparse_subdir: str = "") -> Path | None:
     """The COLMAP model folder of a dataset: ``sparse_subdir`` if given, else ``sparse/0`` then ``sparse``.
 
+    ``sparse_subdir`` is a folder of the dataset (``sparse/1``) or, as upstream's CLI takes it, one of ``sparse/``
+    (``1`` for ``sparse/1``).
+
     The folder must lie inside ``root`` once links and ``..`` are resolved; this is checked before the folder
     is looked at, so the error is the same whether or not the target exists.
     """
     base = root.resolve()
-    candidates = [root / sparse_subdir] if sparse_subdir else [root / "sparse" / "0", root / "sparse"]
+    candidates = [root / sparse_subdir, root / "sparse" / sparse_subdir] if sparse_subdir else \
+        [root / "sparse" / "0", root / "sparse"]
     for cand in candidates:
         if not cand.resolve().is_relative_to(base):
             raise InputError(f"COLMAP model folder {sparse_subdir or cand.relative_to(root).as_posix()!r} is outside "
@@ -146,7 +150,7 @@ def _discover(path: Path, image_extensions: tuple[str, ...], sparse_subdir: str,
             f"or a video ({', '.join(VIDEO_EXTENSIONS)})"
         )
     if (path / "images").is_dir() and ((path / "sparse").is_dir() or sparse_subdir):
-        return _discover_colmap(path, sparse_subdir, image_extensions)
+        return _discover_colmap(path, sparse_subdir, max_frames)
     images = list_images(path, image_extensions)
     if max_frames is not None and max_frames > 0:
         images = images[:max_frames]
@@ -171,7 +175,7 @@ def _discover_video(path: Path, fps: float | None, max_frames: int | None) -> Sc
     )
 
 
-def _discover_colmap(root: Path, sparse_subdir: str, image_extensions: tuple[str, ...]) -> SceneInput:
+def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> SceneInput:
     import pycolmap
 
     model_dir = find_sparse_model(root, sparse_subdir)
@@ -184,6 +188,8 @@ def _discover_colmap(root: Path, sparse_subdir: str, image_extensions: tuple[str
     except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError on unreadable models
         raise InputError(f"cannot read COLMAP model {model_dir}: {exc}") from exc
     images = sorted(rec.images.values(), key=lambda im: im.name)
+    if max_frames is not None and max_frames > 0:  # the first views by name, as for a folder of images
+        images = images[:max_frames]
     if not images:
         raise InputError(f"COLMAP model {model_dir} has no registered images")
     paths, exts, ints = [], [], []

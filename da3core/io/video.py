@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-if sys.platform.startswith("linux"):
-    # decord loads libdecord RTLD_GLOBAL, and libdecord exports its own std::random_device::_M_init, which then wins
-    # over libstdc++'s for every library loaded later: open3d's random sampler crashed on it. Putting libstdc++ in
-    # the global scope first keeps them on the real one.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
 try:  # decord ships wheels for x86_64 Linux/Windows only
     import decord
 except ImportError:  # pragma: no cover - exercised on platforms without decord wheels

@@ -41,6 +41,20 @@ def test_colmap_poses_and_intrinsics(capture, tmp_path, subdir):
     np.testing.assert_allclose(scene.intrinsics, capture.intrinsics, atol=1e-9)
 
 
+
+def test_colmap_sparse_subdir_as_upstream_and_max_frames(capture, tmp_path):
+    write_colmap(capture, tmp_path, sparse_subdir="sparse/1")
+    names = sorted(p.name for p in (tmp_path / "images").iterdir())
+    for subdir in ("sparse/1", "1"):  # upstream's CLI documents --sparse-subdir 0 for sparse/0
+        assert len(discover_scene(tmp_path, sparse_subdir=subdir)) == len(capture)
+    with pytest.raises(InputError, match="has no model"):
+        discover_scene(tmp_path, sparse_subdir="2")
+    first = discover_scene(tmp_path, sparse_subdir="1", max_frames=3)
+    assert first.names == names[:3] and len(first.extrinsics) == 3 and len(first.intrinsics) == 3
+    np.testing.assert_allclose(first.extrinsics, capture.extrinsics[:3], atol=1e-9)
+    for everything in (0, -1, None):
+        assert len(discover_scene(tmp_path, sparse_subdir="1", max_frames=everything)) == len(capture)
+
 def test_bad_inputs_fail_with_one_line(tmp_path, capture):
     cases = {
         "missing": (tmp_path / "nope", "input not found"),
