@@ -37,6 +37,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def _thread_settings_stay_put():
+    """Dask's nanny exports OMP_NUM_THREADS=1 into this process; later subprocesses (flows, the oracle) would then
+    compute on one thread and differ from in-process runs in the last bits. Each test gets the environment back."""
+    before = {name: os.environ.get(name) for name in _THREAD_VARS}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def capture() -> SyntheticCapture:
     """Eight 160x120 views of the seed-0 room."""
