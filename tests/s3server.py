@@ -26,7 +26,10 @@ def moto_s3(bucket: str = "da3-test") -> Iterator[dict[str, Any]]:
     server.start()
     options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
     try:
-        s3fs.S3FileSystem(**options).mkdir(bucket)
+        try:
+            s3fs.S3FileSystem(**options).mkdir(bucket)
+        except FileExistsError:  # moto keeps one in-memory backend per process: an earlier server made it
+            pass
         yield options
     finally:
         server.stop()
