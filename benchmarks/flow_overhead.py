@@ -13,6 +13,7 @@ import os
 import platform
 import tempfile
 import time
+from flows.config import load_config
 from pathlib import Path
 
 from report import publish
@@ -42,7 +43,7 @@ def main() -> None:
     rows = []
     for i in range(args.runs + 1):
         start = time.perf_counter()
-        result = reconstruct(argv)
+        result = reconstruct(load_config("reconstruct", argv))
         wall = time.perf_counter() - start
         model = SceneStore(result.store_url).attrs()["timings"]["inference"]
         rows.append((wall, model, (wall - model) / model))

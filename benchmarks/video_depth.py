@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from flows.config import load_config
 from pathlib import Path
 
 from report import publish
@@ -33,7 +34,7 @@ def child(video: str, argv: list[str]) -> None:
     from flows.video_depth import video_depth
 
     started = time.perf_counter()
-    result = video_depth([f"video={video}", *argv])
+    result = video_depth(load_config("video_depth", [f"video={video}", *argv]))
     wall = time.perf_counter() - started
     attrs = SceneStore(result.store_url).attrs()
     print(json.dumps({"wall_s": wall, "frames": attrs["n_frames"], "stream_fps": attrs["stages"]["inference"]
@@ -69,7 +70,7 @@ def trace_rss(n_frames: int, size: tuple[int, int], argv: list[str], workdir: Pa
 
     vd._depth_stream = sampled
     video = encode_frames(pattern_frames(n_frames, *size), workdir / f"trace_{n_frames}.mp4").path
-    video_depth([f"video={video}", *argv])
+    video_depth(load_config("video_depth", [f"video={video}", *argv]))
     samples.append((n_frames, anonymous_rss_mib()))
     return samples
 

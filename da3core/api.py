@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from da3core.choices import PRECISIONS
 from da3core.model.net import DepthAnything3Net, NestedDepthAnything3Net
 from da3core.model.presets import get_preset
 from da3core.model.model_dir import KEY_PREFIX, WEIGHTS_FILE, read_config, resolve_model_dir
@@ -25,7 +26,7 @@ from da3core.prediction import Prediction
 from da3core.preprocess import ImageLike, preprocess_images
 from da3core.weights import is_random, load_strict, read_stamp
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build_net(preset: str) -> nn.Module:
@@ -86,15 +87,15 @@ class DepthAnything3(nn.Module):
 
     def set_precision(self, precision: str) -> "DepthAnything3":
         """``auto`` | ``fp32`` | ``bf16`` | ``fp16`` for the backbone (see the module docstring)."""
-        if precision not in ("auto", *PRECISIONS):
-            raise ValueError(f"unknown precision '{precision}'; allowed: auto, {', '.join(PRECISIONS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision '{precision}'; allowed: {', '.join(PRECISIONS)}")
         self.precision = precision
         return self
 
     def _autocast_dtype(self) -> torch.dtype | None:
         if self.precision == "auto":
             return torch.bfloat16 if self.device.type == "cuda" else None
-        return PRECISIONS[self.precision]
+        return _AUTOCAST_DTYPES[self.precision]
 
     @torch.inference_mode()
     def forward(

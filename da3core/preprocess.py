@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from da3core.choices import RESIZE_METHODS
+
 PATCH_SIZE = 14
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-METHODS = ("upper_bound_resize", "upper_bound_crop", "lower_bound_resize", "lower_bound_crop")
 ImageLike = str | Path | np.ndarray | Image.Image
 
 
@@ -127,8 +128,8 @@ def preprocess_images(
     num_workers: int = 8,
 ) -> PreprocessedBatch:
     """Resize, crop and normalise a list of views into one (N, 3, H, W) batch, adjusting intrinsics."""
-    if method not in METHODS:
-        raise ValueError(f"unknown process_res_method '{method}'; allowed: {', '.join(METHODS)}")
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"unknown process_res_method '{method}'; allowed: {', '.join(RESIZE_METHODS)}")
     if len(images) == 0:
         raise ValueError("no images to process: pass at least one image")
     if intrinsics is not None and len(intrinsics) != len(images):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from flows.batch import batch
+from flows.config import load_config, resolved
 
 
 def main() -> None:
@@ -20,7 +21,9 @@ def main() -> None:
     parser.add_argument("--cron", default="0 3 * * *", help="schedule (cron, UTC)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every run, e.g. dataset=...")
     args = parser.parse_args()
-    batch.serve(name=args.name, cron=args.cron, parameters={"overrides": args.overrides},
+    # The deployment's parameter is the composed config, so Prefect's UI shows (and lets you edit) every key.
+    cfg = resolved(load_config("batch", args.overrides))
+    batch.serve(name=args.name, cron=args.cron, parameters={"cfg": cfg},
                 tags=["da3", "batch"], description="Reconstruct every scene of a dataset on a schedule")
 
 

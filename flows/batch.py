@@ -15,14 +15,13 @@ from typing import Any
 import fsspec
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from da3core.io.inputs import VIDEO_EXTENSIONS, InputError
-from da3core.io.remote import is_remote, list_children
-from flows.config import BatchConfig, load_config
+from da3core.io.storage import check_writable, is_remote, list_children
+from flows.config import BatchConfig, validate
 from flows.errors import run_cli
 from flows.reconstruct import SceneResult, reconstruct_scene, scene_name
-from flows.storage import check_storage
 
 
 @dataclass
@@ -72,14 +71,22 @@ def scene_task(cfg: BatchConfig, name: str, source: str) -> SceneResult:
 
 
 @flow(name="batch", log_prints=True)
-def batch(overrides: list[str] | None = None) -> BatchReport:
-    """Reconstruct all scenes of ``dataset``; failures are collected, not raised."""
-    cfg = load_config("batch", overrides)
-    logger = get_run_logger()
+def batch(cfg: BatchConfig) -> BatchReport:
+    """Reconstruct all scenes of ``cfg.dataset`` on ``cfg.runner``; failures are collected, not raised."""
+    validate(cfg)  # a deployment's parameters arrive typed but unchecked
     root = cfg.datasets.get(cfg.dataset, cfg.dataset)
     scenes = discover_dataset(root, dict(cfg.storage.options))
-    logger.info("dataset %s: %d scenes, concurrency %d (%s runner)", root, len(scenes), cfg.concurrency,
-                cfg.runner.value)
+    get_run_logger().info("dataset %s: %d scenes, concurrency %d (%s runner)", root, len(scenes), cfg.concurrency,
+                          cfg.runner.value)
+    # The scenes run in a subflow that owns the task runner, so a served or deployed run honours runner=dask
+    # and concurrency exactly like the command line.
+    return run_scenes.with_options(task_runner=task_runner(cfg))(cfg, scenes)
+
+
+@flow(name="batch-scenes", log_prints=True)
+def run_scenes(cfg: BatchConfig, scenes: list[tuple[str, str]]) -> BatchReport:
+    """Submit every scene to this flow's task runner and collect the outcomes in order."""
+    logger = get_run_logger()
     futures = [(name, scene_task.submit(cfg, name, source)) for name, source in scenes]
     results, failures = [], {}
     for i, (name, fut) in enumerate(futures, 1):
@@ -92,7 +99,7 @@ def batch(overrides: list[str] | None = None) -> BatchReport:
     return BatchReport(results, failures)
 
 
-def task_runner(cfg: BatchConfig):
+def task_runner(cfg: BatchConfig) -> TaskRunner:
     """The Prefect task runner for ``cfg.runner``: threads, or Dask workers (one model per worker process)."""
     if cfg.runner.value == "dask":
         from prefect_dask import DaskTaskRunner
@@ -105,21 +112,20 @@ def task_runner(cfg: BatchConfig):
 
 
 def main(argv: list[str]) -> int:
-    """Command-line entry: validate config, storage and dataset first; exit 1 if any scene failed."""
+    """Command-line entry: compose the config once, check storage and dataset first; exit 1 if any scene failed."""
     outcome = {"failed": False}
 
-    def run() -> None:
-        cfg = load_config("batch", argv)
-        check_storage(cfg.storage.root, dict(cfg.storage.options))
+    def run(cfg: BatchConfig) -> None:
+        check_writable(cfg.storage.root, dict(cfg.storage.options), "storage.root")
         discover_dataset(cfg.datasets.get(cfg.dataset, cfg.dataset), dict(cfg.storage.options))
-        report = batch.with_options(task_runner=task_runner(cfg))(argv)
+        report = batch(cfg)
         print(report.summary())
         outcome["failed"] = bool(report.failures)
         if report.failures:
             print(f"error: {len(report.failures)} of {len(report.results) + len(report.failures)} scenes failed",
                   file=sys.stderr)
 
-    code = run_cli(run, argv, "batch")
+    code = run_cli("batch", argv, run)
     return 1 if code == 0 and outcome["failed"] else code
 
 

@@ -2,7 +2,7 @@
 
 ``auto image images video colmap`` turn their flags into Hydra overrides and run the reconstruct
 flow (see :mod:`flows.cli_run`); ``backend``/``gradio`` start those services; ``gallery`` serves
-:mod:`flows.gallery`. The five inference commands share their options, declared once in ``_SHARED``.
+:mod:`flows.gallery`. The inference commands' options are declared once, in :data:`flows.cli_flags.FLAGS`.
 """
 
 from __future__ import annotations
@@ -16,71 +16,21 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from da3core.model.presets import PRESETS, has_gaussian_head
 from flows.backend.policy import JobLimits
-from flows.cli_run import DEFAULT_MODEL_DIR, CliError, InferenceOptions, execute
-from flows.config import Device, RefViewStrategy, ResizeMethod, Weights
+from flows.cli_flags import FLAGS, Flag, InferenceOptions
+from flows.cli_run import DEFAULT_MODEL_DIR, CliError, execute
+from flows.schema import Device, Weights
 
 EXIT_USER_ERROR = 2  # as flows.errors (not imported here: it pulls in torch, which --help does not need)
 
 app = typer.Typer(help="Depth Anything 3 pipeline: feed-forward 3D reconstruction from images and video.",
                   add_completion=False, no_args_is_help=True)
 
-_MODEL, _PROC, _EXPORT, _BACKEND = "Model", "Processing", "Export", "Backend"
 
-
-def _opt(default: Any, annotation: Any, *names: str, panel: str | None = None, **kw: Any) -> tuple[Any, Any]:
-    """(default, Annotated type) of one option."""
-    return default, Annotated[annotation, typer.Option(*names, rich_help_panel=panel, **kw)]
-
-
-# Every inference command's options, with the seed's defaults (the issue sets --export-dir to debug;
-# --device defaults to auto = cuda→mps→cpu so the same command works on a laptop, a Mac and a GPU box).
-_SHARED: dict[str, tuple[Any, Any]] = {
-    "model_dir": _opt(None, Optional[str], "--model-dir", panel=_MODEL, show_default=DEFAULT_MODEL_DIR,
-                      help="Local model dir (config.json + model.safetensors) or Hugging Face hub id; "
-                           "default: --preset's model card, else the seed's nested giant-large."),
-    "preset": _opt(None, Optional[str], "--preset", panel=_MODEL, show_default="from --model-dir",
-                   help=f"DA3 preset ({', '.join(PRESETS)}); read from the model dir's config.json or the hub id "
-                        "when omitted."),
-    "weights": _opt(Weights.pretrained, Weights, "--weights", panel=_MODEL,
-                    help="pretrained, or seeded random weights for smoke runs (stamped into every output)."),
-    "device": _opt(Device.auto, Device, "--device", panel=_MODEL, help="auto = cuda, else mps, else cpu."),
-    "export_dir": _opt("debug", str, "--export-dir", panel=_EXPORT, help="Where the zarr store and exports go."),
-    "export_format": _opt("glb", str, "--export-format", panel=_EXPORT,
-                          help="Formats joined by '-' or '+': mini_npz npz glb depth_vis feat_vis gs_ply gs_video "
-                               "colmap nerfstudio ply."),
-    "auto_cleanup": _opt(False, bool, "--auto-cleanup", panel=_EXPORT,
-                         help="Replace a non-empty export dir without asking (else: ask on a terminal, "
-                              "fail otherwise)."),
-    "conf_thresh_percentile": _opt(40.0, float, "--conf-thresh-percentile", panel=_EXPORT,
-                                   help="Drop points below this confidence percentile (glb, ply, colmap, nerfstudio)."),
-    "num_max_points": _opt(1_000_000, int, "--num-max-points", panel=_EXPORT, help="Point budget (glb, ply, colmap)."),
-    "show_cameras": _opt(True, bool, "--show-cameras/--no-show-cameras", panel=_EXPORT,
-                         help="Draw camera frustums in the GLB."),
-    "feat_vis_fps": _opt(15, int, "--feat-vis-fps", panel=_EXPORT, help="Frame rate of the feat_vis video."),
-    "export_feat": _opt("", str, "--export-feat", panel=_EXPORT,
-                        help="Backbone layers to export as features, comma-separated (e.g. 5,11; for feat_vis)."),
-    "process_res": _opt(504, int, "--process-res", panel=_PROC, help="Processing resolution (multiple of 14)."),
-    "process_res_method": _opt(ResizeMethod.upper_bound_resize, ResizeMethod, "--process-res-method", panel=_PROC,
-                               help="How images are resized to the processing resolution."),
-    "ref_view_strategy": _opt(RefViewStrategy.saddle_balanced, RefViewStrategy, "--ref-view-strategy", panel=_PROC,
-                              help="How the reference view is chosen."),
-    "use_ray_pose": _opt(False, bool, "--use-ray-pose", panel=_PROC,
-                         help="Cameras from the ray map, not the camera head."),
-    "infer_gs": _opt(False, bool, "--infer-gs", panel=_PROC,
-                     help=f"Predict 3D Gaussians ({', '.join(p for p in PRESETS if has_gaussian_head(p))}; "
-                          "for gs_ply and gs_video)."),
-    "use_backend": _opt(False, bool, "--use-backend", panel=_BACKEND, help="Run on a da3 backend instead of here."),
-    "backend_url": _opt("http://localhost:8008", str, "--backend-url", panel=_BACKEND, help="The backend's address."),
-    "backend_token": _opt(None, Optional[str], "--backend-token", panel=_BACKEND, envvar="DA3_BACKEND_TOKEN",
-                          show_default=False, help="Bearer token of the backend."),
-}
-_FPS = _opt(1.0, float, "--fps", panel=_PROC, help="Video frames sampled per second (<= 0: every frame).")
-_SPARSE = _opt("", str, "--sparse-subdir", panel=_PROC, help="COLMAP model folder; empty tries sparse/0, then sparse.")
-_ALIGN = _opt(True, bool, "--align-to-input-ext-scale/--no-align-to-input-ext-scale", panel=_PROC,
-              help="Keep the input poses' scale (else only their frame).")
-_EXTS = _opt("png,jpg,jpeg", str, "--image-extensions", panel=_PROC, help="Image extensions to read, comma-separated.")
+def _option(flag: Flag) -> tuple[Any, Any]:
+    """(default, Annotated type) of a flag's Typer option."""
+    return flag.default, Annotated[flag.type, typer.Option(*flag.option_decls, rich_help_panel=flag.panel,
+                                                           help=flag.help, **flag.extra)]
 
 
 def _interactive() -> bool:
@@ -99,9 +49,8 @@ def _guarded(run: Callable[[], int | None]) -> None:
         raise typer.Exit(code)
 
 
-def _inference_command(name: str, summary: str, metavar: str, input_help: str,
-                       extras: dict[str, tuple[Any, Any]]) -> None:
-    """Register ``da3 <name> INPUT``: the shared options plus ``extras``, all running :func:`execute`."""
+def _inference_command(name: str, summary: str, metavar: str, input_help: str) -> None:
+    """Register ``da3 <name> INPUT`` with the flags of FLAGS that it takes, all running :func:`execute`."""
 
     def command(input: str, **flags: Any) -> None:
         values = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items()}
@@ -110,9 +59,9 @@ def _inference_command(name: str, summary: str, metavar: str, input_help: str,
     params = [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                 annotation=Annotated[str, typer.Argument(metavar=metavar, help=input_help,
                                                                           show_default=False)])]
-    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
-               for k, (d, a) in {**extras, **_SHARED}.items()]
-    # Typer reads a command's options from its signature; one signature per command, built from _SHARED.
+    params += [inspect.Parameter(flag.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+               for flag in FLAGS if name in flag.commands for default, annotation in [_option(flag)]]
+    # Typer reads a command's options from its signature; one signature per command, built from FLAGS.
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = summary
@@ -121,16 +70,12 @@ def _inference_command(name: str, summary: str, metavar: str, input_help: str,
 
 
 _inference_command("auto", "Reconstruct any input: image, folder of images, video or COLMAP dataset (detected).",
-                   "INPUT",
-                   "An image, a folder of images, a video or a COLMAP dataset (images/ + sparse/).",
-                   {"fps": _FPS, "sparse_subdir": _SPARSE, "align_to_input_ext_scale": _ALIGN})
-_inference_command("image", "Reconstruct a single image (depth, camera, points).", "PATH", "An image file.", {})
-_inference_command("images", "Reconstruct a folder of images (sorted by name).", "DIR", "A folder of images.",
-                   {"image_extensions": _EXTS})
-_inference_command("video", "Reconstruct a video, sampled at --fps.", "PATH", "A video file.", {"fps": _FPS})
+                   "INPUT", "An image, a folder of images, a video or a COLMAP dataset (images/ + sparse/).")
+_inference_command("image", "Reconstruct a single image (depth, camera, points).", "PATH", "An image file.")
+_inference_command("images", "Reconstruct a folder of images (sorted by name).", "DIR", "A folder of images.")
+_inference_command("video", "Reconstruct a video, sampled at --fps.", "PATH", "A video file.")
 _inference_command("colmap", "Reconstruct a COLMAP dataset, conditioned on and aligned to its poses.", "DIR",
-                   "A COLMAP dataset: images/ and a model in sparse/0 or sparse.",
-                   {"sparse_subdir": _SPARSE, "align_to_input_ext_scale": _ALIGN})
+                   "A COLMAP dataset: images/ and a model in sparse/0 or sparse.")
 
 
 def _load(module: str) -> Any:

@@ -12,83 +12,36 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+from flows.cli_flags import (FLAGS, INFERENCE_COMMANDS, InferenceOptions, OverrideContext, hydra_value,
+                             split_list)
+
+if TYPE_CHECKING:
+    from flows.schema import ReconstructConfig
 
 # The seed's default model card; used when neither --model-dir nor --preset is given.
 DEFAULT_MODEL_DIR = "depth-anything/DA3NESTED-GIANT-LARGE-1.1"
-INFERENCE_COMMANDS = ("auto", "image", "images", "video", "colmap")
 
 
 class CliError(Exception):
     """A user mistake the CLI reports as one line (problem and fix), with a non-zero exit."""
 
 
-@dataclass(frozen=True)
-class InferenceOptions:
-    """The flag values of an inference command (seed defaults); ``None`` means "the command has no such flag"."""
+def export_formats(spec: str) -> list[str]:
+    """``--export-format`` (``glb-npz``, ``glb+npz`` or ``glb,npz``) as format names; unknown ones are a CliError."""
+    from da3core.export import parse_formats
 
-    model_dir: str | None = None
-    preset: str | None = None
-    weights: str = "pretrained"
-    device: str = "auto"
-    export_dir: str = "debug"
-    export_format: str = "glb"
-    process_res: int = 504
-    process_res_method: str = "upper_bound_resize"
-    export_feat: str = ""
-    use_ray_pose: bool = False
-    ref_view_strategy: str = "saddle_balanced"
-    infer_gs: bool = False
-    conf_thresh_percentile: float = 40.0
-    num_max_points: int = 1_000_000
-    show_cameras: bool = True
-    feat_vis_fps: int = 15
-    fps: float | None = None  # video, auto
-    image_extensions: str | None = None  # images
-    sparse_subdir: str | None = None  # colmap, auto
-    align_to_input_ext_scale: bool | None = None  # colmap, auto
-    auto_cleanup: bool = False
-    use_backend: bool = False
-    backend_url: str = "http://localhost:8008"
-    backend_token: str | None = None
-
-
-def hydra_quote(value: str) -> str:
-    """``value`` as a single-quoted Hydra override value that reads back verbatim (no interpolation)."""
-    # Hydra unescapes backslashes only before a quote, before '${' and at the end of a quoted string.
-    escaped = re.sub(r"(\\*)('|\$\{|$)", lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), value)
-    return f"'{escaped}'"
-
-
-def hydra_value(value: str) -> str:
-    """``value`` as an override value: bare when Hydra reads it back as this same string, else quoted."""
-    bare = re.fullmatch(r"[\w./~+-]+", value) and not re.fullmatch(r"[-+]?[\d.e_+-]*|true|false|null|inf|nan", value,
-                                                                      flags=re.IGNORECASE)
-    return value if bare else hydra_quote(value)
-
-
-def _split_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def parse_layers(text: str) -> list[int]:
-    """``--export-feat "5,11"`` → ``[5, 11]``."""
     try:
-        return [int(t) for t in _split_list(text)]
-    except ValueError:
-        raise CliError(f"--export-feat expects comma-separated layer indices such as 5,11; got {text!r}") from None
-
-
-def formats_of(spec: str) -> list[str]:
-    """Export format names from ``glb-npz`` (seed style), ``glb+npz`` or ``glb,npz``."""
-    return list(dict.fromkeys(t for t in re.split(r"[-+,]", spec) if t.strip()))
+        return parse_formats(spec)
+    except ValueError as exc:
+        raise CliError(f"--export-format {spec}: {exc}") from None
 
 
 def overrides_for(command: str, input: str | Path, options: InferenceOptions, backend: bool = False) -> list[str]:
@@ -97,9 +50,8 @@ def overrides_for(command: str, input: str | Path, options: InferenceOptions, ba
     With ``backend=True`` the overrides describe only the work: no ``scene``/``output_dir``/``storage.root``
     (the backend places them), no ``model.path``/``model.device`` (paths and devices of this machine), and the
     model only when asked for (``options.preset`` set, ``--weights random``); else the server's own model runs.
+    Every other flag turns into overrides as its declaration in :data:`flows.cli_flags.FLAGS` says.
     """
-    from da3core.export import FORMATS
-
     if command not in INFERENCE_COMMANDS:
         raise ValueError(f"not an inference command: {command}")
     if options.preset is None and not backend:
@@ -107,7 +59,7 @@ def overrides_for(command: str, input: str | Path, options: InferenceOptions, ba
     export_dir = str(Path(options.export_dir).expanduser().absolute())
     out = [] if backend else [f"scene={hydra_value(str(Path(input).expanduser().absolute()))}",
                               f"output_dir={hydra_value(export_dir)}", f"storage.root={hydra_value(export_dir)}"]
-    formats = formats_of(options.export_format)
+    formats = export_formats(options.export_format)
     out.append(f"export={'+'.join(formats)}")
     if options.preset is not None:
         out.append(f"model={options.preset}")
@@ -115,28 +67,11 @@ def overrides_for(command: str, input: str | Path, options: InferenceOptions, ba
         out.append(f"model.weights={options.weights}")
     if options.model_dir is not None and options.weights == "pretrained" and not backend:
         out.append(f"model.path={hydra_value(options.model_dir)}")
-    if not backend:
-        out.append(f"model.device={options.device}")
-    out += [f"processing.process_res={options.process_res}", f"processing.method={options.process_res_method}",
-            f"ref_view_strategy={options.ref_view_strategy}", f"pose.use_ray_pose={str(options.use_ray_pose).lower()}",
-            f"infer_gs={str(options.infer_gs).lower()}",
-            f"export_feat_layers=[{','.join(map(str, parse_layers(options.export_feat)))}]"]
-    if options.align_to_input_ext_scale is not None:
-        out.append(f"pose.align_to_input_ext_scale={str(options.align_to_input_ext_scale).lower()}")
-    if options.fps is not None:
-        out.append(f"input.fps={options.fps}")
-    if options.image_extensions is not None:
-        exts = [e.lstrip(".").lower() for e in _split_list(options.image_extensions)]
-        out.append(f"input.image_extensions=[{','.join(exts)}]")
-    if options.sparse_subdir is not None:
-        out.append(f"input.sparse_subdir={hydra_value(options.sparse_subdir)}")
-    # The seed's shared export flags, written as per-format options for the chosen formats that take them.
-    shared = {"conf_thresh_percentile": float(options.conf_thresh_percentile), "num_max_points": options.num_max_points,
-              "show_cameras": str(options.show_cameras).lower(), "feat_vis_fps": options.feat_vis_fps}
-    for fmt in formats:
-        for flag, keyword in (FORMATS[fmt].shared.items() if fmt in FORMATS else ()):
-            if flag in shared:
-                out.append(f"+exporters.{fmt}.{keyword}={shared[flag]}")
+    context = OverrideContext(formats, backend)
+    for flag in FLAGS:
+        value = getattr(options, flag.name)
+        if flag.overrides is not None and value is not None:
+            out += flag.overrides(value, context)
     return out
 
 
@@ -181,7 +116,7 @@ def check_input(command: str, input: Path, options: InferenceOptions) -> str:
     from da3core.io.inputs import IMAGE_EXTENSIONS, InputError, discover_scene
     from da3core.io.video import VideoError
 
-    exts = tuple(e.lstrip(".").lower() for e in _split_list(options.image_extensions)) \
+    exts = tuple(e.lstrip(".").lower() for e in split_list(options.image_extensions)) \
         if options.image_extensions is not None else IMAGE_EXTENSIONS
     try:
         scene = discover_scene(input, exts, options.sparse_subdir or "",
@@ -287,8 +222,6 @@ def in_flag_terms(message: str) -> str:
 def execute(command: str, input: str, options: InferenceOptions, interactive: bool,
             confirm: Callable[[str], bool]) -> int:
     """Run one inference command; returns the exit code. Nothing is deleted before the new result is written."""
-    from flows.config import ConfigError, load_config
-
     if "://" in options.export_dir:
         raise CliError(f"--export-dir {options.export_dir} must be a local folder; for object storage run "
                        "python -m flows.reconstruct storage.root=s3://bucket/prefix ...")
@@ -296,10 +229,7 @@ def execute(command: str, input: str, options: InferenceOptions, interactive: bo
     preset, model_dir = resolve_model(options.model_dir, options.preset, options.weights)
     local = replace(options, preset=preset, model_dir=model_dir)
     overrides = overrides_for(command, input, local)
-    try:
-        load_config("reconstruct", overrides)
-    except ConfigError as exc:
-        raise CliError(in_flag_terms(str(exc))) from None
+    cfg = _compose(overrides)
     summary = check_input(command, Path(input), options)
     if not options.use_backend:
         _check_device(options.device)
@@ -310,14 +240,26 @@ def execute(command: str, input: str, options: InferenceOptions, interactive: bo
         return _run_on_backend(command, input, replace(options, preset=preset if explicit_model else None), replacing)
     if replacing:  # a fresh result, not one reused from the old contents
         overrides.append("force=true")
+        cfg.force = True
     print(f"da3 {command}: {summary}, {preset} ({options.weights} weights) -> {export_dir.absolute()}\n"
           f"  same as: python -m flows.reconstruct {shlex.join(overrides)}", file=sys.stderr)
-    from flows.reconstruct import main
+    from flows.errors import guarded
+    from flows.reconstruct import run
 
-    code = main(overrides)
+    code = guarded(lambda: run(cfg))
     if code == 0 and replacing:
         replace_old_contents(export_dir)
     return code
+
+
+def _compose(overrides: list[str]) -> ReconstructConfig:
+    """The run's config, composed once from the command's overrides; config errors in flag terms."""
+    from flows.config import ConfigError, load_config
+
+    try:
+        return load_config("reconstruct", overrides)
+    except ConfigError as exc:
+        raise CliError(in_flag_terms(str(exc))) from None
 
 
 def _check_device(device: str) -> None:

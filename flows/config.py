@@ -1,7 +1,8 @@
-"""Typed Hydra configuration: dataclass schemas for conf/, composition from overrides, validation, hashing.
+"""Hydra configuration: compose conf/ with overrides into the typed schemas (flows.schema), validate, hash.
 
-Flows compose the config with Hydra's compose API (no @hydra.main: it would take over logging and
-the working directory), so a flow's only parameter is a JSON-friendly list of override strings.
+Every run composes its config once (``load_config``) and hands the typed object on: CLI → flow → tasks →
+backend jobs. Flows use Hydra's compose API (no @hydra.main: it would take over logging and the working
+directory), so they also run inside a backend, a notebook or another flow.
 """
 
 from __future__ import annotations
@@ -9,181 +10,35 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, get_type_hints
 
 from hydra import compose, initialize_config_dir
-from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from da3core.model.presets import PRESETS
+from flows.schema import (BatchConfig, Device, ReconstructConfig, RefViewStrategy, ResizeMethod, VideoDepthConfig,
+                          Weights, register)
+
+__all__ = ["BatchConfig", "ConfigError", "Device", "ReconstructConfig", "RefViewStrategy", "ResizeMethod",
+           "VideoDepthConfig", "Weights", "composed_data", "config_hashes", "load_config", "resolved"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 OmegaConf.register_new_resolver("da3.repo", lambda: str(REPO_ROOT), replace=True)
+register()
 
 
 class ConfigError(ValueError):
     """A bad config key or value; the message names the key and the allowed values."""
 
 
-class ResizeMethod(Enum):
-    upper_bound_resize = "upper_bound_resize"
-    upper_bound_crop = "upper_bound_crop"
-    lower_bound_resize = "lower_bound_resize"
-    lower_bound_crop = "lower_bound_crop"
-
-
-class RefViewStrategy(Enum):
-    first = "first"
-    middle = "middle"
-    saddle_balanced = "saddle_balanced"
-    saddle_sim_range = "saddle_sim_range"
-
-
-class Device(Enum):
-    auto = "auto"  # cuda, then mps, then cpu
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Precision(Enum):
-    auto = "auto"  # the model's documented default for the device
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Weights(Enum):
-    pretrained = "pretrained"  # model.path, else the preset's hub id
-    random = "random"  # seeded random init for smoke runs; stamped into every output
-
-
-class Runner(Enum):
-    thread = "thread"
-    dask = "dask"
-
-
-@dataclass
-class ModelConfig:
-    preset: str = MISSING  # chosen with model=<preset>; its model card (hub id) comes from da3core.model.presets
-    path: Optional[str] = None  # local model dir (config.json + model.safetensors) or a hub id
-    weights: Weights = Weights.pretrained
-    seed: int = 0  # for weights=random
-    device: Device = Device.auto
-    precision: Precision = Precision.auto
-
-
-@dataclass
-class ProcessingConfig:
-    process_res: int = 504
-    method: ResizeMethod = ResizeMethod.upper_bound_resize
-
-
-@dataclass
-class PoseConfig:
-    use_ray_pose: bool = False
-    align_to_input_ext_scale: bool = True
-
-
-@dataclass
-class InputConfig:
-    fps: float = 1.0  # video sampling rate; <= 0 keeps every frame
-    max_frames: Optional[int] = None  # the first N views of a folder or video; None or <= 0: all
-    image_extensions: list[str] = field(default_factory=lambda: ["png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif"])
-    sparse_subdir: str = ""  # COLMAP model folder; empty tries sparse/0 then sparse
-
-
-@dataclass
-class StorageConfig:
-    root: str = "outputs"  # local folder or fsspec URL (s3://bucket/prefix)
-    options: dict[str, Any] = field(default_factory=dict)  # fsspec storage options, e.g. client_kwargs.endpoint_url
-    lock_timeout: float = 0.0  # seconds to wait while another run writes the same scene; 0 fails at once naming it
-
-
-@dataclass
-class ReconstructConfig:
-    scene: str = "sample"  # a name from `scenes`, a path, or an s3:// URL
-    export: str = "glb"  # formats joined by '+', e.g. glb+gs_video
-    model: ModelConfig = field(default_factory=ModelConfig)
-    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
-    ref_view_strategy: RefViewStrategy = RefViewStrategy.saddle_balanced
-    pose: PoseConfig = field(default_factory=PoseConfig)
-    infer_gs: bool = False
-    export_feat_layers: list[int] = field(default_factory=list)
-    input: InputConfig = field(default_factory=InputConfig)
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    output_dir: Optional[str] = None  # the scene's output folder; default <storage.root>/<scene name>
-    exporters: dict[str, Any] = field(default_factory=dict)  # per-format options, exporters.<format>.<key>
-    force: bool = False  # recompute even when a complete store for the same config exists
-    scenes: dict[str, str] = field(default_factory=dict)
-    datasets: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class BatchConfig(ReconstructConfig):
-    dataset: str = MISSING  # a name from `datasets`, a folder, or an s3:// prefix
-    concurrency: int = 1  # scenes processed at once
-    runner: Runner = Runner.thread
-    dask_address: Optional[str] = None  # existing scheduler; None starts a local cluster
-    dask_workers: int = 2
-
-
-@dataclass
-class VideoStorageConfig:
-    options: dict[str, Any] = field(default_factory=dict)  # fsspec options for s3:// videos and output folders
-    lock_timeout: float = 0.0  # seconds to wait while another run writes the same output; 0 fails at once naming it
-
-
-@dataclass
-class VideoDepthConfig:
-    """Video Depth Anything on one video; option names follow Annolid's ``run_video_depth_anything``."""
-
-    video: str = MISSING  # a video path or an s3:// URL
-    output_dir: Optional[str] = None  # default: next to the video (videos/mice.mp4 -> videos/mice/)
-    encoder: str = "vits"  # vits | vitb | vitl
-    metric: bool = False  # metric checkpoints output metres; relative ones output relative disparity
-    weights: Optional[str] = None  # checkpoint file/dir or name; "random" = seeded random weights (smoke runs)
-    seed: int = 0  # for weights=random
-    device: Device = Device.auto
-    fp32: bool = False  # full precision on CUDA too (off CUDA inference always runs in fp32)
-    input_size: int = 518  # network input short side
-    max_res: int = 1280  # cap on the processed frame's long side; <= 0 keeps the source size
-    target_fps: float = -1  # frame stride round(fps / target_fps); <= 0 keeps every frame
-    max_frames: int = -1  # Annolid's max_len; <= 0: all
-    streaming: bool = True  # one frame at a time (Annolid's default) instead of 32-frame windows
-    windows_per_batch: int = 1  # windowed mode: windows per forward pass
-    grayscale: bool = False
-    save_depth_video: bool = False  # <stem>_vis.mp4
-    save_depth_frames: bool = False  # depth_frames/depth_00000.png
-    save_point_clouds: bool = False  # point_clouds/point_0000.csv
-    save_npz: bool = False  # <stem>_depths.npz
-    save_exr: bool = False  # <stem>_depths_exr/frame_00000.exr
-    focal_length_x: float = 470.4  # point-cloud intrinsics, pixels of the processed frame
-    focal_length_y: float = 470.4
-    storage: VideoStorageConfig = field(default_factory=VideoStorageConfig)
-    force: bool = False  # recompute even when a complete store for the same config and video exists
-
-
-ConfigStore.instance().store(name="reconstruct_schema", node=ReconstructConfig)
-ConfigStore.instance().store(name="batch_schema", node=BatchConfig)
-ConfigStore.instance().store(name="video_depth_schema", node=VideoDepthConfig)
-# The `model` group is the preset registry itself: `model=<preset>` selects one; nothing is repeated in YAML.
-for _preset in PRESETS:
-    ConfigStore.instance().store(group="model", name=_preset, node=ModelConfig(preset=_preset))
-
 # Hydra's compose API initialises a process-wide singleton: concurrent compositions (the backend's request
 # threads validating jobs while its worker runs a flow) must take turns.
 _COMPOSE_LOCK = threading.Lock()
-
-# Keys that change what inference computes (the rest only changes where or how things are written).
-_INFERENCE_KEYS = ("model", "processing", "ref_view_strategy", "pose", "infer_gs", "export_feat_layers", "input")
-
 
 def _compose(config_name: str, overrides: list[str] | None) -> DictConfig:
     with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
@@ -282,13 +137,35 @@ def resolved(cfg: ReconstructConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
 
 
-def config_hashes(cfg: ReconstructConfig) -> tuple[str, str]:
-    """(inference hash, full hash): the first covers what inference computes, the second adds the exports."""
+def hashed_part(schema: type, data: dict[str, Any], affects: tuple[str, ...], inherited: str = "outputs") -> dict:
+    """The keys of ``data`` whose schema mark (flows.schema) is one of ``affects``; sections pass theirs down."""
+    hints = get_type_hints(schema)
+    out = {}
+    for f in fields(schema):
+        mark = f.metadata.get("affects", inherited)
+        if is_dataclass(hints[f.name]) and isinstance(data[f.name], dict):
+            part = hashed_part(hints[f.name], data[f.name], affects, mark)
+            if part:
+                out[f.name] = part
+        elif mark in affects:
+            out[f.name] = data[f.name]
+    return out
+
+
+def digest(data: Any) -> str:
+    """A short, stable hash of JSON-ready data."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_hashes(cfg: Any, **extra: Any) -> tuple[str, str]:
+    """(inference hash, full hash) of a flow config: what inference computes, and that plus what is written from it.
+
+    ``extra`` joins both (e.g. the content hash of the input the config is applied to).
+    """
     data = resolved(cfg)
-    inference = {k: data[k] for k in _INFERENCE_KEYS}
-    inference["model"] = {k: v for k, v in data["model"].items() if k not in ("device",)}
-    max_frames = data["input"]["max_frames"]  # None, 0 and -1 all mean every frame: one hash
-    inference["input"] = {**data["input"], "max_frames": max_frames if max_frames and max_frames > 0 else None}
-    full = {**inference, "export": data["export"], "exporters": data["exporters"]}
-    digest = lambda d: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]  # noqa: E731
+    inference = {**extra, **hashed_part(type(cfg), data, ("inference",))}
+    if "input" in inference:  # None, 0 and -1 all mean every frame: one hash
+        max_frames = inference["input"]["max_frames"]
+        inference["input"]["max_frames"] = max_frames if max_frames and max_frames > 0 else None
+    full = {**inference, **hashed_part(type(cfg), data, ("outputs",))}
     return digest(inference), digest(full)

@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from da3core.io.inputs import InputError
 from da3core.io.video import VideoError
 from da3core.weights import WeightsError
-from da3core.store import StoreError
+from da3core.io.storage import StorageError
 from flows.config import ConfigError, load_config, resolved
 
-USER_ERRORS = (ConfigError, InputError, VideoError, StoreError, WeightsError, FileNotFoundError, PermissionError)
+USER_ERRORS = (ConfigError, InputError, VideoError, StorageError, WeightsError, FileNotFoundError, PermissionError)
 EXIT_USER_ERROR = 2
 
 
-def run_cli(run: Callable[[], None], argv: list[str], config_name: str) -> int:
-    """Run ``run`` unless ``--help``/``--cfg`` was asked for; expected failures print one line, exit 2."""
+def run_cli(config_name: str, argv: list[str], run: Callable[[Any], None]) -> int:
+    """Compose ``conf/<config_name>`` from ``argv`` once and ``run`` it, unless ``--help``/``--cfg`` was asked for."""
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: python -m flows.{config_name} [key=value ...]   (Hydra overrides; --cfg prints the config)")
         return 0
     if argv[:1] == ["--cfg"]:
         from omegaconf import OmegaConf
 
-        print(OmegaConf.to_yaml(resolved(load_config(config_name, argv[1:]))))
-        return 0
+        return guarded(lambda: print(OmegaConf.to_yaml(resolved(load_config(config_name, argv[1:])))))
+    return guarded(lambda: run(load_config(config_name, argv)))
+
+
+def guarded(run: Callable[[], Any]) -> int:
+    """Run ``run``; expected failures print one line and exit 2, unexpected ones print one line and exit 1."""
     try:
         run()
     except USER_ERRORS as exc:

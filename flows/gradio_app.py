@@ -72,7 +72,7 @@ class ReconstructionApp:
                                    max_points_k, show_cameras, fps)
         try:
             with progress_to(lambda f, m: progress(f, desc=m) if progress is not None else None):
-                result = reconstruct(overrides)
+                result = reconstruct(load_config("reconstruct", overrides))
         except Exception as exc:  # shown in the UI as one line; the traceback is in Prefect's log
             raise gr.Error(describe_error(exc)) from exc
         depth = sorted(str(p) for p in (out / "depth_vis").glob("*.jpg"))

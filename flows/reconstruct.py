@@ -1,8 +1,10 @@
 """Reconstruct one scene: ``python -m flows.reconstruct scene=<name|path|s3 url> export=glb+gs_video [overrides]``.
 
 Runs as a Prefect flow without a server (Prefect starts a temporary local API when none is
-configured). Outputs go to ``<storage.root>/<scene name>/``: ``scene.zarr`` and the exports. One run at a time
-per scene (``scene.zarr.lock``, see ``da3core.store.lock``); ``storage.lock_timeout`` seconds to wait for another.
+configured). The flow's one parameter is the typed config (a form in Prefect's UI for deployments); the
+command line composes it once from Hydra overrides. Outputs go to ``<storage.root>/<scene name>/``:
+``scene.zarr`` and the exports. One run at a time per scene (``scene.zarr.lock``, see ``da3core.store.lock``);
+``storage.lock_timeout`` seconds to wait for another.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from prefect import flow, get_run_logger
 
 from da3core.export import parse_formats
 from da3core.io.inputs import input_identity
-from da3core.io.remote import is_remote
-from da3core.store import SceneStore, join_url, store_lock
+from da3core.io.storage import check_writable, is_remote
+from da3core.io.storage import join_url
+from da3core.store import SceneStore, store_lock
 from da3core.store.lock import Lock
-from flows.config import ReconstructConfig, config_hashes, load_config, resolved
+from flows.config import ReconstructConfig, config_hashes, resolved, validate
 from flows.errors import run_cli
 from flows.progress import report
-from flows.storage import check_storage
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
 STORE_NAME = "scene.zarr"
@@ -74,7 +76,7 @@ def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: S
     inference_hash, full_hash = config_hashes(cfg)
     formats = parse_formats(cfg.export)
     report(0.05, "reading input")
-    scene = ingest(name, source, run["input"], dict(cfg.storage.options))  # lists and hashes the files, once
+    scene = ingest(name, source, cfg.input, dict(cfg.storage.options))  # lists and hashes the files, once
     previous = store.attrs() if store.exists() else {}
     same_input = input_identity(previous.get("inputs")) == scene.identity()
     if not cfg.force and same_input and store.is_complete(full_hash):
@@ -95,9 +97,9 @@ def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: S
                  "inference_hash": inference_hash, "export_files": [], "stale_exports": sorted(stale)}
         with store.replacement() as staged:  # built beside the old store, swapped in after inference and alignment
             report(0.15, f"inference on {len(scene)} views")
-            infer(name, scene, staged, run, attrs)
+            infer(name, scene, staged, cfg, attrs)
             report(0.7, "aligning poses")
-            align_poses(name, scene, staged, run, inference_hash)
+            align_poses(name, scene, staged, cfg.pose, inference_hash)
             lock.check()
 
     report(0.75, f"exporting {'+'.join(formats)}")
@@ -105,7 +107,7 @@ def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: S
     # slot held by that very scene task (deadlock at concurrency=1).
     exports = {}
     for i, fmt in enumerate(formats):
-        exports[fmt] = export_format(name, store, fmt, export_dir, _export_options(run, fmt))
+        exports[fmt] = export_format(name, store, fmt, export_dir, {fmt: dict(cfg.exporters.get(fmt, {}))})
         valid |= {_relative(path, export_dir) for path in exports[fmt]}
         store.update_attrs(export_files=sorted(valid))
         report(0.75 + 0.2 * (i + 1) / len(formats), f"exported {fmt}")
@@ -144,28 +146,24 @@ def remove_exports(export_dir: str, relpaths: set[str], storage_options: dict[st
             folder = os.path.dirname(folder)
 
 
-def _export_options(run: dict[str, Any], fmt: str) -> dict[str, Any]:
-    """Keyword arguments for ``da3core.export.export`` for one format."""
-    return {fmt: dict(run["exporters"].get(fmt, {}))}
-
-
 @flow(name="reconstruct", log_prints=True)
-def reconstruct(overrides: list[str] | None = None) -> SceneResult:
-    """Reconstruct one scene from Hydra-style overrides (``scene=... export=glb+gs_video ...``)."""
-    cfg = load_config("reconstruct", overrides)
+def reconstruct(cfg: ReconstructConfig) -> SceneResult:
+    """Reconstruct one scene (``cfg`` as composed by ``load_config("reconstruct", overrides)``)."""
+    validate(cfg)  # a deployment's parameters arrive typed but unchecked
     name, source = resolve_scene(cfg)
     return reconstruct_scene(cfg, name, source)
 
 
-def main(argv: list[str]) -> int:
-    """Command-line entry: validate config and storage before starting the flow; one-line errors."""
-    def run() -> None:
-        cfg = load_config("reconstruct", argv)
-        check_storage(cfg.storage.root, dict(cfg.storage.options))
-        result = reconstruct(argv)
-        print(f"{result.name}: {result.status} in {result.seconds:.1f}s -> {result.store_url}")
+def run(cfg: ReconstructConfig) -> None:
+    """What the command line does with a composed config: check storage first, run the flow, print one line."""
+    check_writable(cfg.storage.root, dict(cfg.storage.options), "storage.root")
+    result = reconstruct(cfg)
+    print(f"{result.name}: {result.status} in {result.seconds:.1f}s -> {result.store_url}")
 
-    return run_cli(run, argv, "reconstruct")
+
+def main(argv: list[str]) -> int:
+    """Command-line entry: compose and validate the config once, check storage, run; one-line errors."""
+    return run_cli("reconstruct", argv, run)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ run never damages a previous result; the completion marker is written last.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -19,18 +17,15 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from da3core.io.remote import is_remote
-from da3core.store import SceneStore, join_url, store_lock
+from da3core.io.storage import check_writable, is_remote
+from da3core.io.storage import join_url
+from da3core.store import SceneStore, store_lock
 from da3core.video_depth.outputs import default_output_dir
-from flows.config import VideoDepthConfig, load_config, resolved
+from flows.config import VideoDepthConfig, config_hashes, resolved, validate_video_depth
 from flows.errors import run_cli
-from flows.storage import check_storage
 from tasks.video_depth import SECOND_PASS, check_local_video, estimate, export_second_pass, probe
 
 STORE_NAME = "depth.zarr"
-# Keys that change the depth maps; the rest only changes which files are written and how.
-_INFERENCE_KEYS = ("encoder", "metric", "weights", "seed", "fp32", "input_size", "max_res", "target_fps",
-                   "max_frames", "streaming", "windows_per_batch")
 
 
 @dataclass
@@ -45,19 +40,10 @@ class VideoDepthResult:
     seconds: float
 
 
-def config_hashes(cfg: VideoDepthConfig, video_sha256: str) -> tuple[str, str]:
-    """(inference hash, full hash) of a config applied to one video's content."""
-    data = resolved(cfg)
-    inference = {"video_sha256": video_sha256, **{k: data[k] for k in _INFERENCE_KEYS}}
-    full = {**inference, **{k: v for k, v in data.items() if k.startswith("save_")},
-            "grayscale": data["grayscale"], "focal": [data["focal_length_x"], data["focal_length_y"]]}
-    digest = lambda d: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]  # noqa: E731
-    return digest(inference), digest(full)
-
-
 def resolve_paths(cfg: VideoDepthConfig) -> tuple[str, str]:
     """(video source, output folder) with ``~`` expanded and the Annolid default folder filled in."""
-    source = cfg.video if is_remote(cfg.video) else str(Path(cfg.video).expanduser())
+    video = cfg.scenes.get(cfg.video, cfg.video)  # a name from the catalog, a path or a URL
+    source = video if is_remote(video) else str(Path(video).expanduser())
     return source, cfg.output_dir or default_output_dir(source)
 
 
@@ -69,9 +55,9 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
     run = resolved(cfg)
     source, output_dir = resolve_paths(cfg)
     options = dict(cfg.storage.options)
-    job = probe(source, run)
-    check_storage(output_dir, options, key="output_dir")  # after the probe: a missing video leaves no empty output folder
-    inference_hash, full_hash = config_hashes(cfg, job.sha256)
+    job = probe(source, cfg)
+    check_writable(output_dir, options, "output_dir")  # after the probe: a missing video leaves no empty output folder
+    inference_hash, full_hash = config_hashes(cfg, video_sha256=job.sha256)
     store = SceneStore(join_url(output_dir, STORE_NAME), options)
     with store_lock(store, cfg.storage.lock_timeout) as lock:
         for leftover in store.discard_leftovers():
@@ -83,10 +69,10 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
                  "inference_hash": inference_hash, "inputs": {"kind": "video", "files": [{"path": source,
                                                                                           "sha256": job.sha256}]}}
         with store.replacement() as staged:
-            streamed = estimate(job, staged, output_dir, run, attrs)
+            streamed = estimate(job, staged, output_dir, cfg, attrs)
             lock.check()
-        futures = [export_second_pass.submit(kind, store, output_dir, job, run, streamed["depth_range"])
-                   for kind in SECOND_PASS if run[kind]]
+        futures = [export_second_pass.submit(kind, store, output_dir, job, cfg, streamed["depth_range"])
+                   for kind in SECOND_PASS if getattr(cfg, kind)]
         outputs = {"output_dir": [output_dir], **streamed["outputs"]}
         for future in futures:
             outputs.update(future.result())
@@ -99,19 +85,22 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
 
 
 @flow(name="video-depth", log_prints=True)
-def video_depth(overrides: list[str] | None = None) -> VideoDepthResult:
-    """Depth for one video from Hydra-style overrides (``video=... encoder=vits save_npz=true ...``)."""
-    return process_video(load_config("video_depth", overrides))
+def video_depth(cfg: VideoDepthConfig) -> VideoDepthResult:
+    """Depth for one video (``cfg`` as composed by ``load_config("video_depth", overrides)``)."""
+    validate_video_depth(cfg)  # a deployment's parameters arrive typed but unchecked
+    return process_video(cfg)
+
+
+def run(cfg: VideoDepthConfig) -> None:
+    """What the command line does with a composed config: check the video first, run the flow, print one line."""
+    check_local_video(resolve_paths(cfg)[0])  # before Prefect starts
+    result = video_depth(cfg)
+    print(f"{result.video}: {result.status} in {result.seconds:.1f}s -> {result.output_dir}")
 
 
 def main(argv: list[str]) -> int:
-    """Command-line entry: validate the config before starting the flow; one-line errors."""
-    def run() -> None:
-        check_local_video(resolve_paths(load_config("video_depth", argv))[0])  # before Prefect starts
-        result = video_depth(argv)
-        print(f"{result.video}: {result.status} in {result.seconds:.1f}s -> {result.output_dir}")
-
-    return run_cli(run, argv, "video_depth")
+    """Command-line entry: compose and validate the config once, check the video, run; one-line errors."""
+    return run_cli("video_depth", argv, run)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from da3core.io.inputs import sha256_file
 from da3core.model.presets import get_preset
+
+if TYPE_CHECKING:  # the schemas live with the flows' config; tasks only read them
+    from flows.schema import ModelConfig, VideoDepthConfig
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -63,7 +66,7 @@ def random_vda_checkpoint(encoder: str, metric: bool, seed: int) -> Path:
 
 
 def _random_weights_root() -> Path:
-    from da3core.io.remote import cache_root
+    from da3core.io.storage import cache_root
 
     return cache_root().parent / "random-weights"  # stamped in the weights files (older caches were not)
 
@@ -75,50 +78,47 @@ def official_vda_checkpoint(encoder: str, metric: bool) -> str:
     return checkpoint_name(encoder, metric)
 
 
-def get_model(model_cfg: dict[str, Any]) -> LoadedModel:
-    """The DA3 model for a resolved ``model`` config section; loads it at most once per process."""
+def get_model(model: ModelConfig) -> LoadedModel:
+    """The DA3 model for a ``model`` config section; loads it at most once per process."""
     from da3core import DepthAnything3
 
-    preset, seed = model_cfg["preset"], model_cfg["seed"]
-    device = pick_device(model_cfg["device"])
+    device = pick_device(model.device.value)
+    weights, precision = model.weights.value, model.precision.value
 
     def load() -> tuple[Any, str, dict[str, Any]]:
-        if model_cfg["weights"] == "random":
-            source = str(random_model_dir(preset, seed))
+        if weights == "random":
+            source = str(random_model_dir(model.preset, model.seed))
             log.warning("model.weights=random: %s has UNTRAINED seeded weights (seed %d); outputs are not "
-                        "meaningful reconstructions", preset, seed)
+                        "meaningful reconstructions", model.preset, model.seed)
         else:
-            source = model_cfg.get("path") or get_preset(preset).hub_id
-        model = DepthAnything3.from_pretrained(source)
-        if model.preset != preset:
-            raise RuntimeError(f"{source} holds {model.preset} weights but model.preset is {preset}; "
-                               f"use model={model.preset}")
-        model = model.to(device).eval()
-        model.set_precision(model_cfg["precision"])
-        return model, source, {"preset": preset, "precision": model.precision}
+            source = model.path or get_preset(model.preset).hub_id
+        net = DepthAnything3.from_pretrained(source)
+        if net.preset != model.preset:
+            raise RuntimeError(f"{source} holds {net.preset} weights but model.preset is {model.preset}; "
+                               f"use model={net.preset}")
+        net = net.to(device).eval().set_precision(precision)
+        return net, source, {"preset": model.preset, "precision": net.precision}
 
-    key = ("da3", preset, model_cfg.get("path"), model_cfg["weights"], seed, device, model_cfg["precision"])
-    return _cached(key, load, device)
+    return _cached(("da3", model.preset, model.path, weights, model.seed, device, precision), load, device)
 
 
-def get_video_depth_model(cfg: dict[str, Any]) -> LoadedModel:
-    """The Video Depth Anything model for a resolved video_depth config; loads it at most once per process."""
+def get_video_depth_model(cfg: VideoDepthConfig) -> LoadedModel:
+    """The Video Depth Anything model for a video_depth config; loads it at most once per process."""
     from da3core.video_depth import load_model
 
-    device = pick_device(cfg["device"])
+    device = pick_device(cfg.device.value)
 
     def load() -> tuple[Any, str, dict[str, Any]]:
-        if cfg["weights"] == "random":
-            source = str(random_vda_checkpoint(cfg["encoder"], cfg["metric"], cfg["seed"]))
+        if cfg.weights == "random":
+            source = str(random_vda_checkpoint(cfg.encoder, cfg.metric, cfg.seed))
             log.warning("weights=random: Video Depth Anything %s has UNTRAINED seeded weights (seed %d); depth is "
-                        "not meaningful", cfg["encoder"], cfg["seed"])
+                        "not meaningful", cfg.encoder, cfg.seed)
         else:
-            source = cfg["weights"] or official_vda_checkpoint(cfg["encoder"], cfg["metric"])
-        model = load_model(source, encoder=cfg["encoder"], metric=cfg["metric"]).to(device).eval()
-        return model, source, {"name": "video-depth-anything", "encoder": model.encoder, "metric": bool(model.metric)}
+            source = cfg.weights or official_vda_checkpoint(cfg.encoder, cfg.metric)
+        net = load_model(source, encoder=cfg.encoder, metric=cfg.metric).to(device).eval()
+        return net, source, {"name": "video-depth-anything", "encoder": net.encoder, "metric": bool(net.metric)}
 
-    key = ("vda", cfg["encoder"], cfg["metric"], cfg["weights"], cfg["seed"], device)
-    return _cached(key, load, device)
+    return _cached(("vda", cfg.encoder, cfg.metric, cfg.weights, cfg.seed, device), load, device)
 
 
 def _cached(key: tuple, load: Callable[[], tuple[Any, str, dict[str, Any]]], device: str) -> LoadedModel:

@@ -10,16 +10,19 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from da3core.io.inputs import SceneInput, discover_scene, load_views
-from da3core.io.remote import is_remote, localize
+from da3core.io.storage import is_remote, localize
 from da3core.store import SceneStore
 from tasks.model_cache import get_model
+
+if TYPE_CHECKING:  # the schemas live with the flows' config; tasks only read them
+    from flows.schema import InputConfig, PoseConfig, ReconstructConfig
 
 _PACKAGES = ("da3pipe", "torch", "numpy", "prefect", "hydra-core", "zarr", "pycolmap", "trimesh", "gsplat")
 
@@ -36,35 +39,35 @@ def package_versions() -> dict[str, str]:
 
 
 @task(name="ingest", task_run_name="ingest-{name}", cache_policy=NO_CACHE)
-def ingest(name: str, source: str, input_cfg: dict[str, Any], storage_options: dict[str, Any]) -> SceneInput:
+def ingest(name: str, source: str, input_cfg: InputConfig, storage_options: dict[str, Any]) -> SceneInput:
     """Find the scene's views (image, folder, video frames at input.fps, COLMAP cameras) and hash its files.
 
     The manifest's ``source`` is the resolved local path or the URL, so the skip decision sees where input came from.
     """
     started = time.perf_counter()
     local = localize(source, storage_options)
-    scene = discover_scene(local, tuple(input_cfg["image_extensions"]), input_cfg["sparse_subdir"],
-                           input_cfg["fps"], input_cfg["max_frames"])
+    scene = discover_scene(local, tuple(input_cfg.image_extensions), input_cfg.sparse_subdir, input_cfg.fps,
+                           input_cfg.max_frames)
     scene.source = source if is_remote(source) else str(Path(source).resolve())  # where it came from, canonical
     get_run_logger().info("ingest %s: %d %s views in %.2fs", name, len(scene), scene.kind, time.perf_counter() - started)
     return scene
 
 
 @task(name="inference", task_run_name="inference-{name}", cache_policy=NO_CACHE)
-def infer(name: str, scene: SceneInput, store: SceneStore, run: dict[str, Any], attrs: dict[str, Any]) -> SceneStore:
+def infer(name: str, scene: SceneInput, store: SceneStore, cfg: ReconstructConfig, attrs: dict[str, Any]) -> SceneStore:
     """Decode the views, run the model (pose-conditioned for COLMAP input), and write them to ``store`` (a staged one)."""
     logger = get_run_logger()
     started = time.perf_counter()
     views = load_views(scene)
     decoded = time.perf_counter()
-    loaded = get_model(run["model"])
+    loaded = get_model(cfg.model)
     with loaded.lock:
         forward_started = time.perf_counter()
         result = loaded.model.infer(
             views, extrinsics=scene.extrinsics, intrinsics=scene.intrinsics,
-            infer_gs=run["infer_gs"], use_ray_pose=run["pose"]["use_ray_pose"],
-            ref_view_strategy=run["ref_view_strategy"], process_res=run["processing"]["process_res"],
-            process_res_method=run["processing"]["method"], export_feat_layers=run["export_feat_layers"] or None,
+            infer_gs=cfg.infer_gs, use_ray_pose=cfg.pose.use_ray_pose, ref_view_strategy=cfg.ref_view_strategy.value,
+            process_res=cfg.processing.process_res, process_res_method=cfg.processing.method.value,
+            export_feat_layers=list(cfg.export_feat_layers) or None,
         )
         model_seconds = time.perf_counter() - forward_started
     pred = result.prediction
@@ -87,7 +90,7 @@ def infer(name: str, scene: SceneInput, store: SceneStore, run: dict[str, Any], 
 
 
 @task(name="align-poses", task_run_name="align-poses-{name}", cache_policy=NO_CACHE)
-def align_poses(name: str, scene: SceneInput, store: SceneStore, run: dict[str, Any], inference_hash: str) -> SceneStore:
+def align_poses(name: str, scene: SceneInput, store: SceneStore, pose: PoseConfig, inference_hash: str) -> SceneStore:
     """Sim(3)-align the predicted cameras to the input poses (COLMAP input), rewriting depth and cameras."""
     from da3core.pose_align import align_prediction_to_input
 
@@ -96,13 +99,13 @@ def align_poses(name: str, scene: SceneInput, store: SceneStore, run: dict[str, 
     if scene.extrinsics is not None:
         pred = store.read_prediction(features=False, gaussians=False)
         aligned = align_prediction_to_input(pred, store.read_array("input_extrinsics"),
-                                            store.read_array("input_intrinsics"), run["pose"]["align_to_input_ext_scale"])
+                                            store.read_array("input_intrinsics"), pose.align_to_input_ext_scale)
         store.write_array("depth", aligned.depth, ["frame", "y", "x"])
         store.write_array("extrinsics", np.asarray(aligned.extrinsics, np.float32)[:, :3, :4],
                           ["frame", "ext_row", "ext_col"], chunk0=len(aligned))
         store.write_array("intrinsics", np.asarray(aligned.intrinsics, np.float32), ["frame", "k_row", "k_col"],
                           chunk0=len(aligned))
-        info.update(aligned=True, align_to_input_ext_scale=run["pose"]["align_to_input_ext_scale"])
+        info.update(aligned=True, align_to_input_ext_scale=pose.align_to_input_ext_scale)
     store.record_stage("align", time.perf_counter() - started, **info)
     get_run_logger().info("align %s: %s", name, "aligned to input poses" if info["aligned"] else "no input poses")
     return store
@@ -111,10 +114,10 @@ def align_poses(name: str, scene: SceneInput, store: SceneStore, run: dict[str, 
 @task(name="export", task_run_name="export-{fmt}-{name}", cache_policy=NO_CACHE, retries=1)
 def export_format(name: str, store: SceneStore, fmt: str, export_dir: str, options: dict[str, Any]) -> list[str]:
     """Write one export format from the store (no inference needed)."""
-    from da3core.export import export
+    from da3core.export import FORMATS, export
 
     started = time.perf_counter()
-    pred = store.read_prediction(features=fmt == "feat_vis", gaussians=fmt.startswith("gs_"))
+    pred = store.read_prediction(features=FORMATS[fmt].reads_features, gaussians=FORMATS[fmt].reads_gaussians)
     written = export(pred, [fmt], export_dir, storage_options=store.storage_options, **options)
     paths = written.get(fmt, [])
     store.record_stage(f"export_{fmt}", time.perf_counter() - started, files=len(paths))

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prefect import get_run_logger, task
@@ -24,7 +24,7 @@ from tqdm import tqdm
 from da3core.export.target import ExportTarget
 from da3core.io import video as video_io
 from da3core.io.inputs import sha256_file
-from da3core.io.remote import is_remote, localize
+from da3core.io.storage import is_remote, localize
 from da3core.io.video import VideoError
 from da3core.store import SceneStore
 from da3core.video_depth.outputs import (
@@ -32,6 +32,9 @@ from da3core.video_depth.outputs import (
 )
 from tasks.model_cache import get_video_depth_model
 from tasks.reconstruction import package_versions
+
+if TYPE_CHECKING:  # the schemas live with the flows' config; tasks only read them
+    from flows.schema import VideoDepthConfig
 
 DEPTH_KINDS = {False: "relative disparity (affine-ambiguous, larger = nearer)", True: "metric depth in metres"}
 SECOND_PASS = ("save_depth_video", "save_depth_frames", "save_npz")
@@ -61,22 +64,22 @@ def check_local_video(source: str) -> None:
 
 
 @task(name="probe-video", task_run_name="probe-{source}", cache_policy=NO_CACHE, retries=0)
-def probe(source: str, run: dict[str, Any]) -> VideoJob:
+def probe(source: str, cfg: VideoDepthConfig) -> VideoJob:
     """Fetch (s3) and open the video, pick the frames and the processed size; fails before anything is written."""
     started = time.perf_counter()
     check_local_video(source)
     try:
-        local = localize(source, run["storage"]["options"])
+        local = localize(source, dict(cfg.storage.options))
     except FileNotFoundError as exc:
         raise VideoError(f"video not found: {source}; pass video=<path to a video file or s3:// URL>") from exc
     meta = video_io.probe_video(local)
     if meta.n_frames <= 0:
         raise VideoError(f"{source} has no video frames; check the file is a complete, readable video")
     fps = meta.fps if meta.fps > 0 else 30.0  # Annolid's fallback for streams without a rate
-    indices = video_io.sample_frame_indices(meta.n_frames, fps, run["target_fps"],
-                                            run["max_frames"] if run["max_frames"] > 0 else None, integer_stride=True)
+    indices = video_io.sample_frame_indices(meta.n_frames, fps, cfg.target_fps,
+                                            cfg.max_frames if cfg.max_frames > 0 else None, integer_stride=True)
     stride = int(indices[1] - indices[0]) if len(indices) > 1 else 1
-    size = video_io.fit_max_res(meta.height, meta.width, run["max_res"])
+    size = video_io.fit_max_res(meta.height, meta.width, cfg.max_res)
     job = VideoJob(PurePosixPath(source).name, source, str(local), sha256_file(local), meta.n_frames, fps,
                    meta.width, meta.height, indices.tolist(), size, fps / stride)
     get_run_logger().info("probe %s: %d frames at %.3g fps, %dx%d -> %d frames at %dx%d in %.2fs", job.name,
@@ -85,26 +88,27 @@ def probe(source: str, run: dict[str, Any]) -> VideoJob:
     return job
 
 
-def output_options(run: dict[str, Any]) -> OutputOptions:
-    """The writer options of a resolved config."""
-    return OutputOptions(**{k: run[k] for k in OutputOptions.__dataclass_fields__})
+def output_options(cfg: VideoDepthConfig) -> OutputOptions:
+    """The writer options of a config."""
+    return OutputOptions(**{k: getattr(cfg, k) for k in OutputOptions.__dataclass_fields__})
 
 
-def _depth_stream(model: Any, frames: Iterator[np.ndarray], run: dict[str, Any], device: str) -> Iterator[np.ndarray]:
+def _depth_stream(model: Any, frames: Iterator[np.ndarray], cfg: VideoDepthConfig,
+                  device: str) -> Iterator[np.ndarray]:
     from da3core.video_depth import infer_streaming, infer_windows
 
-    kwargs = {"input_size": run["input_size"], "device": device, "fp32": run["fp32"]}
-    if run["streaming"]:
+    kwargs = {"input_size": cfg.input_size, "device": device, "fp32": cfg.fp32}
+    if cfg.streaming:
         return infer_streaming(model, frames, **kwargs)
-    return infer_windows(model, frames, windows_per_batch=run["windows_per_batch"], **kwargs)
+    return infer_windows(model, frames, windows_per_batch=cfg.windows_per_batch, **kwargs)
 
 
 @task(name="video-depth", task_run_name="video-depth-{job.name}", cache_policy=NO_CACHE)
-def estimate(job: VideoJob, store: SceneStore, output_dir: str, run: dict[str, Any],
+def estimate(job: VideoJob, store: SceneStore, output_dir: str, cfg: VideoDepthConfig,
              attrs: dict[str, Any]) -> dict[str, Any]:
     """Stream the video through the model into a fresh store and the per-frame Annolid outputs."""
     logger = get_run_logger()
-    loaded = get_video_depth_model(run)
+    loaded = get_video_depth_model(cfg)
     is_metric = bool(loaded.model.metric)
     n, (h, w) = len(job.indices), job.size
     store.reset({**attrs, "model": loaded.info, "versions": package_versions(), "video": {k: v for k, v in asdict(job).items() if k != "indices"},
@@ -130,9 +134,9 @@ def estimate(job: VideoJob, store: SceneStore, output_dir: str, run: dict[str, A
     timestamps = np.full(n, np.nan)
     lo, hi = np.inf, -np.inf
     started = time.perf_counter()
-    target = ExportTarget(output_dir, run["storage"]["options"])
-    with loaded.lock, StreamingOutputs(target, job.name, output_options(run), is_metric) as outputs:
-        for k, depth in enumerate(tqdm(_depth_stream(loaded.model, frames(), run, loaded.info["device"]), total=n,
+    target = ExportTarget(output_dir, dict(cfg.storage.options))
+    with loaded.lock, StreamingOutputs(target, job.name, output_options(cfg), is_metric) as outputs:
+        for k, depth in enumerate(tqdm(_depth_stream(loaded.model, frames(), cfg, loaded.info["device"]), total=n,
                                        desc=f"depth {job.name}", unit="frame", disable=None)):
             frame_index, timestamps[k], rgb = pending.popleft()
             if depth.shape != (h, w) or frame_index != job.indices[k]:
@@ -159,17 +163,17 @@ def estimate(job: VideoJob, store: SceneStore, output_dir: str, run: dict[str, A
 
 
 @task(name="video-export", task_run_name="export-{kind}", cache_policy=NO_CACHE, retries=1)
-def export_second_pass(kind: str, store: SceneStore, output_dir: str, job: VideoJob, run: dict[str, Any],
+def export_second_pass(kind: str, store: SceneStore, output_dir: str, job: VideoJob, cfg: VideoDepthConfig,
                        depth_range: tuple[float, float]) -> dict[str, list[str]]:
     """Write one output that needs the video's global depth range, reading depth back one frame at a time."""
     started = time.perf_counter()
-    target = ExportTarget(output_dir, run["storage"]["options"])
+    target = ExportTarget(output_dir, dict(cfg.storage.options))
     stem, depths, (lo, hi) = PurePosixPath(job.name).stem, store.iter_array("depth"), depth_range
     if kind == "save_depth_video":
         written = {"depth_visualization": write_depth_video(target, stem, depths, lo, hi, job.output_fps,
-                                                            run["grayscale"])}
+                                                            cfg.grayscale)}
     elif kind == "save_depth_frames":
-        written = {"depth_frames": write_depth_frames(target, depths, lo, hi, run["grayscale"])}
+        written = {"depth_frames": write_depth_frames(target, depths, lo, hi, cfg.grayscale)}
     else:
         written = {"npz": write_npz(target, stem, depths, (len(job.indices), *job.size))}
     store.record_stage(f"export_{kind.removeprefix('save_')}", time.perf_counter() - started)

@@ -5,6 +5,5 @@ Public API: :func:`parse_formats`, :func:`check_formats`, :func:`check_feature_l
 """
 
 from da3core.export.registry import FORMATS, check_feature_layers, check_formats, export, parse_formats
-from da3core.export.target import ExportDirError
 
-__all__ = ["FORMATS", "ExportDirError", "check_feature_layers", "check_formats", "export", "parse_formats"]
+__all__ = ["FORMATS", "check_feature_layers", "check_formats", "export", "parse_formats"]

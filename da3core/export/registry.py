@@ -1,7 +1,14 @@
-"""The export format registry: names, what each format needs, and the ``export`` dispatcher."""
+"""The export format registry: names, what each format needs and reads, and the ``export`` dispatcher.
+
+``FORMATS`` answers every question about a format (its files, the prediction fields it needs, what a caller
+must read from a store for it, the shared options it takes); adding a format is one entry here plus its writer
+module. Writers are named as ``"module:function"`` and imported on first use, so listing the formats (a
+command line's help) loads no writer and no torch.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import numbers
@@ -12,16 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from da3core.export.colmap import check_colmap_options, write_colmap
-from da3core.export.depth_vis import write_depth_vis
-from da3core.export.feat_vis import feature_layers, write_feat_vis
-from da3core.export.glb import build_scene, write_glb
-from da3core.export.gs_ply import check_gs_ply_options, write_gs_ply
-from da3core.export.gs_video import check_gs_video_options, write_gs_video
-from da3core.export.nerfstudio import write_nerfstudio
-from da3core.export.npz import write_mini_npz, write_npz
-from da3core.export.ply import write_ply
-from da3core.export.points import confident_points
 from da3core.export.target import ExportTarget
 from da3core.prediction import Prediction
 
@@ -37,56 +34,92 @@ SHARED_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _function(ref: str) -> Callable[..., Any]:
+    """``"da3core.export.glb:write_glb"`` -> the function (its module imported now)."""
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 @dataclass(frozen=True)
 class ExportFormat:
-    """One export format: its writer, the prediction fields it needs and the shared options it takes."""
+    """One export format: its writer, the prediction fields it needs and the shared options it takes.
+
+    Functions are ``"module:function"`` references, imported on first use.
+    """
 
     name: str
-    write: Callable[..., list[str]]  # write(prediction, target, **options) -> written locations
+    writer: str  # write(prediction, target, **options) -> written locations
     summary: str
     needs: tuple[str, ...] = ()  # Prediction fields ("features" = aux feat_layer_*)
     shared: dict[str, str] = field(default_factory=dict)  # shared option -> the writer's keyword
-    forwards: tuple[Callable[..., Any], ...] = ()  # where the writer's **options go: their keywords are valid
-    check: Callable[..., None] | None = None  # validates option values before anything is written
+    forwards: tuple[str, ...] = ()  # where the writer's **options go: their keywords are valid options too
+    checker: str | None = None  # validates option values before anything is written
+    method_checker: str | None = None  # refuses a preprocessing (process_res_method) the format cannot invert
+
+    @property
+    def write(self) -> Callable[..., list[str]]:
+        """The writer function."""
+        return _function(self.writer)
+
+    @property
+    def reads_features(self) -> bool:
+        """Whether the format needs the stored intermediate features (a store read can skip them otherwise)."""
+        return "features" in self.needs
+
+    @property
+    def reads_gaussians(self) -> bool:
+        """Whether the format needs the stored 3D Gaussians."""
+        return "gaussians" in self.needs
+
+    @property
+    def point_cloud(self) -> bool:
+        """Whether the format back-projects confident depth into points (and so uses confidence when there is one)."""
+        return set(_POINT_NEEDS) <= set(self.needs)
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise TypeError/ValueError for options the writer would reject."""
         accepted = set()
-        for fn in (self.write, *self.forwards):
+        for fn in (self.write, *map(_function, self.forwards)):
             accepted |= {p.name for p in inspect.signature(fn).parameters.values()
                          if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
         accepted -= {"prediction", "target"}
         unknown = sorted(set(options) - accepted)
         if unknown:
             raise TypeError(f"export format {self.name!r} has no option(s) {unknown}; valid: {sorted(accepted)}")
-        if self.check is not None:
-            self.check(**options)
+        if self.checker is not None:
+            _function(self.checker)(**options)
 
 
 _POINT_NEEDS = ("intrinsics", "extrinsics", "processed_images")
 _PERCENTILE = {"conf_thresh_percentile": "conf_thresh_percentile"}
 _POINT_SHARED = {**_PERCENTILE, "num_max_points": "num_max_points"}
+_POINTS = "da3core.export.points:confident_points"
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("mini_npz", write_mini_npz, "exports/mini_npz/results.npz: depth, conf, cameras"),
-    ExportFormat("npz", write_npz, "exports/npz/results.npz: images, depth, conf, cameras",
+    ExportFormat("mini_npz", "da3core.export.npz:write_mini_npz", "exports/mini_npz/results.npz: depth, conf, cameras"),
+    ExportFormat("npz", "da3core.export.npz:write_npz", "exports/npz/results.npz: images, depth, conf, cameras",
                  needs=("processed_images",)),
-    ExportFormat("glb", write_glb, "scene.glb points + camera frustums, scene.jpg, depth_vis/", needs=_POINT_NEEDS,
-                 shared={**_POINT_SHARED, "show_cameras": "show_cameras"}, forwards=(build_scene, confident_points)),
-    ExportFormat("depth_vis", write_depth_vis, "depth_vis/NNNN.jpg image | depth", needs=("processed_images",)),
-    ExportFormat("feat_vis", write_feat_vis, "feat_vis/: PCA of intermediate features, JPEGs + mp4",
-                 needs=("processed_images", "features"), shared={"feat_vis_fps": "fps"}),
-    ExportFormat("gs_ply", write_gs_ply, "gs_ply/0000.ply 3DGS PLY (INRIA layout)", needs=("gaussians",),
-                 check=check_gs_ply_options),
-    ExportFormat("gs_video", write_gs_video, "gs_video/0000_<trajectory>.mp4 Gaussian fly-through",
-                 needs=("gaussians", "intrinsics", "extrinsics"),
+    ExportFormat("glb", "da3core.export.glb:write_glb", "scene.glb points + camera frustums, scene.jpg, depth_vis/",
+                 needs=_POINT_NEEDS, shared={**_POINT_SHARED, "show_cameras": "show_cameras"},
+                 forwards=("da3core.export.glb:build_scene", _POINTS)),
+    ExportFormat("depth_vis", "da3core.export.depth_vis:write_depth_vis", "depth_vis/NNNN.jpg image | depth",
+                 needs=("processed_images",)),
+    ExportFormat("feat_vis", "da3core.export.feat_vis:write_feat_vis",
+                 "feat_vis/: PCA of intermediate features, JPEGs + mp4", needs=("processed_images", "features"),
+                 shared={"feat_vis_fps": "fps"}),
+    ExportFormat("gs_ply", "da3core.export.gs_ply:write_gs_ply", "gs_ply/0000.ply 3DGS PLY (INRIA layout)",
+                 needs=("gaussians",), checker="da3core.export.gs_ply:check_gs_ply_options"),
+    ExportFormat("gs_video", "da3core.export.gs_video:write_gs_video",
+                 "gs_video/0000_<trajectory>.mp4 Gaussian fly-through", needs=("gaussians", "intrinsics", "extrinsics"),
                  shared={"render_exts": "extrinsics", "render_ixts": "intrinsics", "render_hw": "out_image_hw"},
-                 check=check_gs_video_options),
-    ExportFormat("colmap", write_colmap, "sparse/0/*.bin COLMAP model at the source resolution",
-                 needs=_POINT_NEEDS, shared=_POINT_SHARED, check=check_colmap_options),
-    ExportFormat("nerfstudio", write_nerfstudio, "nerfstudio/: transforms.json, images, points3D.ply",
-                 needs=_POINT_NEEDS, shared=_PERCENTILE, forwards=(confident_points,)),
-    ExportFormat("ply", write_ply, "points.ply coloured point cloud", needs=_POINT_NEEDS, shared=_POINT_SHARED,
-                 forwards=(confident_points,)),
+                 checker="da3core.export.gs_video:check_gs_video_options"),
+    ExportFormat("colmap", "da3core.export.colmap:write_colmap", "sparse/0/*.bin COLMAP model at the source resolution",
+                 needs=_POINT_NEEDS, shared=_POINT_SHARED, checker="da3core.export.colmap:check_colmap_options",
+                 method_checker="da3core.export.colmap:check_colmap_options"),
+    ExportFormat("nerfstudio", "da3core.export.nerfstudio:write_nerfstudio",
+                 "nerfstudio/: transforms.json, images, points3D.ply", needs=_POINT_NEEDS, shared=_PERCENTILE,
+                 forwards=(_POINTS,)),
+    ExportFormat("ply", "da3core.export.ply:write_ply", "points.ply coloured point cloud", needs=_POINT_NEEDS,
+                 shared=_POINT_SHARED, forwards=(_POINTS,)),
 )}
 
 
@@ -109,14 +142,14 @@ def check_formats(formats: Sequence[str], *, has_conf: bool, has_gaussians: bool
     """
     names = parse_formats(formats)
     for name in names:
-        needs = FORMATS[name].needs
-        if "gaussians" in needs and not has_gaussians:
+        fmt = FORMATS[name]
+        if fmt.reads_gaussians and not has_gaussians:
             raise ValueError(f"export format {name!r} needs 3D Gaussians: {GAUSSIAN_HINT}")
-        if "features" in needs and not has_features:
+        if fmt.reads_features and not has_features:
             raise ValueError(f"export format {name!r} needs intermediate features: {FEATURE_HINT}")
-        if name == "colmap" and process_res_method is not None:
-            check_colmap_options(process_res_method)
-        if not has_conf and "processed_images" in needs and name in ("glb", "colmap", "ply", "nerfstudio"):
+        if fmt.method_checker is not None and process_res_method is not None:
+            _function(fmt.method_checker)(process_res_method)
+        if not has_conf and fmt.point_cloud:
             log.info("%s: this model gives no confidence, so every valid non-sky pixel becomes a point", name)
     if options is not None:
         plan_options(names, options)
@@ -149,6 +182,8 @@ def plan_options(names: Sequence[str], kwargs: dict[str, Any]) -> dict[str, dict
 
 
 def _check_prediction(name: str, prediction: Prediction) -> None:
+    from da3core.export.feat_vis import feature_layers
+
     for need in FORMATS[name].needs:
         missing = not feature_layers(prediction) if need == "features" else getattr(prediction, need) is None
         if missing:

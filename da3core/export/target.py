@@ -18,13 +18,7 @@ from typing import Any
 
 import fsspec
 
-
-class ExportDirError(OSError):
-    """The export directory cannot be created or written."""
-
-
-def _is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
+from da3core.io.storage import check_writable, is_remote
 
 
 class ExportTarget:
@@ -32,7 +26,8 @@ class ExportTarget:
 
     def __init__(self, root: str | os.PathLike, storage_options: dict[str, Any] | None = None):
         self.root = str(root).rstrip("/")
-        self.remote = _is_remote(self.root)
+        self.remote = is_remote(self.root)
+        self.storage_options = dict(storage_options or {})
         if self.remote:
             self.fs, self._fs_root = fsspec.core.url_to_fs(self.root, **(storage_options or {}))
         else:
@@ -43,21 +38,8 @@ class ExportTarget:
         return f"{self.root}/{relpath}" if self.remote else str(self._local_root / relpath)
 
     def check_writable(self) -> None:
-        """Create the root and prove a file can be written there; raise ExportDirError otherwise."""
-        probe = f".da3-write-probe-{uuid.uuid4().hex[:8]}"
-        try:
-            if self.remote:  # object stores need no folders; never create a bucket from a typo
-                self.fs.pipe_file(f"{self._fs_root}/{probe}", b"")
-                self.fs.rm_file(f"{self._fs_root}/{probe}")
-            else:
-                self._local_root.mkdir(parents=True, exist_ok=True)
-                (self._local_root / probe).write_bytes(b"")
-                (self._local_root / probe).unlink()
-        except Exception as exc:  # every backend failure means the same thing to the user
-            raise ExportDirError(
-                f"cannot write exports to {self.root} ({type(exc).__name__}: {exc}); "
-                "choose a writable export_dir or fix its permissions/credentials"
-            ) from None
+        """Create the root (locally) and prove a file can be written there; raise StorageError otherwise."""
+        check_writable(self.root, self.storage_options, what="export_dir")
 
     @contextmanager
     def staged(self, relpath: str) -> Iterator[Path]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
+from da3core.choices import REF_VIEW_STRATEGIES
+
 REF_SELECTION_MIN_VIEWS = 3
 
 
@@ -20,8 +21,8 @@ def select_reference_view(feat: Tensor, strategy: str = "saddle_balanced") -> Te
     variance are each closest to the middle of their range; ``saddle_sim_range`` the view with the
     widest spread of similarities.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown ref_view_strategy '{strategy}'; allowed: {', '.join(STRATEGIES)}")
+    if strategy not in REF_VIEW_STRATEGIES:
+        raise ValueError(f"unknown ref_view_strategy '{strategy}'; allowed: {', '.join(REF_VIEW_STRATEGIES)}")
     b, s, _ = feat.shape
     if s <= 1 or strategy == "first":
         return torch.zeros(b, dtype=torch.long, device=feat.device)

@@ -42,6 +42,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
+from da3core.io.storage import StorageError
 from da3core.prediction import Gaussians, Prediction
 
 SCHEMA_VERSION = 1
@@ -60,13 +61,8 @@ _GAUSSIAN_DIMS = {
 }
 
 
-class StoreError(RuntimeError):
+class StoreError(StorageError):
     """A scene store that cannot be reached, read or written."""
-
-
-def join_url(root: str, *parts: str) -> str:
-    """Join path segments onto a local path or URL with forward slashes."""
-    return "/".join([root.rstrip("/")] + [p.strip("/") for p in parts if p])
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from flows.config import load_config, resolved
+from flows.config import ReconstructConfig, load_config
 from flows.errors import USER_ERRORS
 from flows.progress import progress_to
 from flows.backend.archive import pack_contents
@@ -64,7 +64,7 @@ def warm_model(pinned: list[str]) -> dict[str, Any]:
 
     from tasks.model_cache import get_model
 
-    info = get_model(resolved(load_config("reconstruct", pinned))["model"]).info
+    info = get_model(load_config("reconstruct", pinned).model).info
     with get_client(sync_client=True) as client:
         client.api_healthcheck()
     return info
@@ -87,6 +87,7 @@ class Job:
     finished_at: float | None = None
     result: dict[str, Any] | None = None
     upload_bytes: int = 0
+    config: ReconstructConfig | None = field(default=None, repr=False)  # composed and checked once, at submission
 
     @property
     def output_dir(self) -> Path:
@@ -104,7 +105,7 @@ class Job:
 
     def record(self) -> dict[str, Any]:
         """The job as JSON-ready data (no server paths)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("workspace", "source")}
+        data = {k: v for k, v in asdict(self).items() if k not in ("workspace", "source", "config")}
         data["scene"] = Path(self.source).name
         data["queued_seconds"] = (self.started_at or time.time()) - self.created_at
         data["run_seconds"] = (self.finished_at or time.time()) - self.started_at if self.started_at else None
@@ -125,17 +126,16 @@ def server_overrides(job: Job, pinned: list[str]) -> list[str]:
             f"storage.root={quote_path(job.workspace)}", *pinned]
 
 
-def run_job(job: Job, pinned: list[str]) -> dict[str, Any]:
-    """Run the reconstruct flow for ``job`` (the same code path as ``python -m flows.reconstruct``); pack its outputs."""
+def run_job(job: Job) -> dict[str, Any]:
+    """Run the reconstruct flow on ``job``'s checked config (the same flow as ``python -m flows.reconstruct``); pack
+    its outputs."""
     from flows.reconstruct import reconstruct
-
-    overrides = [*server_overrides(job, pinned), *job.overrides]
 
     def update(fraction: float, message: str) -> None:
         job.progress, job.message = round(fraction, 3), message
 
     with progress_to(update):
-        result = reconstruct(overrides)
+        result = reconstruct(job.config)
     job.progress, job.message = 0.97, "packing outputs"
     with open(job.archive, "wb") as out:
         pack_contents(job.output_dir, out)

@@ -234,8 +234,12 @@ def check_size(cfg: ReconstructConfig, source: Path, limits: JobLimits) -> None:
                               f"of {limits.max_input_pixels:,} (--max-input-pixels); downscale them or send fewer")
 
 
-def check_job(client: list[str], server: list[str], source: Path, model: dict[str, str], limits: JobLimits) -> None:
-    """Every check of a job before it is queued: composed overrides, the typed config's values, the size caps."""
+def check_job(client: list[str], server: list[str], source: Path, model: dict[str, str],
+              limits: JobLimits) -> ReconstructConfig:
+    """Every check of a job before it is queued (composed overrides, the typed config's values, the size caps);
+    returns the config the worker will run."""
     check_composed(composed_data("reconstruct", server), composed_data("reconstruct", [*server, *client]), source,
                    model)
-    check_size(load_config("reconstruct", [*server, *client]), source, limits)
+    cfg = load_config("reconstruct", [*server, *client])
+    check_size(cfg, source, limits)
+    return cfg

@@ -106,7 +106,7 @@ class Service:
         self.started_at = time.time()
         self.model_info: dict[str, Any] | None = None
         self.load_seconds: float | None = None
-        self.queue = JobQueue(lambda job: run_job(job, self.pinned), max_queue, warm=self.warm)
+        self.queue = JobQueue(run_job, max_queue, warm=self.warm)
 
     def warm(self) -> dict[str, Any]:
         """Load the pinned model (once per process) and remember what was loaded."""
@@ -259,8 +259,8 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
             raise HTTPException(400, str(exc)) from exc
         try:
             # The whole config now, composed as the worker will: a bad job is a 400 here, not a failed job later.
-            await run_in_threadpool(check_job, job.overrides, server_overrides(job, service.pinned),
-                                    Path(job.source), service.model, service.limits)
+            job.config = await run_in_threadpool(check_job, job.overrides, server_overrides(job, service.pinned),
+                                                 Path(job.source), service.model, service.limits)
             service.queue.submit(job)
         except (ConfigError, JobRequestError) as exc:
             shutil.rmtree(job.workspace, ignore_errors=True)

@@ -13,6 +13,7 @@ import pytest
 
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_colmap, write_image_folder, write_video
+from flows.config import load_config
 from flows.batch import batch, main
 from paths import REPO_ROOT
 
@@ -43,11 +44,11 @@ def broken_dataset(dataset, tmp_path) -> Path:
 
 def test_all_scene_kinds_and_skip_on_rerun(dataset, tmp_path):
     argv = [f"dataset={dataset}", f"storage.root={tmp_path / 'out'}", "concurrency=2", *FAST]
-    report = batch(argv)
+    report = batch(load_config("batch", argv))
     assert sorted(r.name for r in report.results) == ["garden", "kitchen", "walk"] and not report.failures
     kinds = {r.name: SceneStore(r.store_url).attrs()["inputs"]["kind"] for r in report.results}
     assert kinds == {"garden": "colmap", "kitchen": "images", "walk": "video"}
-    again = batch(argv)
+    again = batch(load_config("batch", argv))
     assert {r.status for r in again.results} == {"skipped"}
 
 
@@ -96,11 +97,9 @@ def test_sigkill_mid_batch_then_resume(tmp_path):
 
 @pytest.mark.slow
 def test_dask_runner_with_two_workers(dataset, tmp_path):
-    from flows.batch import task_runner
-    from flows.config import load_config
-
+    """The flow itself picks the runner from its config, so a served or deployed run honours runner=dask too."""
     argv = [f"dataset={dataset}", f"storage.root={tmp_path / 'out'}", "runner=dask", "dask_workers=2", *FAST]
-    report = batch.with_options(task_runner=task_runner(load_config("batch", argv)))(argv)
+    report = batch(load_config("batch", argv))
     assert not report.failures and len(report.results) == 3
     pids = {SceneStore(r.store_url).attrs()["worker"]["pid"] for r in report.results}
     assert len(pids) == 2 and os.getpid() not in pids  # scenes ran in the two worker processes

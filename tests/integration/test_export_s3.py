@@ -14,7 +14,8 @@ import trimesh
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from export_scenes import synthetic_prediction  # noqa: E402
 
-from da3core.export import ExportDirError, export  # noqa: E402
+from da3core.export import export  # noqa: E402
+from da3core.io.storage import StorageError  # noqa: E402
 
 
 def test_export_to_s3(s3_options):
@@ -36,5 +37,5 @@ def test_export_to_s3(s3_options):
 
 def test_missing_bucket_is_a_clear_error(s3_options):
     prediction = synthetic_prediction(n_views=1, width=70, height=56)[0]
-    with pytest.raises(ExportDirError, match="cannot write exports to s3://no-such-bucket/x"):
+    with pytest.raises(StorageError, match="cannot write to export_dir=s3://no-such-bucket/x"):
         export(prediction, "mini_npz", "s3://no-such-bucket/x", storage_options=s3_options)

@@ -15,6 +15,7 @@ from da3core.synthetic import make_capture, write_image_folder  # noqa: E402
 from flows.gallery import find_scenes  # noqa: E402
 from flows.gradio_app import ReconstructionApp, build_demo, launch  # noqa: E402
 from flows.reconstruct import reconstruct  # noqa: E402
+from flows.config import load_config
 from s3server import free_port  # noqa: E402
 
 MODEL = dict(model_dir=None, preset="da3-small", weights="random")
@@ -40,10 +41,10 @@ def test_run_matches_the_flow_and_saves_to_gallery(tmp_path):
     points = _points(Path(glb))
     assert 0 < points <= 500
     # Independent truth: the same options as plain flow overrides (lower_bound_resize = "high_res").
-    reconstruct([f"scene={folder}", f"output_dir={tmp_path / 'local'}", "export=glb", "processing.method=lower_bound_resize",
+    reconstruct(load_config("reconstruct", [f"scene={folder}", f"output_dir={tmp_path / 'local'}", "export=glb", "processing.method=lower_bound_resize",
                  "processing.process_res=56", "ref_view_strategy=first", "+exporters.glb.conf_thresh_percentile=30",
                  "+exporters.glb.num_max_points=500", "+exporters.glb.show_cameras=false", "model=da3-small",
-                 "model.weights=random", "model.device=cpu"])
+                 "model.weights=random", "model.device=cpu"]))
     assert Path(glb).read_bytes() == (tmp_path / "local" / "scene.glb").read_bytes()
     assert [Path(p).read_bytes() for p in depth] == [p.read_bytes() for p in sorted((tmp_path / "local" / "depth_vis").glob("*.jpg"))]
     assert find_scenes(tmp_path / "gallery") == ["room/run1"]

@@ -11,12 +11,13 @@ import zarr
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_colmap, write_image_folder, write_video
 from flows.reconstruct import main, reconstruct
+from flows.config import load_config
 
 FAST = ["model=da3-small", "model.weights=random", "processing.process_res=112"]
 
 
 def _run(tmp_path, scene, *extra):
-    return reconstruct([f"scene={scene}", f"storage.root={tmp_path / 'out'}", *FAST, *extra])
+    return reconstruct(load_config("reconstruct", [f"scene={scene}", f"storage.root={tmp_path / 'out'}", *FAST, *extra]))
 
 
 def _group(result):
@@ -72,8 +73,8 @@ def test_s3_storage_and_s3_scene(tmp_path, image_folder, s3_options):
     fs.put(str(image_folder) + "/", "da3-test/scenes/room/", recursive=True)
     options = [f"+storage.options.key={s3_options['key']}", f"+storage.options.secret={s3_options['secret']}",
                f"+storage.options.client_kwargs.endpoint_url={s3_options['client_kwargs']['endpoint_url']}"]
-    result = reconstruct(["scene=s3://da3-test/scenes/room", "storage.root=s3://da3-test/out", *FAST,
-                          "export=mini_npz", *options])
+    result = reconstruct(load_config("reconstruct", ["scene=s3://da3-test/scenes/room", "storage.root=s3://da3-test/out", *FAST,
+                          "export=mini_npz", *options]))
     store = SceneStore(result.store_url, s3_options)
     assert result.store_url == "s3://da3-test/out/room/scene.zarr" and store.is_complete()
     assert store.read_prediction().depth.shape == (8, 84, 112)

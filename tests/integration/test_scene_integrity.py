@@ -22,6 +22,7 @@ from PIL import Image
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_image_folder
 from flows.reconstruct import main, reconstruct
+from flows.config import load_config
 from paths import REPO_ROOT
 
 FAST = ["model=da3-small", "model.weights=random", "export=mini_npz"]
@@ -82,7 +83,7 @@ def test_issue_kill_in_depth_delete_during_rerun_then_rerun_first_command(room, 
     first command: it must not be skipped with a broken store (it was: marker kept, depth gone)."""
     out = tmp_path / "out"
     first = _argv(room, out, 56)
-    assert reconstruct(first).status == "done"
+    assert reconstruct(load_config("reconstruct", first)).status == "done"
     store = out / "room" / "scene.zarr"
     arrays = _arrays(store)
     strace_log = tmp_path / "strace.log"
@@ -90,7 +91,7 @@ def test_issue_kill_in_depth_delete_during_rerun_then_rerun_first_command(room, 
               "inject=unlink,unlinkat,rmdir:signal=KILL:when=1", "-P", str(store / "depth"))
     rerun = _end_of_traced_flow(_flow_process(_argv(room, out, 112), tmp_path / "rerun.log", strace), strace_log)
     assert rerun in ("killed by SIGKILL", "exited with 0"), (tmp_path / "rerun.log").read_text()[-3000:]
-    again = reconstruct(first)
+    again = reconstruct(load_config("reconstruct", first))
     if again.status == "skipped":  # allowed only if the first result is whole
         assert rerun == "killed by SIGKILL"
     complete = SceneStore(str(store)).marker()
@@ -131,33 +132,33 @@ def test_two_runs_on_one_scene(room, tmp_path, capsys):
             assert "flows/reconstruct.py" in line and "storage.lock_timeout" in line, line
         threading.Timer(2.0, os.kill, (holder, signal.SIGCONT)).start()
         started = time.time()
-        waited = reconstruct(_argv(room, out, 56, "storage.lock_timeout=600"))
+        waited = reconstruct(load_config("reconstruct", _argv(room, out, 56, "storage.lock_timeout=600")))
         assert time.time() - started > 1.5 and waited.status == "skipped"
         assert first.wait(600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     finally:
         if first.poll() is None:  # the flow and its Prefect server
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-    reference = reconstruct([f"scene={room}", f"output_dir={tmp_path / 'ref56'}", *FAST, "processing.process_res=56"])
+    reference = reconstruct(load_config("reconstruct", [f"scene={room}", f"output_dir={tmp_path / 'ref56'}", *FAST, "processing.process_res=56"]))
     np.testing.assert_array_equal(_depth(store), _depth(Path(reference.store_url)))
-    other = reconstruct(_argv(room, out, 112, "storage.lock_timeout=5"))
-    reference = reconstruct([f"scene={room}", f"output_dir={tmp_path / 'ref112'}", *FAST, "processing.process_res=112"])
+    other = reconstruct(load_config("reconstruct", _argv(room, out, 112, "storage.lock_timeout=5")))
+    reference = reconstruct(load_config("reconstruct", [f"scene={room}", f"output_dir={tmp_path / 'ref112'}", *FAST, "processing.process_res=112"]))
     assert other.status == "done"
     np.testing.assert_array_equal(_depth(store), _depth(Path(reference.store_url)))
 
 
 def test_skip_needs_the_same_source_and_content(room, tmp_path):
     out = tmp_path / "out"
-    assert reconstruct(_argv(room, out, 56)).status == "done"
+    assert reconstruct(load_config("reconstruct", _argv(room, out, 56))).status == "done"
     elsewhere = tmp_path / "other" / "room"  # same scene name, another folder, other pictures
     write_image_folder(make_capture(4, 64, 48, seed=6), elsewhere)
-    moved = reconstruct(_argv(elsewhere, out, 56))
+    moved = reconstruct(load_config("reconstruct", _argv(elsewhere, out, 56)))
     store = SceneStore(moved.store_url)
     assert moved.status == "done" and store.attrs()["inputs"]["source"] == str(elsewhere.resolve())
-    assert reconstruct(_argv(elsewhere, out, 56)).status == "skipped"
+    assert reconstruct(load_config("reconstruct", _argv(elsewhere, out, 56))).status == "skipped"
     view = sorted(elsewhere.iterdir())[1]
     Image.fromarray(np.full((48, 64, 3), 200, np.uint8)).save(view)  # replaced in place, same name
-    changed = reconstruct(_argv(elsewhere, out, 56))
+    changed = reconstruct(load_config("reconstruct", _argv(elsewhere, out, 56)))
     assert changed.status == "done"  # not skipped
     assert np.asarray(zarr.open_group(changed.store_url, mode="r")["images"][1]).std() < 1  # the new, flat view
     record = next(f for f in store.attrs()["inputs"]["files"] if f["name"] == view.name)
@@ -178,12 +179,12 @@ def test_force_with_fewer_views_replaces_the_export_set(room, tmp_path, monkeypa
 
     monkeypatch.setattr(da3core.export, "export", unmarked_export)
     folder = out / "room"
-    assert reconstruct(_argv(room, out, 56, "export=mini_npz+depth_vis")).status == "done"
+    assert reconstruct(load_config("reconstruct", _argv(room, out, 56, "export=mini_npz+depth_vis"))).status == "done"
     assert sorted(p.name for p in (folder / "depth_vis").iterdir()) == [f"{i:04d}.jpg" for i in range(4)]
-    assert reconstruct(_argv(room, out, 56, "export=mini_npz+depth_vis+npz")).status == "exported"
+    assert reconstruct(load_config("reconstruct", _argv(room, out, 56, "export=mini_npz+depth_vis+npz"))).status == "exported"
     for view in sorted(room.iterdir())[2:]:
         view.unlink()
-    result = reconstruct(_argv(room, out, 56, "export=mini_npz+depth_vis", "force=true"))
+    result = reconstruct(load_config("reconstruct", _argv(room, out, 56, "export=mini_npz+depth_vis", "force=true")))
     assert result.status == "done" and len(export_calls) == 7 and all(m is None for m in export_calls)
     assert sorted(p.name for p in (folder / "depth_vis").iterdir()) == ["0000.jpg", "0001.jpg"]
     on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if "scene.zarr" not in p.parts

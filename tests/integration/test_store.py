@@ -11,7 +11,8 @@ import xarray as xr
 import zarr
 
 from da3core.prediction import Gaussians, Prediction
-from da3core.store import SceneStore, join_url
+from da3core.io.storage import join_url
+from da3core.store import SceneStore
 from store_scripts.replace_store import marker_hash, prediction, replace
 
 

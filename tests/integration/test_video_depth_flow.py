@@ -16,6 +16,7 @@ from PIL import Image
 from da3core.store import SceneStore
 from da3core.synthetic import encode_frames, make_capture, pattern_frames, write_video
 from flows.video_depth import main, video_depth
+from flows.config import load_config
 
 FAST = ["weights=random", "input_size=28"]
 ALL_OUTPUTS = ["save_depth_video=true", "save_depth_frames=true", "save_point_clouds=true", "save_npz=true",
@@ -68,7 +69,7 @@ def test_local_video_windowed_all_outputs(tmp_path, clip):
     video = tmp_path / "videos" / "clip.mp4"
     video.parent.mkdir()
     video.write_bytes(clip.path.read_bytes())
-    result = video_depth([f"video={video}", *FAST, "streaming=false", *ALL_OUTPUTS])
+    result = video_depth(load_config("video_depth", [f"video={video}", *FAST, "streaming=false", *ALL_OUTPUTS]))
     out = tmp_path / "videos" / "clip"  # Annolid's default: next to the video
     assert result.status == "done" and result.output_dir == str(out) and result.store_url == str(out / "depth.zarr")
 
@@ -123,7 +124,7 @@ def test_s3_video_streaming(tmp_path, clip, s3_options):
     opts = [f"+storage.options.key={s3_options['key']}", f"+storage.options.secret={s3_options['secret']}",
             f"+storage.options.client_kwargs.endpoint_url={s3_options['client_kwargs']['endpoint_url']}"]
     argv = ["video=s3://da3-test/videos/clip.mp4", *FAST, "target_fps=15", "max_frames=4", "save_npz=true", *opts]
-    result = video_depth(argv)
+    result = video_depth(load_config("video_depth", argv))
     assert result.status == "done" and result.output_dir == "s3://da3-test/videos/clip"
     store = SceneStore(result.store_url, s3_options)
     assert store.is_complete() and store.attrs()["config"]["streaming"] is True
@@ -138,18 +139,18 @@ def test_s3_video_streaming(tmp_path, clip, s3_options):
         np.testing.assert_array_equal(npz["depths"], depth)
     assert fs.ls("da3-test/videos/clip/depth.zarr")  # and nothing of the run's staging or lock beside it:
     assert not [p for p in fs.ls("da3-test/videos/clip") if ".tmp-" in p or p.endswith(".lock")]
-    assert video_depth(argv).status == "skipped"
+    assert video_depth(load_config("video_depth", argv)).status == "skipped"
 
 
 def test_reruns_replace_records_and_redo_half_written_stores(tmp_path, clip):
     argv = [f"video={clip.path}", f"output_dir={tmp_path / 'out'}", *FAST, "max_frames=3", "save_exr=true"]
-    first = video_depth(argv)
+    first = video_depth(load_config("video_depth", argv))
     ndjson = tmp_path / "out" / "depth.ndjson"
-    assert first.status == "done" and video_depth(argv).status == "skipped"
+    assert first.status == "done" and video_depth(load_config("video_depth", argv)).status == "skipped"
     SceneStore(first.store_url).update_attrs(complete=None)  # as if the run died before its marker
-    assert video_depth(argv).status == "done"
+    assert video_depth(load_config("video_depth", argv)).status == "done"
     assert [json.loads(x)["frame_index"] for x in ndjson.read_text().splitlines()] == [0, 1, 2]
-    shorter = video_depth([*argv[:-2], "max_frames=2", "save_exr=true"])
+    shorter = video_depth(load_config("video_depth", [*argv[:-2], "max_frames=2", "save_exr=true"]))
     assert shorter.status == "done"
     assert [json.loads(x)["frame_index"] for x in ndjson.read_text().splitlines()] == [0, 1]
     assert sorted(p.name for p in (tmp_path / "out" / "clip_depths_exr").iterdir()) == \
@@ -157,8 +158,8 @@ def test_reruns_replace_records_and_redo_half_written_stores(tmp_path, clip):
 
 
 def test_metric_model_at_max_res_writes_metric_depth_and_point_clouds(tmp_path, clip):
-    result = video_depth([f"video={clip.path}", f"output_dir={tmp_path}", *FAST, "metric=true", "max_frames=2",
-                          "max_res=40", "save_point_clouds=true", "focal_length_x=100", "focal_length_y=80"])
+    result = video_depth(load_config("video_depth", [f"video={clip.path}", f"output_dir={tmp_path}", *FAST, "metric=true", "max_frames=2",
+                          "max_res=40", "save_point_clouds=true", "focal_length_x=100", "focal_length_y=80"]))
     store = SceneStore(result.store_url)
     attrs, depth = store.attrs(), store.read_array("depth")
     assert attrs["model"]["metric"] is True and attrs["depth_kind"] == "metric_depth"
@@ -217,7 +218,7 @@ def test_bad_inputs_fail_with_one_line_and_keep_outputs(tmp_path, capsys, clip, 
     assert "corrupt packet" in error_line([*good, "force=true"])
     assert _snapshot(out) == before and SceneStore(str(out / "depth.zarr")).is_complete()
     monkeypatch.setattr(video_io, "iter_frames", real)
-    assert video_depth(good).status == "skipped"
+    assert video_depth(load_config("video_depth", good)).status == "skipped"
 
 
 def test_pipeline_memory_is_flat_in_video_length(tmp_path, monkeypatch):
@@ -242,11 +243,11 @@ def test_pipeline_memory_is_flat_in_video_length(tmp_path, monkeypatch):
 
     monkeypatch.setattr(vd, "_depth_stream", fake_model)
     argv = [*FAST, "save_npz=true", "save_depth_video=true", "save_exr=true", "save_depth_frames=true"]
-    video_depth([f"video={encode_frames(pattern_frames(8, 192, 240), tmp_path / 'short.mp4').path}", *argv])  # warm-up
+    video_depth(load_config("video_depth", [f"video={encode_frames(pattern_frames(8, 192, 240), tmp_path / 'short.mp4').path}", *argv]))  # warm-up
     video = encode_frames(pattern_frames(240, 192, 240), tmp_path / "long.mp4").path
     tracemalloc.start()
     try:
-        video_depth([f"video={video}", *argv])
+        video_depth(load_config("video_depth", [f"video={video}", *argv]))
         peak = tracemalloc.get_traced_memory()[1] / 2**20
     finally:
         tracemalloc.stop()
@@ -273,7 +274,7 @@ def test_second_run_on_an_output_being_written_fails_naming_the_holder(tmp_path,
         assert line.startswith("error: scene store") and f"pid {holder.pid} on " in line and "lock_timeout" in line
         assert not (out / "depth.zarr").exists() and not (out / "depth.ndjson").exists()
         holder.communicate("release\n", timeout=30)
-        assert video_depth(argv).status == "done"
+        assert video_depth(load_config("video_depth", argv)).status == "done"
     finally:
         holder.kill()
         holder.wait()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli_run import CliError, InferenceOptions, hydra_value, overrides_for, parse_layers, resolve_model
+from flows.cli_flags import InferenceOptions, hydra_value
+from flows.cli_run import CliError, overrides_for, resolve_model
 from flows.config import load_config, resolved
 
 BASE = InferenceOptions(preset="da3-small", export_dir="/data/out")
@@ -84,10 +85,13 @@ def test_plain_paths_stay_bare():
     assert hydra_value("/data/scene_1/images") == "/data/scene_1/images"
 
 
-def test_parse_layers():
-    assert parse_layers("") == [] and parse_layers("5, 11") == [5, 11]
+def test_export_feat_layers_and_formats_are_checked_as_flags(tmp_path):
+    for text, layers in (("", []), ("5, 11", [5, 11])):
+        assert _cfg(overrides_for("images", tmp_path, replace(BASE, export_feat=text)))["export_feat_layers"] == layers
     with pytest.raises(CliError, match="--export-feat"):
-        parse_layers("5;11")
+        overrides_for("images", tmp_path, replace(BASE, export_feat="5;11"))
+    with pytest.raises(CliError, match="--export-format glb-nope: unknown export format"):
+        overrides_for("images", tmp_path, replace(BASE, export_format="glb-nope"))
 
 
 def _model_dir(root: Path, preset: str, weights: bool = True) -> Path:

@@ -9,7 +9,8 @@ import trimesh
 from export_scenes import synthetic_prediction
 
 from da3core.api import build_net
-from da3core.export import FORMATS, ExportDirError, check_feature_layers, check_formats, export, parse_formats
+from da3core.export import FORMATS, check_feature_layers, check_formats, export, parse_formats
+from da3core.io.storage import StorageError
 from da3core.model.presets import PRESETS
 
 
@@ -95,10 +96,10 @@ def test_unknown_options_are_rejected_with_the_valid_ones(prediction, tmp_path):
 def test_unwritable_export_dir_is_one_clear_line(prediction, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(ExportDirError) as info:
+    with pytest.raises(StorageError) as info:
         export(prediction, "npz", blocker / "exports")
     message = str(info.value)
-    assert "\n" not in message and message.startswith(f"cannot write exports to {blocker / 'exports'}")
+    assert "\n" not in message and message.startswith(f"cannot write to export_dir={blocker / 'exports'}")
     assert "choose a writable export_dir" in message
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from da3core.preprocess import METHODS, ImageLoadError, load_image, preprocess_images
+from da3core.choices import RESIZE_METHODS
+from da3core.preprocess import ImageLoadError, load_image, preprocess_images
 from oracle import run_oracle
 
 SIZES = {
@@ -26,7 +27,7 @@ def test_matches_reference_input_processor():
     for size_name, sizes in SIZES.items():
         images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
         K = np.stack([_K(h, w) for h, w in sizes])
-        for method in METHODS:
+        for method in RESIZE_METHODS:
             for res in (504, 140):
                 name = f"{size_name}-{method}-{res}"
                 inputs.update({f"{name}/img_{i}": im for i, im in enumerate(images)})

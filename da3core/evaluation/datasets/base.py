@@ -14,7 +14,7 @@ import fsspec
 import numpy as np
 
 from da3core.evaluation.fusion import TriangleMesh, sample_surface
-from da3core.io.remote import is_remote, localize
+from da3core.io.storage import is_remote, localize
 
 log = logging.getLogger(__name__)
 

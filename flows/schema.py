@@ -1,0 +1,152 @@
+"""The typed schemas of conf/: one dataclass per flow, registered with Hydra, and what each key changes.
+
+Every key says what it affects, in its field metadata: ``INFERENCE`` keys change what the model computes (and
+everything under a marked section does, unless marked otherwise); ``RUN`` keys change only where or how a run
+goes (locations, device, concurrency), never its results; unmarked keys change the outputs written from the
+same inference (export formats and options). The hashes that decide skip / re-export / recompute are derived
+from these marks (:func:`flows.config.config_hashes`): a new key is covered by being marked, never by a list.
+Enum value sets are the library's own (:mod:`da3core.choices`) and the preset registry's, never copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from da3core.choices import Device, Precision, RefViewStrategy, ResizeMethod
+
+INFERENCE = {"affects": "inference"}  # field metadata: the key (and everything under it) changes inference
+RUN = {"affects": "nothing"}  # where or how the run goes; same results
+
+
+class Weights(Enum):
+    pretrained = "pretrained"  # model.path, else the preset's hub id
+    random = "random"  # seeded random init for smoke runs; stamped into every output
+
+
+class Runner(Enum):
+    thread = "thread"
+    dask = "dask"
+
+
+@dataclass
+class ModelConfig:
+    preset: str = MISSING  # chosen with model=<preset>; its model card (hub id) comes from da3core.model.presets
+    path: Optional[str] = None  # local model dir (config.json + model.safetensors) or a hub id
+    weights: Weights = Weights.pretrained
+    seed: int = 0  # for weights=random
+    device: Device = field(default=Device.auto, metadata=RUN)  # same weights, same result on any device
+    precision: Precision = Precision.auto
+
+
+@dataclass
+class ProcessingConfig:
+    process_res: int = 504
+    method: ResizeMethod = ResizeMethod.upper_bound_resize
+
+
+@dataclass
+class PoseConfig:
+    use_ray_pose: bool = False
+    align_to_input_ext_scale: bool = True
+
+
+@dataclass
+class InputConfig:
+    fps: float = 1.0  # video sampling rate; <= 0 keeps every frame
+    max_frames: Optional[int] = None  # the first N views of a folder, video or COLMAP model; None or <= 0: all
+    image_extensions: list[str] = field(default_factory=lambda: ["png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif"])
+    sparse_subdir: str = ""  # COLMAP model folder (sparse/1, or 1 as upstream); empty tries sparse/0 then sparse
+
+
+@dataclass
+class StorageConfig:
+    root: str = "outputs"  # local folder or fsspec URL (s3://bucket/prefix)
+    options: dict[str, Any] = field(default_factory=dict)  # fsspec storage options, e.g. client_kwargs.endpoint_url
+    lock_timeout: float = 0.0  # seconds to wait while another run writes the same scene; 0 fails at once naming it
+
+
+@dataclass
+class Catalog:
+    """Names for scenes and datasets (conf/catalog/, and your own in conf/local/default.yaml), shared by every flow."""
+
+    scenes: dict[str, str] = field(default_factory=dict, metadata=RUN)  # name -> image, folder, video, COLMAP, URL
+    datasets: dict[str, str] = field(default_factory=dict, metadata=RUN)  # name -> folder or prefix of scenes
+
+
+@dataclass
+class ReconstructConfig(Catalog):
+    scene: str = field(default="sample", metadata=RUN)  # a name from `scenes`, a path, or an s3:// URL
+    export: str = "glb"  # formats joined by '+', e.g. glb+gs_video
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=INFERENCE)
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig, metadata=INFERENCE)
+    ref_view_strategy: RefViewStrategy = field(default=RefViewStrategy.saddle_balanced, metadata=INFERENCE)
+    pose: PoseConfig = field(default_factory=PoseConfig, metadata=INFERENCE)
+    infer_gs: bool = field(default=False, metadata=INFERENCE)
+    export_feat_layers: list[int] = field(default_factory=list, metadata=INFERENCE)
+    input: InputConfig = field(default_factory=InputConfig, metadata=INFERENCE)
+    storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUN)
+    output_dir: Optional[str] = field(default=None, metadata=RUN)  # the scene's folder; default <storage.root>/<scene>
+    exporters: dict[str, Any] = field(default_factory=dict)  # per-format options, exporters.<format>.<key>
+    force: bool = field(default=False, metadata=RUN)  # recompute even when a complete store for the same config exists
+
+
+@dataclass
+class BatchConfig(ReconstructConfig):
+    dataset: str = field(default=MISSING, metadata=RUN)  # a name from `datasets`, a folder, or an s3:// prefix
+    concurrency: int = field(default=1, metadata=RUN)  # scenes processed at once
+    runner: Runner = field(default=Runner.thread, metadata=RUN)
+    dask_address: Optional[str] = field(default=None, metadata=RUN)  # existing scheduler; None: a local cluster
+    dask_workers: int = field(default=2, metadata=RUN)
+
+
+@dataclass
+class VideoStorageConfig:
+    options: dict[str, Any] = field(default_factory=dict)  # fsspec options for s3:// videos and output folders
+    lock_timeout: float = 0.0  # seconds to wait while another run writes the same output; 0 fails at once naming it
+
+
+@dataclass
+class VideoDepthConfig(Catalog):
+    """Video Depth Anything on one video; option names follow Annolid's ``run_video_depth_anything``."""
+
+    video: str = field(default=MISSING, metadata=RUN)  # a video path, an s3:// URL or a name from `scenes`
+    output_dir: Optional[str] = field(default=None, metadata=RUN)  # default: next to the video (mice.mp4 -> mice/)
+    encoder: str = field(default="vits", metadata=INFERENCE)  # vits | vitb | vitl
+    metric: bool = field(default=False, metadata=INFERENCE)  # metric: metres; relative: relative disparity
+    weights: Optional[str] = field(default=None, metadata=INFERENCE)  # checkpoint file/dir/name; "random" = seeded
+    seed: int = field(default=0, metadata=INFERENCE)  # for weights=random
+    device: Device = field(default=Device.auto, metadata=RUN)
+    fp32: bool = field(default=False, metadata=INFERENCE)  # full precision on CUDA too (off CUDA always fp32)
+    input_size: int = field(default=518, metadata=INFERENCE)  # network input short side
+    max_res: int = field(default=1280, metadata=INFERENCE)  # cap on the processed frame's long side; <= 0: source
+    target_fps: float = field(default=-1, metadata=INFERENCE)  # frame stride round(fps / target_fps); <= 0: all
+    max_frames: int = field(default=-1, metadata=INFERENCE)  # Annolid's max_len; <= 0: all
+    streaming: bool = field(default=True, metadata=INFERENCE)  # one frame at a time (Annolid's default)
+    windows_per_batch: int = field(default=1, metadata=INFERENCE)  # windowed mode: windows per forward pass
+    grayscale: bool = False
+    save_depth_video: bool = False  # <stem>_vis.mp4
+    save_depth_frames: bool = False  # depth_frames/depth_00000.png
+    save_point_clouds: bool = False  # point_clouds/point_0000.csv
+    save_npz: bool = False  # <stem>_depths.npz
+    save_exr: bool = False  # <stem>_depths_exr/frame_00000.exr
+    focal_length_x: float = 470.4  # point-cloud intrinsics, pixels of the processed frame
+    focal_length_y: float = 470.4
+    storage: VideoStorageConfig = field(default_factory=VideoStorageConfig, metadata=RUN)
+    force: bool = field(default=False, metadata=RUN)  # recompute even when a complete store for this config exists
+
+
+def register() -> None:
+    """Register the schemas and the ``model`` group (one entry per preset of the registry) with Hydra."""
+    from da3core.model.presets import PRESETS
+
+    store = ConfigStore.instance()
+    store.store(name="reconstruct_schema", node=ReconstructConfig)
+    store.store(name="batch_schema", node=BatchConfig)
+    store.store(name="video_depth_schema", node=VideoDepthConfig)
+    for preset in PRESETS:  # `model=<preset>` selects one; nothing is repeated in YAML
+        store.store(group="model", name=preset, node=ModelConfig(preset=preset))
