@@ -5,7 +5,8 @@ a scene. Scenes run concurrently (threads, or Dask workers with ``runner=dask``)
 does not stop the others; complete scenes are skipped and half-written ones are redone.
 """
 
-from __future__ import annotations
+# Annotations stay objects (no `from __future__ import annotations`): a served or deployed run validates the
+# flow's typed parameter from them in a fresh process, where a string annotation was left unresolved.
 
 import sys
 from dataclasses import dataclass

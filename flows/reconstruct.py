@@ -7,7 +7,8 @@ command line composes it once from Hydra overrides. Outputs go to ``<storage.roo
 ``storage.lock_timeout`` seconds to wait for another.
 """
 
-from __future__ import annotations
+# Annotations stay objects (no `from __future__ import annotations`): a served or deployed run validates the
+# flow's typed parameter from them in a fresh process, where a string annotation was left unresolved.
 
 import os
 import sys

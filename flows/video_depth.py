@@ -8,7 +8,8 @@ The store is built beside the old one and swapped in when inference succeeds (``
 run never damages a previous result; the completion marker is written last.
 """
 
-from __future__ import annotations
+# Annotations stay objects (no `from __future__ import annotations`): a served or deployed run validates the
+# flow's typed parameter from them in a fresh process, where a string annotation was left unresolved.
 
 import sys
 import time
