@@ -39,10 +39,17 @@ def _rope_tables(positions: Tensor, head_dim: int, dtype: torch.dtype) -> tuple[
 
 
 def _apply_rope(t: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
-    """Rotate (B, heads, N, D) by per-token angles; each half of D is rotated on its own (y, then x)."""
+    """Rotate (B, heads, N, D) by per-token angles; each half of D is rotated on its own (y, then x).
+
+    ``t * cos + swap(t) * signed_sin`` with swap: (x1, x2) -> (x2, x1) within each half, accumulated into one new
+    tensor with the same roundings (so the same bits) instead of a flipped copy and three full-size temporaries.
+    """
     quarter = t.shape[-1] // 4
-    swapped = t.unflatten(-1, (2, 2, quarter)).flip(-2).flatten(-3)  # (x1, x2) -> (x2, x1) within each half
-    return t * cos + swapped * signed_sin
+    out = t * cos
+    t4, out4, sin4 = (x.unflatten(-1, (2, 2, quarter)) for x in (t, out, signed_sin))
+    out4[..., 0, :] += t4[..., 1, :] * sin4[..., 0, :]
+    out4[..., 1, :] += t4[..., 0, :] * sin4[..., 1, :]
+    return out
 
 
 class AlternatingViT(nn.Module):
