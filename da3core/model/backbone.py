@@ -38,13 +38,17 @@ def _rope_tables(positions: Tensor, head_dim: int, dtype: torch.dtype) -> tuple[
             torch.cat([sin[positions[:, 0]] * sign, sin[positions[:, 1]] * sign], -1))
 
 
-def _apply_rope(t: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+def _apply_rope(t: Tensor, tables: dict[torch.dtype, tuple[Tensor, Tensor]]) -> Tensor:
     """Rotate (B, heads, N, D) by per-token angles; each half of D is rotated on its own (y, then x).
+
+    ``tables`` maps a dtype to its (cos, signed sin) tables: as upstream, the rotation runs in the dtype of
+    ``t`` (bf16 on CPU under bf16 autocast, where LayerNorm keeps its input's dtype; fp32 on CUDA).
 
     ``t * cos + swap(t) * signed_sin`` with swap: (x1, x2) -> (x2, x1) within each half, accumulated into one new
     tensor with the same roundings (so the same bits) instead of a flipped copy and three full-size temporaries.
     """
     quarter = t.shape[-1] // 4
+    cos, signed_sin = tables[t.dtype]
     out = t * cos
     t4, out4, sin4 = (x.unflatten(-1, (2, 2, quarter)) for x in (t, out, signed_sin))
     out4[..., 0, :] += t4[..., 1, :] * sin4[..., 0, :]
@@ -99,8 +103,11 @@ class AlternatingViT(nn.Module):
             special = torch.zeros(1, 2, dtype=grid.dtype, device=x.device)
             head_dim = self.embed_dim // self.num_heads
             # Per-view blocks see each patch's grid position; cross-view blocks see one shared position.
-            rope_local = _rope_tables(torch.cat([special, grid]), head_dim, tokens.dtype)
-            rope_global = _rope_tables(torch.cat([special, torch.ones_like(grid)]).repeat(s, 1), head_dim, tokens.dtype)
+            amp = x.device.type
+            dtypes = {tokens.dtype, torch.get_autocast_dtype(amp)} if torch.is_autocast_enabled(amp) else {tokens.dtype}
+            local_pos, global_pos = torch.cat([special, grid]), torch.cat([special, torch.ones_like(grid)]).repeat(s, 1)
+            rope_local = {dt: _rope_tables(local_pos, head_dim, dt) for dt in dtypes}
+            rope_global = {dt: _rope_tables(global_pos, head_dim, dt) for dt in dtypes}
 
         order = None
         outputs, feats = [], {}
@@ -116,10 +123,10 @@ class AlternatingViT(nn.Module):
                 tokens = torch.cat([cam_token[:, :, None].to(tokens.dtype), tokens[:, :, 1:]], dim=2)
             use_rope = self.alt_start != -1 and i >= self.alt_start
             if self._is_global(i):
-                rope = partial(_apply_rope, cos=rope_global[0], signed_sin=rope_global[1]) if use_rope else None
+                rope = partial(_apply_rope, tables=rope_global) if use_rope else None
                 tokens = blk(tokens.reshape(b, s * n, -1), rope=rope).reshape(b, s, n, -1)
             else:
-                rope = partial(_apply_rope, cos=rope_local[0], signed_sin=rope_local[1]) if use_rope else None
+                rope = partial(_apply_rope, tables=rope_local) if use_rope else None
                 tokens = blk(tokens.reshape(b * s, n, -1), rope=rope).reshape(b, s, n, -1)
                 local = tokens
             if i in self.out_layers:
