@@ -222,7 +222,7 @@ def composite(
     visible = torch.nonzero((radii > 0).all(dim=-1)).squeeze(1)
     # Visible depths are positive, and positive float32 values sort like their int32 bit patterns: integer keys
     # take torch's radix sort, several times faster than sorting floats.
-    ids = visible[torch.argsort(proj["depths"][visible].view(torch.int32), stable=True)]
+    ids = visible[torch.argsort(proj["depths"][visible].float().view(torch.int32), stable=True)]
     means2d = proj["means2d"].index_select(0, ids)  # index_select: row gathers 2-4x faster than t[ids]
     boxes = pixel_boxes(means2d, radii.index_select(0, ids), width, height)
     # One row per Gaussian, so a round gathers one tensor: x, y, 0.5 a, b, 0.5 c, log(opacity), values, 1.
