@@ -130,21 +130,26 @@ class AlternatingViT(nn.Module):
                 tokens = blk(tokens.reshape(b * s, n, -1), rope=rope).reshape(b, s, n, -1)
                 local = tokens
             if i in self.out_layers:
-                out = torch.cat([local, tokens], dim=-1) if self.cat_token else tokens
-                outputs.append(restore_views(out, order) if order is not None else out)
+                outputs.append(self._layer_output(local, tokens, order))
             if i in export_feat_layers:
                 feats[i] = restore_views(tokens, order) if order is not None else tokens
-
-        results = []
-        for out in outputs:
-            cam = out[:, :, 0]
-            if self.cat_token:
-                patches = torch.cat([out[..., : self.embed_dim], self.norm(out[..., self.embed_dim:])], dim=-1)
-            else:
-                patches = self.norm(out)
-            results.append((patches[:, :, 1:], cam))
         aux = {i: self.norm(f)[:, :, 1:] for i, f in feats.items()}
-        return results, aux, None if order is None else int(order[0])
+        return outputs, aux, None if order is None else int(order[0])
+
+    def _layer_output(self, local: Tensor, tokens: Tensor, order: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(patch features, camera token) of one out layer, in input view order.
+
+        Built right away and holding no view of the block outputs, so each layer keeps one (B, S, N, 2C)
+        tensor alive until the heads run (a pre-norm copy of every layer doubled the peak at many views).
+        """
+        if self.cat_token:
+            patches = torch.cat([local, self.norm(tokens)], dim=-1)
+            cam = torch.cat([local[:, :, 0], tokens[:, :, 0]], dim=-1)
+        else:
+            patches, cam = self.norm(tokens), tokens[:, :, 0].clone()
+        if order is not None:
+            patches, cam = restore_views(patches, order), restore_views(cam, order)
+        return patches[:, :, 1:], cam
 
 
 class Backbone(nn.Module):
