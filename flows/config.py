@@ -144,7 +144,8 @@ def validate_evaluate(cfg: EvaluateConfig) -> None:
 
     unknown = [name for name in cfg.benchmark if name not in BENCHMARK_DATASETS]
     if unknown or not cfg.benchmark:
-        raise ConfigError(f"config error at benchmark: {'unknown dataset ' + repr(unknown[0]) if unknown else 'empty'}; "
+        problem = f"unknown dataset {unknown[0]!r}" if unknown else "empty"
+        raise ConfigError(f"config error at benchmark: {problem}; "
                           f"choose from [{','.join(BENCHMARK_DATASETS)}]")
     if not cfg.modes:
         raise ConfigError("config error at modes: empty; e.g. modes=[pose,recon_unposed,recon_posed]")

@@ -26,7 +26,7 @@ from da3core.io.storage import check_writable, is_remote, join_url
 from da3core.store import SceneStore
 from flows.batch import task_runner
 from flows.config import EvaluateConfig, reconstruct_config, validate_evaluate
-from flows.errors import run_cli
+from flows.errors import EXIT_USER_ERROR, run_cli
 from flows.reconstruct import reconstruct_scene
 from flows.schema import Predictor, Weights
 from tasks.evaluation import score, stage_input, write_reports
@@ -185,8 +185,9 @@ def evaluate(cfg: EvaluateConfig) -> BenchmarkResults:
 
 
 def main(argv: list[str]) -> int:
-    """Command-line entry: compose once, check the output location, run, print the summary; exit 1 on failures."""
-    outcome = {"failed": False}
+    """Command-line entry: compose once, check the output location, run, print the summary; exit 1 when something
+    failed, 2 when nothing could be scored (bad datasets, every scene failed)."""
+    outcome = {"code": 0}
 
     def run(cfg: EvaluateConfig) -> None:
         out = output_location(cfg)
@@ -195,12 +196,15 @@ def main(argv: list[str]) -> int:
         print(summary_text(results))
         print(f"report: {join_url(out, 'report.html')}")
         failures = results.failure_lines()
-        outcome["failed"] = bool(failures)
-        if failures:
+        if not results.tables():
+            print(f"error: nothing could be evaluated ({len(failures)} failures, listed above)", file=sys.stderr)
+            outcome["code"] = EXIT_USER_ERROR
+        elif failures:
             print(f"error: {len(failures)} failures (listed above and in the report)", file=sys.stderr)
+            outcome["code"] = 1
 
     code = run_cli("evaluate", argv, run)
-    return 1 if code == 0 and outcome["failed"] else code
+    return outcome["code"] if code == 0 else code
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def _sync_images(bench: BenchScene, folder: Path) -> None:
     record = {}
     for name, source in zip(staged_names(bench), bench.image_files):
         info = fs.info(source)
-        record[name] = [source, info.get("size"), str(info.get("ETag") or info.get("mtime") or info.get("LastModified"))]
+        version = info.get("ETag") or info.get("mtime") or info.get("LastModified")
+        record[name] = [source, info.get("size"), str(version)]
         if previous.get(name) != record[name] or not (folder / name).is_file():
             partial = folder / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
             fs.get_file(source, str(partial))
@@ -75,7 +76,8 @@ def _write_cameras(model_dir: Path, images: Path, bench: BenchScene) -> None:
     for i, name in enumerate(staged_names(bench)):
         with Image.open(images / name) as im:
             width, height = im.size
-        K, ext = intrinsics_to_colmap(np.asarray(bench.intrinsics[i], np.float64)), np.asarray(bench.extrinsics[i], np.float64)
+        K = intrinsics_to_colmap(np.asarray(bench.intrinsics[i], np.float64))
+        ext = np.asarray(bench.extrinsics[i], np.float64)
         camera = pycolmap.Camera.create_from_model_name(i + 1, "PINHOLE", float(K[0, 0]), width, height)
         camera.params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
         rec.add_camera_with_trivial_rig(camera)
@@ -101,7 +103,8 @@ def stage_input(name: str, bench: BenchScene, kind: str) -> str:
 
 
 @task(name="score", task_run_name="score-{mode}-{name}", cache_policy=NO_CACHE)
-def score(name: str, bench: BenchScene, mode: str, store: SceneStore | None) -> tuple[dict[str, float], list[float] | None, float]:
+def score(name: str, bench: BenchScene, mode: str,
+          store: SceneStore | None) -> tuple[dict[str, float], list[float] | None, float]:
     """(metrics, pose accuracy curve or None, seconds) of ``mode`` for the prediction in ``store`` (None: the GT)."""
     started = time.perf_counter()
     if store is None:
@@ -110,7 +113,8 @@ def score(name: str, bench: BenchScene, mode: str, store: SceneStore | None) -> 
     else:
         attrs = store.attrs()
         if attrs.get("source_names") != staged_names(bench):
-            raise ValueError(f"the store {store.url} holds other frames than {bench.dataset}/{bench.name}; rerun with force=true")
+            raise ValueError(f"the store {store.url} holds other frames than {bench.dataset}/{bench.name}; "
+                             "rerun with force=true")
         if mode == "metric_depth" and not attrs.get("is_metric"):
             get_run_logger().warning("%s: metric_depth of a model whose depth is not metric (preset %s)", name,
                                      attrs.get("model", {}).get("preset"))

@@ -11,13 +11,20 @@ from typing import Any
 
 import numpy as np
 
-from da3core.evaluation.summary import (DATASET_DISPLAY, LOWER_IS_BETTER, SUMMARY_ROWS, TITLES, BenchmarkResults,
-                                        split_key)
+from da3core.evaluation.summary import (
+    DATASET_DISPLAY,
+    LOWER_IS_BETTER,
+    SUMMARY_ROWS,
+    TITLES,
+    BenchmarkResults,
+    split_key,
+)
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em} th,td{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right}
 th:first-child,td:first-child{text-align:left} tr.mean td{font-weight:bold;border-top:1px solid #999}
 td.best{color:#11772d} td.worst{color:#b3261e} .meta{color:#555} .fail{color:#b3261e}
 .cards{display:flex;flex-wrap:wrap;gap:.8em} .card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em}
@@ -70,7 +77,8 @@ def _pose_curves(results: BenchmarkResults) -> str:
         color = f"C{i}"
         for row in rows:
             ax.plot(range(len(row)), row, color=color, alpha=0.25, linewidth=0.8)
-        ax.plot(range(len(rows[0])), np.mean(rows, axis=0), color=color, linewidth=2, label=DATASET_DISPLAY.get(dataset, dataset))
+        ax.plot(range(len(rows[0])), np.mean(rows, axis=0), color=color, linewidth=2,
+                label=DATASET_DISPLAY.get(dataset, dataset))
     ax.set_xlabel("error threshold (degrees, max of rotation and translation direction)")
     ax.set_ylabel("view pairs within")
     ax.set_ylim(0, 1.02)

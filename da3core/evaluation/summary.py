@@ -27,7 +27,8 @@ SUMMARY_ROWS = {
     "rel_depth": (("AbsRel", "abs_rel"), ("δ<1.25", "delta_1_25")),
     "metric_depth": (("AbsRel", "abs_rel"), ("δ<1.25", "delta_1_25")),
 }
-TITLES = {"pose": "POSE ESTIMATION", "recon_unposed": "RECON_UNPOSED (Pred Pose)", "recon_posed": "RECON_POSED (GT Pose)",
+TITLES = {"pose": "POSE ESTIMATION", "recon_unposed": "RECON_UNPOSED (Pred Pose)",
+          "recon_posed": "RECON_POSED (GT Pose)",
           "rel_depth": "REL_DEPTH (per-frame scale)", "metric_depth": "METRIC_DEPTH"}
 LOWER_IS_BETTER = {"acc", "comp", "overall", "abs_rel"}
 
