@@ -138,8 +138,8 @@ def test_bad_data_is_reported_per_scene_and_the_others_go_on(bench, tmp_path, ca
     assert code == 2 and "nothing could be evaluated" in stderr
 
 
-def test_config_errors_are_one_line(bench, tmp_path, capsys):
-    code, _, stderr = _run(capsys, "benchmark=[kitti]", f"bench_root={bench}", f"output_dir={tmp_path}")
+def test_config_errors_are_one_line(tmp_path, capsys):
+    code, _, stderr = _run(capsys, "benchmark=[kitti]", f"bench_root={tmp_path}", f"output_dir={tmp_path}")
     assert code == 2 and stderr.strip().splitlines() == [
         "error: config error at benchmark: unknown dataset 'kitti'; "
         "choose from [eth3d,7scenes,scannetpp,hiroom,dtu,dtu64]"]
