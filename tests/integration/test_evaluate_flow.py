@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,7 @@ from da3core.geometry import affine_inverse, as_homogeneous
 from da3core.store import SceneStore
 from da3core.synthetic import write_miniature
 from flows.evaluate import main
+from paths import REPO_ROOT
 
 MODEL = ["model=da3-small", "model.weights=random", "processing.process_res=56"]
 # A similarity of the world (rotation, translation, scale 3): poses in any frame and scale score perfectly.
@@ -173,3 +178,36 @@ def test_dask_runner_spreads_scenes_over_workers(bench, tmp_path, capsys):
     scenes = json.loads((out / "summary.json").read_text())["scenes"]
     pids = {SceneStore(s["predictions"]["unposed"]["store"]).attrs()["worker"]["pid"] for s in scenes}
     assert len(pids) == 2 and os.getpid() not in pids
+
+
+def _finished(out: Path) -> dict[str, float]:
+    """Inference timestamp of every complete prediction store under ``out``."""
+    done = {}
+    for path in out.glob("predictions/*/*/unposed/scene.zarr"):
+        store = SceneStore(str(path))
+        if store.is_complete():
+            done[str(path)] = store.attrs()["stages"]["inference"]["finished_at"]
+    return done
+
+
+@pytest.mark.slow
+def test_a_killed_evaluation_resumes_without_recomputing_finished_scenes(bench, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "flows.evaluate", "benchmark=[hiroom,eth3d]", f"bench_root={bench}", "modes=[pose]",
+           f"output_dir={out}", *MODEL]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not _finished(out) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _finished(out)
+    assert 1 <= len(before) < 4, before
+    assert not (out / "summary.json").exists()
+    subprocess.run(cmd, cwd=REPO_ROOT, check=True, capture_output=True, timeout=600)
+    after = _finished(out)
+    assert len(after) == 4 and all(after[path] == stamp for path, stamp in before.items()), "finished scenes redone"
+    scenes = json.loads((out / "summary.json").read_text())["scenes"]
+    statuses = sorted(s["predictions"]["unposed"]["status"] for s in scenes)
+    assert statuses == sorted(["skipped"] * len(before) + ["done"] * (4 - len(before)))
