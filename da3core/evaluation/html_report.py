@@ -60,6 +60,8 @@ def _metric_plot(tables: dict[str, dict[str, dict[str, float]]], mode: str) -> s
                        zorder=3)
         ax.set_xticks(range(len(datasets)), [DATASET_DISPLAY.get(d, d) for d in datasets], rotation=30, fontsize=8)
         ax.set_title(f"{label} ({'lower' if key in LOWER_IS_BETTER else 'higher'} is better)", fontsize=10)
+        if key not in LOWER_IS_BETTER:  # AUCs, F-scores and δ are fractions: a fixed axis compares runs at a glance
+            ax.set_ylim(0, 1.02)
         ax.grid(axis="y", alpha=0.3)
     return _svg(fig)
 
