@@ -14,13 +14,16 @@ the new scenes.
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from prefect import Flow
 
 from flows.batch import batch
 from flows.config import load_config, resolved
 from flows.evaluate import evaluate
 
 # flow name -> (flow, tags, description); the flow name is also its config's name in conf/
-FLOWS = {
+FLOWS: dict[str, tuple[Flow[..., Any], list[str], str]] = {
     "batch": (batch, ["da3", "batch"], "Reconstruct every scene of a dataset on a schedule"),
     "evaluate": (evaluate, ["da3", "evaluate"], "Evaluate a model on the DA3 benchmark on a schedule"),
 }

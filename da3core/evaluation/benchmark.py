@@ -95,13 +95,16 @@ def _depth_metrics(scene: BenchScene, depth: np.ndarray, relative: bool) -> dict
     return metrics
 
 
-def score_scene(scene: BenchScene, mode: str, depth: np.ndarray, intrinsics: np.ndarray,
+def score_scene(scene: BenchScene, mode: str, depth: np.ndarray | None, intrinsics: np.ndarray,
                 extrinsics: np.ndarray) -> dict[str, float]:
-    """The metrics of ``mode`` for a prediction of ``scene`` ((N, H, W) depth, N×3×3 intrinsics, N×3×4 w2c)."""
+    """The metrics of ``mode`` for a prediction of ``scene`` ((N, H, W) depth, None for pose; N×3×3 intrinsics,
+    N×3×4 w2c)."""
     from da3core.evaluation.pose import pose_auc
 
     if mode == "pose":
         return pose_auc(extrinsics, scene.extrinsics)
+    if depth is None:
+        raise ValueError(f"{mode} needs predicted depth")
     if mode in RECON_MODES:
         posed = mode == "recon_posed"
         if scene.dataset == "dtu":

@@ -137,7 +137,7 @@ def summary_text(results: BenchmarkResults) -> str:
         lines += ["", TITLES.get(mode, mode.upper()), "-" * len(header), header, "-" * len(header)]
         for label, key in SUMMARY_ROWS[mode]:
             values = {d: tables[f"{d}_{mode}"]["mean"].get(key) for d in datasets}
-            present = [values[d] for d in averaged if values[d] is not None]
+            present = [v for d in averaged if (v := values[d]) is not None]
             avg = sum(present) / len(present) if present else None
             lines.append(f"{label:<15}{_fmt(avg):<12}" + "".join(f"{_fmt(values[d]):<12}" for d in datasets))
         if averaged != datasets:
