@@ -51,8 +51,12 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
         obj = OmegaConf.to_object(_compose(config_name, overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
-    validators = {VideoDepthConfig: validate_video_depth, EvaluateConfig: validate_evaluate}
-    validators.get(type(obj), validate)(obj)
+    if isinstance(obj, VideoDepthConfig):
+        validate_video_depth(obj)
+    elif isinstance(obj, EvaluateConfig):
+        validate_evaluate(obj)
+    else:
+        validate(obj)
     return obj
 
 
