@@ -45,7 +45,19 @@ class Device(Enum):
     mps = "mps"
 
 
+class EvalMode(Enum):
+    """What the benchmark scores (da3core.evaluation.benchmark): poses, TSDF reconstructions, or per-pixel depth."""
+
+    pose = "pose"
+    recon_unposed = "recon_unposed"
+    recon_posed = "recon_posed"
+    rel_depth = "rel_depth"
+    metric_depth = "metric_depth"
+
+
 RESIZE_METHODS = tuple(m.value for m in ResizeMethod)
 REF_VIEW_STRATEGIES = tuple(s.value for s in RefViewStrategy)
 PRECISIONS = tuple(p.value for p in Precision)
 DEVICES = tuple(d.value for d in Device)
+EVAL_MODES = tuple(m.value for m in EvalMode)
+BENCHMARK_DATASETS = ("eth3d", "7scenes", "scannetpp", "hiroom", "dtu", "dtu64")  # readers: da3core.evaluation.datasets

@@ -20,7 +20,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from da3core.io.inputs import VIDEO_EXTENSIONS, InputError
 from da3core.io.storage import check_writable, is_remote, list_children
-from flows.config import BatchConfig, validate
+from flows.config import BatchConfig, EvaluateConfig, validate
 from flows.errors import run_cli
 from flows.reconstruct import SceneResult, reconstruct_scene, scene_name
 
@@ -100,7 +100,7 @@ def run_scenes(cfg: BatchConfig, scenes: list[tuple[str, str]]) -> BatchReport:
     return BatchReport(results, failures)
 
 
-def task_runner(cfg: BatchConfig) -> TaskRunner:
+def task_runner(cfg: BatchConfig | EvaluateConfig) -> TaskRunner[Any]:
     """The Prefect task runner for ``cfg.runner``: threads, or Dask workers (one model per worker process)."""
     if cfg.runner.value == "dask":
         from prefect_dask import DaskTaskRunner

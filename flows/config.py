@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from da3core.model.presets import PRESETS
-from flows.schema import (BatchConfig, Device, ReconstructConfig, RefViewStrategy, ResizeMethod, VideoDepthConfig,
-                          Weights, register)
+from flows.schema import (BatchConfig, Device, EvaluateConfig, InputConfig, Predictor, ReconstructConfig,
+                          RefViewStrategy, ResizeMethod, VideoDepthConfig, Weights, register)
 
-__all__ = ["BatchConfig", "ConfigError", "Device", "ReconstructConfig", "RefViewStrategy", "ResizeMethod",
-           "VideoDepthConfig", "Weights", "composed_data", "config_hashes", "load_config", "resolved"]
+__all__ = ["BatchConfig", "ConfigError", "Device", "EvaluateConfig", "ReconstructConfig", "RefViewStrategy",
+           "ResizeMethod", "VideoDepthConfig", "Weights", "composed_data", "config_hashes", "load_config", "resolved"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -51,7 +51,12 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
         obj = OmegaConf.to_object(_compose(config_name, overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
-    (validate_video_depth if isinstance(obj, VideoDepthConfig) else validate)(obj)
+    if isinstance(obj, VideoDepthConfig):
+        validate_video_depth(obj)
+    elif isinstance(obj, EvaluateConfig):
+        validate_evaluate(obj)
+    else:
+        validate(obj)
     return obj
 
 
@@ -75,6 +80,8 @@ def describe_config_error(exc: BaseException) -> str:
         head = f"{head}; available: {', '.join(options)}"
     if head.startswith("Key '") and "not in" in head:
         head += " (check the spelling; see `--cfg` for all keys)"
+    if "is not a ListConfig" in head:
+        head += " (write a list in brackets, e.g. key=[a,b] or key=[a])"
     return f"config error at {full_key}: {head}" if full_key else f"config error: {head}"
 
 
@@ -125,6 +132,37 @@ def validate_video_depth(cfg: VideoDepthConfig) -> None:
         raise ConfigError(f"config error at windows_per_batch: {cfg.windows_per_batch}; use 1 or more")
     if min(cfg.focal_length_x, cfg.focal_length_y) <= 0:
         raise ConfigError("config error at focal_length_x/focal_length_y: focal lengths must be positive pixels")
+
+
+def reconstruct_config(cfg: EvaluateConfig, output_dir: str, posed: bool) -> ReconstructConfig:
+    """The reconstruct-flow config that predicts one benchmark scene (its stores hash exactly as that flow's)."""
+    return ReconstructConfig(scene="benchmark", export="", model=cfg.model, processing=cfg.processing,
+                             ref_view_strategy=cfg.ref_view_strategy, pose=cfg.pose,
+                             input=InputConfig(sparse_subdir="sparse/0" if posed else ""), storage=cfg.storage,
+                             output_dir=output_dir, force=cfg.force)
+
+
+def validate_evaluate(cfg: EvaluateConfig) -> None:
+    """Dataset names, modes, worker counts, the model settings (as the reconstruct flow checks them) and open3d."""
+    from da3core.choices import BENCHMARK_DATASETS
+
+    unknown = [name for name in cfg.benchmark if name not in BENCHMARK_DATASETS]
+    if unknown or not cfg.benchmark:
+        problem = f"unknown dataset {unknown[0]!r}" if unknown else "empty"
+        raise ConfigError(f"config error at benchmark: {problem}; "
+                          f"choose from [{','.join(BENCHMARK_DATASETS)}]")
+    if not cfg.modes:
+        raise ConfigError("config error at modes: empty; e.g. modes=[pose,recon_unposed,recon_posed]")
+    if cfg.concurrency < 1 or cfg.dask_workers < 1:
+        raise ConfigError("config error at concurrency/dask_workers: use 1 or more")
+    if cfg.predictor is Predictor.model:
+        validate(reconstruct_config(cfg, "unused", posed=False))
+    if any(mode.value.startswith("recon") for mode in cfg.modes):
+        try:
+            import open3d  # noqa: F401  (TSDF fusion and the GT meshes and clouds)
+        except ImportError:
+            raise ConfigError("config error at modes: recon_unposed/recon_posed need open3d, which is not installed; "
+                              "pip install -e .[eval] (or leave the recon modes out)") from None
 
 
 def _check_lock_timeout(seconds: float) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from da3core.choices import Device, Precision, RefViewStrategy, ResizeMethod
+from da3core.choices import BENCHMARK_DATASETS, Device, EvalMode, Precision, RefViewStrategy, ResizeMethod
 
 INFERENCE = {"affects": "inference"}  # field metadata: the key (and everything under it) changes inference
 RUN = {"affects": "nothing"}  # where or how the run goes; same results
@@ -31,6 +31,11 @@ class Weights(Enum):
 class Runner(Enum):
     thread = "thread"
     dask = "dask"
+
+
+class Predictor(Enum):
+    model = "model"  # inference through the reconstruct tasks, one store per scene and inference kind
+    ground_truth = "ground_truth"  # the GT fed back as the prediction (checks the benchmark itself; no inference)
 
 
 @dataclass
@@ -140,6 +145,31 @@ class VideoDepthConfig(Catalog):
     force: bool = field(default=False, metadata=RUN)  # recompute even when a complete store for this config exists
 
 
+@dataclass
+class EvaluateConfig(Catalog):
+    """The DA3 benchmark over DA3-BENCH datasets (``python -m flows.evaluate``); names follow upstream's ``eval.*``."""
+
+    benchmark: list[str] = field(default_factory=lambda: list(BENCHMARK_DATASETS), metadata=RUN)  # datasets to score
+    bench_root: str = field(default="da3-bench", metadata=RUN)  # a name from `datasets`, a folder or URL of <dataset>/
+    modes: list[EvalMode] = field(default_factory=lambda: [EvalMode.pose, EvalMode.recon_unposed,
+                                                            EvalMode.recon_posed])  # what is scored
+    scene_names: list[str] = field(default_factory=list, metadata=RUN)  # only these benchmark scenes; empty: all
+    max_frames: int = field(default=100, metadata=INFERENCE)  # seeded sample of larger scenes, as upstream; <= 0: all
+    # RUN: it picks where predictions come from; ground_truth writes no store, so no hash ever sees it
+    predictor: Predictor = field(default=Predictor.model, metadata=RUN)
+    model: ModelConfig = field(default_factory=ModelConfig, metadata=INFERENCE)
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig, metadata=INFERENCE)
+    ref_view_strategy: RefViewStrategy = field(default=RefViewStrategy.first, metadata=INFERENCE)  # upstream's eval
+    pose: PoseConfig = field(default_factory=PoseConfig, metadata=INFERENCE)
+    storage: StorageConfig = field(default_factory=StorageConfig, metadata=RUN)
+    output_dir: Optional[str] = field(default=None, metadata=RUN)  # default <storage.root>/evaluation/<preset>
+    force: bool = field(default=False, metadata=RUN)  # recompute predictions even when complete stores exist
+    concurrency: int = field(default=1, metadata=RUN)  # scenes at once (thread runner)
+    runner: Runner = field(default=Runner.thread, metadata=RUN)
+    dask_address: Optional[str] = field(default=None, metadata=RUN)  # existing scheduler; None: a local cluster
+    dask_workers: int = field(default=2, metadata=RUN)
+
+
 def register() -> None:
     """Register the schemas and the ``model`` group (one entry per preset of the registry) with Hydra."""
     from da3core.model.presets import PRESETS
@@ -148,5 +178,6 @@ def register() -> None:
     store.store(name="reconstruct_schema", node=ReconstructConfig)
     store.store(name="batch_schema", node=BatchConfig)
     store.store(name="video_depth_schema", node=VideoDepthConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
     for preset in PRESETS:  # `model=<preset>` selects one; nothing is repeated in YAML
         store.store(group="model", name=preset, node=ModelConfig(preset=preset))
