@@ -8,6 +8,7 @@ grow a command nobody has run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -51,6 +52,7 @@ class Case:
     outputs: tuple[str, ...] = ()  # globs under the working directory, or s3:// globs
     stdout: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    check: Callable[[Path], None] = lambda cwd: None  # what the outputs must say
 
 
 def _copy_samples(cwd: Path, s3: dict) -> None:
@@ -88,6 +90,19 @@ def _s3_video_and_checkpoint(cwd: Path, s3: dict) -> None:
     write_random_checkpoint(cwd / "checkpoints" / "video_depth_anything_vits.pth", encoder="vits")
 
 
+def _miniatures(cwd: Path, s3: dict) -> None:
+    from da3core.synthetic import write_miniature
+
+    for name in ("hiroom", "eth3d"):
+        write_miniature(name, cwd / "bench")
+
+
+def _gt_scores_perfectly(cwd: Path) -> None:
+    results = cwd / "out/evaluation/ground_truth/metric_results"
+    assert json.loads((results / "hiroom_pose.json").read_text())["mean"]["auc30"] == 1.0
+    assert json.loads((results / "eth3d_metric_depth.json").read_text())["mean"]["abs_rel"] == 0.0
+
+
 CASES: dict[str, Case] = {
     "python -m flows.reconstruct scene=samples/room export=glb+gs_video model=da3-giant infer_gs=true":
         Case(_copy_samples, outputs=("outputs/room/scene.zarr/zarr.json", "outputs/room/scene.glb",
@@ -112,6 +127,15 @@ CASES: dict[str, Case] = {
                       "s3://bucket/videos/mice/mice_vis.mp4")),
     "python -m flows.video_depth video=clip.mp4 weights=random input_size=56":
         Case(_video("clip.mp4"), extra=("max_frames=6",), outputs=("clip/depth.ndjson",)),
+    "python -c \"from da3core.synthetic import write_miniature; [write_miniature(d, 'bench') for d in "
+    "('hiroom', 'eth3d')]\"": Case(extra=(), outputs=("bench/hiroom/*", "bench/eth3d/*")),
+    "python -m flows.evaluate benchmark=[hiroom,eth3d] bench_root=bench model=da3-small model.weights=random "
+    "processing.process_res=56 modes=[pose,recon_unposed,recon_posed,rel_depth] storage.root=out":
+        Case(_miniatures, extra=(), outputs=("out/evaluation/da3-small-random/report.html",
+                                             "out/evaluation/da3-small-random/metric_results/hiroom_pose.csv")),
+    "python -m flows.evaluate benchmark=[hiroom,eth3d] bench_root=bench predictor=ground_truth "
+    "modes=[pose,rel_depth,metric_depth] storage.root=out":
+        Case(_miniatures, extra=(), outputs=("out/evaluation/ground_truth/report.html",), check=_gt_scores_perfectly),
 }
 # Commands this test does not run itself, and where they are run instead.
 ELSEWHERE = {
@@ -159,6 +183,7 @@ def test_readme_command_runs(command: str, tmp_path: Path, bucket: dict):
     for pattern in case.outputs:
         found = bucket["fs"].glob(pattern[5:]) if pattern.startswith("s3://") else list(tmp_path.glob(pattern))
         assert found, f"{command} wrote nothing at {pattern}"
+    case.check(tmp_path)
 
 
 def test_demo_command(tmp_path: Path):
