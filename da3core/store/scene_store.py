@@ -157,14 +157,16 @@ class SceneStore:
         for name, described in array_attrs(bool(attrs.get("is_metric")), attrs.get("conventions", {})).items():
             if name in group:
                 group[name].attrs.update(described)
-        coordinates = " ".join(name for name in COORDINATES if name in group)
-        group.attrs.update(coordinates=coordinates,
-                           complete={"config_hash": config_hash, "finished_at": time.time(), "run": uuid.uuid4().hex})
-        # One rewrite of the root zarr.json that keeps the marker. Any later attribute update drops the
-        # consolidation again (stores are opened unconsolidated for writing), so only marked stores carry it.
+        group.attrs.update(coordinates=" ".join(name for name in COORDINATES if name in group))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
             zarr.consolidate_metadata(group.store, path=group.path)
+        # The marker goes into the consolidated root in one write (the group opened with its consolidated metadata
+        # keeps it). Later updates through _open drop the consolidation again, so only marked stores carry it.
+        consolidated = zarr.open_group(self.url, mode="r+", storage_options=self.storage_options or None,
+                                       use_consolidated=True)
+        consolidated.attrs.update(complete={"config_hash": config_hash, "finished_at": time.time(),
+                                            "run": uuid.uuid4().hex})
 
     def staging(self) -> SceneStore:
         """A fresh sibling URL (``<url>.tmp-<run>``) to build this store's replacement in (see :meth:`replace_with`)."""
