@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.states import Completed, State
+from prefect.states import Completed
 
 from da3core.store import SceneStore
 
@@ -23,7 +23,8 @@ def artifact_key(*parts: str) -> str:
 
 
 def final_state(result: Any, status: str) -> Any:
-    """The value a flow or task returns: a ``Cached`` completed state around ``result`` when it was skipped."""
+    """What a flow or task returns: ``result``, or a ``Cached`` completed state around it when it was skipped
+    (Prefect records the state and hands callers ``result`` either way)."""
     if status == "skipped":
         return Completed(data=result, name="Cached", message="a complete result for this config and input exists")
     return result
@@ -41,18 +42,26 @@ def _files(outputs: dict[str, list[str]], shown: int = 5) -> str:
     return "\n".join(lines) or "- nothing new written (skipped)"
 
 
-def scene_outcome(result: SceneResult, storage_options: dict[str, Any]) -> State | SceneResult:
-    """Publish one scene's artifact (store, exports, frames, model, timings) and return its final state."""
+def _publish(title: str, key: str, result: Any, figures: dict[str, Any], outputs: dict[str, list[str]]) -> Any:
+    """One run's markdown artifact (key figures, then the files) and its final state."""
+    rows = {"status": result.status, "seconds": f"{result.seconds:.2f}", "store": f"`{result.store_url}`", **figures}
+    create_markdown_artifact(f"# {title}\n\n{_table(rows)}\n\n## Outputs\n\n{_files(outputs)}\n", key=key,
+                             description=f"{title}: {result.status}")
+    return final_state(result, result.status)
+
+
+def _stage_seconds(attrs: dict[str, Any]) -> str:
+    return ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in attrs.get("timings", {}).items())
+
+
+def scene_outcome(result: SceneResult, storage_options: dict[str, Any]) -> Any:
+    """Publish one scene's artifact (store, exports, views, model, timings) and return its final state."""
     attrs = SceneStore(result.store_url, storage_options).attrs()
     model = attrs.get("model", {})
-    figures = {"status": result.status, "seconds": f"{result.seconds:.2f}", "store": f"`{result.store_url}`",
-               "views": attrs.get("n_frames"), "model": f"{model.get('preset')} ({model.get('weights')} weights)",
+    figures = {"views": attrs.get("n_frames"), "model": f"{model.get('preset')} ({model.get('weights')} weights)",
                "metric depth": bool(attrs.get("is_metric")), "reference view": attrs.get("ref_view_idx"),
-               "stage seconds": ", ".join(f"{k} {v:.2f}" for k, v in attrs.get("timings", {}).items())}
-    markdown = f"# Scene {result.name}\n\n{_table(figures)}\n\n## Exports\n\n{_files(result.exports)}\n"
-    create_markdown_artifact(markdown, key=artifact_key("scene", result.name),
-                             description=f"scene {result.name}: {result.status}")
-    return final_state(result, result.status)
+               "stage seconds": _stage_seconds(attrs)}
+    return _publish(f"Scene {result.name}", artifact_key("scene", result.name), result, figures, result.exports)
 
 
 def batch_outcome(dataset: str, report: BatchReport) -> None:
@@ -61,20 +70,18 @@ def batch_outcome(dataset: str, report: BatchReport) -> None:
             for r in report.results]
     rows += [{"scene": name, "status": "failed", "seconds": None, "store": reason}
              for name, reason in report.failures.items()]
-    create_table_artifact(rows, key=artifact_key("batch", dataset),
-                          description=f"{dataset}: {len(report.results)} scenes finished, {len(report.failures)} failed")
+    summary = f"{len(report.results)} scenes finished, {len(report.failures)} failed"
+    create_table_artifact(rows, key=artifact_key("batch", dataset), description=f"{dataset}: {summary}")
 
 
-def video_outcome(result: VideoDepthResult, storage_options: dict[str, Any]) -> State | VideoDepthResult:
+def video_outcome(result: VideoDepthResult, storage_options: dict[str, Any]) -> Any:
     """Publish one video's artifact (outputs, frames, depth kind and range, timings) and return its final state."""
     attrs = SceneStore(result.store_url, storage_options).attrs()
-    depth_range = attrs.get("depth_range", {})
-    figures = {"status": result.status, "seconds": f"{result.seconds:.2f}", "store": f"`{result.store_url}`",
-               "frames": attrs.get("n_frames"), "depth": attrs.get("depth_kind"),
-               "depth range": f"{depth_range.get('min', float('nan')):.4g} .. {depth_range.get('max', float('nan')):.4g}",
-               "model": f"{attrs.get('model', {}).get('encoder')} ({attrs.get('model', {}).get('weights')} weights)",
-               "stage seconds": ", ".join(f"{k} {v:.2f}" for k, v in attrs.get("timings", {}).items())}
-    markdown = f"# Video depth: {result.video}\n\n{_table(figures)}\n\n## Outputs\n\n{_files(result.outputs)}\n"
-    create_markdown_artifact(markdown, key=artifact_key("video-depth", result.video),
-                             description=f"video {result.video}: {result.status}")
-    return final_state(result, result.status)
+    lo, hi = (attrs.get("depth_range", {}).get(end, float("nan")) for end in ("min", "max"))
+    model = attrs.get("model", {})
+    figures = {"frames": attrs.get("n_frames"), "depth": attrs.get("depth_kind"),
+               "depth range": f"{lo:.4g} .. {hi:.4g}",
+               "model": f"{model.get('encoder')} ({model.get('weights')} weights)",
+               "stage seconds": _stage_seconds(attrs)}
+    return _publish(f"Video depth {result.video}", artifact_key("video-depth", result.video), result, figures,
+                    result.outputs)

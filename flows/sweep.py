@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import itertools
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -37,7 +38,7 @@ def sweep_jobs(overrides: list[str]) -> tuple[list[list[str]], set[str]]:
             choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
             swept.add(key.lstrip("+~"))
         else:
-            choices.append([override.input_line])
+            choices.append([str(override.input_line)])
     return [list(job) for job in itertools.product(*choices)], swept
 
 

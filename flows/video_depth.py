@@ -13,15 +13,15 @@ run never damages a previous result; the completion marker is written last.
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from prefect import flow, get_run_logger
 
 from da3core.export.target import ExportTarget
-from da3core.io.storage import check_writable, is_remote
-from da3core.io.storage import join_url
+from da3core.io.storage import check_writable, is_remote, join_url
 from da3core.store import SceneStore, store_lock
 from da3core.video_depth.outputs import default_output_dir, output_locations
 from flows.config import VideoDepthConfig, annolid_overrides, config_hashes, load_config, resolved, validate_video_depth

@@ -9,8 +9,8 @@ import nbformat
 import numpy as np
 import pytest
 from nbclient import NotebookClient
-
 from paths import REPO_ROOT
+
 from da3core.prediction import Prediction
 from da3core.store import SceneStore
 from flows.reconstruct import main as reconstruct_main

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, TaskRunFilter,
-                                            TaskRunFilterName)
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, TaskRunFilter, TaskRunFilterName
 
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_image_folder

@@ -73,8 +73,8 @@ def test_round_trip(capture, tmp_path, request, where):
 def test_metric_store_states_metres_and_an_unmarked_store_is_not_consolidated(capture, tmp_path):
     store = SceneStore(str(tmp_path / "scene.zarr"))
     store.reset({})
-    store.write_prediction(Prediction(depth=capture.depth, is_metric=1, extrinsics=capture.extrinsics.astype(np.float32),
-                                      intrinsics=capture.intrinsics.astype(np.float32)))
+    store.write_prediction(Prediction(depth=capture.depth, is_metric=1, intrinsics=capture.intrinsics.astype(np.float32),
+                                      extrinsics=capture.extrinsics.astype(np.float32)))
     with pytest.warns(RuntimeWarning, match="consolidated"):  # not complete: no consolidated metadata yet
         xr.open_zarr(store.url)
     store.mark_complete("h")
