@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
         discover_dataset(cfg.datasets.get(cfg.dataset, cfg.dataset), dict(cfg.storage.options))
         report = batch(cfg)
         print(report.summary())
-        outcome["failed"] = bool(report.failures)
+        outcome["failed"] |= bool(report.failures)  # sticky across the jobs of a multirun
         if report.failures:
             print(f"error: {len(report.failures)} of {len(report.results) + len(report.failures)} scenes failed",
                   file=sys.stderr)
