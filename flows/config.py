@@ -56,7 +56,7 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
     """
     overrides = list(overrides or [])
     files = [o for o in overrides if o.startswith("defaults_file=")]
-    if files:
+    if files and config_name == "video_depth":  # elsewhere Hydra refuses the unknown key
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         path = OverridesParser.create().parse_override(files[-1]).value()
