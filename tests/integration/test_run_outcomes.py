@@ -1,6 +1,6 @@
-"""What runs leave in Prefect, read back through its client: skipped scenes end ``Cached`` (flow and task runs), and
-every run publishes an artifact naming its outputs and key figures. Also Hydra multirun sweeps over models and
-scenes, each job in its own folder."""
+"""What runs leave in Prefect, read back through its client: skipped scenes and videos end ``Cached`` (flow and task
+runs), and every run publishes an artifact naming its outputs and key figures. Also Hydra multirun sweeps over
+models and scenes, each job in its own folder."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, TaskRunFilter, TaskRunFilterName
 
 from da3core.store import SceneStore
-from da3core.synthetic import make_capture, write_image_folder
+from da3core.synthetic import make_capture, write_image_folder, write_video
 from flows import reconstruct as reconstruct_module
 from flows.batch import batch
 from flows.config import load_config
 from flows.reconstruct import reconstruct
+from flows.video_depth import video_depth
 
 pytestmark = pytest.mark.slow  # several flow runs and Prefect's temporary server
 
@@ -94,3 +95,15 @@ def test_multirun_reports_a_failing_job_and_runs_the_rest(tmp_path, capsys):
     assert SceneStore(str(tmp_path / "out" / "gamma" / "scene.zarr")).is_complete()
     assert not (tmp_path / "out" / "missing").exists()
     assert sum(line.startswith("error:") for line in capsys.readouterr().err.splitlines()) == 1
+
+
+def test_skipped_video_ends_cached_and_its_artifact_lists_annolid_outputs(tmp_path):
+    video = write_video(make_capture(6, 70, 56, seed=40), tmp_path / "clipcached.mp4").path
+    cfg = load_config("video_depth", [f"video={video}", "weights=random", "input_size=28", "save_npz=true"])
+    first, second = video_depth(cfg, return_state=True), video_depth(cfg, return_state=True)
+    assert (first.name, second.name) == ("Completed", "Cached")
+    assert second.result().outputs == first.result().outputs  # the reused run names the same files
+    (artifact,) = artifacts_of(first.state_details.flow_run_id)
+    assert artifact.key == "video-depth-clipcached-mp4" and "| frames | 6 |" in artifact.data
+    assert f"`{tmp_path / 'clipcached' / 'depth.ndjson'}`" in artifact.data
+    assert f"`{tmp_path / 'clipcached' / 'clipcached_depths.npz'}`" in artifact.data
