@@ -13,12 +13,12 @@ import urllib.request
 from datetime import datetime
 
 import pytest
+from paths import REPO_ROOT
+from s3server import free_port
 
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_image_folder
 from flows.config import load_config, resolved
-from paths import REPO_ROOT
-from s3server import free_port
 
 pytestmark = pytest.mark.slow
 
