@@ -22,6 +22,7 @@ from da3core.io.inputs import VIDEO_EXTENSIONS, InputError
 from da3core.io.storage import check_writable, is_remote, list_children
 from flows.config import BatchConfig, EvaluateConfig, validate
 from flows.errors import run_cli
+from flows.outcomes import batch_outcome, scene_outcome
 from flows.reconstruct import SceneResult, reconstruct_scene, scene_name
 
 
@@ -67,8 +68,8 @@ def _is_dir(path: str, storage_options: dict[str, Any]) -> bool:
 
 @task(name="scene", task_run_name="scene-{name}", cache_policy=NO_CACHE)
 def scene_task(cfg: BatchConfig, name: str, source: str) -> SceneResult:
-    """One scene of the batch (its own tasks run nested, on the same worker)."""
-    return reconstruct_scene(cfg, name, source)
+    """One scene of the batch (its own tasks run nested, on the same worker); ``Cached`` when skipped."""
+    return scene_outcome(reconstruct_scene(cfg, name, source), dict(cfg.storage.options))
 
 
 @flow(name="batch", log_prints=True)
@@ -81,7 +82,9 @@ def batch(cfg: BatchConfig) -> BatchReport:
                           cfg.runner.value)
     # The scenes run in a subflow that owns the task runner, so a served or deployed run honours runner=dask
     # and concurrency exactly like the command line.
-    return run_scenes.with_options(task_runner=task_runner(cfg))(cfg, scenes)
+    report = run_scenes.with_options(task_runner=task_runner(cfg))(cfg, scenes)
+    batch_outcome(root, report)
+    return report
 
 
 @flow(name="batch-scenes", log_prints=True)
@@ -121,7 +124,7 @@ def main(argv: list[str]) -> int:
         discover_dataset(cfg.datasets.get(cfg.dataset, cfg.dataset), dict(cfg.storage.options))
         report = batch(cfg)
         print(report.summary())
-        outcome["failed"] = bool(report.failures)
+        outcome["failed"] |= bool(report.failures)  # sticky across the jobs of a multirun
         if report.failures:
             print(f"error: {len(report.failures)} of {len(report.results) + len(report.failures)} scenes failed",
                   file=sys.stderr)

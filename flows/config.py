@@ -41,12 +41,26 @@ class ConfigError(ValueError):
 _COMPOSE_LOCK = threading.Lock()
 
 def _compose(config_name: str, overrides: list[str] | None) -> DictConfig:
+    # `exporters` starts empty (options only for the chosen formats), so Hydra alone would want
+    # `+exporters.glb.conf_thresh_percentile=20`; the documented spelling without `+` adds or overrides.
+    overrides = [f"++{o}" if o.startswith("exporters.") else o for o in overrides or []]
     with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
-        return compose(config_name=config_name, overrides=list(overrides or []))
+        return compose(config_name=config_name, overrides=overrides)
 
 
 def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
-    """Compose ``conf/<config_name>.yaml`` with Hydra overrides into its typed dataclass and validate it."""
+    """Compose ``conf/<config_name>.yaml`` with Hydra overrides into its typed dataclass and validate it.
+
+    A ``defaults_file=<yaml>`` override (video_depth) puts the file's ``video_depth_anything:`` section (Annolid's
+    settings) under the other overrides: the command line wins over the file, the file over conf/.
+    """
+    overrides = list(overrides or [])
+    files = [o for o in overrides if o.startswith("defaults_file=")]
+    if files and config_name == "video_depth":  # elsewhere Hydra refuses the unknown key
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        path = OverridesParser.create().parse_override(files[-1]).value()
+        overrides = annolid_overrides(read_defaults_file(str(path))) + overrides
     try:
         obj = OmegaConf.to_object(_compose(config_name, overrides))
     except (HydraException, OmegaConfBaseException) as exc:
@@ -58,6 +72,44 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
     else:
         validate(obj)
     return obj
+
+
+# Annolid's names for video_depth keys that are spelled differently here, and its GUI-only settings (ignored).
+ANNOLID_NAMES = {"input_video": "video", "max_len": "max_frames", "checkpoint_root": "weights"}
+ANNOLID_GUI_ONLY = ("show_preview",)
+
+
+def read_defaults_file(path: str) -> dict[str, Any]:
+    """The ``video_depth_anything:`` section of an Annolid settings file (e.g. ~/.labelmerc), or the whole file."""
+    import yaml
+
+    file = Path(path).expanduser()
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config error at defaults_file: cannot read {file}: {str(exc).splitlines()[0]}") from exc
+    section = data.get("video_depth_anything", data) if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigError(f"config error at defaults_file: {file} holds no video_depth_anything: mapping")
+    return section
+
+
+def annolid_overrides(options: dict[str, Any]) -> list[str]:
+    """Hydra overrides for video_depth from options in Annolid's names (``max_len``, ``checkpoint_root``, ...)."""
+    if options.get("include_region_labels"):
+        raise ConfigError("config error at include_region_labels: region labels from Annolid tracking results are "
+                          "not supported; set it to false")
+    return [f"{ANNOLID_NAMES.get(key, key)}={_override_value(value)}" for key, value in options.items()
+            if key not in ANNOLID_GUI_ONLY and key != "include_region_labels"]
+
+
+def _override_value(value: Any) -> str:
+    """A Python value in Hydra override syntax (strings quoted verbatim, so paths with '=' or ',' stay one value)."""
+    from flows.cli_flags import hydra_quote
+
+    if isinstance(value, (bool, type(None))):
+        return json.dumps(value)  # true, false, null
+    return repr(value) if isinstance(value, (int, float)) else hydra_quote(str(value))
 
 
 def composed_data(config_name: str, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -20,6 +20,10 @@ def run_cli(config_name: str, argv: list[str], run: Callable[[Any], None]) -> in
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: python -m flows.{config_name} [key=value ...]   (Hydra overrides; --cfg prints the config)")
         return 0
+    if argv[:1] in (["-m"], ["--multirun"]):
+        from flows.sweep import multirun
+
+        return multirun(config_name, argv[1:], run)
     if argv[:1] == ["--cfg"]:
         from omegaconf import OmegaConf
 

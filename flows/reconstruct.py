@@ -28,6 +28,7 @@ from da3core.store import SceneStore, store_lock
 from da3core.store.lock import Lock
 from flows.config import ReconstructConfig, config_hashes, resolved, validate
 from flows.errors import run_cli
+from flows.outcomes import scene_outcome
 from flows.progress import report
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
@@ -149,10 +150,11 @@ def remove_exports(export_dir: str, relpaths: set[str], storage_options: dict[st
 
 @flow(name="reconstruct", log_prints=True)
 def reconstruct(cfg: ReconstructConfig) -> SceneResult:
-    """Reconstruct one scene (``cfg`` as composed by ``load_config("reconstruct", overrides)``)."""
+    """Reconstruct one scene (``cfg`` as composed by ``load_config("reconstruct", overrides)``); ends ``Cached`` when
+    a complete store was reused, and publishes an artifact naming the outputs."""
     validate(cfg)  # a deployment's parameters arrive typed but unchecked
     name, source = resolve_scene(cfg)
-    return reconstruct_scene(cfg, name, source)
+    return scene_outcome(reconstruct_scene(cfg, name, source), dict(cfg.storage.options))
 
 
 def run(cfg: ReconstructConfig) -> None:

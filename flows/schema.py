@@ -143,6 +143,9 @@ class VideoDepthConfig(Catalog):
     focal_length_y: float = 470.4
     storage: VideoStorageConfig = field(default_factory=VideoStorageConfig, metadata=RUN)
     force: bool = field(default=False, metadata=RUN)  # recompute even when a complete store for this config exists
+    # Annolid's settings file (its `video_depth_anything:` section) read under the other overrides; the values it
+    # sets are hashed under their own keys (flows.config.load_config).
+    defaults_file: Optional[str] = field(default=None, metadata=RUN)
 
 
 @dataclass

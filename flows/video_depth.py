@@ -13,18 +13,22 @@ run never damages a previous result; the completion marker is written last.
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from prefect import flow, get_run_logger
 
-from da3core.io.storage import check_writable, is_remote
-from da3core.io.storage import join_url
+from da3core.export.target import ExportTarget
+from da3core.io.storage import check_writable, is_remote, join_url
 from da3core.store import SceneStore, store_lock
-from da3core.video_depth.outputs import default_output_dir
-from flows.config import VideoDepthConfig, config_hashes, resolved, validate_video_depth
+from da3core.video_depth.outputs import default_output_dir, output_locations
+from flows.config import VideoDepthConfig, annolid_overrides, config_hashes, load_config, resolved, validate_video_depth
 from flows.errors import run_cli
-from tasks.video_depth import SECOND_PASS, check_local_video, estimate, export_second_pass, probe
+from flows.outcomes import video_outcome
+from flows.progress import progress_to, report
+from tasks.video_depth import SECOND_PASS, check_local_video, estimate, export_second_pass, output_options, probe
 
 STORE_NAME = "depth.zarr"
 
@@ -37,7 +41,7 @@ class VideoDepthResult:
     store_url: str
     output_dir: str
     status: str  # "done" | "skipped" (a complete store for this config and video exists)
-    outputs: dict[str, list[str]]  # Annolid's result keys (depth_ndjson, npz, ...) -> locations; empty when skipped
+    outputs: dict[str, list[str]]  # Annolid's result keys (output_dir, depth_ndjson, npz, ...) -> locations
     seconds: float
 
 
@@ -56,6 +60,7 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
     run = resolved(cfg)
     source, output_dir = resolve_paths(cfg)
     options = dict(cfg.storage.options)
+    report(0.0, "probing the video")
     job = probe(source, cfg)
     check_writable(output_dir, options, "output_dir")  # after the probe: a missing video leaves no empty output folder
     inference_hash, full_hash = config_hashes(cfg, video_sha256=job.sha256)
@@ -65,13 +70,18 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
             logger.info("removed %s, left by an interrupted run", leftover)
         if not cfg.force and store.is_complete(full_hash):
             logger.info("%s is complete for this config and video (%s); skipping", store.url, full_hash)
-            return VideoDepthResult(job.name, store.url, output_dir, "skipped", {}, time.perf_counter() - started)
+            outputs = output_locations(ExportTarget(output_dir, options), job.name, output_options(cfg),
+                                       store.attrs()["n_frames"])
+            return VideoDepthResult(job.name, store.url, output_dir, "skipped", {"output_dir": [output_dir], **outputs},
+                                    time.perf_counter() - started)
         attrs = {"scene": Path(job.name).stem, "source": source, "config": run, "config_hash": full_hash,
                  "inference_hash": inference_hash, "inputs": {"kind": "video", "files": [{"path": source,
                                                                                           "sha256": job.sha256}]}}
         with store.replacement() as staged:
+            report(0.05, f"depth of {len(job.indices)} frames")
             streamed = estimate(job, staged, output_dir, cfg, attrs)
             lock.check()
+        report(0.9, "writing the outputs")
         futures = [export_second_pass.submit(kind, store, output_dir, job, cfg, streamed["depth_range"])
                    for kind in SECOND_PASS if getattr(cfg, kind)]
         outputs = {"output_dir": [output_dir], **streamed["outputs"]}
@@ -81,15 +91,49 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
         lock.check()
         store.mark_complete(full_hash)
     seconds = time.perf_counter() - started
+    report(1.0, "done")
     logger.info("%s: %d frames in %.2fs -> %s", job.name, len(job.indices), seconds, output_dir)
     return VideoDepthResult(job.name, store.url, output_dir, "done", outputs, seconds)
 
 
 @flow(name="video-depth", log_prints=True)
 def video_depth(cfg: VideoDepthConfig) -> VideoDepthResult:
-    """Depth for one video (``cfg`` as composed by ``load_config("video_depth", overrides)``)."""
+    """Depth for one video (``cfg`` as composed by ``load_config("video_depth", overrides)``); ends ``Cached`` when a
+    complete store was reused, and publishes an artifact naming the outputs."""
     validate_video_depth(cfg)  # a deployment's parameters arrive typed but unchecked
-    return process_video(cfg)
+    return video_outcome(process_video(cfg), dict(cfg.storage.options))
+
+
+def run_video_depth_anything(
+    input_video: str, output_dir: Optional[str] = None, encoder: Optional[str] = None,
+    input_size: Optional[int] = None, max_res: Optional[int] = None, max_len: Optional[int] = None,
+    target_fps: Optional[float] = None, metric: Optional[bool] = None, fp32: Optional[bool] = None,
+    grayscale: Optional[bool] = None, save_npz: Optional[bool] = None, save_exr: Optional[bool] = None,
+    focal_length_x: Optional[float] = None, focal_length_y: Optional[float] = None,
+    checkpoint_root: Optional[str] = None, progress_callback: Optional[Callable[[int], None]] = None,
+    preview_callback: None = None, streaming: Optional[bool] = None, save_depth_video: Optional[bool] = None,
+    save_depth_frames: Optional[bool] = None, save_point_clouds: Optional[bool] = None,
+    include_region_labels: bool = False, *, weights: Optional[str] = None, device: Optional[str] = None,
+    force: Optional[bool] = None, defaults_file: Optional[str] = None,
+) -> dict[str, list[str]]:
+    """Annolid's ``run_video_depth_anything``: its parameters and result keys, run as the video-depth flow.
+
+    A parameter left at None takes its value from ``defaults_file`` (an Annolid settings file's
+    ``video_depth_anything:`` section), else Annolid's default (conf/video_depth.yaml). The result maps
+    ``output_dir``, ``depth_ndjson``, ``depth_visualization``, ``depth_frames``, ``point_cloud_csv``, ``npz``,
+    ``exr`` (those written) and ``depth_zarr`` to locations; it is the same when a complete earlier run is reused.
+    Works from plain Python and inside another Prefect flow (as a subflow); errors raise, one line each.
+    """
+    if preview_callback is not None:
+        raise ValueError("preview_callback is not supported: read depth.ndjson (or depth.zarr) as frames complete")
+    given = {key: value for key, value in locals().items() if value is not None
+             and key not in ("progress_callback", "preview_callback")}
+    cfg = load_config("video_depth", annolid_overrides(given))
+    check_local_video(resolve_paths(cfg)[0])
+    percent = progress_callback or (lambda _: None)
+    with progress_to(lambda fraction, _message: percent(int(round(fraction * 100)))):
+        result = video_depth(cfg)
+    return {"depth_zarr": [result.store_url], **result.outputs}
 
 
 def run(cfg: VideoDepthConfig) -> None:

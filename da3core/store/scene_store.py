@@ -3,8 +3,10 @@
 Layout (zarr v3, xarray-readable through ``dimension_names``, one frame per chunk, blosc-zstd):
 ``images`` uint8 (frame, y, x, channel) · ``depth``/``conf`` float32 (frame, y, x) · ``sky`` bool ·
 ``extrinsics`` float32 (frame, 3, 4) world-to-camera OpenCV · ``intrinsics`` float32 (frame, 3, 3) ·
-``frame`` (original frame index, the xarray index) / ``timestamp`` (frame) · ``features/feat_layer_<i>`` · ``gaussians/<field>``.
-Attributes carry provenance; the ``complete`` marker (config hash, time, run id) is written last.
+``frame`` (original frame index, the xarray index) · ``timestamp`` / ``source_name`` (frame; xarray coordinates) ·
+``features/feat_layer_<i>`` · ``gaussians/<field>``. Arrays carry CF-style ``units`` / ``long_name`` attributes.
+Attributes carry provenance; the ``complete`` marker (config hash, time, run id) is written last, followed by
+consolidated metadata (so ``xarray.open_zarr`` reads a complete store in one request, without a warning).
 
 Replacing a store: a new one is built beside the old (``<store>.tmp-<run>``, :meth:`SceneStore.staging`) and
 swapped in by :meth:`SceneStore.replace_with`; writers hold the scene lock (``da3core.store.lock``) throughout.
@@ -31,6 +33,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,12 +56,31 @@ CONVENTIONS = {
     "images": "the processed network input, RGB uint8",
     "gaussians": "world frame of the prediction, before metric scaling; rotations are quaternions (w, x, y, z)",
 }
+COORDINATES = ("timestamp", "source_name")  # per-frame arrays xarray shows as coordinates of ``frame``
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)
 TMP_TAG, OLD_TAG = ".tmp-", ".old-"  # sibling names: <store>.tmp-<run> (being built), <store>.old-<run> (replaced)
 _GAUSSIAN_DIMS = {
     "means": ["gaussian", "xyz"], "scales": ["gaussian", "xyz"], "rotations": ["gaussian", "wxyz"],
     "harmonics": ["gaussian", "rgb", "sh"], "opacities": ["gaussian"],
 }
+
+
+def array_attrs(is_metric: bool, conventions: dict[str, str]) -> dict[str, dict[str, str]]:
+    """CF-style ``units`` and ``long_name`` of the top-level arrays; lengths are metres only for metric models."""
+    length = "m" if is_metric else "relative"
+    cameras = {"units": length, "long_name": CONVENTIONS["extrinsics"] + "; translation in these units"}
+    pixels = {"units": "pixels", "long_name": CONVENTIONS["intrinsics"]}
+    return {
+        "depth": {"units": length, "long_name": conventions.get("depth", CONVENTIONS["depth"])},
+        "conf": {"units": "1", "long_name": "confidence, larger = more reliable"},
+        "sky": {"units": "1", "long_name": "sky mask"},
+        "images": {"units": "1", "long_name": CONVENTIONS["images"]},
+        "extrinsics": cameras, "input_extrinsics": {**cameras, "long_name": "the input cameras, world-to-camera"},
+        "intrinsics": pixels, "input_intrinsics": {**pixels, "long_name": "the input cameras' intrinsics"},
+        "frame": {"units": "1", "long_name": "original frame index in the input"},
+        "timestamp": {"units": "s", "long_name": "seconds from the start of the video; NaN for still images"},
+        "source_name": {"long_name": "input file of the view"},
+    }
 
 
 class StoreError(StorageError):
@@ -129,8 +151,22 @@ class SceneStore:
         group.attrs.update({"timings": timings, "stages": stages})
 
     def mark_complete(self, config_hash: str) -> None:
-        """Write the completion marker; call this last."""
-        self.update_attrs(complete={"config_hash": config_hash, "finished_at": time.time(), "run": uuid.uuid4().hex})
+        """Describe the arrays, write the completion marker and consolidate the metadata; call this last."""
+        group = self._open("r+")
+        attrs = group.attrs.asdict()
+        for name, described in array_attrs(bool(attrs.get("is_metric")), attrs.get("conventions", {})).items():
+            if name in group:
+                group[name].attrs.update(described)
+        group.attrs.update(coordinates=" ".join(name for name in COORDINATES if name in group))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Consolidated metadata is currently not part", UserWarning)
+            zarr.consolidate_metadata(group.store, path=group.path)
+        # The marker goes into the consolidated root in one write (the group opened with its consolidated metadata
+        # keeps it). Later updates through _open drop the consolidation again, so only marked stores carry it.
+        consolidated = zarr.open_group(self.url, mode="r+", storage_options=self.storage_options or None,
+                                       use_consolidated=True)
+        consolidated.attrs.update(complete={"config_hash": config_hash, "finished_at": time.time(),
+                                            "run": uuid.uuid4().hex})
 
     def staging(self) -> SceneStore:
         """A fresh sibling URL (``<url>.tmp-<run>``) to build this store's replacement in (see :meth:`replace_with`)."""
@@ -206,6 +242,8 @@ class SceneStore:
         stamps = np.full(n, np.nan) if timestamps is None else np.asarray(timestamps, dtype=np.float64)
         _put(group, "frame", index.astype(np.int64), ["frame"], chunk0=n)
         _put(group, "timestamp", stamps, ["frame"], chunk0=n)
+        if pred.source_names is not None:
+            _put(group, "source_name", np.asarray(pred.source_names, dtype=str), ["frame"], chunk0=n)
         for name, feat in (pred.aux or {}).items():
             dims = ["frame", "patch_y", "patch_x", f"channel_{name}"]
             _put(group.require_group("features"), name, np.asarray(feat), dims)
@@ -271,6 +309,8 @@ def _put(group: zarr.Group, name: str, values: np.ndarray | None, dims: list[str
         return
     values = np.asarray(values, dtype=dtype)
     chunks = (max(1, min(chunk0, values.shape[0])),) + values.shape[1:] if values.ndim else ()
-    array = group.create_array(name, shape=values.shape, dtype=values.dtype, chunks=chunks,
+    # Text as zarr's variable-length UTF-8 (its fixed-width type has no v3 spec and warns on every write).
+    dtype = str if values.dtype.kind == "U" else values.dtype
+    array = group.create_array(name, shape=values.shape, dtype=dtype, chunks=chunks,
                                compressors=_COMPRESSOR, dimension_names=dims, overwrite=True)
     array[...] = values

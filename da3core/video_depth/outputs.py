@@ -179,6 +179,20 @@ class StreamingOutputs:
         return out
 
 
+def output_locations(target: ExportTarget, video_name: str, options: OutputOptions, count: int) -> dict[str, list[str]]:
+    """Every file a run with ``options`` writes for ``count`` processed frames, by Annolid's result keys."""
+    stem = PurePosixPath(video_name).stem
+    wanted = {
+        "depth_ndjson": (True, [NDJSON_NAME]),
+        "depth_visualization": (options.save_depth_video, [f"{stem}_vis.mp4"]),
+        "depth_frames": (options.save_depth_frames, [f"depth_frames/depth_{i:05d}.png" for i in range(count)]),
+        "point_cloud_csv": (options.save_point_clouds, [f"point_clouds/point_{i:04d}.csv" for i in range(count)]),
+        "npz": (options.save_npz, [f"{stem}_depths.npz"]),
+        "exr": (options.save_exr, [f"{stem}_depths_exr"]),
+    }
+    return {key: [target.url(rel) for rel in rels] for key, (on, rels) in wanted.items() if on}
+
+
 def write_exr(path: Path, depth: np.ndarray) -> None:
     """One float32 channel "Z" (upstream's layout), ZIP-compressed scanlines."""
     import OpenEXR

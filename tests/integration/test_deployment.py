@@ -1,5 +1,6 @@
-"""The scheduled batch and evaluation deployments against a real Prefect server on 127.0.0.1: register, trigger,
-completion."""
+"""Batch and evaluation deployments against a real Prefect server on 127.0.0.1: the served deployment (deployments/serve.py) and the
+README's `prefect deploy --all` with the repository's prefect.yaml and a process work pool. Both runs must honour
+the batch options, the task runner and concurrency included (read back from the task runs and the stores)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,42 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 
 import pytest
-
-from da3core.store import SceneStore
-from da3core.synthetic import make_capture, write_image_folder, write_miniature
 from paths import REPO_ROOT
 from s3server import free_port
 
+from da3core.store import SceneStore
+from da3core.synthetic import make_capture, write_image_folder, write_miniature
+from flows.config import load_config, resolved
+
 pytestmark = pytest.mark.slow
+
+FAST = ["model=da3-small", "model.weights=random", "processing.process_res=56", "export=mini_npz"]
+
+# Waits for the deployment, triggers it, and prints its final state and its scene task runs as JSON.
+RUN_SCRIPT = """
+import asyncio, json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+from prefect.deployments import run_deployment
+name, parameters, scenes = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+async def main():
+    for _ in range(120):
+        async with get_client() as c:
+            try:
+                d = await c.read_deployment_by_name(name); break
+            except Exception: await asyncio.sleep(1)
+    run = await run_deployment(name, parameters=parameters or None, timeout=600)
+    async with get_client() as c:
+        tasks = await c.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(
+            any_=[f"scene-{s}" for s in scenes])))
+    print(json.dumps({"state": run.state.type.value, "crons": [s.schedule.cron for s in d.schedules],
+                      "tasks": [[t.name, t.state.name, t.start_time.isoformat(), t.end_time.isoformat()]
+                                for t in tasks]}))
+asyncio.run(main())
+"""
 
 
 def _wait_http(url: str, timeout: float) -> None:
@@ -47,51 +75,87 @@ def prefect_server(tmp_path):
         server.wait(30)
 
 
-def _serve_and_trigger(env: dict[str, str], flow: str, name: str, overrides: list[str]) -> None:
-    """Serve ``flow`` as deployment ``name`` with a cron schedule, trigger one run and wait for it to complete."""
-    serve = subprocess.Popen([sys.executable, "deployments/serve.py", "--flow", flow, "--name", name,
-                              "--cron", "0 3 * * *", *overrides], cwd=REPO_ROOT, env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        script = (
-            "import asyncio, sys\n"
-            "from prefect.client.orchestration import get_client\n"
-            "from prefect.deployments import run_deployment\n"
-            "async def main():\n"
-            "    for _ in range(120):\n"
-            "        async with get_client() as c:\n"
-            "            try:\n"
-            f"                d = await c.read_deployment_by_name('{flow}/{name}'); break\n"
-            "            except Exception: await asyncio.sleep(1)\n"
-            "    assert d.schedules and d.schedules[0].schedule.cron == '0 3 * * *', d.schedules\n"
-            f"    run = await run_deployment('{flow}/{name}', timeout=600)\n"
-            "    print(run.state.type.value)\n"
-            "asyncio.run(main())\n"
-        )
-        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                                timeout=900, cwd=REPO_ROOT)
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert result.stdout.strip().splitlines()[-1] == "COMPLETED"
-    finally:
-        os.killpg(serve.pid, 15)
-        serve.wait(30)
+def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
-def test_served_deployment_runs_on_trigger(prefect_server, tmp_path):
+def _stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, 15)
+    process.wait(30)
+
+
+def _run(env: dict[str, str], name: str, parameters: dict, scenes: list[str]) -> dict:
+    result = subprocess.run([sys.executable, "-c", RUN_SCRIPT, name, json.dumps(parameters), *scenes], env=env,
+                            capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _overlap(tasks: list[list[str]]) -> bool:
+    """Whether the scene task runs' [start, end] intervals overlap (they ran concurrently)."""
+    (_, _, s1, e1), (_, _, s2, e2) = [[*t[:2], *map(datetime.fromisoformat, t[2:])] for t in tasks]
+    return s1 < e2 and s2 < e1
+
+
+def _two_scenes(root, names) -> None:
+    for i, name in enumerate(names):
+        write_image_folder(make_capture(3, 64, 48, seed=5 + i), root / name)
+
+
+def test_served_deployment_runs_on_dask_workers(prefect_server, tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
-    write_image_folder(make_capture(3, 64, 48, seed=5), data / "porch")
-    _serve_and_trigger(prefect_server, "batch", "nightly-test",
-                       [f"dataset={data}", f"storage.root={out}", "model=da3-small", "model.weights=random",
-                        "processing.process_res=56", "export=mini_npz"])
-    assert SceneStore(str(out / "porch" / "scene.zarr")).is_complete()
+    _two_scenes(data, ("porch", "deck"))
+    overrides = [f"dataset={data}", f"storage.root={out}", "runner=dask", "dask_workers=2", *FAST]
+    serve = _start([sys.executable, "deployments/serve.py", "--name", "nightly-test", "--cron", "0 3 * * *",
+                    *overrides], prefect_server)
+    try:
+        run = _run(prefect_server, "batch/nightly-test", {}, ["porch", "deck"])
+    finally:
+        _stop(serve)
+    assert run["state"] == "COMPLETED" and run["crons"] == ["0 3 * * *"]
+    assert sorted(t[1] for t in run["tasks"]) == ["Completed", "Completed"] and _overlap(run["tasks"])
+    workers = {SceneStore(str(out / name / "scene.zarr")).attrs()["worker"]["pid"] for name in ("porch", "deck")}
+    assert len(workers) == 2  # two worker processes: the Dask runner, not the flow process's threads
+
+
+def test_prefect_deploy_all_with_a_process_work_pool(prefect_server, tmp_path):
+    out = tmp_path / "out"
+    _two_scenes(tmp_path / "one", ("attic", "cellar"))
+    _two_scenes(tmp_path / "two", ("loft", "shed"))
+    env = {**prefect_server, "PYTHONPATH": str(REPO_ROOT)}  # the worker's flow process imports this checkout
+    subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "da3-process", "--type", "process"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    deploy = subprocess.run([sys.executable, "-m", "prefect", "deploy", "--all"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    worker = _start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "da3-process"], env)
+    runs = {}
+    try:
+        for dataset, scenes, concurrency in (("one", ["attic", "cellar"], 1), ("two", ["loft", "shed"], 2)):
+            cfg = resolved(load_config("batch", [f"dataset={tmp_path / dataset}", f"storage.root={out}",
+                                                 f"concurrency={concurrency}", *FAST]))
+            runs[concurrency] = _run(env, "batch/nightly-batch", {"cfg": cfg}, scenes)
+    finally:
+        _stop(worker)
+    assert [r["state"] for r in runs.values()] == ["COMPLETED", "COMPLETED"] and runs[1]["crons"] == ["0 3 * * *"]
+    assert not _overlap(runs[1]["tasks"]) and _overlap(runs[2]["tasks"])  # the thread runner's concurrency
+    for name in ("attic", "cellar", "loft", "shed"):
+        store = SceneStore(str(out / name / "scene.zarr"))
+        assert store.is_complete() and store.attrs()["model"]["preset"] == "da3-small"
 
 
 def test_served_evaluation_deployment_scores_the_benchmark(prefect_server, tmp_path):
     out = tmp_path / "eval"
     write_miniature("7scenes", tmp_path / "bench")
-    _serve_and_trigger(prefect_server, "evaluate", "weekly-test",
-                       ["benchmark=[7scenes]", f"bench_root={tmp_path / 'bench'}", "modes=[pose]",
-                        f"output_dir={out}", "model=da3-small", "model.weights=random", "processing.process_res=56"])
+    serve = _start([sys.executable, "deployments/serve.py", "--flow", "evaluate", "--name", "weekly-test", "--cron",
+                    "0 3 * * *", "benchmark=[7scenes]", f"bench_root={tmp_path / 'bench'}", "modes=[pose]",
+                    f"output_dir={out}", *FAST[:3]], prefect_server)
+    try:
+        run = _run(prefect_server, "evaluate/weekly-test", {}, [])
+    finally:
+        _stop(serve)
+    assert run["state"] == "COMPLETED" and run["crons"] == ["0 3 * * *"]
     table = json.loads((out / "metric_results" / "7scenes_pose.json").read_text())
     assert set(table) == {"chess", "stairs", "mean"}
     assert SceneStore(str(out / "predictions" / "7scenes" / "chess" / "unposed" / "scene.zarr")).is_complete()

@@ -4,6 +4,7 @@ store on S3 so that a marked store never holds another run's objects (local kill
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -56,9 +57,34 @@ def test_round_trip(capture, tmp_path, request, where):
     group = zarr.open_group(url, mode="r", storage_options=options or None)
     assert group["depth"].chunks == (1,) + capture.depth.shape[1:]
     assert group["images"].dtype == np.uint8 and group["depth"].dtype == np.float32
-    ds = xr.open_zarr(url, consolidated=False, storage_options=options or None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # consolidated metadata: xarray opens without its fallback warning
+        ds = xr.open_zarr(url, storage_options=options or None)
     assert ds["depth"].dims == ("frame", "y", "x") and list(ds["frame"].values) == list(np.arange(len(pred)) * 3)
     assert ds.attrs["complete"]["config_hash"] == "h1"
+    assert {"timestamp", "source_name"} <= set(ds.coords)
+    np.testing.assert_allclose(ds["timestamp"].values, np.arange(len(pred)) / 10)
+    assert list(ds["source_name"].values) == pred.source_names
+    assert ds.sel(frame=6)["source_name"].values == "v2.png"  # selected with the frame index, labelled by file
+    assert (ds["depth"].attrs["units"], ds["timestamp"].attrs["units"], ds["intrinsics"].attrs["units"]) == (
+        "relative", "s", "pixels")
+
+
+def test_metric_store_states_metres_and_an_unmarked_store_is_not_consolidated(capture, tmp_path):
+    store = SceneStore(str(tmp_path / "scene.zarr"))
+    store.reset({})
+    store.write_prediction(Prediction(depth=capture.depth, is_metric=1, intrinsics=capture.intrinsics.astype(np.float32),
+                                      extrinsics=capture.extrinsics.astype(np.float32)))
+    with pytest.warns(RuntimeWarning, match="consolidated"):  # not complete: no consolidated metadata yet
+        xr.open_zarr(store.url)
+    store.mark_complete("h")
+    root = json.loads((tmp_path / "scene.zarr" / "zarr.json").read_text())
+    assert root["attributes"]["complete"]["config_hash"] == "h" and "depth" in root["consolidated_metadata"]["metadata"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(store.url)
+    assert ds["depth"].attrs["units"] == "m" and ds["extrinsics"].attrs["units"] == "m"
+    assert "timestamp" in ds.coords and "source_name" not in ds  # no names given: no array
 
 
 def test_reset_replaces_and_unmarks(tmp_path, capture):

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
 SCRIPT = REPO_ROOT / "tests" / "store_scripts" / "replace_store.py"
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 OLD, NEW = (8, 0), (3, 1)  # (views, seed): the new store is smaller, so stale old chunks would show
-ARRAYS = {"images", "depth", "conf", "sky", "extrinsics", "intrinsics", "frame", "timestamp"}
+ARRAYS = {"images", "depth", "conf", "sky", "extrinsics", "intrinsics", "frame", "timestamp", "source_name"}
 
 # What a reader finds after the kill: the old complete store, no store, or the new one without its marker.
 EXPECTED = {"staging": "old", "before-swap": "old", "between-renames": "none", "deleting-old": "new-unmarked",

@@ -5,6 +5,7 @@ zarr store and Annolid's outputs, read back by independent libraries; reruns, on
 from __future__ import annotations
 
 import json
+import warnings
 from base64 import b64decode
 from io import BytesIO
 
@@ -89,7 +90,12 @@ def test_local_video_windowed_all_outputs(tmp_path, clip):
     assert set(result.outputs) == {"output_dir", "depth_ndjson", "depth_visualization", "depth_frames", "npz", "exr",
                                    "point_cloud_csv"}
     assert attrs["outputs"]["depth_frames"] == attrs["outputs"]["point_cloud_csv"] == 40
-    assert list(xr.open_zarr(result.store_url, consolidated=False)["depth"].dims) == ["frame", "y", "x"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # consolidated metadata: no fallback warning
+        ds = xr.open_zarr(result.store_url)
+    assert list(ds["depth"].dims) == ["frame", "y", "x"] and "timestamp" in ds.coords
+    assert (ds["depth"].attrs["units"], ds["timestamp"].attrs["units"]) == ("relative", "s")
+    assert ds["depth"].attrs["long_name"].startswith("relative disparity")
 
     check_records((out / "depth.ndjson").read_text().splitlines(), depth, range(40), "clip.mp4")
     with av.open(str(out / "clip_vis.mp4")) as container:

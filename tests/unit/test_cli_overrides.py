@@ -10,7 +10,7 @@ import pytest
 
 from flows.cli_flags import InferenceOptions, hydra_value
 from flows.cli_run import CliError, overrides_for, resolve_model
-from flows.config import load_config, resolved
+from flows.config import ConfigError, load_config, resolved
 
 BASE = InferenceOptions(preset="da3-small", export_dir="/data/out")
 
@@ -138,3 +138,11 @@ def test_feature_layers_beyond_the_backbone_are_refused_before_inference():
         with pytest.raises(ConfigError, match=r"export_feat_layers.*0 to 11"):
             load_config("reconstruct", ["model=da3-small", f"export_feat_layers={layers}"])
     assert _cfg(["model=da3-large", "export_feat_layers=[23]"])["export_feat_layers"] == [23]
+
+
+def test_exporter_options_need_no_plus():
+    plain = load_config("reconstruct", ["exporters.glb.conf_thresh_percentile=20"])
+    assert plain.exporters == {"glb": {"conf_thresh_percentile": 20}}
+    assert load_config("reconstruct", ["+exporters.glb.conf_thresh_percentile=20"]).exporters == plain.exporters
+    with pytest.raises(ConfigError, match="exporters: options for"):
+        load_config("reconstruct", ["export=mini_npz", "exporters.glb.conf_thresh_percentile=20"])
