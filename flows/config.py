@@ -39,11 +39,13 @@ class ConfigError(ValueError):
 # Hydra's compose API initialises a process-wide singleton: concurrent compositions (the backend's request
 # threads validating jobs while its worker runs a flow) must take turns.
 _COMPOSE_LOCK = threading.Lock()
+FREE_FORM = ("exporters.", "storage.options.")
 
 def _compose(config_name: str, overrides: list[str] | None) -> DictConfig:
-    # `exporters` starts empty (options only for the chosen formats), so Hydra alone would want
-    # `+exporters.glb.conf_thresh_percentile=20`; the documented spelling without `+` adds or overrides.
-    overrides = [f"++{o}" if o.startswith("exporters.") else o for o in overrides or []]
+    # `exporters` and `storage.options` start empty (their keys are per format and per fsspec backend), so Hydra
+    # alone would want `+exporters.glb.conf_thresh_percentile=20`; the documented spelling without `+` adds or
+    # overrides.
+    overrides = [f"++{o}" if o.startswith(FREE_FORM) else o for o in overrides or []]
     with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
         return compose(config_name=config_name, overrides=overrides)
 

@@ -146,3 +146,12 @@ def test_exporter_options_need_no_plus():
     assert load_config("reconstruct", ["+exporters.glb.conf_thresh_percentile=20"]).exporters == plain.exporters
     with pytest.raises(ConfigError, match="exporters: options for"):
         load_config("reconstruct", ["export=mini_npz", "exporters.glb.conf_thresh_percentile=20"])
+
+
+def test_storage_options_need_no_plus():
+    url = "http://127.0.0.1:9000"
+    plain = load_config("reconstruct", [f"storage.options.client_kwargs.endpoint_url={url}"])
+    assert plain.storage.options == {"client_kwargs": {"endpoint_url": url}}
+    assert load_config("reconstruct", [f"+storage.options.client_kwargs.endpoint_url={url}"]).storage == plain.storage
+    with pytest.raises(ConfigError, match="storage.typo"):
+        load_config("reconstruct", ["storage.typo=1"])
