@@ -118,6 +118,9 @@ CASES: dict[str, Case] = {
     "python -m flows.batch dataset=s3://bucket/scenes runner=dask dask_workers=4":
         Case(_s3_scenes, outputs=("outputs/s0/scene.zarr/zarr.json", "outputs/s1/scene.zarr/zarr.json")),
     "python -m flows.reconstruct --cfg": Case(extra=(), stdout="process_res"),
+    "python -m flows.reconstruct -m model=da3-small,da3-base scene=samples/room":
+        Case(_copy_samples, outputs=("outputs/model=da3-small/room/scene.zarr/zarr.json",
+                                     "outputs/model=da3-base/room/scene.zarr/zarr.json")),
     "python -m flows.video_depth video=videos/mice.mp4 encoder=vits streaming=true target_fps=15 max_res=1280":
         Case(_video("videos/mice.mp4"), extra=("weights=random",) + VIDEO_TINY, outputs=("videos/mice/depth.ndjson",)),
     "python -m flows.video_depth video=s3://bucket/videos/mice.mp4 weights=checkpoints/ save_npz=true "
@@ -144,6 +147,12 @@ ELSEWHERE = {
     './scripts/test.sh -m "not slow"': "the same script with a pytest filter; .ci/run runs the whole of it",
     ". .venv/bin/activate": "every case runs with this interpreter's bin directory first on PATH",
     ".venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy": "scripts/test.sh runs it",
+    'python deployments/serve.py --name nightly --cron "0 3 * * *" -- dataset=/data/scenes storage.root=/data/out '
+    "runner=dask": "test_deployment.py serves it (synthetic dataset, random weights) and triggers a run",
+    "prefect work-pool create da3-process --type process": "test_deployment.py runs this sequence on a local server",
+    "prefect deploy --all": "test_deployment.py",
+    "prefect worker start --pool da3-process": "test_deployment.py",
+    "prefect deployment run 'batch/nightly-batch'": "test_deployment.py (run_deployment on batch/nightly-batch)",
 }
 
 
