@@ -22,13 +22,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from da3core.errors import UserError
+
 HUB_HOST = "huggingface.co"
 HUB_CHECK_SECONDS = 1.5
 RANDOM_STAMP = "da3pipe_weights"
 CHECKPOINT_SUFFIXES = (".pth", ".safetensors")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Weights that cannot be found, fetched or loaded; the message says how to supply them."""
 
 
@@ -61,21 +63,40 @@ def hub_file(repo_id: str, filename: str, local_dir: str | os.PathLike | None = 
     from huggingface_hub import hf_hub_download
 
     token = os.environ.get("HF_HUB_TOKEN") or None
-    if local_dir is None:
-        try:  # a cached download works offline
-            return Path(hf_hub_download(repo_id, filename, local_files_only=True, token=token))
-        except Exception:  # noqa: BLE001 - any cache miss means "not available locally"
-            pass
-    hint = guidance or (f"Download it on a connected machine (huggingface-cli download {repo_id} --local-dir DIR) "
-                        "and pass that DIR")
-    if not hub_reachable():
-        raise WeightsError(f"cannot download {repo_id}/{filename}: the Hugging Face Hub is unreachable "
-                           f"(offline or HF_HUB_OFFLINE=1). {hint}")
+    cached = hub_cached(repo_id, filename) if local_dir is None else None
+    if cached is not None:
+        return cached
+    check_hub_file(repo_id, filename, guidance, cache=False)
     kwargs = {"local_dir": str(local_dir)} if local_dir is not None else {}
     try:
         return Path(hf_hub_download(repo_id, filename, token=token, **kwargs))
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean the same to the user
         raise WeightsError(f"cannot download {repo_id}/{filename} from the Hugging Face Hub: {exc}. {hint}") from exc
+
+
+def hub_cached(repo_id: str, filename: str) -> Path | None:
+    """``filename`` of hub repo ``repo_id`` in the local Hugging Face cache, else None (never downloads)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, local_files_only=True,
+                                    token=os.environ.get("HF_HUB_TOKEN") or None))
+    except Exception:  # noqa: BLE001 - any cache miss means "not available locally"
+        return None
+
+
+def check_hub_file(repo_id: str, filename: str, guidance: str = "", cache: bool = True) -> None:
+    """Raise WeightsError unless :func:`hub_file` can supply the file: cached (when ``cache``) or the hub answers.
+
+    Downloads nothing, so a run can be refused before any work when its weights cannot be had.
+    """
+    if cache and hub_cached(repo_id, filename) is not None:
+        return
+    if not hub_reachable():
+        hint = guidance or (f"Download it on a connected machine (huggingface-cli download {repo_id} --local-dir DIR) "
+                            "and pass that DIR")
+        raise WeightsError(f"cannot download {repo_id}/{filename}: the Hugging Face Hub is unreachable "
+                           f"(offline or HF_HUB_OFFLINE=1). {hint}")
 
 
 @contextmanager

@@ -19,9 +19,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from da3core.io.inputs import VIDEO_EXTENSIONS, InputError
-from da3core.io.storage import check_writable, is_remote, list_children
+from da3core.io.storage import is_remote, list_children
 from flows.config import BatchConfig, validate
 from flows.errors import run_cli
+from flows.preflight import check_model, check_output
 from flows.reconstruct import SceneResult, reconstruct_scene, scene_name
 
 
@@ -117,8 +118,9 @@ def main(argv: list[str]) -> int:
     outcome = {"failed": False}
 
     def run(cfg: BatchConfig) -> None:
-        check_writable(cfg.storage.root, dict(cfg.storage.options), "storage.root")
+        check_model(cfg.model)
         discover_dataset(cfg.datasets.get(cfg.dataset, cfg.dataset), dict(cfg.storage.options))
+        check_output(cfg.storage.root, dict(cfg.storage.options), "storage.root")
         report = batch(cfg)
         print(report.summary())
         outcome["failed"] = bool(report.failures)

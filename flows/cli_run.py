@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from da3core.errors import DeviceError, UserError
 from flows.cli_flags import (FLAGS, INFERENCE_COMMANDS, InferenceOptions, OverrideContext, hydra_value,
                              split_list)
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL_DIR = "depth-anything/DA3NESTED-GIANT-LARGE-1.1"
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user mistake the CLI reports as one line (problem and fix), with a non-zero exit."""
 
 
@@ -268,7 +269,7 @@ def _check_device(device: str) -> None:
 
     try:
         pick_device(device)
-    except RuntimeError as exc:
+    except DeviceError as exc:
         raise CliError(str(exc).replace("model.device=", "--device ")) from None
 
 

@@ -19,12 +19,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from da3core.errors import UserError
 from da3core.model.presets import PRESETS
 from flows.schema import (BatchConfig, Device, ReconstructConfig, RefViewStrategy, ResizeMethod, VideoDepthConfig,
                           Weights, register)
 
 __all__ = ["BatchConfig", "ConfigError", "Device", "ReconstructConfig", "RefViewStrategy", "ResizeMethod",
-           "VideoDepthConfig", "Weights", "composed_data", "config_hashes", "load_config", "resolved"]
+           "VideoDepthConfig", "Weights", "composed_data", "config_hashes", "load_config", "print_config", "resolved"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -32,7 +33,7 @@ OmegaConf.register_new_resolver("da3.repo", lambda: str(REPO_ROOT), replace=True
 register()
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad config key or value; the message names the key and the allowed values."""
 
 
@@ -53,6 +54,21 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
         raise ConfigError(describe_config_error(exc)) from exc
     (validate_video_depth if isinstance(obj, VideoDepthConfig) else validate)(obj)
     return obj
+
+
+def print_config(config_name: str, argv: list[str]) -> None:
+    """``--cfg [job|all] [overrides]``: print the composed config (``???`` marks a value still to be given)."""
+    if argv[:1] == ["hydra"]:
+        raise ConfigError("--cfg hydra: these flows compose their config with Hydra's compose API and have no Hydra "
+                          "runtime config; use --cfg or --cfg job")
+    overrides = argv[1:] if argv[:1] in (["job"], ["all"]) else argv
+    try:
+        cfg = _compose(config_name, overrides)
+        complete = not OmegaConf.missing_keys(cfg)
+        text = OmegaConf.to_yaml(resolved(load_config(config_name, overrides)) if complete else cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(describe_config_error(exc)) from exc
+    print(text, end="")
 
 
 def composed_data(config_name: str, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flows.backend.jobs import describe_error, pinned_model_overrides, quote_path, warm_model
+from da3core.errors import user_message
+from flows.backend.jobs import pinned_model_overrides, quote_path, warm_model
 from flows.config import RefViewStrategy, load_config
 from flows.progress import progress_to
 
@@ -74,7 +75,7 @@ class ReconstructionApp:
             with progress_to(lambda f, m: progress(f, desc=m) if progress is not None else None):
                 result = reconstruct(load_config("reconstruct", overrides))
         except Exception as exc:  # shown in the UI as one line; the traceback is in Prefect's log
-            raise gr.Error(describe_error(exc)) from exc
+            raise gr.Error(user_message(exc)) from exc
         depth = sorted(str(p) for p in (out / "depth_vis").glob("*.jpg"))
         videos = sorted(str(p) for p in (out / "gs_video").glob("*.mp4"))
         summary = f"{result.name}: {len(depth)} views in {result.seconds:.1f}s with {self.preset} → `{out}`"

@@ -24,7 +24,8 @@ from da3core.store import SceneStore, store_lock
 from da3core.video_depth.outputs import default_output_dir
 from flows.config import VideoDepthConfig, config_hashes, resolved, validate_video_depth
 from flows.errors import run_cli
-from tasks.video_depth import SECOND_PASS, check_local_video, estimate, export_second_pass, probe
+from flows.preflight import check_output, check_video, check_video_model
+from tasks.video_depth import SECOND_PASS, estimate, export_second_pass, probe
 
 STORE_NAME = "depth.zarr"
 
@@ -93,8 +94,12 @@ def video_depth(cfg: VideoDepthConfig) -> VideoDepthResult:
 
 
 def run(cfg: VideoDepthConfig) -> None:
-    """What the command line does with a composed config: check the video first, run the flow, print one line."""
-    check_local_video(resolve_paths(cfg)[0])  # before Prefect starts
+    """What the command line does with a composed config: check video, model and output before Prefect starts, run
+    the flow, print one line."""
+    source, output_dir = resolve_paths(cfg)
+    needed = check_video(source, cfg)
+    check_video_model(cfg)
+    check_output(output_dir, dict(cfg.storage.options), "output_dir", needed)
     result = video_depth(cfg)
     print(f"{result.video}: {result.status} in {result.seconds:.1f}s -> {result.output_dir}")
 

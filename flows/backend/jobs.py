@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flows.config import ReconstructConfig, load_config
-from flows.errors import USER_ERRORS
+from flows.errors import user_message
 from flows.progress import progress_to
 from flows.backend.archive import pack_contents
 from flows.backend.policy import JobRequestError
@@ -147,12 +147,6 @@ def run_job(job: Job) -> dict[str, Any]:
             "archive_bytes": job.archive.stat().st_size}
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for a failed job: the message of expected errors, the type and first line of others."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, USER_ERRORS) else f"{exc.__class__.__name__}: {text}"
-
-
 class JobQueue:
     """A bounded FIFO of jobs and one worker thread running them in order."""
 
@@ -223,7 +217,7 @@ class JobQueue:
             try:
                 self.warm()
             except Exception as exc:  # jobs will fail with the same reason; the service stays up to say so
-                self.warm_error = describe_error(exc)
+                self.warm_error = user_message(exc)
                 log.error("model warm-up failed: %s", self.warm_error)
         while True:
             with self._cond:
@@ -236,7 +230,7 @@ class JobQueue:
             try:
                 result, error = self.runner(job), None
             except BaseException as exc:  # noqa: BLE001 - any failure is the job's, never the worker's
-                result, error = None, job.redact(describe_error(exc))
+                result, error = None, job.redact(user_message(exc))
                 log.warning("job %s failed: %s", job.id, error)
             with self._cond:
                 self.running = None

@@ -25,6 +25,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from da3core.errors import UserError
 from flows.backend.archive import ArchiveError, safe_extract
 from flows.backend.jobs import (JOB_ID, Job, JobQueue, QueueFull, new_job, pinned_model_overrides, run_job,
                                 server_overrides, warm_model)
@@ -37,7 +38,7 @@ OPEN_PREFIXES = ("/gallery/static/",)  # the bundled viewer script: static, noth
 _CHUNK = 1 << 16
 
 
-class BackendConfigError(ValueError):
+class BackendConfigError(UserError, ValueError):
     """Startup options the service refuses (e.g. a non-loopback address without a token)."""
 
 
