@@ -25,6 +25,11 @@ _USER_ERRNOS = {errno.ENOSPC: ("no space left on the device", "free space there 
                 errno.EROFS: ("read-only file system", "choose a writable location"),
                 errno.EACCES: ("permission denied", "check the permissions or choose another location"),
                 errno.EPERM: ("operation not permitted", "check the permissions or choose another location")}
+# A storage server (S3 endpoint, NFS host) that stopped answering: the OS error names no file, the wrapping error
+# (botocore's EndpointConnectionError, ...) names the endpoint, so the report quotes that one's first line.
+_UNREACHABLE = ("storage endpoint unreachable", "check that the server runs and the endpoint is right, then run again")
+_USER_ERRNOS.update({code: _UNREACHABLE for code in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH,
+                                                     errno.ENETUNREACH, errno.ETIMEDOUT)})
 
 
 def _os_cause(exc: BaseException) -> OSError | None:
@@ -39,7 +44,8 @@ def _os_cause(exc: BaseException) -> OSError | None:
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is the user's to fix: a :class:`UserError`, a missing file, or a full/read-only/forbidden disk."""
+    """Whether ``exc`` is the user's to fix: a :class:`UserError`, a missing file, a full/read-only/forbidden disk, or an
+    unreachable storage server."""
     return isinstance(exc, (UserError, FileNotFoundError)) or _os_cause(exc) is not None
 
 
@@ -48,9 +54,13 @@ def user_message(exc: BaseException) -> str:
     os_error = None if isinstance(exc, UserError) else _os_cause(exc)
     if os_error is not None:
         reason, fix = _USER_ERRNOS[os_error.errno]
-        where = os_error.filename or "the output location"
+        where = os_error.filename or ("the output location" if (reason, fix) != _UNREACHABLE else _first_line(exc))
         return f"{reason}: {where}; {fix}"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = _first_line(exc)
     if isinstance(exc, (UserError, FileNotFoundError)):
         return text or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""

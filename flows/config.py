@@ -12,7 +12,7 @@ import json
 import threading
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -41,9 +41,15 @@ class ConfigError(UserError, ValueError):
 # threads validating jobs while its worker runs a flow) must take turns.
 _COMPOSE_LOCK = threading.Lock()
 
+# Sections whose keys are open (per-format options, fsspec options, catalog names): a bare override of a key in
+# them adds or replaces it, as ``++`` does, where Hydra would demand ``+`` for a key the YAML does not hold.
+OPEN_SECTIONS = ("exporters.", "storage.options.", "scenes.", "datasets.")
+
+
 def _compose(config_name: str, overrides: list[str] | None) -> DictConfig:
+    overrides = [f"++{o}" if o.startswith(OPEN_SECTIONS) else o for o in overrides or []]
     with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
-        return compose(config_name=config_name, overrides=list(overrides or []))
+        return compose(config_name=config_name, overrides=overrides)
 
 
 def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
@@ -52,8 +58,12 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
         obj = OmegaConf.to_object(_compose(config_name, overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
-    (validate_video_depth if isinstance(obj, VideoDepthConfig) else validate)(obj)
+    _validator(config_name)(obj)
     return obj
+
+
+def _validator(config_name: str) -> Callable[[Any], None]:
+    return validate_video_depth if config_name == "video_depth" else validate
 
 
 def print_config(config_name: str, argv: list[str]) -> None:
@@ -64,8 +74,11 @@ def print_config(config_name: str, argv: list[str]) -> None:
     overrides = argv[1:] if argv[:1] in (["job"], ["all"]) else argv
     try:
         cfg = _compose(config_name, overrides)
-        complete = not OmegaConf.missing_keys(cfg)
-        text = OmegaConf.to_yaml(resolved(load_config(config_name, overrides)) if complete else cfg)
+        if OmegaConf.missing_keys(cfg):  # still printable: check what is there, show the rest as ???
+            _validator(config_name)(cfg)
+            text = OmegaConf.to_yaml(cfg)
+        else:
+            text = OmegaConf.to_yaml(resolved(load_config(config_name, overrides)))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
     print(text, end="")
@@ -103,6 +116,9 @@ def validate(cfg: ReconstructConfig) -> None:
         raise ConfigError(f"config error at model.preset: unknown preset '{cfg.model.preset}'; "
                           f"available: {', '.join(sorted(PRESETS))}")
     _check_lock_timeout(cfg.storage.lock_timeout)
+    for key in ("concurrency", "dask_workers"):  # batch only
+        if getattr(cfg, key, 1) < 1:
+            raise ConfigError(f"config error at {key}: {getattr(cfg, key)}; use 1 or more")
     if cfg.processing.process_res < 14:
         raise ConfigError(f"config error at processing.process_res: {cfg.processing.process_res} is below one patch (14)")
     if cfg.infer_gs and not has_gaussian_head(cfg.model.preset):
