@@ -1,4 +1,4 @@
-"""The root of the user-error hierarchy: mistakes a user can fix, each reported as one line naming the problem and the fix.
+"""The root of the user-error hierarchy: mistakes a user can fix, each reported as one line naming problem and fix.
 
 Every layer raises its own subclass (``InputError``, ``VideoError``, ``StorageError``, ``WeightsError``,
 ``DeviceError``, ``StreamingInputError`` in the library; ``ConfigError`` and the CLI's and backend's refusals above
@@ -12,7 +12,7 @@ import errno
 
 
 class UserError(Exception):
-    """A mistake the user can fix (input, config, weights, device, storage); the message says what and how, in one line."""
+    """A mistake the user can fix (input, config, weights, device, storage); the message says what and how."""
 
 
 class DeviceError(UserError, RuntimeError):
@@ -44,13 +44,13 @@ def _os_cause(exc: BaseException) -> OSError | None:
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is the user's to fix: a :class:`UserError`, a missing file, a full/read-only/forbidden disk, or an
-    unreachable storage server."""
+    """Whether ``exc`` is the user's to fix: a :class:`UserError`, a missing file, a full/read-only/forbidden disk,
+    or an unreachable storage server."""
     return isinstance(exc, (UserError, FileNotFoundError)) or _os_cause(exc) is not None
 
 
 def user_message(exc: BaseException) -> str:
-    """One line for ``exc``: a user error's message (an OS error's reason, location and fix), else type and first line."""
+    """One line for ``exc``: a user error's message (an OS error's reason, place and fix), else type and first line."""
     os_error = None if isinstance(exc, UserError) else _os_cause(exc)
     if os_error is not None:
         reason, fix = _USER_ERRNOS[os_error.errno]

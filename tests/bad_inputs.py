@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from da3core.synthetic import make_capture, write_colmap, write_image_folder, write_video
 

@@ -15,13 +15,16 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
+from bad_inputs import BUILDERS, CAPTURE
+from paths import REPO_ROOT
+from s3server import moto_server
 from typer.testing import CliRunner
 
 import flows.batch
@@ -29,12 +32,9 @@ import flows.cli
 import flows.preflight
 import flows.reconstruct
 import flows.video_depth
-from bad_inputs import BUILDERS, CAPTURE
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_image_folder, write_video
 from flows.progress import progress_to
-from paths import REPO_ROOT
-from s3server import moto_server
 
 FAST = ["model=da3-small", "model.weights=random", "processing.process_res=56", "export=mini_npz", "model.device=cpu"]
 VIDEO_FAST = ["weights=random", "input_size=56", "max_res=64", "device=cpu"]
@@ -121,9 +121,11 @@ CASES: list[Case] = [
         f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=glb",
         "+exporters.glb.conf_thresh_percentile=150"], "conf_thresh_percentile=150 is out of range"),
     Case("reconstruct: glb percentile 150 without +", "reconstruct", lambda w: [
-        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=glb", "exporters.glb.conf_thresh_percentile=150"],
+        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=glb",
+        "exporters.glb.conf_thresh_percentile=150"],
         "conf_thresh_percentile=150 is out of range"),
-    Case("batch: concurrency 0", "batch", lambda w: [f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "concurrency=0"],
+    Case("batch: concurrency 0", "batch",
+         lambda w: [f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "concurrency=0"],
          "config error at concurrency"),
     Case("reconstruct: num_max_points -5", "reconstruct", lambda w: [
         f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=ply", "+exporters.ply.num_max_points=-5"],
