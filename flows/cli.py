@@ -16,6 +16,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from da3core.model.presets import DEFAULT_PRESET
 from flows.backend.policy import JobLimits
 from flows.cli_flags import FLAGS, Flag, InferenceOptions
 from flows.cli_run import DEFAULT_MODEL_DIR, CliError, execute
@@ -91,7 +92,9 @@ def _load(module: str) -> Any:
 
 # The model options the two long-running services (backend, gradio) share.
 ServiceModelDir = Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=DEFAULT_MODEL_DIR)]
-ServicePreset = Annotated[Optional[str], typer.Option(help="DA3 preset; from the model dir when omitted.")]
+ServicePreset = Annotated[Optional[str], typer.Option(
+    help="DA3 preset; from --model-dir when omitted (with --weights random too), else the default.",
+    show_default=DEFAULT_PRESET)]
 ServiceWeights = Annotated[Weights, typer.Option(help="pretrained or seeded random.")]
 
 

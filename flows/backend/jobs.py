@@ -41,17 +41,13 @@ def quote_path(path: str | Path) -> str:
 
 
 def pinned_model_overrides(model_dir: str | None, preset: str | None, weights: str, device: str) -> list[str]:
-    """Overrides fixing the model to the service's startup options (the preset is read from model_dir if unset)."""
-    if preset is None and model_dir is not None and weights != "random":
-        from da3core.model.presets import get_preset
-        from da3core.model.model_dir import read_config, resolve_model_dir
+    """Overrides fixing the model to the service's startup options, resolved as the da3 commands resolve theirs
+    (the preset from ``model_dir`` whatever the weights, else the default preset)."""
+    from flows.cli_run import resolve_model
 
-        preset = get_preset(read_config(resolve_model_dir(model_dir))["model_name"]).name
-    pinned = [f"model={preset}"] if preset else []
-    pinned += [f"model.weights={weights}", f"model.device={device}"]
-    if model_dir is not None and weights != "random":
-        pinned.append(f"model.path={quote_path(model_dir)}")
-    return pinned
+    preset, source = resolve_model(model_dir, preset, weights)
+    pinned = [f"model={preset}", f"model.weights={weights}", f"model.device={device}"]
+    return pinned + ([f"model.path={quote_path(source)}"] if source is not None else [])
 
 
 def warm_model(pinned: list[str]) -> dict[str, Any]:

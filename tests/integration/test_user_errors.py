@@ -177,11 +177,11 @@ CASES: list[Case] = [
     Case("da3 backend: 0.0.0.0 without a token", "da3", lambda w: [
         "backend", "--host", "0.0.0.0", "--weights", "random", "--preset", "da3-small"], "without a token"),
     Case("da3 backend: model dir missing", "da3", lambda w: [
-        "backend", "--model-dir", str(w.tmp / "models" / "DA3")], "model dir not found"),
+        "backend", "--model-dir", str(w.tmp / "models" / "DA3")], "DA3 not found; give a local model dir"),
     Case("da3 backend: weights offline", "da3", lambda w: ["backend", "--preset", "da3-small", "--port", "1"],
          "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
     Case("da3 gradio: model dir missing", "da3", lambda w: [
-        "gradio", "--model-dir", str(w.tmp / "models" / "DA3")], "model dir not found"),
+        "gradio", "--model-dir", str(w.tmp / "models" / "DA3")], "DA3 not found; give a local model dir"),
     Case("da3 gradio: weights offline", "da3", lambda w: ["gradio", "--preset", "da3-small", "--port", "1"],
          "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
 ]
