@@ -122,7 +122,7 @@ class Service:
         running = self.queue.running
         return {
             "service": "da3pipe backend", "model_loaded": self.model_info is not None, "model": self.model_info,
-            "model_error": self.queue.warm_error, "model_overrides": self.pinned,
+            "model_error": self.queue.warm_error, "model_overrides": self.pinned, "weights": self.model["model.weights"],
             "device": (self.model_info or {}).get("device", "loading"), "load_seconds": self.load_seconds,
             "uptime_seconds": time.time() - self.started_at,
             "queue": {"length": self.queue.queued(), "max": self.queue.max_queue,
