@@ -16,9 +16,10 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -100,10 +101,22 @@ def check_hub_file(repo_id: str, filename: str, guidance: str = "", cache: bool 
 
 
 @contextmanager
+def _open_safetensors(file: Path) -> Iterator[Any]:
+    """``safe_open`` with a damaged or cut-short file reported as a :class:`WeightsError` (the header is checked
+    against the file's size when it opens)."""
+    try:
+        handle = safe_open(str(file), framework="pt")
+    except SafetensorError as exc:
+        raise WeightsError(f"cannot read {file}: {exc} (damaged or incomplete download); download it again") from None
+    with handle as f:
+        yield f
+
+
+@contextmanager
 def open_checkpoint(file: Path) -> Iterator[Mapping[str, torch.Tensor]]:
     """A read-only mapping of a checkpoint's tensors; safetensors are read lazily, one tensor per lookup."""
     if file.suffix == ".safetensors":
-        with safe_open(str(file), framework="pt") as f:
+        with _open_safetensors(file) as f:
             yield _LazyTensors(f)
         return
     try:
@@ -188,7 +201,7 @@ def random_stamp(seed: int, **info: str) -> dict[str, str]:
 def read_stamp(file: Path) -> dict[str, str]:
     """A checkpoint's da3pipe stamp (empty for official files)."""
     if file.suffix == ".safetensors":
-        with safe_open(str(file), framework="pt") as f:
+        with _open_safetensors(file) as f:
             return dict(f.metadata() or {})
     sidecar = _sidecar(file)
     stamp = json.loads(sidecar.read_text()) if sidecar.is_file() else {}

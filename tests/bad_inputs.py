@@ -6,6 +6,7 @@ empty, cut short, of the wrong kind, too large, or missing parts.
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from collections.abc import Callable
@@ -140,6 +141,19 @@ def colmap_missing_image(folder: Path) -> Path:
     return root
 
 
+def damaged_model_dir(folder: Path) -> Path:
+    """A DA3 model dir whose model.safetensors stopped downloading halfway (its header promises more bytes)."""
+    import torch
+    from safetensors.torch import save_file
+
+    root = folder / "models" / "DA3-SMALL"
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"model_name": "da3-small"}))
+    save_file({"backbone.weight": torch.zeros(4096)}, str(root / "model.safetensors"))
+    _cut(root / "model.safetensors", 0.5)
+    return root
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "missing path": lambda folder: folder / "no-such-scene",
     "empty folder": lambda folder: (folder / "empty").mkdir() or folder / "empty",
@@ -158,4 +172,5 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "colmap garbage images.bin": _damaged_model_file("images.bin", garbage=True),
     "colmap truncated images.bin": _damaged_model_file("images.bin", garbage=False),
     "colmap missing image": colmap_missing_image,
+    "damaged model dir": damaged_model_dir,
 }

@@ -167,6 +167,9 @@ CASES: list[Case] = [
     Case("da3: --model-dir missing", "da3", lambda w: [
         "images", str(w.good_images), "--model-dir", str(w.tmp / "models" / "DA3"), "--export-dir", str(w.out),
         "--auto-cleanup"], "not found"),
+    Case("reconstruct: damaged weights file", "reconstruct", lambda w: [
+        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.weights=pretrained",
+        f"model.path={BUILDERS['damaged model dir'](w.tmp)}"], "damaged or incomplete download", stage="flow"),
     # --cfg with an unknown key or a bad value, on all three flows
     *[_cfg(entry, flag, override, expect) for entry, bad_value, expect_bad in (
         ("reconstruct", "model.device=gpu", "gpu"), ("batch", "concurrency=abc", "abc"),
@@ -182,6 +185,12 @@ CASES: list[Case] = [
          "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
     Case("da3 gradio: model dir missing", "da3", lambda w: [
         "gradio", "--model-dir", str(w.tmp / "models" / "DA3")], "DA3 not found; give a local model dir"),
+    Case("da3 backend: damaged weights file", "da3", lambda w: [
+        "backend", "--model-dir", str(BUILDERS["damaged model dir"](w.tmp)), "--port", "1"],
+        "damaged or incomplete download"),
+    Case("da3 gradio: damaged weights file", "da3", lambda w: [
+        "gradio", "--model-dir", str(BUILDERS["damaged model dir"](w.tmp)), "--port", "1"],
+        "damaged or incomplete download"),
     Case("da3 gradio: weights offline", "da3", lambda w: ["gradio", "--preset", "da3-small", "--port", "1"],
          "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
 ]
