@@ -72,7 +72,8 @@ def hub_file(repo_id: str, filename: str, local_dir: str | os.PathLike | None = 
     try:
         return Path(hf_hub_download(repo_id, filename, token=token, **kwargs))
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean the same to the user
-        raise WeightsError(f"cannot download {repo_id}/{filename} from the Hugging Face Hub: {exc}. {hint}") from exc
+        raise WeightsError(f"cannot download {repo_id}/{filename} from the Hugging Face Hub: {exc}. "
+                           f"{_by_hand(repo_id, guidance)}") from exc
 
 
 def hub_cached(repo_id: str, filename: str) -> Path | None:
@@ -94,10 +95,14 @@ def check_hub_file(repo_id: str, filename: str, guidance: str = "", cache: bool 
     if cache and hub_cached(repo_id, filename) is not None:
         return
     if not hub_reachable():
-        hint = guidance or (f"Download it on a connected machine (huggingface-cli download {repo_id} --local-dir DIR) "
-                            "and pass that DIR")
         raise WeightsError(f"cannot download {repo_id}/{filename}: the Hugging Face Hub is unreachable "
-                           f"(offline or HF_HUB_OFFLINE=1). {hint}")
+                           f"(offline or HF_HUB_OFFLINE=1). {_by_hand(repo_id, guidance)}")
+
+
+def _by_hand(repo_id: str, guidance: str) -> str:
+    """How to supply a hub file without the hub: ``guidance``, else the generic download-and-pass-the-dir."""
+    return guidance or (f"Download it on a connected machine (huggingface-cli download {repo_id} --local-dir DIR) "
+                        "and pass that DIR")
 
 
 @contextmanager
