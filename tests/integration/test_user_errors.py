@@ -9,8 +9,6 @@ process writes to its file descriptors, Prefect's console handler included.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +24,7 @@ from bad_inputs import BUILDERS, CAPTURE
 from paths import REPO_ROOT
 from s3server import moto_server
 from typer.testing import CliRunner
+from user_error_checks import Terminal, check_one_error, file_tree, flow_runs_since
 
 import flows.batch
 import flows.cli
@@ -196,12 +195,6 @@ CASES: list[Case] = [
 ]
 
 
-def _tree(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` and its sha256 (what "intact" compares)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> dict[str, Path]:
     """Good inputs and the complete results of an earlier run on them (a scene and a video)."""
@@ -214,27 +207,6 @@ def good(tmp_path_factory) -> dict[str, Path]:
     return {"images": images, "video": video, "scene": root / "scene-result", "video_result": root / "video-result"}
 
 
-class Terminal:
-    """The process's stdout and stderr as a user sees them. Prefect's console handlers keep the stream they were made
-    with (pytest's, closed by now; a run may configure logging anew), so each read points them at the captured one."""
-
-    def __init__(self, capfd: pytest.CaptureFixture[str]) -> None:
-        self.capfd, self.saved = capfd, {}
-
-    def readouterr(self):
-        """What was written since the last read; Prefect's console handlers write into the capture from now on."""
-        for h in _stream_handlers():
-            if hasattr(h, "console"):
-                self.saved.setdefault(h, (h.stream, h.console.file))
-                h.stream = h.console.file = sys.stderr
-        return self.capfd.readouterr()
-
-    def restore(self) -> None:
-        """Give the handlers their own streams back."""
-        for h, (stream, file) in self.saved.items():
-            h.stream, h.console.file = stream, file
-
-
 @pytest.fixture()
 def terminal(capfd):
     """A :class:`Terminal` over ``capfd``."""
@@ -242,11 +214,6 @@ def terminal(capfd):
     term.readouterr()
     yield term
     term.restore()
-
-
-def _stream_handlers() -> list[logging.StreamHandler]:
-    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict)]
-    return [h for lg in loggers for h in getattr(lg, "handlers", []) if isinstance(h, logging.StreamHandler)]
 
 
 def _invoke(entry: str, argv: list[str]) -> int:
@@ -262,30 +229,6 @@ def _invoke(entry: str, argv: list[str]) -> int:
     return result.exit_code
 
 
-def _flow_runs_since(started: datetime) -> tuple[list, list[str]]:
-    """Flow runs that started after ``started`` and every log line they sent to the API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogWorker
-
-    APILogWorker.drain_all(timeout=10)
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started)))
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])))
-    return runs, [log.message for log in logs]
-
-
-def check_one_error(code: int, out: str, err: str, expect: str) -> str:
-    """Exit 2, one ``error:`` line holding ``expect``, no traceback anywhere; returns the line."""
-    text = out + err
-    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
-    assert "Traceback" not in text, text[-4000:]
-    assert len(lines) == 1, text[-4000:]
-    assert code == 2, (code, text[-4000:])
-    assert expect in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_user_error(case: Case, good, tmp_path, terminal, monkeypatch):
     where = Where(tmp_path / "work", tmp_path / "out", good["images"], good["video"], monkeypatch)
@@ -295,7 +238,7 @@ def test_user_error(case: Case, good, tmp_path, terminal, monkeypatch):
     if case.prepare is not None:
         case.prepare(where)
     argv = case.args(where)
-    before = _tree(where.out)
+    before = file_tree(where.out)
     if case.stage == "before":  # the flow must not be entered
         module = flows.reconstruct if case.entry == "da3" else FLOWS[case.entry]
         monkeypatch.setattr(module, FLOW_FUNCTION[case.entry], _must_not_run)
@@ -304,9 +247,9 @@ def test_user_error(case: Case, good, tmp_path, terminal, monkeypatch):
     code = _invoke(case.entry, argv)
     captured = terminal.readouterr()
     check_one_error(code, captured.out, captured.err, case.expect)
-    assert _tree(where.out) == before, "an earlier result changed"
+    assert file_tree(where.out) == before, "an earlier result changed"
     if case.stage == "flow":
-        runs, logs = _flow_runs_since(started)
+        runs, logs = flow_runs_since(started)
         assert runs and all(r.state.is_failed() for r in runs), [r.state for r in runs]
         assert logs and not any("Traceback" in message for message in logs), logs
         assert all(len(r.state.message.splitlines()) == 1 for r in runs), [r.state.message for r in runs]
@@ -336,7 +279,7 @@ def test_full_disk_before_and_during_the_run(good, tmp_path, terminal, monkeypat
     with _mounted(["-t", "tmpfs", "-o", "size=4m", "tmpfs"], disk):
         out = disk / "out"
         shutil.copytree(good["scene"], out)
-        before = _tree(out)
+        before = file_tree(out)
         used = os.statvfs(disk).f_bsize * (os.statvfs(disk).f_blocks - os.statvfs(disk).f_bfree)
         # Room for the pre-check's lower bound, not for a second store beside the first.
         room = flows.preflight.store_bytes(len(CAPTURE), 56 ** 2) + 2 * 4096
@@ -351,14 +294,14 @@ def test_full_disk_before_and_during_the_run(good, tmp_path, terminal, monkeypat
             code = flows.reconstruct.main([f"scene={good['images']}", f"output_dir={out}", *FAST, "force=true"])
             captured = terminal.readouterr()
             check_one_error(code, captured.out, captured.err, expect)
-            assert _tree(out) == before, f"{stage}: the earlier result changed"
+            assert file_tree(out) == before, f"{stage}: the earlier result changed"
         assert SceneStore(str(out / "scene.zarr")).is_complete()
 
 
 def test_read_only_scene_directory(good, tmp_path, terminal, monkeypatch):
     out = tmp_path / "ro"
     shutil.copytree(good["scene"], out)
-    before = _tree(out)
+    before = file_tree(out)
     with _mounted(["--bind", "-o", "ro", str(out)], out):
         subprocess.run(["mount", "-o", "remount,bind,ro", out], check=True)
         monkeypatch.setattr(flows.reconstruct, "reconstruct", _must_not_run)
@@ -366,7 +309,7 @@ def test_read_only_scene_directory(good, tmp_path, terminal, monkeypatch):
         code = flows.reconstruct.main([f"scene={good['images']}", f"output_dir={out}", *FAST, "force=true"])
         captured = terminal.readouterr()
         check_one_error(code, captured.out, captured.err, "Read-only file system")
-    assert _tree(out) == before
+    assert file_tree(out) == before
 
 
 @pytest.mark.slow
@@ -391,7 +334,7 @@ def test_s3_endpoint_dies_mid_run(good, terminal):
             code = flows.reconstruct.main([*argv, "force=true"])
         captured = terminal.readouterr()
         check_one_error(code, captured.out, captured.err, "storage endpoint unreachable")
-        runs, logs = _flow_runs_since(started)
+        runs, logs = flow_runs_since(started)
         assert runs and all(r.state.is_failed() for r in runs) and not any("Traceback" in m for m in logs)
     with moto_server() as (_, options):  # the same in-memory backend, served again
         assert SceneStore(store.url, options).attrs()["complete"] == earlier
