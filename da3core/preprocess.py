@@ -19,6 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from da3core.choices import RESIZE_METHODS
+from da3core.errors import UserError
 
 PATCH_SIZE = 14
 MEAN = (0.485, 0.456, 0.406)
@@ -26,7 +27,7 @@ STD = (0.229, 0.224, 0.225)
 ImageLike = str | Path | np.ndarray | Image.Image
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError, ValueError):
     """An input image that cannot be read."""
 
 
@@ -59,6 +60,8 @@ def load_image(src: ImageLike) -> np.ndarray:
                 return np.asarray(im.convert("RGB"))
         except FileNotFoundError as exc:
             raise ImageLoadError(f"image not found: {src}") from exc
+        except Image.DecompressionBombError as exc:
+            raise ImageLoadError(f"cannot read image {src}: {exc} Downscale it.") from exc
         except (UnidentifiedImageError, OSError) as exc:
             raise ImageLoadError(f"cannot read image {src} ({exc.__class__.__name__}); replace or remove it") from exc
     if isinstance(src, Image.Image):

@@ -16,11 +16,14 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from da3core.errors import UserError
 
 HUB_HOST = "huggingface.co"
 HUB_CHECK_SECONDS = 1.5
@@ -28,7 +31,7 @@ RANDOM_STAMP = "da3pipe_weights"
 CHECKPOINT_SUFFIXES = (".pth", ".safetensors")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Weights that cannot be found, fetched or loaded; the message says how to supply them."""
 
 
@@ -61,28 +64,64 @@ def hub_file(repo_id: str, filename: str, local_dir: str | os.PathLike | None = 
     from huggingface_hub import hf_hub_download
 
     token = os.environ.get("HF_HUB_TOKEN") or None
-    if local_dir is None:
-        try:  # a cached download works offline
-            return Path(hf_hub_download(repo_id, filename, local_files_only=True, token=token))
-        except Exception:  # noqa: BLE001 - any cache miss means "not available locally"
-            pass
-    hint = guidance or (f"Download it on a connected machine (huggingface-cli download {repo_id} --local-dir DIR) "
-                        "and pass that DIR")
-    if not hub_reachable():
-        raise WeightsError(f"cannot download {repo_id}/{filename}: the Hugging Face Hub is unreachable "
-                           f"(offline or HF_HUB_OFFLINE=1). {hint}")
+    cached = hub_cached(repo_id, filename) if local_dir is None else None
+    if cached is not None:
+        return cached
+    check_hub_file(repo_id, filename, guidance, cache=False)
     try:
         return Path(hf_hub_download(repo_id, filename, token=token,
                                     local_dir=None if local_dir is None else str(local_dir)))
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean the same to the user
-        raise WeightsError(f"cannot download {repo_id}/{filename} from the Hugging Face Hub: {exc}. {hint}") from exc
+        raise WeightsError(f"cannot download {repo_id}/{filename} from the Hugging Face Hub: {exc}. "
+                           f"{_by_hand(repo_id, guidance)}") from exc
+
+
+def hub_cached(repo_id: str, filename: str) -> Path | None:
+    """``filename`` of hub repo ``repo_id`` in the local Hugging Face cache, else None (never downloads)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, local_files_only=True,
+                                    token=os.environ.get("HF_HUB_TOKEN") or None))
+    except Exception:  # noqa: BLE001 - any cache miss means "not available locally"
+        return None
+
+
+def check_hub_file(repo_id: str, filename: str, guidance: str = "", cache: bool = True) -> None:
+    """Raise WeightsError unless :func:`hub_file` can supply the file: cached (when ``cache``) or the hub answers.
+
+    Downloads nothing, so a run can be refused before any work when its weights cannot be had.
+    """
+    if cache and hub_cached(repo_id, filename) is not None:
+        return
+    if not hub_reachable():
+        raise WeightsError(f"cannot download {repo_id}/{filename}: the Hugging Face Hub is unreachable "
+                           f"(offline or HF_HUB_OFFLINE=1). {_by_hand(repo_id, guidance)}")
+
+
+def _by_hand(repo_id: str, guidance: str) -> str:
+    """How to supply a hub file without the hub: ``guidance``, else the generic download-and-pass-the-dir."""
+    return guidance or (f"Download it on a connected machine (huggingface-cli download {repo_id} --local-dir DIR) "
+                        "and pass that DIR")
+
+
+@contextmanager
+def _open_safetensors(file: Path) -> Iterator[Any]:
+    """``safe_open`` with a damaged or cut-short file reported as a :class:`WeightsError` (the header is checked
+    against the file's size when it opens)."""
+    try:
+        handle = safe_open(str(file), framework="pt")
+    except SafetensorError as exc:
+        raise WeightsError(f"cannot read {file}: {exc} (damaged or incomplete download); download it again") from None
+    with handle as f:
+        yield f
 
 
 @contextmanager
 def open_checkpoint(file: Path) -> Iterator[Mapping[str, torch.Tensor]]:
     """A read-only mapping of a checkpoint's tensors; safetensors are read lazily, one tensor per lookup."""
     if file.suffix == ".safetensors":
-        with safe_open(str(file), framework="pt") as f:
+        with _open_safetensors(file) as f:
             yield _LazyTensors(f)
         return
     try:
@@ -167,7 +206,7 @@ def random_stamp(seed: int, **info: str) -> dict[str, str]:
 def read_stamp(file: Path) -> dict[str, str]:
     """A checkpoint's da3pipe stamp (empty for official files)."""
     if file.suffix == ".safetensors":
-        with safe_open(str(file), framework="pt") as f:
+        with _open_safetensors(file) as f:
             return dict(f.metadata() or {})
     sidecar = _sidecar(file)
     stamp = json.loads(sidecar.read_text()) if sidecar.is_file() else {}

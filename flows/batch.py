@@ -9,7 +9,7 @@ does not stop the others; complete scenes are skipped and half-written ones are 
 # flow's typed parameter from them in a fresh process, where a string annotation was left unresolved.
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -19,10 +19,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from da3core.io.inputs import VIDEO_EXTENSIONS, InputError
-from da3core.io.storage import check_writable, is_remote, list_children
+from da3core.io.storage import is_remote, list_children
 from flows.config import BatchConfig, EvaluateConfig, validate
-from flows.errors import run_cli
+from flows.errors import EXIT_BUG, EXIT_USER_ERROR, is_user_error, run_cli, user_message
 from flows.outcomes import batch_outcome, scene_outcome
+from flows.preflight import check_model, check_output
 from flows.reconstruct import SceneResult, reconstruct_scene, scene_name
 
 
@@ -32,6 +33,7 @@ class BatchReport:
 
     results: list[SceneResult]
     failures: dict[str, str]  # scene name -> one-line reason
+    bugs: list[str] = field(default_factory=list)  # failed scenes whose error was not a user error
 
     def summary(self) -> str:
         """Human-readable lines: one per scene."""
@@ -92,15 +94,16 @@ def run_scenes(cfg: BatchConfig, scenes: list[tuple[str, str]]) -> BatchReport:
     """Submit every scene to this flow's task runner and collect the outcomes in order."""
     logger = get_run_logger()
     futures = [(name, scene_task.submit(cfg, name, source)) for name, source in scenes]
-    results, failures = [], {}
+    results, failures, bugs = [], {}, []
     for i, (name, fut) in enumerate(futures, 1):
         try:
             results.append(fut.result())
             logger.info("[%d/%d] %s: %s", i, len(futures), name, results[-1].status)
         except Exception as exc:  # isolate scene failures; the report carries the reason
-            failures[name] = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            failures[name] = user_message(exc)
+            bugs += [] if is_user_error(exc) else [name]
             logger.error("[%d/%d] %s failed: %s", i, len(futures), name, failures[name])
-    return BatchReport(results, failures)
+    return BatchReport(results, failures, bugs)
 
 
 def task_runner(cfg: BatchConfig | EvaluateConfig) -> TaskRunner[Any]:
@@ -116,21 +119,25 @@ def task_runner(cfg: BatchConfig | EvaluateConfig) -> TaskRunner[Any]:
 
 
 def main(argv: list[str]) -> int:
-    """Command-line entry: compose the config once, check storage and dataset first; exit 1 if any scene failed."""
-    outcome = {"failed": False}
+    """Command-line entry: compose the config once, check model, dataset and storage first; if scenes failed, exit 2
+    when each failure was a user error and 1 when one was a bug."""
+    outcome = {"code": 0}
 
     def run(cfg: BatchConfig) -> None:
-        check_writable(cfg.storage.root, dict(cfg.storage.options), "storage.root")
+        check_model(cfg.model)
         discover_dataset(cfg.datasets.get(cfg.dataset, cfg.dataset), dict(cfg.storage.options))
+        check_output(cfg.storage.root, dict(cfg.storage.options), "storage.root")
         report = batch(cfg)
         print(report.summary())
-        outcome["failed"] |= bool(report.failures)  # sticky across the jobs of a multirun
+        if report.failures:  # sticky across the jobs of a multirun, where a bug outranks a user error
+            code = EXIT_BUG if report.bugs else EXIT_USER_ERROR
+            outcome["code"] = EXIT_BUG if EXIT_BUG in (code, outcome["code"]) else code
         if report.failures:
             print(f"error: {len(report.failures)} of {len(report.results) + len(report.failures)} scenes failed",
                   file=sys.stderr)
 
     code = run_cli("batch", argv, run)
-    return 1 if code == 0 and outcome["failed"] else code
+    return code or outcome["code"]
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from da3core.model.presets import DEFAULT_PRESET
 from flows.backend.policy import JobLimits
 from flows.cli_flags import FLAGS, Flag, InferenceOptions
 from flows.cli_run import DEFAULT_MODEL_DIR, CliError, execute
+from flows.errors import EXIT_USER_ERROR, is_user_error, user_message
 from flows.schema import Device, Weights
-
-EXIT_USER_ERROR = 2  # as flows.errors (not imported here: it pulls in torch, which --help does not need)
 
 app = typer.Typer(help="Depth Anything 3 pipeline: feed-forward 3D reconstruction from images and video.",
                   add_completion=False, no_args_is_help=True)
@@ -39,11 +39,13 @@ def _interactive() -> bool:
 
 
 def _guarded(run: Callable[[], int | None]) -> None:
-    """Run a command body: one-line errors on stderr (exit 2), the body's exit code otherwise."""
+    """Run a command body: a user error is one line on stderr (exit 2), a bug keeps its traceback (exit 1)."""
     try:
         code = run()
-    except CliError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except Exception as exc:  # noqa: BLE001 - sorted by is_user_error; anything else is re-raised
+        if not is_user_error(exc):
+            raise
+        typer.echo(f"error: {user_message(exc)}", err=True)
         raise typer.Exit(EXIT_USER_ERROR) from None
     if code:
         raise typer.Exit(code)
@@ -90,7 +92,9 @@ def _load(module: str) -> Any:
 
 # The model options the two long-running services (backend, gradio) share.
 ServiceModelDir = Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=DEFAULT_MODEL_DIR)]
-ServicePreset = Annotated[Optional[str], typer.Option(help="DA3 preset; from the model dir when omitted.")]
+ServicePreset = Annotated[Optional[str], typer.Option(
+    help="DA3 preset; from --model-dir when omitted (with --weights random too), else the default.",
+    show_default=DEFAULT_PRESET)]
 ServiceWeights = Annotated[Weights, typer.Option(help="pretrained or seeded random.")]
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeAlias
 
-from da3core.export.registry import FORMATS
+from da3core.export.registry import FORMATS, check_option_ranges
 from da3core.model.presets import PRESETS, has_gaussian_head
 from flows.schema import Device, RefViewStrategy, ResizeMethod, Weights
 
@@ -95,6 +95,12 @@ def shared_export(option: str) -> Overrides:
     """An option of every chosen format that takes it (da3core.export's shared options), under that format's name."""
     def overrides(value: Any, ctx: OverrideContext) -> list[str]:
         value = float(value) if option == "conf_thresh_percentile" else value
+        try:
+            check_option_ranges({option: value})
+        except ValueError as exc:
+            from flows.cli_run import CliError
+
+            raise CliError(f"--{option.replace('_', '-')} {value}: {exc}") from None
         return [f"+exporters.{fmt}.{FORMATS[fmt].shared[option]}={_text(value)}"
                 for fmt in ctx.formats if option in FORMATS[fmt].shared]
     return overrides

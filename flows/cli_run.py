@@ -20,17 +20,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from da3core.errors import DeviceError, UserError
+from da3core.model.presets import DEFAULT_PRESET, PRESETS
 from flows.cli_flags import (FLAGS, INFERENCE_COMMANDS, InferenceOptions, OverrideContext, hydra_value,
                              split_list)
 
 if TYPE_CHECKING:
     from flows.schema import ReconstructConfig
 
-# The seed's default model card; used when neither --model-dir nor --preset is given.
-DEFAULT_MODEL_DIR = "depth-anything/DA3NESTED-GIANT-LARGE-1.1"
+# The default preset's model card; used when neither --model-dir nor --preset is given.
+DEFAULT_MODEL_DIR = PRESETS[DEFAULT_PRESET].hub_id
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user mistake the CLI reports as one line (problem and fix), with a non-zero exit."""
 
 
@@ -76,8 +78,9 @@ def overrides_for(command: str, input: str | Path, options: InferenceOptions, ba
 
 
 def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tuple[str, str | None]:
-    """(preset, model dir or hub id or None); the preset is --preset, else the model dir's config.json or hub id."""
-    from da3core.model.presets import PRESETS, preset_of_hub_id
+    """(preset, model dir or hub id or None); the preset is --preset, else the model dir's config.json or hub id,
+    else :data:`DEFAULT_PRESET`. The model dir names the preset whatever the weights; it is returned for pretrained ones."""
+    from da3core.model.presets import preset_of_hub_id
 
     if preset is not None and preset not in PRESETS:
         raise CliError(f"unknown preset '{preset}'; use one of: {', '.join(PRESETS)}")
@@ -268,7 +271,7 @@ def _check_device(device: str) -> None:
 
     try:
         pick_device(device)
-    except RuntimeError as exc:
+    except DeviceError as exc:
         raise CliError(str(exc).replace("model.device=", "--device ")) from None
 
 

@@ -12,19 +12,21 @@ import json
 import threading
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from da3core.errors import UserError
 from da3core.model.presets import PRESETS
 from flows.schema import (BatchConfig, Device, EvaluateConfig, InputConfig, Predictor, ReconstructConfig,
                           RefViewStrategy, ResizeMethod, VideoDepthConfig, Weights, register)
 
 __all__ = ["BatchConfig", "ConfigError", "Device", "EvaluateConfig", "ReconstructConfig", "RefViewStrategy",
-           "ResizeMethod", "VideoDepthConfig", "Weights", "composed_data", "config_hashes", "load_config", "resolved"]
+           "ResizeMethod", "VideoDepthConfig", "Weights", "composed_data", "config_hashes", "load_config",
+           "print_config", "resolved"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -32,20 +34,21 @@ OmegaConf.register_new_resolver("da3.repo", lambda: str(REPO_ROOT), replace=True
 register()
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad config key or value; the message names the key and the allowed values."""
 
 
 # Hydra's compose API initialises a process-wide singleton: concurrent compositions (the backend's request
 # threads validating jobs while its worker runs a flow) must take turns.
 _COMPOSE_LOCK = threading.Lock()
-FREE_FORM = ("exporters.", "storage.options.")
+
+# Sections whose keys are open (per-format options, fsspec options, catalog names): a bare override of a key in
+# them adds or replaces it, as ``++`` does, where Hydra would demand ``+`` for a key the YAML does not hold.
+OPEN_SECTIONS = ("exporters.", "storage.options.", "scenes.", "datasets.")
+
 
 def _compose(config_name: str, overrides: list[str] | None) -> DictConfig:
-    # `exporters` and `storage.options` start empty (their keys are per format and per fsspec backend), so Hydra
-    # alone would want `+exporters.glb.conf_thresh_percentile=20`; the documented spelling without `+` adds or
-    # overrides.
-    overrides = [f"++{o}" if o.startswith(FREE_FORM) else o for o in overrides or []]
+    overrides = [f"++{o}" if o.startswith(OPEN_SECTIONS) else o for o in overrides or []]
     with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
         return compose(config_name=config_name, overrides=overrides)
 
@@ -67,13 +70,12 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
         obj = OmegaConf.to_object(_compose(config_name, overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
-    if isinstance(obj, VideoDepthConfig):
-        validate_video_depth(obj)
-    elif isinstance(obj, EvaluateConfig):
-        validate_evaluate(obj)
-    else:
-        validate(obj)
+    _validator(config_name)(obj)
     return obj
+
+
+def _validator(config_name: str) -> Callable[[Any], None]:
+    return {"video_depth": validate_video_depth, "evaluate": validate_evaluate}.get(config_name, validate)
 
 
 # Annolid's names for video_depth keys that are spelled differently here, and its GUI-only settings (ignored).
@@ -114,6 +116,24 @@ def _override_value(value: Any) -> str:
     return repr(value) if isinstance(value, (int, float)) else hydra_quote(str(value))
 
 
+def print_config(config_name: str, argv: list[str]) -> None:
+    """``--cfg [job|all] [overrides]``: print the composed config (``???`` marks a value still to be given)."""
+    if argv[:1] == ["hydra"]:
+        raise ConfigError("--cfg hydra: these flows compose their config with Hydra's compose API and have no Hydra "
+                          "runtime config; use --cfg or --cfg job")
+    overrides = argv[1:] if argv[:1] in (["job"], ["all"]) else argv
+    try:
+        cfg = _compose(config_name, overrides)
+        if OmegaConf.missing_keys(cfg):  # still printable: check what is there, show the rest as ???
+            _validator(config_name)(cfg)
+            text = OmegaConf.to_yaml(cfg)
+        else:
+            text = OmegaConf.to_yaml(resolved(load_config(config_name, overrides)))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(describe_config_error(exc)) from exc
+    print(text, end="")
+
+
 def composed_data(config_name: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """The composed config as plain data with interpolations left as written (to compare two compositions)."""
     try:
@@ -148,6 +168,9 @@ def validate(cfg: ReconstructConfig) -> None:
         raise ConfigError(f"config error at model.preset: unknown preset '{cfg.model.preset}'; "
                           f"available: {', '.join(sorted(PRESETS))}")
     _check_lock_timeout(cfg.storage.lock_timeout)
+    for key in ("concurrency", "dask_workers"):  # batch only
+        if getattr(cfg, key, 1) < 1:
+            raise ConfigError(f"config error at {key}: {getattr(cfg, key)}; use 1 or more")
     if cfg.processing.process_res < 14:
         raise ConfigError(f"config error at processing.process_res: {cfg.processing.process_res} is below one patch (14)")
     if cfg.infer_gs and not has_gaussian_head(cfg.model.preset):

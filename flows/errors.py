@@ -1,44 +1,73 @@
-"""Command-line error handling shared by the flow entry points: one line on stderr, non-zero exit."""
+"""User errors at the entry points: one ``error:`` line and exit 2, no traceback; anything else is a bug (exit 1).
+
+The hierarchy is the library's (:class:`da3core.errors.UserError` and its subclasses, which ``ConfigError`` and the
+CLI's and backend's refusals join). Prefect logs a failed task or flow run with its traceback, on the terminal and
+in the run's log on the API; for a user error that traceback says nothing the message does not, so
+:class:`UserErrorLogFilter` drops it from Prefect's run loggers: the run still ends Failed, its state message and log
+line carry the one-line reason. Filtering the log records (not catching the errors and returning Failed states)
+keeps every path alike: tasks, flows, subflows, and the re-raise of a task's error in its flow.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, Callable
 
-from da3core.io.inputs import InputError
-from da3core.io.video import VideoError
-from da3core.weights import WeightsError
-from da3core.io.storage import StorageError
-from flows.config import ConfigError, load_config, resolved
+from da3core.errors import UserError, is_user_error, user_message
 
-USER_ERRORS = (ConfigError, InputError, VideoError, StorageError, WeightsError, FileNotFoundError, PermissionError)
+USER_ERRORS = (UserError, FileNotFoundError, PermissionError)  # classes; is_user_error also knows full/read-only disks
 EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+__all__ = ["EXIT_BUG", "EXIT_USER_ERROR", "USER_ERRORS", "UserErrorLogFilter", "guarded", "is_user_error", "run_cli",
+           "user_message"]
+
+
+class UserErrorLogFilter(logging.Filter):
+    """Log records of a user error keep their one-line message and lose the traceback (the report is the message)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_user_error(exc):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_user_errors() -> None:
+    """Install :class:`UserErrorLogFilter` on Prefect's run loggers (once per process; every flow module calls it)."""
+    for name in PREFECT_RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UserErrorLogFilter) for f in logger.filters):
+            logger.addFilter(UserErrorLogFilter())
+
+
+quiet_user_errors()
 
 
 def run_cli(config_name: str, argv: list[str], run: Callable[[Any], None]) -> int:
     """Compose ``conf/<config_name>`` from ``argv`` once and ``run`` it, unless ``--help``/``--cfg`` was asked for."""
+    from flows.config import load_config, print_config
+
     if argv[:1] in (["-h"], ["--help"]):
-        print(f"usage: python -m flows.{config_name} [key=value ...]   (Hydra overrides; --cfg prints the config)")
+        print(f"usage: python -m flows.{config_name} [key=value ...]   (Hydra overrides; --cfg [job] prints the "
+              "config; -m a=x,y runs one job per combination)")
         return 0
     if argv[:1] in (["-m"], ["--multirun"]):
         from flows.sweep import multirun
 
         return multirun(config_name, argv[1:], run)
     if argv[:1] == ["--cfg"]:
-        from omegaconf import OmegaConf
-
-        return guarded(lambda: print(OmegaConf.to_yaml(resolved(load_config(config_name, argv[1:])))))
+        return guarded(lambda: print_config(config_name, argv[1:]))
     return guarded(lambda: run(load_config(config_name, argv)))
 
 
 def guarded(run: Callable[[], Any]) -> int:
-    """Run ``run``; expected failures print one line and exit 2, unexpected ones print one line and exit 1."""
+    """Run ``run``; a user error prints one line and exits 2, anything else prints one line and exits 1."""
     try:
         run()
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Exception as exc:  # an unexpected failure: keep the traceback Prefect logged, end with one line
-        print(f"error: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one line; Prefect's log has a bug's traceback
+        print(f"error: {user_message(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR if is_user_error(exc) else EXIT_BUG
     return 0

@@ -15,6 +15,9 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from da3core.store import SceneStore
+from flows.backend.pages import untrained_banner
+
 WEB_DIR = Path(__file__).resolve().parent / "web"
 VIEWER = WEB_DIR / "vendor" / "model-viewer.min.js"
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222}
@@ -38,6 +41,12 @@ def _safe_scene_dir(root: Path, scene: str) -> Path:
     if not target.is_relative_to(root.resolve()) or not (target / "scene.glb").is_file():
         raise HTTPException(status_code=404, detail="no such scene")
     return target
+
+
+def _weights(folder: Path) -> str | None:
+    """``random`` or ``pretrained`` as the scene's ``scene.zarr`` records its model; None without a store."""
+    store = SceneStore(str(folder / "scene.zarr"))
+    return store.attrs().get("model", {}).get("weights") if store.exists() else None
 
 
 def _page(title: str, body: str, viewer: bool = False) -> str:
@@ -65,24 +74,27 @@ def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
             "thumbnail": base + "scene.jpg" if (folder / "scene.jpg").is_file() else None,
             "depth_images": [base + "depth_vis/" + quote(n) for n in depth],
             "videos": [base + "gs_video/" + quote(n) for n in videos],
+            "weights": _weights(folder),
         }
 
     @app.get("/manifest.json")
     def manifest() -> JSONResponse:
-        """Every scene with its GLB, thumbnail, depth images and videos."""
+        """Every scene with its GLB, thumbnail, depth images, videos and weights (random, pretrained or None)."""
         return JSONResponse({"scenes": [scene_info(s) for s in find_scenes(root)]})
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         """The list of scenes."""
-        cards = []
-        for s in find_scenes(root):
-            info = scene_info(s)
+        cards, infos = [], [scene_info(s) for s in find_scenes(root)]
+        for info in infos:
             thumb = f"<img src='{info['thumbnail']}' alt=''>" if info["thumbnail"] else ""
+            tag = " <b>(untrained weights)</b>" if info["weights"] == "random" else ""
             cards.append(f"<div class='card'><a href='{prefix}/scene/{quote(info['id'])}'>{thumb}"
-                         f"<div>{html.escape(info['title'])}</div></a></div>")
+                         f"<div>{html.escape(info['title'])}{tag}</div></a></div>")
         body = "".join(cards) or "<p>No scenes yet: export with <code>export=glb</code> into this folder.</p>"
-        return _page("da3 gallery", f"<h1>da3 gallery</h1><p>{html.escape(str(root))}</p><div class='grid'>{body}</div>")
+        banner = untrained_banner("random" if any(info["weights"] == "random" for info in infos) else None)
+        return _page("da3 gallery", f"<h1>da3 gallery</h1>{banner}<p>{html.escape(str(root))}</p>"
+                                    f"<div class='grid'>{body}</div>")
 
     @app.get("/scene/{scene:path}", response_class=HTMLResponse)
     def scene_page(scene: str) -> str:
@@ -95,7 +107,8 @@ def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
                   else f"<p>3D viewer not bundled (run scripts/build_web.sh); <a href='{info['model']}'>scene.glb</a></p>")
         depth = "".join(f"<img src='{u}' alt='depth'>" for u in info["depth_images"])
         videos = "".join(f"<video src='{u}' controls muted loop width='480'></video>" for u in info["videos"])
-        body = (f"<p><a href='{prefix}/'>&larr; all scenes</a></p><h1>{html.escape(info['title'])}</h1>{viewer}"
+        body = (f"<p><a href='{prefix}/'>&larr; all scenes</a></p><h1>{html.escape(info['title'])}</h1>"
+                f"{untrained_banner(info['weights'])}{viewer}"
                 f"<h2>Depth</h2><div class='strip'>{depth or 'none'}</div>" + (f"<h2>Novel views</h2>{videos}" if videos else ""))
         return _page(info["title"], body, viewer=True)
 

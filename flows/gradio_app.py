@@ -13,7 +13,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flows.backend.jobs import describe_error, pinned_model_overrides, quote_path, warm_model
+from da3core.errors import user_message
+from flows.backend.jobs import pinned_model_overrides, quote_path, warm_model
+from flows.backend.pages import untrained_banner
 from flows.config import RefViewStrategy, load_config
 from flows.progress import progress_to
 
@@ -30,6 +32,7 @@ class ReconstructionApp:
         from da3core.model.presets import has_gaussian_head
 
         self.pinned = pinned_model_overrides(model_dir, preset, weights, device)
+        self.weights = weights
         self.preset = load_config("reconstruct", self.pinned).model.preset
         self.has_gs = has_gaussian_head(self.preset)
         self.workspace = Path(workspace_dir).expanduser().resolve()
@@ -74,7 +77,7 @@ class ReconstructionApp:
             with progress_to(lambda f, m: progress(f, desc=m) if progress is not None else None):
                 result = reconstruct(load_config("reconstruct", overrides))
         except Exception as exc:  # shown in the UI as one line; the traceback is in Prefect's log
-            raise gr.Error(describe_error(exc)) from exc
+            raise gr.Error(user_message(exc)) from exc
         depth = sorted(str(p) for p in (out / "depth_vis").glob("*.jpg"))
         videos = sorted(str(p) for p in (out / "gs_video").glob("*.mp4"))
         summary = f"{result.name}: {len(depth)} views in {result.seconds:.1f}s with {self.preset} → `{out}`"
@@ -83,7 +86,7 @@ class ReconstructionApp:
         return str(out / "scene.glb"), depth, videos[0] if videos else None, summary
 
     def save(self, out: Path, name: str) -> str:
-        """Copy a run's GLB, thumbnail, depth images and videos into ``<gallery>/<name>/``."""
+        """Copy a run's GLB, thumbnail, depth images, videos and store into ``<gallery>/<name>/``."""
         import gradio as gr
 
         if self.gallery is None:
@@ -92,7 +95,7 @@ class ReconstructionApp:
         if not target.is_relative_to(self.gallery) or target == self.gallery:
             raise gr.Error(f"gallery name {name!r} must be a folder name inside the gallery")
         target.mkdir(parents=True, exist_ok=True)
-        for item in ("scene.glb", "scene.jpg", "depth_vis", "gs_video"):
+        for item in ("scene.glb", "scene.jpg", "depth_vis", "gs_video", "scene.zarr"):  # the store says which weights
             src = out / item
             if src.is_dir():
                 shutil.copytree(src, target / item, dirs_exist_ok=True)
@@ -112,6 +115,8 @@ def build_demo(app: ReconstructionApp, cache_examples: bool = False, cache_gs_ta
 
     with gr.Blocks(title="Depth Anything 3", analytics_enabled=False) as demo:
         gr.Markdown(f"# Depth Anything 3\nModel **{app.preset}**. Upload images or a video, then Reconstruct.")
+        if app.weights == "random":
+            gr.HTML(untrained_banner(app.weights))
         with gr.Row():
             with gr.Column(scale=1):
                 images = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath")

@@ -22,13 +22,13 @@ from prefect import flow, get_run_logger
 
 from da3core.export import parse_formats
 from da3core.io.inputs import input_identity
-from da3core.io.storage import check_writable, is_remote
-from da3core.io.storage import join_url
+from da3core.io.storage import is_remote, join_url
 from da3core.store import SceneStore, store_lock
 from da3core.store.lock import Lock
 from flows.config import ReconstructConfig, config_hashes, resolved, validate
 from flows.errors import run_cli
 from flows.outcomes import scene_outcome
+from flows.preflight import check_model, check_output, check_scene, store_bytes
 from flows.progress import report
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
@@ -59,10 +59,15 @@ def resolve_scene(cfg: ReconstructConfig) -> tuple[str, str]:
     return scene_name(source), source
 
 
+def export_dir_of(cfg: ReconstructConfig, name: str) -> str:
+    """Where scene ``name`` is written: ``output_dir``, else ``<storage.root>/<name>``."""
+    return cfg.output_dir or join_url(cfg.storage.root, name)
+
+
 def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneResult:
     """Run (or resume) one scene's tasks holding the scene lock; a complete store for the same config and input
     is left untouched, one for other settings is replaced only once the new inference is done."""
-    export_dir = cfg.output_dir or join_url(cfg.storage.root, name)
+    export_dir = export_dir_of(cfg, name)
     store = SceneStore(join_url(export_dir, STORE_NAME), dict(cfg.storage.options))
     with store_lock(store, cfg.storage.lock_timeout) as lock:
         for leftover in store.discard_leftovers():
@@ -158,8 +163,13 @@ def reconstruct(cfg: ReconstructConfig) -> SceneResult:
 
 
 def run(cfg: ReconstructConfig) -> None:
-    """What the command line does with a composed config: check storage first, run the flow, print one line."""
-    check_writable(cfg.storage.root, dict(cfg.storage.options), "storage.root")
+    """What the command line does with a composed config: check model, input and output before Prefect starts, run
+    the flow, print one line."""
+    name, source = resolve_scene(cfg)
+    check_model(cfg.model)
+    n_views = check_scene(source, cfg.input)
+    check_output(export_dir_of(cfg, name), dict(cfg.storage.options), "output_dir" if cfg.output_dir else "storage.root",
+                 store_bytes(n_views, cfg.processing.process_res ** 2))
     result = reconstruct(cfg)
     print(f"{result.name}: {result.status} in {result.seconds:.1f}s -> {result.store_url}")
 

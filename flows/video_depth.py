@@ -28,7 +28,8 @@ from flows.config import VideoDepthConfig, annolid_overrides, config_hashes, loa
 from flows.errors import run_cli
 from flows.outcomes import video_outcome
 from flows.progress import progress_to, report
-from tasks.video_depth import SECOND_PASS, check_local_video, estimate, export_second_pass, output_options, probe
+from tasks.video_depth import SECOND_PASS, estimate, export_second_pass, output_options, probe
+from flows.preflight import check_output, check_video, check_video_model
 
 STORE_NAME = "depth.zarr"
 
@@ -129,16 +130,24 @@ def run_video_depth_anything(
     given = {key: value for key, value in locals().items() if value is not None
              and key not in ("progress_callback", "preview_callback")}
     cfg = load_config("video_depth", annolid_overrides(given))
-    check_local_video(resolve_paths(cfg)[0])
+    preflight(cfg)
     percent = progress_callback or (lambda _: None)
     with progress_to(lambda fraction, _message: percent(int(round(fraction * 100)))):
         result = video_depth(cfg)
     return {"depth_zarr": [result.store_url], **result.outputs}
 
 
+def preflight(cfg: VideoDepthConfig) -> None:
+    """Check video, model and output before Prefect starts (one-line user errors)."""
+    source, output_dir = resolve_paths(cfg)
+    needed = check_video(source, cfg)
+    check_video_model(cfg)
+    check_output(output_dir, dict(cfg.storage.options), "output_dir", needed)
+
+
 def run(cfg: VideoDepthConfig) -> None:
-    """What the command line does with a composed config: check the video first, run the flow, print one line."""
-    check_local_video(resolve_paths(cfg)[0])  # before Prefect starts
+    """What the command line does with a composed config: the checks, the flow, one line."""
+    preflight(cfg)
     result = video_depth(cfg)
     print(f"{result.video}: {result.status} in {result.seconds:.1f}s -> {result.output_dir}")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from da3core.errors import DeviceError
 from da3core.io.inputs import sha256_file
 from da3core.model.presets import get_preset
 
@@ -28,8 +29,8 @@ class LoadedModel:
     lock: threading.Lock  # one forward at a time per model (threads share the device)
 
 
-def pick_device(requested: str) -> str:
-    """``auto`` → cuda, then mps, then cpu; an explicit device must be available."""
+def pick_device(requested: str, key: str = "model.device") -> str:
+    """``auto`` → cuda, then mps, then cpu; an explicit device must be available (else DeviceError naming ``key``)."""
     import torch
 
     if requested == "auto":
@@ -39,9 +40,9 @@ def pick_device(requested: str) -> str:
             return "mps"
         return "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("model.device=cuda but CUDA is not available; use model.device=auto or cpu")
+        raise DeviceError(f"{key}=cuda but CUDA is not available on this machine; use {key}=auto or cpu")
     if requested == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("model.device=mps but MPS is not available; use model.device=auto or cpu")
+        raise DeviceError(f"{key}=mps but MPS is not available on this machine; use {key}=auto or cpu")
     return requested
 
 
@@ -106,7 +107,7 @@ def get_video_depth_model(cfg: VideoDepthConfig) -> LoadedModel:
     """The Video Depth Anything model for a video_depth config; loads it at most once per process."""
     from da3core.video_depth import load_model
 
-    device = pick_device(cfg.device.value)
+    device = pick_device(cfg.device.value, "device")
 
     def load() -> tuple[Any, str, dict[str, Any]]:
         if cfg.weights == "random":

@@ -16,6 +16,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from da3core.errors import is_user_error
 from da3core.io.inputs import SceneInput, discover_scene, load_views
 from da3core.io.storage import is_remote, localize
 from da3core.store import SceneStore
@@ -25,6 +26,11 @@ if TYPE_CHECKING:  # the schemas live with the flows' config; tasks only read th
     from flows.schema import InputConfig, PoseConfig, ReconstructConfig
 
 _PACKAGES = ("da3pipe", "torch", "numpy", "prefect", "hydra-core", "zarr", "pycolmap", "trimesh", "gsplat")
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: a user error (bad input, full disk, missing weights) fails at once, others retry."""
+    return not is_user_error(state.result(raise_on_failure=False))
 
 
 def package_versions() -> dict[str, str]:
@@ -111,7 +117,8 @@ def align_poses(name: str, scene: SceneInput, store: SceneStore, pose: PoseConfi
     return store
 
 
-@task(name="export", task_run_name="export-{fmt}-{name}", cache_policy=NO_CACHE, retries=1)
+@task(name="export", task_run_name="export-{fmt}-{name}", cache_policy=NO_CACHE, retries=1,
+      retry_condition_fn=retry_unless_user_error)
 def export_format(name: str, store: SceneStore, fmt: str, export_dir: str, options: dict[str, Any]) -> list[str]:
     """Write one export format from the store (no inference needed)."""
     from da3core.export import FORMATS, export

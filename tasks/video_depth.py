@@ -31,7 +31,7 @@ from da3core.video_depth.outputs import (
     OutputOptions, StreamingOutputs, write_depth_frames, write_depth_video, write_npz,
 )
 from tasks.model_cache import get_video_depth_model
-from tasks.reconstruction import package_versions
+from tasks.reconstruction import package_versions, retry_unless_user_error
 
 if TYPE_CHECKING:  # the schemas live with the flows' config; tasks only read them
     from flows.schema import VideoDepthConfig
@@ -162,7 +162,8 @@ def estimate(job: VideoJob, store: SceneStore, output_dir: str, cfg: VideoDepthC
     return {"outputs": outputs.written(), "depth_range": (lo, hi)}
 
 
-@task(name="video-export", task_run_name="export-{kind}", cache_policy=NO_CACHE, retries=1)
+@task(name="video-export", task_run_name="export-{kind}", cache_policy=NO_CACHE, retries=1,
+      retry_condition_fn=retry_unless_user_error)
 def export_second_pass(kind: str, store: SceneStore, output_dir: str, job: VideoJob, cfg: VideoDepthConfig,
                        depth_range: tuple[float, float]) -> dict[str, list[str]]:
     """Write one output that needs the video's global depth range, reading depth back one frame at a time."""

@@ -18,6 +18,13 @@ def free_port() -> int:
 @contextmanager
 def moto_s3(bucket: str = "da3-test") -> Iterator[dict[str, Any]]:
     """Start moto on loopback, create ``bucket``, yield s3fs storage options; stop on exit."""
+    with moto_server(bucket) as (_, options):
+        yield options
+
+
+@contextmanager
+def moto_server(bucket: str = "da3-test") -> Iterator[tuple[Any, dict[str, Any]]]:
+    """:func:`moto_s3` that also yields the server, for tests that stop it while a run is using it."""
     import s3fs
     from moto.server import ThreadedMotoServer
 
@@ -30,6 +37,6 @@ def moto_s3(bucket: str = "da3-test") -> Iterator[dict[str, Any]]:
             s3fs.S3FileSystem(**options).mkdir(bucket)
         except FileExistsError:  # moto keeps one in-memory backend per process: an earlier server made it
             pass
-        yield options
+        yield server, options
     finally:
         server.stop()

@@ -27,7 +27,11 @@ from da3core.prediction import Prediction
 OPENCV_TO_GLTF = np.diag([1.0, -1.0, -1.0, 1.0])
 # Frustum polylines: camera centre (vertex 0) to the four image corners (1..4), then the image rectangle.
 FRUSTUM_SEGMENTS = [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (2, 3), (3, 4), (4, 1)]
-GL_FLOAT, GL_UNSIGNED_BYTE, GL_POINTS = 5126, 5121, 0
+GL_FLOAT, GL_POINTS = 5126, 0
+# glTF vertex colours are linear RGB (viewers apply the display's sRGB encoding themselves): image bytes are sRGB,
+# so each byte is decoded with the sRGB transfer function (IEC 61966-2-1) and written as a float.
+_SRGB = np.arange(256) / 255.0
+SRGB_TO_LINEAR = np.where(_SRGB <= 0.04045, _SRGB / 12.92, ((_SRGB + 0.055) / 1.055) ** 2.4).astype(np.float32)
 # The material trimesh gives its point primitives, so viewers shade our points as they did trimesh's.
 POINT_MATERIAL = {"pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1], "metallicFactor": 0, "roughnessFactor": 0}}
 
@@ -111,7 +115,8 @@ def save_glb(scene: trimesh.Scene, path: str | Path) -> None:
 
     trimesh's own point writer round-trips every coordinate and colour through Python lists (about 0.5 s
     per million points); here trimesh writes the rest of the scene and each point cloud is added as a
-    POINTS primitive (float32 POSITION, uint8 RGBA COLOR_0) through its ``buffer_postprocessor`` hook.
+    POINTS primitive (float32 POSITION, float32 linear RGB COLOR_0 from the sRGB colours) through its
+    ``buffer_postprocessor`` hook.
     """
     clouds = {name: g for name, g in scene.geometry.items() if isinstance(g, trimesh.PointCloud)}
     rest = trimesh.Scene(geometry={n: g for n, g in scene.geometry.items() if n not in clouds},
@@ -120,16 +125,16 @@ def save_glb(scene: trimesh.Scene, path: str | Path) -> None:
     def add_clouds(buffers: dict, tree: dict) -> None:
         for name, cloud in clouds.items():
             xyz = np.ascontiguousarray(cloud.vertices, dtype=np.float32)
-            rgba = np.ascontiguousarray(cloud.colors, dtype=np.uint8)
+            rgb = SRGB_TO_LINEAR[np.asarray(cloud.colors, dtype=np.uint8)[:, :3]]
             attributes = {}
             columns = np.ascontiguousarray(xyz.T)  # per-axis bounds: reducing rows of 3 is ~20x slower
             for key, data, kind, extra in (
                 ("POSITION", xyz, "VEC3", {"min": columns.min(axis=1).tolist(), "max": columns.max(axis=1).tolist()}),
-                ("COLOR_0", rgba, "VEC4", {"normalized": True}),
+                ("COLOR_0", rgb, "VEC3", {}),
             ):
-                buffers[f"da3pipe-{name}-{key}"] = data.tobytes()  # 12 and 4 bytes a point: 4-byte aligned
+                buffers[f"da3pipe-{name}-{key}"] = data.tobytes()  # 12 bytes a point each: 4-byte aligned
                 accessor = {"bufferView": len(buffers) - 1, "byteOffset": 0, "count": len(data), "type": kind,
-                            "componentType": GL_FLOAT if data.dtype == np.float32 else GL_UNSIGNED_BYTE, **extra}
+                            "componentType": GL_FLOAT, **extra}
                 tree["accessors"][f"da3pipe-{name}-{key}"] = accessor
                 attributes[key] = len(tree["accessors"]) - 1
             tree["materials"].append(POINT_MATERIAL)

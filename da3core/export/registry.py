@@ -32,6 +32,21 @@ SHARED_DEFAULTS: dict[str, Any] = {
     "conf_thresh_percentile": 40.0, "num_max_points": 1_000_000, "show_cameras": True, "feat_vis_fps": 15,
     "render_exts": None, "render_ixts": None, "render_hw": None,
 }
+# Numeric writer options and their ranges (inclusive; None: unbounded), checked before anything is written.
+OPTION_RANGES: dict[str, tuple[type, float, float | None, str]] = {
+    "conf_thresh_percentile": (numbers.Real, 0, 100, "a percentile from 0 to 100"),
+    "num_max_points": (numbers.Integral, 1, None, "a whole number of points, 1 or more"),
+}
+
+
+def check_option_ranges(options: dict[str, Any]) -> None:
+    """Raise ValueError naming the first numeric option (:data:`OPTION_RANGES`) that is not a number in its range."""
+    for key, value in options.items():
+        if key not in OPTION_RANGES or value is None:
+            continue
+        kind, low, high, wanted = OPTION_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, kind) or value < low or (high is not None and value > high):
+            raise ValueError(f"{key}={value!r} is out of range; use {wanted}")
 
 
 def _function(ref: str) -> Callable[..., Any]:
@@ -86,6 +101,7 @@ class ExportFormat:
         unknown = sorted(set(options) - accepted)
         if unknown:
             raise TypeError(f"export format {self.name!r} has no option(s) {unknown}; valid: {sorted(accepted)}")
+        check_option_ranges(options)
         if self.checker is not None:
             _function(self.checker)(**options)
 

@@ -8,13 +8,16 @@ Gray and palette images become RGB; an alpha channel is dropped, colours kept as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from da3core.errors import UserError
 from da3core.geometry import intrinsics_from_colmap
 from da3core.io import video as video_io
 
@@ -22,7 +25,7 @@ IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif")
 VIDEO_EXTENSIONS = ("mp4", "avi", "mov", "mkv", "flv", "wmv", "webm", "m4v")
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An input path that cannot be turned into a scene; the message names the problem and the fix."""
 
 
@@ -144,6 +147,7 @@ def _discover(path: Path, image_extensions: tuple[str, ...], sparse_subdir: str,
         if _suffix(path) in VIDEO_EXTENSIONS:
             return _discover_video(path, fps, max_frames)
         if _suffix(path) in IMAGE_EXTENSIONS:
+            check_image_header(path)
             return SceneInput("image", str(path), [path.name], [str(path)], files=[_file_record(path)])
         raise InputError(
             f"unsupported file type '{path.suffix}' for {path}: expected an image ({', '.join(IMAGE_EXTENSIONS)}) "
@@ -154,11 +158,16 @@ def _discover(path: Path, image_extensions: tuple[str, ...], sparse_subdir: str,
     images = list_images(path, image_extensions)
     if max_frames is not None and max_frames > 0:
         images = images[:max_frames]
+    if not images and (path / "images").is_dir():
+        raise InputError(f"{path} has images/ but no COLMAP model (sparse/0 or sparse); run COLMAP first, or use "
+                         f"scene={path / 'images'} to reconstruct the images without their poses")
     if not images:
         raise InputError(
             f"no images in {path} (looked for {', '.join(image_extensions)}); "
             "point scene= at a folder of images, a video or a COLMAP dataset"
         )
+    for image in images:
+        check_image_header(image)
     return SceneInput("images", str(path), [p.name for p in images], [str(p) for p in images],
                       files=[_file_record(p) for p in images])
 
@@ -186,7 +195,9 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
     try:
         rec = pycolmap.Reconstruction(str(model_dir))
     except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError on unreadable models
-        raise InputError(f"cannot read COLMAP model {model_dir}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InputError(f"cannot read COLMAP model {model_dir} ({reason}): its files are damaged or incomplete; "
+                         "export the model from COLMAP again") from exc
     images = sorted(rec.images.values(), key=lambda im: im.name)
     if max_frames is not None and max_frames > 0:  # the first views by name, as for a folder of images
         images = images[:max_frames]
@@ -203,6 +214,7 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
                              "image names must be files inside images/ (fix the model's images.txt/.bin)")
         if not file.is_file():
             raise InputError(f"COLMAP image {image.name} is listed in {model_dir} but missing from {root / 'images'}")
+        check_image_header(file)
         paths.append(file)
         exts.append(image.cam_from_world().matrix())
         ints.append(intrinsics_from_colmap(rec.cameras[image.camera_id].calibration_matrix()))
@@ -223,18 +235,42 @@ def load_views(scene: SceneInput) -> list[np.ndarray]:
     return [read_image(path) for path in scene.paths]
 
 
+def check_image_header(path: str | Path) -> None:
+    """Open an image's header only (no decoding): InputError for an empty, foreign or oversized file."""
+    from PIL import Image
+
+    with _image_errors(path), Image.open(path):
+        pass
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """One image file as RGB uint8 (H, W, 3), as the module docstring describes; InputError if unreadable."""
+    from PIL import Image
+
+    with _image_errors(path), Image.open(path) as im:
+        if not _deeper_than_8_bits(im, path):
+            return np.asarray(im.convert("RGB"))
+        im.load()  # decodes fully: a truncated file fails here like an 8-bit one
+    return _wide_to_rgb8(path)
+
+
+@contextlib.contextmanager
+def _image_errors(path: str | Path) -> Iterator[None]:
+    """Pillow's failures on one image file as a one-line InputError naming the file and the fix."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            if not _deeper_than_8_bits(im, path):
-                return np.asarray(im.convert("RGB"))
-            im.load()  # decodes fully: a truncated file fails here like an 8-bit one
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"cannot read image {path}: {exc.__class__.__name__}. Replace or remove the file.") from exc
-    return _wide_to_rgb8(path)
+        yield
+    except Image.DecompressionBombError as exc:  # over Pillow's pixel limit, which guards against crafted files
+        raise InputError(f"image {path} is too large to read safely ({exc.args[0].split(',')[0]}); downscale it "
+                         "(e.g. to 8000 px on the long side) and try again") from exc
+    except UnidentifiedImageError as exc:
+        kind = "empty (0 bytes)" if os.path.getsize(path) == 0 else "not an image Pillow can read"
+        raise InputError(f"cannot read image {path}: the file is {kind}. Replace or remove the file.") from exc
+    except OSError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise InputError(f"cannot read image {path}: the file is damaged or cut short ({reason}). "
+                         "Replace or remove the file.") from exc
 
 
 def _deeper_than_8_bits(im, path: str | Path) -> bool:

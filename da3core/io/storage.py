@@ -1,25 +1,29 @@
 """Where data lives: local paths and fsspec URLs (``s3://``...) alike, for reading inputs and writing results.
 
 One home for the questions every layer asks: is a location remote (:func:`is_remote`), how to join onto it
-(:func:`join_url`), can we write there (:func:`check_writable`, a probe object written and deleted), and how to
-read a remote input (:func:`localize` copies it into a local cache once; :func:`list_children`).
+(:func:`join_url`), can we write there (:func:`check_writable`, a probe object written and deleted), is there room
+(:func:`check_free_space`), and how to read a remote input (:func:`localize` copies it into a local cache once;
+:func:`list_children`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 import fsspec
 
+from da3core.errors import UserError
+
 # Short connect timeouts and no retries for the probe, so an unreachable endpoint fails in seconds.
 _S3_PROBE = {"config_kwargs": {"connect_timeout": 3, "read_timeout": 5, "retries": {"max_attempts": 1}}}
 
 
-class StorageError(OSError):
+class StorageError(UserError, OSError):
     """A location that cannot be reached, read or written; the message names it and the setting to check."""
 
 
@@ -52,6 +56,19 @@ def check_writable(root: str, storage_options: dict[str, Any] | None = None, wha
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise StorageError(f"cannot write to {what}={root}: {reason}; choose a writable {what} (for object storage "
                            "check storage.options.client_kwargs.endpoint_url and the credentials)") from None
+
+
+def check_free_space(root: str, needed_bytes: int, what: str = "storage.root") -> None:
+    """StorageError when the local filesystem under ``root`` has less than ``needed_bytes`` free (remote: unknowable)."""
+    if is_remote(root):
+        return
+    existing = Path(root).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed_bytes:
+        raise StorageError(f"not enough free space at {what}={root}: {free / 2**20:.1f} MiB free, this run needs at "
+                           f"least {needed_bytes / 2**20:.1f} MiB; free space there or choose another {what}")
 
 
 def cache_root() -> Path:

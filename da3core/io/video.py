@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from da3core.errors import UserError
+
 try:  # decord ships wheels for x86_64 Linux/Windows only
     import decord
 except ImportError:  # pragma: no cover - exercised on platforms without decord wheels
     decord = None
 
 
-class VideoError(ValueError):
+class VideoError(UserError, ValueError):
     """A video that cannot be opened or decoded."""
 
 
@@ -53,7 +55,7 @@ def probe_video(path: str | Path) -> VideoMeta:
         try:
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         except Exception as exc:  # decord raises its own DECORDError for corrupt input
-            raise VideoError(f"cannot open video {path}: {exc}. Check the file is a complete, readable video.") from exc
+            raise unreadable_video(path, exc) from exc
         height, width = reader[0].shape[:2] if len(reader) else (0, 0)
         return VideoMeta(len(reader), float(reader.get_avg_fps()), width, height)
     import av
@@ -64,7 +66,7 @@ def probe_video(path: str | Path) -> VideoMeta:
             n = stream.frames or sum(1 for _ in container.decode(stream))
             return VideoMeta(n, float(stream.average_rate or 30.0), stream.width, stream.height)
     except (av.FFmpegError, IndexError) as exc:
-        raise VideoError(f"cannot open video {path}: {exc}. Check the file is a complete, readable video.") from exc
+        raise unreadable_video(path, exc) from exc
 
 
 def read_frames(path: str | Path, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +79,7 @@ def read_frames(path: str | Path, indices: np.ndarray) -> tuple[np.ndarray, np.n
             frames = reader.get_batch(list(indices)).asnumpy()
             stamps = np.array([reader.get_frame_timestamp(int(i))[0] for i in indices], dtype=np.float64)
         except Exception as exc:
-            raise VideoError(f"cannot decode frames {indices[:3].tolist()}... of {path}: {exc}") from exc
+            raise VideoError(f"cannot decode frames {indices[:3].tolist()}... of {path}: {_reason(exc)}") from exc
         return frames, stamps
     return _read_frames_pyav(path, indices)
 
@@ -113,14 +115,14 @@ def iter_frames(path: str | Path, indices: np.ndarray, size: tuple[int, int] | N
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     except Exception as exc:
-        raise VideoError(f"cannot open video {path}: {exc}. Check the file is a complete, readable video.") from exc
+        raise unreadable_video(path, exc) from exc
     for k in range(0, len(indices), chunk):
         part = indices[k:k + chunk]
         try:
             frames = reader.get_batch(list(part)).asnumpy()
             stamps = reader.get_frame_timestamp(list(part))[:, 0]
         except Exception as exc:
-            raise VideoError(f"cannot decode frames {part[:3].tolist()}... of {path}: {exc}. "
+            raise VideoError(f"cannot decode frames {part[:3].tolist()}... of {path}: {_reason(exc)}. "
                              "The file may be truncated or corrupt.") from exc
         for i, t, frame in zip(part, stamps, frames):
             yield int(i), float(t), fit(frame)
@@ -142,7 +144,7 @@ def _read_frames_pyav(path: Path, indices: np.ndarray) -> tuple[np.ndarray, np.n
                 if n >= indices.max():
                     break
     except av.FFmpegError as exc:
-        raise VideoError(f"cannot decode {path}: {exc}") from exc
+        raise VideoError(f"cannot decode {path}: {_reason(exc)}") from exc
     missing = [int(i) for i, f in zip(indices, frames) if f is None]
     if missing:
         raise VideoError(f"{path} ended before frames {missing[:5]}; the file may be truncated")
@@ -164,9 +166,32 @@ def _iter_frames_pyav(path: Path, indices: np.ndarray) -> Iterator[tuple[int, fl
                     yield n, float(frame.time or 0.0), frame.to_ndarray(format="rgb24")
                     target = next(wanted, None)
     except av.FFmpegError as exc:
-        raise VideoError(f"cannot decode {path}: {exc}. The file may be truncated or corrupt.") from exc
+        raise VideoError(f"cannot decode {path}: {_reason(exc)}. The file may be truncated or corrupt.") from exc
     if target is not None:
         raise VideoError(f"{path} ended before frame {target}; the file may be truncated")
+
+
+def unreadable_video(path: str | Path, exc: BaseException) -> VideoError:
+    """A one-line VideoError saying why a video cannot be opened: empty, no video stream, or damaged."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        why = "is empty (0 bytes)"
+    else:
+        import av
+
+        try:
+            with av.open(str(path)) as container:
+                has_video = bool(container.streams.video)
+            why = "has no video stream (audio only?)" if not has_video else "cannot be decoded (damaged or cut short)"
+        except (av.FFmpegError, OSError):
+            why = "is not a video file or is cut short"
+    return VideoError(f"cannot open video {path}: the file {why} ({_reason(exc)}); give a complete video file")
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a decoder's message (decord appends C++ stack traces)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else exc.__class__.__name__
 
 
 def _check_path(path: str | Path) -> Path:

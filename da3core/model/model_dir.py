@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from da3core.model.seeded_init import seeded_state_dict
-from da3core.weights import WeightsError, hub_file, random_stamp, write_checkpoint
+from da3core.weights import WeightsError, check_hub_file, hub_file, random_stamp, write_checkpoint
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 KEY_PREFIX = "model."  # official checkpoints hold the network under ``model.``
@@ -22,6 +22,23 @@ KEY_PREFIX = "model."  # official checkpoints hold the network under ``model.``
 
 def resolve_model_dir(source: str | os.PathLike) -> Path:
     """A local dir holding config.json + model.safetensors; a hub id is fetched (cache, then download when online)."""
+    local = _local_model_dir(source)
+    if local is not None:
+        return local
+    hub_file(str(source), CONFIG_FILE)
+    return hub_file(str(source), WEIGHTS_FILE).parent
+
+
+def check_model_source(source: str | os.PathLike) -> None:
+    """Raise WeightsError where :func:`resolve_model_dir` would, without downloading (a hub id must be cached or
+    the hub reachable)."""
+    if _local_model_dir(source) is None:
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            check_hub_file(str(source), name)
+
+
+def _local_model_dir(source: str | os.PathLike) -> Path | None:
+    """The local model dir ``source`` names (checked), None for a hub id; WeightsError for neither."""
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file():
@@ -34,8 +51,7 @@ def resolve_model_dir(source: str | os.PathLike) -> Path:
     if source.count("/") != 1 or source.startswith((".", "/", "~")):
         raise WeightsError(f"model dir not found: {source}; give a local dir with {CONFIG_FILE} + {WEIGHTS_FILE} "
                            "or a hub id such as depth-anything/DA3-LARGE")
-    hub_file(source, CONFIG_FILE)
-    return hub_file(source, WEIGHTS_FILE).parent
+    return None
 
 
 def read_config(model_dir: Path) -> dict:

@@ -74,6 +74,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("da3nested-giant-large", "depth-anything/DA3NESTED-GIANT-LARGE-1.1", _GIANT, metric=_MONO),
 )}
 
+# The model every entry point uses when none is named (the da3 commands, `da3 backend`, `da3 gradio`): upstream's
+# CLI default, so `--use-backend` and a local run compute with the same network.
+DEFAULT_PRESET = "da3nested-giant-large"
+
 
 def get_preset(name: str) -> Preset:
     """The preset called ``name``; unknown names raise ValueError listing the valid ones."""

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from da3core.errors import UserError
 
-class StreamingInputError(ValueError):
+
+class StreamingInputError(UserError, ValueError):
     """Streaming parameters or chunk inputs that cannot work; the message names the parameter and the fix."""
 
 

@@ -17,8 +17,8 @@ from da3core.model.seeded_init import seeded_state_dict
 from da3core.video_depth.checkpoints import CHECKPOINTS, ENCODER_CONFIGS, CheckpointInfo, checkpoint_name
 from da3core.video_depth.model import VideoDepthAnything
 from da3core.video_depth.temporal import sinusoid_table
-from da3core.weights import (CHECKPOINT_SUFFIXES, WeightsError, hub_file, is_random, load_strict, open_checkpoint,
-                             random_stamp, read_stamp, write_checkpoint)
+from da3core.weights import (CHECKPOINT_SUFFIXES, WeightsError, check_hub_file, hub_file, is_random, load_strict,
+                             open_checkpoint, random_stamp, read_stamp, write_checkpoint)
 
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 
@@ -60,8 +60,12 @@ def load_model(source: str | os.PathLike, encoder: str | None = None, metric: bo
     return model.eval()
 
 
-def resolve_checkpoint(source: str | os.PathLike, encoder: str | None = None, metric: bool | None = None) -> Path:
-    """The local checkpoint file ``source`` names (see :func:`load_model`), downloading a hub one when online."""
+def resolve_checkpoint(source: str | os.PathLike, encoder: str | None = None, metric: bool | None = None,
+                       download: bool = True) -> Path | None:
+    """The local checkpoint file ``source`` names (see :func:`load_model`), downloading a hub one when online.
+
+    ``download=False`` checks instead: WeightsError where resolving would fail, None for a hub file to fetch.
+    """
     path = Path(source).expanduser()
     if path.is_file():
         return path
@@ -81,6 +85,9 @@ def resolve_checkpoint(source: str | os.PathLike, encoder: str | None = None, me
     local = (folder or DEFAULT_CHECKPOINT_DIR) / info.filename
     if local.is_file():
         return local
+    if not download:
+        check_hub_file(info.repo_id, info.filename, offline_guidance(info, folder), cache=folder is None)
+        return None
     return download_checkpoint(info, folder)
 
 

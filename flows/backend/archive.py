@@ -12,8 +12,10 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from da3core.errors import UserError
 
-class ArchiveError(ValueError):
+
+class ArchiveError(UserError, ValueError):
     """An archive that is malformed or tries to write outside its destination."""
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flows.config import ReconstructConfig, load_config
-from flows.errors import USER_ERRORS
+from flows.errors import user_message
 from flows.progress import progress_to
 from flows.backend.archive import pack_contents
 from flows.backend.policy import JobRequestError
@@ -41,17 +41,13 @@ def quote_path(path: str | Path) -> str:
 
 
 def pinned_model_overrides(model_dir: str | None, preset: str | None, weights: str, device: str) -> list[str]:
-    """Overrides fixing the model to the service's startup options (the preset is read from model_dir if unset)."""
-    if preset is None and model_dir is not None and weights != "random":
-        from da3core.model.presets import get_preset
-        from da3core.model.model_dir import read_config, resolve_model_dir
+    """Overrides fixing the model to the service's startup options, resolved as the da3 commands resolve theirs
+    (the preset from ``model_dir`` whatever the weights, else the default preset)."""
+    from flows.cli_run import resolve_model
 
-        preset = get_preset(read_config(resolve_model_dir(model_dir))["model_name"]).name
-    pinned = [f"model={preset}"] if preset else []
-    pinned += [f"model.weights={weights}", f"model.device={device}"]
-    if model_dir is not None and weights != "random":
-        pinned.append(f"model.path={quote_path(model_dir)}")
-    return pinned
+    preset, source = resolve_model(model_dir, preset, weights)
+    pinned = [f"model={preset}", f"model.weights={weights}", f"model.device={device}"]
+    return pinned + ([f"model.path={quote_path(source)}"] if source is not None else [])
 
 
 def warm_model(pinned: list[str]) -> dict[str, Any]:
@@ -147,12 +143,6 @@ def run_job(job: Job) -> dict[str, Any]:
             "archive_bytes": job.archive.stat().st_size}
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for a failed job: the message of expected errors, the type and first line of others."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, USER_ERRORS) else f"{exc.__class__.__name__}: {text}"
-
-
 class JobQueue:
     """A bounded FIFO of jobs and one worker thread running them in order."""
 
@@ -223,7 +213,7 @@ class JobQueue:
             try:
                 self.warm()
             except Exception as exc:  # jobs will fail with the same reason; the service stays up to say so
-                self.warm_error = describe_error(exc)
+                self.warm_error = user_message(exc)
                 log.error("model warm-up failed: %s", self.warm_error)
         while True:
             with self._cond:
@@ -236,7 +226,7 @@ class JobQueue:
             try:
                 result, error = self.runner(job), None
             except BaseException as exc:  # noqa: BLE001 - any failure is the job's, never the worker's
-                result, error = None, job.redact(describe_error(exc))
+                result, error = None, job.redact(user_message(exc))
                 log.warning("job %s failed: %s", job.id, error)
             with self._cond:
                 self.running = None

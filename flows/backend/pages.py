@@ -11,6 +11,18 @@ table{border-collapse:collapse;background:#fff}td,th{border:1px solid #ddd;paddi
 font-size:.9rem}code{background:#eee;padding:0 .2rem}.failed{color:#a51d2d}.completed{color:#26a269}
 .bar{display:inline-block;height:.6rem;background:#1a5fb4;vertical-align:middle}"""
 
+# Shown by every page of a service or gallery whose model has seeded random weights.
+UNTRAINED_BANNER = ("Untrained weights: this model has seeded random weights (--weights random), so depth, cameras "
+                    "and points are not meaningful. Start it with pretrained weights for real results.")
+
+
+def untrained_banner(weights: str | None) -> str:
+    """The banner as HTML when ``weights`` is ``random``; else an empty string."""
+    if weights != "random":
+        return ""
+    return ("<p class='untrained' role='alert' style='background:#fdecc8;border:2px solid #c64600;padding:.6rem;"
+            f"font-weight:bold'>{html.escape(UNTRAINED_BANNER)}</p>")
+
 
 def _page(title: str, body: str, refresh: int | None = None) -> str:
     meta = f"<meta http-equiv='refresh' content='{int(refresh)}'>" if refresh else ""
@@ -22,7 +34,8 @@ def home_page(status: dict[str, Any]) -> str:
     """Links to the dashboard, the JSON status, the jobs and the gallery, and how to submit work."""
     model = status.get("model") or {}
     gallery = "<li><a href='/gallery/'>gallery</a></li>" if status["gallery"] else ""
-    body = (f"<h1>da3pipe backend</h1><p>Model <b>{html.escape(str(model.get('preset', '?')))}</b> "
+    body = (f"<h1>da3pipe backend</h1>{untrained_banner(status['weights'])}"
+            f"<p>Model <b>{html.escape(str(model.get('preset', '?')))}</b> "
             f"({html.escape(str(model.get('weights', '?')))} weights) on <b>{html.escape(str(status['device']))}</b>; "
             f"{status['queue']['length']} job(s) waiting.</p><ul><li><a href='/dashboard'>dashboard</a></li>"
             f"<li><a href='/status'>status (JSON)</a></li><li><a href='/jobs'>jobs (JSON)</a></li>{gallery}</ul>"
@@ -63,6 +76,7 @@ def dashboard_page(status: dict[str, Any], jobs: list[dict[str, Any]], refresh: 
                   f"<th>submitted</th><th>waited</th><th>ran</th></tr>{job_rows}</table>" if jobs else "<p>No jobs yet.</p>")
     again = ("<a href='/dashboard'>stop refreshing</a>" if refresh
              else "<a href='/dashboard?refresh=5'>refresh every 5 s</a>")
-    body = (f"<p><a href='/'>&larr; home</a> · {again}</p><h1>Dashboard</h1><table>{table}</table>"
+    body = (f"<p><a href='/'>&larr; home</a> · {again}</p><h1>Dashboard</h1>{untrained_banner(status['weights'])}"
+            f"<table>{table}</table>"
             f"<h2>Recent jobs</h2>{jobs_table}")
     return _page("da3pipe backend dashboard", body, refresh)

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from da3core.errors import UserError
 from flows.config import ReconstructConfig, composed_data, load_config
 
 # Top-level config keys a client may set: what to compute and export. Input, output location, storage and
@@ -31,7 +32,7 @@ PATH_KEYS = ("input.sparse_subdir",)
 MAX_OVERRIDES, MAX_TEXT = 256, 4096  # per request; characters per override or path
 
 
-class JobRequestError(ValueError):
+class JobRequestError(UserError, ValueError):
     """A job request the server refuses (bad override, path outside the allowed roots, over a cap)."""
 
 

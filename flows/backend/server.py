@@ -25,6 +25,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from da3core.errors import UserError
 from flows.backend.archive import ArchiveError, safe_extract
 from flows.backend.jobs import (JOB_ID, Job, JobQueue, QueueFull, new_job, pinned_model_overrides, run_job,
                                 server_overrides, warm_model)
@@ -37,7 +38,7 @@ OPEN_PREFIXES = ("/gallery/static/",)  # the bundled viewer script: static, noth
 _CHUNK = 1 << 16
 
 
-class BackendConfigError(ValueError):
+class BackendConfigError(UserError, ValueError):
     """Startup options the service refuses (e.g. a non-loopback address without a token)."""
 
 
@@ -121,7 +122,7 @@ class Service:
         running = self.queue.running
         return {
             "service": "da3pipe backend", "model_loaded": self.model_info is not None, "model": self.model_info,
-            "model_error": self.queue.warm_error, "model_overrides": self.pinned,
+            "model_error": self.queue.warm_error, "model_overrides": self.pinned, "weights": self.model["model.weights"],
             "device": (self.model_info or {}).get("device", "loading"), "load_seconds": self.load_seconds,
             "uptime_seconds": time.time() - self.started_at,
             "queue": {"length": self.queue.queued(), "max": self.queue.max_queue,

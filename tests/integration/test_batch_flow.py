@@ -55,7 +55,7 @@ def test_all_scene_kinds_and_skip_on_rerun(dataset, tmp_path):
 def test_one_failing_scene_does_not_stop_the_others(broken_dataset, tmp_path, capsys):
     code = main([f"dataset={broken_dataset}", f"storage.root={tmp_path / 'out'}", *FAST])
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 2  # a user error: the broken scene's image
     assert "broken: FAILED: cannot read image" in captured.out and "1 of 3 scenes failed" in captured.err
     assert SceneStore(str(tmp_path / "out" / "kitchen" / "scene.zarr")).is_complete()
     assert not SceneStore(str(tmp_path / "out" / "broken" / "scene.zarr")).exists()

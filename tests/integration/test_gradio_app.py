@@ -12,7 +12,10 @@ import trimesh
 gr = pytest.importorskip("gradio", reason="the Gradio app needs the `app` extra")
 
 from da3core.synthetic import make_capture, write_image_folder  # noqa: E402
-from flows.gallery import find_scenes  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from flows.backend.pages import UNTRAINED_BANNER  # noqa: E402
+from flows.gallery import create_gallery_app, find_scenes  # noqa: E402
 from flows.gradio_app import ReconstructionApp, build_demo, launch  # noqa: E402
 from flows.reconstruct import reconstruct  # noqa: E402
 from flows.config import load_config
@@ -48,6 +51,8 @@ def test_run_matches_the_flow_and_saves_to_gallery(tmp_path):
     assert Path(glb).read_bytes() == (tmp_path / "local" / "scene.glb").read_bytes()
     assert [Path(p).read_bytes() for p in depth] == [p.read_bytes() for p in sorted((tmp_path / "local" / "depth_vis").glob("*.jpg"))]
     assert find_scenes(tmp_path / "gallery") == ["room/run1"]
+    page = TestClient(create_gallery_app(tmp_path / "gallery")).get("/scene/room/run1").text
+    assert UNTRAINED_BANNER.split(",")[0] in page  # the copied store tells the gallery the weights were random
     with_cameras, _, _, _ = app.run(images, None, resolution="high_res", process_res=56, ref_view="first",
                                     conf_percentile=30, max_points_k=0.5, show_cameras=True)
     assert Path(with_cameras).read_bytes() != Path(glb).read_bytes()  # the option reaches the exporter

@@ -205,10 +205,10 @@ def test_bad_inputs_fail_with_one_line_and_keep_outputs(tmp_path, capsys, clip, 
     assert "video" in error_line(FAST)  # no video given
     assert "checkpoint not found" in error_line([f"video={video}", "weights=/no/such.pth", "input_size=28"])
     video.write_bytes(clip.path.read_bytes()[:3000])  # truncated: unreadable
-    assert "complete, readable video" in error_line(good)
+    assert "give a complete video file" in error_line(good)
     video.write_bytes(clip.path.read_bytes())
     (tmp_path / "empty.mp4").write_bytes(b"")  # zero-length video
-    assert "complete, readable video" in error_line([f"video={tmp_path / 'empty.mp4'}", *FAST])
+    assert "empty (0 bytes)" in error_line([f"video={tmp_path / 'empty.mp4'}", *FAST])
     (tmp_path / "a_file").write_text("not a folder")  # an output dir that cannot be created
     assert "cannot write to output_dir" in error_line([*good, f"output_dir={tmp_path / 'a_file' / 'out'}"])
 

@@ -31,6 +31,12 @@ def gltf_colors(path, mesh_name: str) -> np.ndarray:
     return np.frombuffer(binary, dtype, accessor["count"] * width, start).reshape(-1, width)
 
 
+def srgb_bytes(linear: np.ndarray) -> np.ndarray:
+    """Linear RGB in [0, 1] encoded as sRGB bytes (IEC 61966-2-1), what a viewer shows for a glTF vertex colour."""
+    encoded = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1 / 2.4) - 0.055)
+    return np.round(encoded * 255).astype(np.uint8)
+
+
 def expected_points(prediction, capture, keep):
     """Ground-truth points of the ``keep`` pixels after the documented transform, and the transform."""
     pts = world_points(capture)[keep]
@@ -68,7 +74,8 @@ def test_points_colours_and_frustums_match_the_scene(scene, glb):
     cloud = loaded.geometry["points"]
     assert isinstance(cloud, trimesh.PointCloud) and len(cloud.vertices) == keep.sum()
     np.testing.assert_allclose(cloud.vertices, truth, atol=2e-5)
-    np.testing.assert_array_equal(cloud.colors[:, :3], capture.images[keep])
+    # COLOR_0 is linear (glTF): shown through the display's sRGB encoding it gives back the image's bytes.
+    np.testing.assert_array_equal(srgb_bytes(gltf_colors(root / "scene.glb", "points")), capture.images[keep])
     np.testing.assert_allclose(loaded.metadata["hf_alignment"], align, atol=1e-6)
 
     cameras = sorted(k for k in loaded.geometry if k.startswith("camera_"))
@@ -84,6 +91,18 @@ def test_points_colours_and_frustums_match_the_scene(scene, glb):
         expected = (np.array(colorsys.hsv_to_rgb((i + 0.5) / 3, 0.85, 0.95)) * 255).astype(np.uint8)
         colors = gltf_colors(root / "scene.glb", name)
         np.testing.assert_array_equal(colors[:, :3], np.tile(expected, (len(colors), 1)))
+
+
+def test_point_colours_are_linear_as_gltf_expects(tmp_path):
+    prediction = synthetic_prediction(n_views=3, width=70, height=56)[0]
+    prediction.processed_images = np.broadcast_to(np.array([128, 10, 255], np.uint8),
+                                                  prediction.processed_images.shape).copy()
+    path = export(prediction, "glb", tmp_path, glb={"export_depth_vis": False})["glb"][0]
+    colours = gltf_colors(tmp_path / "scene.glb", "points")
+    assert colours.dtype == np.float32 and colours.shape[1] == 3
+    # Published sRGB decodings: 128 -> 0.2158605 (gamma segment), 10 -> 10/255/12.92 (linear segment), 255 -> 1.
+    np.testing.assert_allclose(colours, np.tile([0.2158605, 0.0030353, 1.0], (len(colours), 1)), atol=1e-6)
+    np.testing.assert_array_equal(trimesh.load(path).geometry["points"].colors[0], [55, 1, 255, 255])  # trimesh too
 
 
 def test_scene_jpg_and_depth_vis_are_written_beside_it(glb):
@@ -102,7 +121,9 @@ def test_point_set_and_frustums_equal_the_reference(scene, glb):
     cloud = loaded.geometry["points"]
     assert ref["glb_points"].shape == cloud.vertices.shape
     np.testing.assert_allclose(cloud.vertices, ref["glb_points"], atol=2e-5)
-    np.testing.assert_array_equal(cloud.colors[:, :3], ref["glb_colors"])
+    # Upstream writes the sRGB bytes into COLOR_0, which glTF reads as linear (washed-out points); here the
+    # same colours are written linear, so they encode back to the reference's bytes.
+    np.testing.assert_array_equal(srgb_bytes(gltf_colors(root / "scene.glb", "points")), ref["glb_colors"])
     assert int(ref["glb_n_paths"]) == 3
     assert (root / "scene.jpg").read_bytes() == ref["glb_scene_jpg"].tobytes()
 

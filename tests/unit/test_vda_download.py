@@ -47,3 +47,18 @@ def test_existing_file_is_not_downloaded_again(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--model", "no_such_model"])
+
+
+def test_failed_download_is_one_weights_error_with_guidance(tmp_path, monkeypatch):
+    """The hub answers the probe but the download itself fails (a 5xx, a dropped connection)."""
+    import huggingface_hub
+
+    from da3core import weights
+
+    def refuse(*args, **kwargs):
+        raise OSError("503 Service Unavailable")
+
+    monkeypatch.setattr(weights, "hub_reachable", lambda: True)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
+    with pytest.raises(weights.WeightsError, match="503 Service Unavailable. Download it on a connected machine"):
+        weights.hub_file("depth-anything/DA3-SMALL", "model.safetensors", local_dir=tmp_path)

@@ -13,13 +13,14 @@ import cv2
 import fsspec
 import numpy as np
 
+from da3core.errors import UserError
 from da3core.evaluation.fusion import TriangleMesh, sample_surface
 from da3core.io.storage import is_remote, localize
 
 log = logging.getLogger(__name__)
 
 
-class BenchmarkDataError(Exception):
+class BenchmarkDataError(UserError):
     """A benchmark dataset or scene that cannot be read; the message is one line naming the path."""
 
 

@@ -1,0 +1,364 @@
+"""Every mistake a user can make ends the command with exactly one ``error:`` line, exit code 2, no traceback on the
+terminal or in the flow run's log, and the outputs of an earlier run left as they were.
+
+One table (:data:`CASES`): the entry point (``python -m flows.reconstruct | batch | video_depth`` or ``da3``), its
+arguments, a fragment the error line must hold, and where the mistake is caught: ``before`` Prefect starts (the flow
+is never entered), or inside the ``flow`` (then the run's log on the API is read back too). The terminal is what the
+process writes to its file descriptors, Prefect's console handler included.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from bad_inputs import BUILDERS, CAPTURE
+from paths import REPO_ROOT
+from s3server import moto_server
+from typer.testing import CliRunner
+from user_error_checks import Terminal, check_one_error, file_tree, flow_runs_since
+
+import flows.batch
+import flows.cli
+import flows.preflight
+import flows.reconstruct
+import flows.video_depth
+from da3core.store import SceneStore
+from da3core.synthetic import make_capture, write_image_folder, write_video
+from flows.progress import progress_to
+
+FAST = ["model=da3-small", "model.weights=random", "processing.process_res=56", "export=mini_npz", "model.device=cpu"]
+VIDEO_FAST = ["weights=random", "input_size=56", "max_res=64", "device=cpu"]
+DA3_FAST = ["--weights", "random", "--preset", "da3-small", "--process-res", "56", "--device", "cpu",
+            "--export-format", "mini_npz"]
+FLOWS = {"reconstruct": flows.reconstruct, "batch": flows.batch, "video_depth": flows.video_depth}
+FLOW_FUNCTION = {"reconstruct": "reconstruct", "batch": "batch", "video_depth": "video_depth", "da3": "reconstruct"}
+
+
+@dataclass
+class Where:
+    """The folders a case writes into: ``out`` holds a copy of an earlier complete result."""
+
+    tmp: Path
+    out: Path
+    good_images: Path
+    good_video: Path
+    monkeypatch: pytest.MonkeyPatch
+
+
+@dataclass
+class Case:
+    """One mistake: ``args(where)`` for ``entry``; ``expect`` must be in the error line."""
+
+    name: str
+    entry: str  # reconstruct | batch | video_depth | da3
+    args: Callable[[Where], list[str]]
+    expect: str
+    stage: str = "before"  # before: refused before Prefect starts; flow: reported from inside the flow run
+    prepare: Callable[[Where], None] | None = field(default=None, repr=False)
+
+
+def _scene(builder: str, stage: str = "before", expect: str = "") -> Case:
+    return Case(f"reconstruct: {builder}", "reconstruct",
+                lambda w: [f"scene={BUILDERS[builder](w.tmp)}", f"output_dir={w.out}", *FAST], expect, stage)
+
+
+def _video(builder: str, expect: str) -> Case:
+    return Case(f"video_depth: {builder}", "video_depth",
+                lambda w: [f"video={BUILDERS[builder](w.tmp)}", f"output_dir={w.out}", *VIDEO_FAST], expect)
+
+
+def _cfg(entry: str, flag: list[str], override: str, expect: str) -> Case:
+    return Case(f"{entry} {' '.join(flag)} {override}", entry, lambda w: [*flag, override], expect)
+
+
+def _no_hub_cache(w: Where) -> None:
+    """An empty Hugging Face cache, so 'offline' means the weights are nowhere."""
+    import huggingface_hub.constants as hf
+
+    w.monkeypatch.setattr(hf, "HF_HUB_CACHE", str(w.tmp / "hf-cache"))
+    w.monkeypatch.chdir(w.tmp)  # no ./checkpoints folder either
+
+
+CASES: list[Case] = [
+    _scene("missing path", expect="input not found"),
+    _scene("empty folder", expect="no images in"),
+    _scene("0-byte image", expect="empty (0 bytes)"),
+    _scene("truncated image", stage="flow", expect="damaged or cut short"),
+    _scene("non-image file", expect="not an image"),
+    _scene("20000x20000 png", expect="too large to read safely"),
+    _scene("0-byte mp4", expect="empty (0 bytes)"),
+    _scene("truncated mp4", expect="clip.mp4"),
+    _scene("audio-only mp4", expect="no video stream"),
+    _scene("non-video mp4", expect="not a video file"),
+    _scene("colmap without sparse/", expect="no COLMAP model"),
+    _scene("colmap with empty sparse/0", expect="has no model in sparse/0"),
+    _scene("colmap garbage cameras.bin", expect="damaged or incomplete"),
+    _scene("colmap truncated cameras.bin", expect="damaged or incomplete"),
+    _scene("colmap garbage images.bin", expect="damaged or incomplete"),
+    _scene("colmap truncated images.bin", expect="damaged or incomplete"),
+    _scene("colmap missing image", expect="missing from"),
+    _video("missing path", "video not found"),
+    _video("0-byte mp4", "empty (0 bytes)"),
+    _video("truncated mp4", "clip.mp4"),
+    _video("audio-only mp4", "no video stream"),
+    _video("non-video mp4", "not a video file"),
+    Case("batch: missing dataset", "batch", lambda w: [f"dataset={w.tmp / 'nope'}", f"storage.root={w.out}", *FAST],
+         "dataset not found"),
+    Case("batch: empty dataset", "batch",
+         lambda w: [f"dataset={BUILDERS['empty folder'](w.tmp)}", f"storage.root={w.out}", *FAST], "no scenes in"),
+    # config ranges, as overrides and as da3 flags
+    Case("reconstruct: glb percentile 150", "reconstruct", lambda w: [
+        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=glb",
+        "+exporters.glb.conf_thresh_percentile=150"], "conf_thresh_percentile=150 is out of range"),
+    Case("reconstruct: glb percentile 150 without +", "reconstruct", lambda w: [
+        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=glb",
+        "exporters.glb.conf_thresh_percentile=150"],
+        "conf_thresh_percentile=150 is out of range"),
+    Case("batch: concurrency 0", "batch",
+         lambda w: [f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "concurrency=0"],
+         "config error at concurrency"),
+    Case("reconstruct: num_max_points -5", "reconstruct", lambda w: [
+        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=ply", "+exporters.ply.num_max_points=-5"],
+        "num_max_points=-5 is out of range"),
+    Case("batch: num_max_points -5", "batch", lambda w: [
+        f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "export=glb", "+exporters.glb.num_max_points=-5"],
+        "num_max_points=-5 is out of range"),
+    Case("da3: --conf-thresh-percentile 150", "da3", lambda w: [
+        "images", str(w.good_images), *DA3_FAST, "--export-format", "glb", "--export-dir", str(w.out), "--auto-cleanup",
+        "--conf-thresh-percentile", "150"], "--conf-thresh-percentile 150.0"),
+    Case("da3: --num-max-points -1", "da3", lambda w: [
+        "images", str(w.good_images), *DA3_FAST, "--export-format", "glb", "--export-dir", str(w.out), "--auto-cleanup",
+        "--num-max-points", "-1"], "--num-max-points -1"),
+    # devices, weights, model paths
+    Case("reconstruct: model.device=cuda", "reconstruct", lambda w: [
+        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.device=cuda"], "CUDA is not available"),
+    Case("batch: model.device=cuda", "batch", lambda w: [
+        f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "model.device=cuda"], "CUDA is not available"),
+    Case("video_depth: device=cuda", "video_depth", lambda w: [
+        f"video={w.good_video}", f"output_dir={w.out}", *VIDEO_FAST, "device=cuda"], "CUDA is not available"),
+    Case("da3: --device cuda", "da3", lambda w: [
+        "images", str(w.good_images), *DA3_FAST, "--export-dir", str(w.out), "--auto-cleanup", "--device", "cuda"],
+        "--device cuda"),
+    Case("reconstruct: weights offline", "reconstruct", lambda w: [
+        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.weights=pretrained"],
+        "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
+    Case("video_depth: weights offline", "video_depth", lambda w: [
+        f"video={w.good_video}", f"output_dir={w.out}", "input_size=56", "device=cpu"],
+        "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
+    Case("da3: weights offline", "da3", lambda w: [
+        "images", str(w.good_images), "--preset", "da3-small", "--process-res", "56", "--export-dir", str(w.out),
+        "--auto-cleanup"], "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
+    Case("reconstruct: model.path missing", "reconstruct", lambda w: [
+        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.weights=pretrained",
+        f"model.path={w.tmp / 'models' / 'DA3-SMALL'}"], "model dir not found"),
+    Case("video_depth: weights file missing", "video_depth", lambda w: [
+        f"video={w.good_video}", f"output_dir={w.out}", "input_size=56", f"weights={w.tmp / 'vda.pth'}"],
+        "checkpoint not found"),
+    Case("da3: --model-dir missing", "da3", lambda w: [
+        "images", str(w.good_images), "--model-dir", str(w.tmp / "models" / "DA3"), "--export-dir", str(w.out),
+        "--auto-cleanup"], "not found"),
+    Case("reconstruct: damaged weights file", "reconstruct", lambda w: [
+        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.weights=pretrained",
+        f"model.path={BUILDERS['damaged model dir'](w.tmp)}"], "damaged or incomplete download", stage="flow"),
+    # --cfg with an unknown key or a bad value, on all three flows
+    *[_cfg(entry, flag, override, expect) for entry, bad_value, expect_bad in (
+        ("reconstruct", "model.device=gpu", "gpu"), ("batch", "concurrency=abc", "abc"),
+        ("video_depth", "encoder=vitx", "vitx"))
+      for flag in (["--cfg"], ["--cfg", "job"])
+      for override, expect in (("no_such_key=1", "no_such_key"), (bad_value, expect_bad))],
+    # services
+    Case("da3 backend: 0.0.0.0 without a token", "da3", lambda w: [
+        "backend", "--host", "0.0.0.0", "--weights", "random", "--preset", "da3-small"], "without a token"),
+    Case("da3 backend: model dir missing", "da3", lambda w: [
+        "backend", "--model-dir", str(w.tmp / "models" / "DA3")], "DA3 not found; give a local model dir"),
+    Case("da3 backend: weights offline", "da3", lambda w: ["backend", "--preset", "da3-small", "--port", "1"],
+         "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
+    Case("da3 gradio: model dir missing", "da3", lambda w: [
+        "gradio", "--model-dir", str(w.tmp / "models" / "DA3")], "DA3 not found; give a local model dir"),
+    Case("da3 backend: damaged weights file", "da3", lambda w: [
+        "backend", "--model-dir", str(BUILDERS["damaged model dir"](w.tmp)), "--port", "1"],
+        "damaged or incomplete download"),
+    Case("da3 gradio: damaged weights file", "da3", lambda w: [
+        "gradio", "--model-dir", str(BUILDERS["damaged model dir"](w.tmp)), "--port", "1"],
+        "damaged or incomplete download"),
+    Case("da3 gradio: weights offline", "da3", lambda w: ["gradio", "--preset", "da3-small", "--port", "1"],
+         "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
+]
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> dict[str, Path]:
+    """Good inputs and the complete results of an earlier run on them (a scene and a video)."""
+    root = tmp_path_factory.mktemp("good")
+    images = root / "images"
+    write_image_folder(CAPTURE, images)
+    video = write_video(make_capture(n_views=8, width=64, height=48, seed=2), root / "walk.mp4", fps=8.0).path
+    assert flows.reconstruct.main([f"scene={images}", f"output_dir={root / 'scene-result'}", *FAST]) == 0
+    assert flows.video_depth.main([f"video={video}", f"output_dir={root / 'video-result'}", *VIDEO_FAST]) == 0
+    return {"images": images, "video": video, "scene": root / "scene-result", "video_result": root / "video-result"}
+
+
+@pytest.fixture()
+def terminal(capfd):
+    """A :class:`Terminal` over ``capfd``."""
+    term = Terminal(capfd)
+    term.readouterr()
+    yield term
+    term.restore()
+
+
+def _invoke(entry: str, argv: list[str]) -> int:
+    if entry != "da3":
+        return FLOWS[entry].main(argv)
+    result = CliRunner().invoke(flows.cli.app, argv)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        traceback.print_exception(result.exception, file=sys.stderr)
+    return result.exit_code
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_user_error(case: Case, good, tmp_path, terminal, monkeypatch):
+    where = Where(tmp_path / "work", tmp_path / "out", good["images"], good["video"], monkeypatch)
+    where.tmp.mkdir()
+    shutil.copytree(good["video_result" if case.entry == "video_depth" else "scene"],
+                    where.out / "earlier" if case.entry == "batch" else where.out)
+    if case.prepare is not None:
+        case.prepare(where)
+    argv = case.args(where)
+    before = file_tree(where.out)
+    if case.stage == "before":  # the flow must not be entered
+        module = flows.reconstruct if case.entry == "da3" else FLOWS[case.entry]
+        monkeypatch.setattr(module, FLOW_FUNCTION[case.entry], _must_not_run)
+    terminal.readouterr()
+    started = datetime.now(timezone.utc)
+    code = _invoke(case.entry, argv)
+    captured = terminal.readouterr()
+    check_one_error(code, captured.out, captured.err, case.expect)
+    assert file_tree(where.out) == before, "an earlier result changed"
+    if case.stage == "flow":
+        runs, logs = flow_runs_since(started)
+        assert runs and all(r.state.is_failed() for r in runs), [r.state for r in runs]
+        assert logs and not any("Traceback" in message for message in logs), logs
+        assert all(len(r.state.message.splitlines()) == 1 for r in runs), [r.state.message for r in runs]
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the flow started: this mistake should have been caught before Prefect")
+
+
+@contextmanager
+def _mounted(options: list[str], target: Path) -> Iterator[None]:
+    """Mount ``options`` at ``target`` (root only); skip when mounting is not possible here."""
+    target.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", *options, target], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount here ({proc.stderr.strip() or proc.returncode})")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", target], check=True)
+
+
+def test_full_disk_before_and_during_the_run(good, tmp_path, terminal, monkeypatch):
+    """A tmpfs with too little room: refused before Prefect when the least the result needs does not fit, and
+    reported from inside the flow (ENOSPC) when the estimate fits but the result does not; the earlier result stays."""
+    disk = tmp_path / "disk"
+    with _mounted(["-t", "tmpfs", "-o", "size=4m", "tmpfs"], disk):
+        out = disk / "out"
+        shutil.copytree(good["scene"], out)
+        before = file_tree(out)
+        used = os.statvfs(disk).f_bsize * (os.statvfs(disk).f_blocks - os.statvfs(disk).f_bfree)
+        # Room for the pre-check's lower bound, not for a second store beside the first.
+        room = flows.preflight.store_bytes(len(CAPTURE), 56 ** 2) + 2 * 4096
+        for size, stage, expect in ((used + 4096, "before", "not enough free space"),
+                                    (used + room, "flow", "no space left on the device")):
+            subprocess.run(["mount", "-o", f"remount,size={size}", "tmpfs", disk], check=True)
+            if stage == "before":
+                monkeypatch.setattr(flows.reconstruct, "reconstruct", _must_not_run)
+            else:
+                monkeypatch.undo()
+            terminal.readouterr()
+            code = flows.reconstruct.main([f"scene={good['images']}", f"output_dir={out}", *FAST, "force=true"])
+            captured = terminal.readouterr()
+            check_one_error(code, captured.out, captured.err, expect)
+            assert file_tree(out) == before, f"{stage}: the earlier result changed"
+        assert SceneStore(str(out / "scene.zarr")).is_complete()
+
+
+def test_read_only_scene_directory(good, tmp_path, terminal, monkeypatch):
+    out = tmp_path / "ro"
+    shutil.copytree(good["scene"], out)
+    before = file_tree(out)
+    with _mounted(["--bind", "-o", "ro", str(out)], out):
+        subprocess.run(["mount", "-o", "remount,bind,ro", out], check=True)
+        monkeypatch.setattr(flows.reconstruct, "reconstruct", _must_not_run)
+        terminal.readouterr()
+        code = flows.reconstruct.main([f"scene={good['images']}", f"output_dir={out}", *FAST, "force=true"])
+        captured = terminal.readouterr()
+        check_one_error(code, captured.out, captured.err, "Read-only file system")
+    assert file_tree(out) == before
+
+
+@pytest.mark.slow
+def test_s3_endpoint_dies_mid_run(good, terminal):
+    """The moto server is stopped when inference starts: one line, exit 2, the earlier store on S3 unharmed."""
+    with moto_server() as (server, options):
+        endpoint = options["client_kwargs"]["endpoint_url"]
+        argv = [f"scene={good['images']}", "storage.root=s3://da3-test/dying", *FAST,
+                f"+storage.options.key={options['key']}", f"+storage.options.secret={options['secret']}",
+                f"+storage.options.client_kwargs.endpoint_url={endpoint}"]
+        assert flows.reconstruct.main(argv) == 0
+        store = SceneStore(f"s3://da3-test/dying/{good['images'].name}/scene.zarr", options)
+        earlier = store.attrs()["complete"]
+
+        def stop_at_inference(fraction: float, message: str) -> None:
+            if message.startswith("inference"):
+                server.stop()
+
+        terminal.readouterr()
+        started = datetime.now(timezone.utc)
+        with progress_to(stop_at_inference):
+            code = flows.reconstruct.main([*argv, "force=true"])
+        captured = terminal.readouterr()
+        check_one_error(code, captured.out, captured.err, "storage endpoint unreachable")
+        runs, logs = flow_runs_since(started)
+        assert runs and all(r.state.is_failed() for r in runs) and not any("Traceback" in m for m in logs)
+    with moto_server() as (_, options):  # the same in-memory backend, served again
+        assert SceneStore(store.url, options).attrs()["complete"] == earlier
+
+
+@pytest.mark.slow
+def test_terminal_of_a_real_process(tmp_path):
+    """Outside pytest: a mistake caught in the flow and one caught before it, as separate processes."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PREFECT_LOGGING_LEVEL": "INFO"}
+    truncated = BUILDERS["truncated image"](tmp_path)
+    for argv, expect in (([f"scene={truncated}"], "damaged or cut short"),
+                         ([f"scene={tmp_path / 'nope'}"], "input not found")):
+        proc = subprocess.run([sys.executable, "-m", "flows.reconstruct", *argv, f"storage.root={tmp_path / 'out'}",
+                               *FAST], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        check_one_error(proc.returncode, proc.stdout, proc.stderr, expect)
+
+
+def test_batch_exit_code_says_whose_fault(tmp_path, good, terminal):
+    """A batch whose only failures are user errors exits 2 (1 is for bugs), naming the failed scene."""
+    data = tmp_path / "data"
+    shutil.copytree(good["images"], data / "fine")
+    BUILDERS["truncated image"](data)  # data/views: one view cut short
+    code = flows.batch.main([f"dataset={data}", f"storage.root={tmp_path / 'out'}", *FAST])
+    captured = terminal.readouterr()
+    lines = [ln for ln in (captured.out + captured.err).splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in captured.out + captured.err
+    assert "views: FAILED: cannot read image" in captured.out and "fine: done" in captured.out
