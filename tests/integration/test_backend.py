@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import logging
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -15,9 +14,10 @@ import httpx
 import numpy as np
 import pytest
 import trimesh
-import uvicorn
 import zarr
 from fastapi.testclient import TestClient
+from live import backend_server
+from s3server import free_port
 
 from da3core.synthetic import make_capture, write_image_folder
 from flows.backend.archive import pack
@@ -25,7 +25,6 @@ from flows.backend.client import BackendError, run_on_backend
 from flows.backend.server import BackendConfigError, _RedactToken, create_app, serve
 from flows.progress import progress_to
 from flows.reconstruct import main as reconstruct_main
-from s3server import free_port
 
 MODEL = dict(model_dir=None, preset="da3-small", weights="random", device="cpu")
 LOCAL_MODEL = ["model=da3-small", "model.weights=random", "model.device=cpu"]
@@ -44,18 +43,8 @@ def backend(tmp_path_factory, capture):
     write_image_folder(make_capture(2, 64, 48, seed=5), root / "secret")
     app = create_app(**MODEL, gallery_dir=str(gallery), max_queue=4, max_upload_mb=1, allowed_roots=[str(allowed)],
                      workspace_dir=str(root / "workspace"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (server.started and httpx.get(url + "/status").json()["model_loaded"]):
-        time.sleep(0.2)
-    assert server.started, "backend did not start"
-    yield url, root
-    server.should_exit = True
-    thread.join(30)
+    with backend_server(app) as url:
+        yield url, root
 
 
 def _files(folder: Path) -> dict[str, Path]:

@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import tarfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +18,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 import zarr
+from live import backend_server
 from PIL import Image, PngImagePlugin
-from s3server import free_port
 
 from da3core.io.inputs import InputError, discover_scene
 from da3core.synthetic import make_capture, write_colmap
@@ -122,18 +120,8 @@ def adversary(tmp_path_factory):
     (linked_sparse / "sparse").symlink_to(server_model.parent, target_is_directory=True)
     app = create_app(**MODEL, max_queue=8, max_upload_mb=2, allowed_roots=[str(allowed)],
                      workspace_dir=str(root / "workspace"), limits=LIMITS)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (server.started and httpx.get(url + "/status").json()["model_loaded"]):
-        time.sleep(0.2)
-    assert server.started, "backend did not start"
-    yield Adversary(url, root, secret, token, server_model)
-    server.should_exit = True
-    thread.join(30)
+    with backend_server(app) as url:
+        yield Adversary(url, root, secret, token, server_model)
 
 
 def _refused(response: httpx.Response, *fragments: str) -> str:

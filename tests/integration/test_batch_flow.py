@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from live import kill_when
+from paths import REPO_ROOT
 
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_colmap, write_image_folder, write_video
-from flows.config import load_config
 from flows.batch import batch, main
-from paths import REPO_ROOT
+from flows.config import load_config
 
 FAST = ["model=da3-small", "model.weights=random", "processing.process_res=56", "export=mini_npz"]
 
@@ -77,13 +76,7 @@ def test_sigkill_mid_batch_then_resume(tmp_path):
         write_image_folder(make_capture(3, 64, 48, seed=10 + i), root / f"scene{i}")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "flows.batch", f"dataset={root}", f"storage.root={out}", "concurrency=1", *FAST]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not _completed(out) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd, lambda: _completed(out))
     before = _completed(out)
     assert 1 <= len(before) < 4, before
     for store_dir in out.glob("*/scene.zarr"):  # anything not finished must not claim to be

@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from live import kill_when
+from paths import REPO_ROOT
 from scipy.spatial.transform import Rotation
 
 from da3core.evaluation.datasets import open_dataset
@@ -23,7 +23,6 @@ from da3core.geometry import affine_inverse, as_homogeneous
 from da3core.store import SceneStore
 from da3core.synthetic import write_miniature
 from flows.evaluate import main
-from paths import REPO_ROOT
 
 MODEL = ["model=da3-small", "model.weights=random", "processing.process_res=56"]
 # A similarity of the world (rotation, translation, scale 3): poses in any frame and scale score perfectly.
@@ -195,13 +194,7 @@ def test_a_killed_evaluation_resumes_without_recomputing_finished_scenes(bench, 
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "flows.evaluate", "benchmark=[hiroom,eth3d]", f"bench_root={bench}", "modes=[pose]",
            f"output_dir={out}", *MODEL]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not _finished(out) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd, lambda: _finished(out))
     before = _finished(out)
     assert 1 <= len(before) < 4, before
     assert not (out / "summary.json").exists()
