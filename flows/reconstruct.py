@@ -29,6 +29,7 @@ from da3core.store.lock import Lock
 from flows.config import ReconstructConfig, config_hashes, resolved, validate
 from flows.errors import run_cli
 from flows.progress import report
+from flows.runtime import prefect_runtime
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
 STORE_NAME = "scene.zarr"
@@ -158,7 +159,8 @@ def reconstruct(cfg: ReconstructConfig) -> SceneResult:
 def run(cfg: ReconstructConfig) -> None:
     """What the command line does with a composed config: check storage first, run the flow, print one line."""
     check_writable(cfg.storage.root, dict(cfg.storage.options), "storage.root")
-    result = reconstruct(cfg)
+    with prefect_runtime():
+        result = reconstruct(cfg)
     print(f"{result.name}: {result.status} in {result.seconds:.1f}s -> {result.store_url}")
 
 
