@@ -10,6 +10,7 @@ from da3core.io.video import VideoError
 from da3core.weights import WeightsError
 from da3core.io.storage import StorageError
 from flows.config import ConfigError, load_config, resolved
+from flows.runtime import prefect_runtime
 
 USER_ERRORS = (ConfigError, InputError, VideoError, StorageError, WeightsError, FileNotFoundError, PermissionError)
 EXIT_USER_ERROR = 2
@@ -24,7 +25,14 @@ def run_cli(config_name: str, argv: list[str], run: Callable[[Any], None]) -> in
         from omegaconf import OmegaConf
 
         return guarded(lambda: print(OmegaConf.to_yaml(resolved(load_config(config_name, argv[1:])))))
-    return guarded(lambda: run(load_config(config_name, argv)))
+    return guarded(lambda: run_flows(run, load_config(config_name, argv)))
+
+
+def run_flows(run: Callable[[Any], None], cfg: Any) -> None:
+    """``run(cfg)``, whose flow runs report to this process's Prefect API (:mod:`flows.runtime`): every command
+    line entry goes through here."""
+    with prefect_runtime():
+        run(cfg)
 
 
 def guarded(run: Callable[[], Any]) -> int:

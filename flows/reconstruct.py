@@ -1,7 +1,7 @@
 """Reconstruct one scene: ``python -m flows.reconstruct scene=<name|path|s3 url> export=glb+gs_video [overrides]``.
 
-Runs as a Prefect flow without a server (Prefect starts a temporary local API when none is
-configured). The flow's one parameter is the typed config (a form in Prefect's UI for deployments); the
+Runs as a Prefect flow without a server (the process serves Prefect's API itself when none is
+configured, see :mod:`flows.runtime`). The flow's one parameter is the typed config (a form in Prefect's UI for deployments); the
 command line composes it once from Hydra overrides. Outputs go to ``<storage.root>/<scene name>/``:
 ``scene.zarr`` and the exports. One run at a time per scene (``scene.zarr.lock``, see ``da3core.store.lock``);
 ``storage.lock_timeout`` seconds to wait for another.
@@ -29,7 +29,6 @@ from da3core.store.lock import Lock
 from flows.config import ReconstructConfig, config_hashes, resolved, validate
 from flows.errors import run_cli
 from flows.progress import report
-from flows.runtime import prefect_runtime
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
 STORE_NAME = "scene.zarr"
@@ -159,8 +158,7 @@ def reconstruct(cfg: ReconstructConfig) -> SceneResult:
 def run(cfg: ReconstructConfig) -> None:
     """What the command line does with a composed config: check storage first, run the flow, print one line."""
     check_writable(cfg.storage.root, dict(cfg.storage.options), "storage.root")
-    with prefect_runtime():
-        result = reconstruct(cfg)
+    result = reconstruct(cfg)
     print(f"{result.name}: {result.status} in {result.seconds:.1f}s -> {result.store_url}")
 
 

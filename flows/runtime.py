@@ -81,8 +81,6 @@ class _InProcessApi:
         import uvicorn
         from prefect.server.api.server import create_app
 
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        _refresh_settings()  # the server's services read it
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
