@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from da3core.io.inputs import InputError
+from da3core.io.storage import StorageError
 from da3core.io.video import VideoError
 from da3core.weights import WeightsError
-from da3core.io.storage import StorageError
 from flows.config import ConfigError, load_config, resolved
 from flows.runtime import prefect_runtime
 

@@ -16,21 +16,21 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _STARTUP_TIMEOUT_S = 120.0
 _DRAIN_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 5.0
 _LOCK = threading.Lock()
 _users = 0  # blocks inside prefect_runtime() that use the in-process API
-_api: "_InProcessApi | None" = None
+_api: _InProcessApi | None = None
 
 
 @contextmanager
 def prefect_runtime() -> Iterator[str]:
     """For flow runs started in this block: the configured Prefect API, else one served in-process until the last
-    such block ends; Prefect's analytics off and (in this thread) its flow-run heartbeats off unless asked for.
+    such block ends; in this thread, Prefect's flow-run heartbeats off unless asked for.
 
     Heartbeats (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``) only feed zombie-run automations, and stopping their
     thread holds the end of every flow run for up to a second. Yields the API URL.

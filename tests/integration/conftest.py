@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from s3server import moto_s3
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from da3core.synthetic import make_capture, write_image_folder
 from paths import REPO_ROOT
 from s3server import free_port
+
+from da3core.synthetic import make_capture, write_image_folder
 
 FAST = ["model=da3-small", "model.weights=random", "processing.process_res=56", "export=mini_npz"]
 # Prefect's client reads back what a finished process recorded in $PREFECT_HOME: (flow, state, [task states]).
