@@ -164,7 +164,9 @@ def prefect_server(home: Path):
 def run_once(api: str, entry: str, argv: list[str], home: Path, api_url: str | None, work: Path) -> dict[str, float]:
     """One fresh-process run; its phases."""
     out = work / f"phases-{time.time_ns()}.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    # Prefect's own temporary server gives up after 20 s by default, which a busy machine exceeds.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(home), "HF_HUB_OFFLINE": "1",
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url

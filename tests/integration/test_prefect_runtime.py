@@ -88,6 +88,31 @@ def _leftovers(home: Path, pids: set[int]) -> list[str]:
         time.sleep(0.5)
 
 
+def test_flow_runs_report_to_the_api_in_this_process(prefect_api):
+    """A flow run in a runtime block is recorded by the API that a thread of this process serves (no server
+    process); nested blocks share that API, and child processes are pointed at it."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.runtime import prefect_runtime
+
+    @flow(name="runtime-probe")
+    def probe(x: int) -> int:
+        return x + 1
+
+    with prefect_runtime() as url:
+        assert url == prefect_api == os.environ["PREFECT_API_URL"]
+        state = probe(1, return_state=True)
+        servers = [p for p in psutil.Process().children(recursive=True) if "prefect" in " ".join(p.cmdline())]
+        assert servers == []
+    assert state.result() == 2
+    only_this = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=only_this)
+    assert [run.state.type.value for run in runs] == ["COMPLETED"]
+
+
 @pytest.mark.slow
 def test_concurrent_runs_on_one_home_are_recorded(one_image, tmp_path):
     """Two runs at once on a fresh PREFECT_HOME (one sqlite database, migrated by whichever comes first) both succeed;
