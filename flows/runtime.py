@@ -25,6 +25,7 @@ _STOP_TIMEOUT_S = 5.0
 _LOCK = threading.Lock()
 _users = 0  # blocks inside prefect_runtime() that use the in-process API
 _api: _InProcessApi | None = None
+_exit_hooked = False
 
 
 @contextmanager
@@ -48,18 +49,20 @@ def prefect_runtime() -> Iterator[str]:
 
 def _acquire() -> tuple[str, bool]:
     """(API URL, whether it is the in-process API this block must release)."""
-    global _api, _users
+    global _api, _users, _exit_hooked
     from prefect.settings import get_current_settings
 
     with _LOCK:
+        if not _exit_hooked:
+            # Frozen objects are skipped by the collections of the interpreter's teardown: with torch and Prefect
+            # loaded those take seconds, and the OS frees the memory anyway.
+            atexit.register(gc.freeze)
+            _exit_hooked = True
         if _api is None:
             configured = get_current_settings().api.url
             if configured:
                 return configured, False
             _api = _InProcessApi()
-            # Frozen objects are skipped by the collections of the interpreter's teardown: with torch and Prefect's
-            # server loaded those take seconds, and the OS frees the memory anyway.
-            atexit.register(gc.freeze)
         _users += 1
         return _api.url, True
 
