@@ -50,6 +50,7 @@ def prefect_runtime() -> Iterator[str]:
 def _acquire() -> tuple[str, bool]:
     """(API URL, whether it is the in-process API this block must release)."""
     global _api, _users, _exit_hooked
+    from filelock import FileLock
     from prefect.settings import get_current_settings
 
     with _LOCK:
@@ -62,7 +63,12 @@ def _acquire() -> tuple[str, bool]:
             configured = get_current_settings().api.url
             if configured:
                 return configured, False
-            _api = _InProcessApi()
+            # Processes starting together on a fresh $PREFECT_HOME would both create its database (one fails on
+            # "already exists"): the starts take turns, the runs do not.
+            home = get_current_settings().home
+            home.mkdir(parents=True, exist_ok=True)
+            with FileLock(home / ".da3-api-start.lock", timeout=_STARTUP_TIMEOUT_S):
+                _api = _InProcessApi()
         _users += 1
         return _api.url, True
 
