@@ -246,10 +246,10 @@ def execute(command: str, input: str, options: InferenceOptions, interactive: bo
         cfg.force = True
     print(f"da3 {command}: {summary}, {preset} ({options.weights} weights) -> {export_dir.absolute()}\n"
           f"  same as: python -m flows.reconstruct {shlex.join(overrides)}", file=sys.stderr)
-    from flows.errors import guarded
+    from flows.errors import guarded, run_flows
     from flows.reconstruct import run
 
-    code = guarded(lambda: run(cfg))
+    code = guarded(lambda: run_flows(run, cfg))
     if code == 0 and replacing:
         replace_old_contents(export_dir)
     return code

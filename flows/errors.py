@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from da3core.errors import UserError, is_user_error, user_message
+from flows.runtime import prefect_runtime
 
 USER_ERRORS = (UserError, FileNotFoundError, PermissionError)  # classes; is_user_error also knows full/read-only disks
 EXIT_USER_ERROR = 2
@@ -22,7 +24,7 @@ EXIT_BUG = 1
 PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 
 __all__ = ["EXIT_BUG", "EXIT_USER_ERROR", "USER_ERRORS", "UserErrorLogFilter", "guarded", "is_user_error", "run_cli",
-           "user_message"]
+           "run_flows", "user_message"]
 
 
 class UserErrorLogFilter(logging.Filter):
@@ -57,10 +59,18 @@ def run_cli(config_name: str, argv: list[str], run: Callable[[Any], None]) -> in
     if argv[:1] in (["-m"], ["--multirun"]):
         from flows.sweep import multirun
 
-        return multirun(config_name, argv[1:], run)
+        with prefect_runtime():  # one API for all the jobs
+            return multirun(config_name, argv[1:], run)
     if argv[:1] == ["--cfg"]:
         return guarded(lambda: print_config(config_name, argv[1:]))
-    return guarded(lambda: run(load_config(config_name, argv)))
+    return guarded(lambda: run_flows(run, load_config(config_name, argv)))
+
+
+def run_flows(run: Callable[[Any], None], cfg: Any) -> None:
+    """``run(cfg)``, whose flow runs report to this process's Prefect API (:mod:`flows.runtime`): every command
+    line entry goes through here."""
+    with prefect_runtime():
+        run(cfg)
 
 
 def guarded(run: Callable[[], Any]) -> int:

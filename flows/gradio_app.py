@@ -6,6 +6,7 @@ with the model pinned to the app's startup options and kept resident (tasks.mode
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ from flows.backend.jobs import pinned_model_overrides, quote_path, warm_model
 from flows.backend.pages import untrained_banner
 from flows.config import RefViewStrategy, load_config
 from flows.progress import progress_to
+from flows.runtime import prefect_runtime
 
 RESOLUTIONS = {"low_res": "upper_bound_resize", "high_res": "lower_bound_resize"}  # upstream's two choices
 REF_VIEWS = [s.value for s in RefViewStrategy]
@@ -156,13 +158,16 @@ def build_demo(app: ReconstructionApp, cache_examples: bool = False, cache_gs_ta
 def launch(model_dir: str | None, preset: str | None, weights: str, workspace_dir: str, gallery_dir: str | None,
            host: str = "127.0.0.1", port: int = 7860, share: bool = False, debug: bool = False,
            cache_examples: bool = False, cache_gs_tag: str = "", device: str = "auto", block: bool = True) -> Any:
-    """Warm the model and serve the app (127.0.0.1 unless told otherwise); ``block=False`` returns the Blocks."""
+    """Warm the model and serve the app (127.0.0.1 unless told otherwise); ``block=False`` returns the Blocks, whose
+    runs then report to the caller's Prefect API (:func:`flows.runtime.prefect_runtime`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    app = ReconstructionApp(model_dir, preset, weights, workspace_dir, gallery_dir, device)
-    warm_model(app.pinned)
-    app.workspace.mkdir(parents=True, exist_ok=True)
-    demo = build_demo(app, cache_examples, cache_gs_tag)
-    allowed = [str(app.workspace)] + ([str(app.gallery)] if app.gallery else [])
-    demo.queue(max_size=20).launch(server_name=host, server_port=port, share=share, debug=debug, show_error=True,
-                                   ssr_mode=False, allowed_paths=allowed, prevent_thread_lock=not block, quiet=not debug)
+    with prefect_runtime() if block else contextlib.nullcontext():
+        app = ReconstructionApp(model_dir, preset, weights, workspace_dir, gallery_dir, device)
+        warm_model(app.pinned)
+        app.workspace.mkdir(parents=True, exist_ok=True)
+        demo = build_demo(app, cache_examples, cache_gs_tag)
+        allowed = [str(app.workspace)] + ([str(app.gallery)] if app.gallery else [])
+        demo.queue(max_size=20).launch(server_name=host, server_port=port, share=share, debug=debug,
+                                       show_error=True, ssr_mode=False, allowed_paths=allowed,
+                                       prevent_thread_lock=not block, quiet=not debug)
     return demo

@@ -1,7 +1,7 @@
 """Reconstruct one scene: ``python -m flows.reconstruct scene=<name|path|s3 url> export=glb+gs_video [overrides]``.
 
-Runs as a Prefect flow without a server (Prefect starts a temporary local API when none is
-configured). The flow's one parameter is the typed config (a form in Prefect's UI for deployments); the
+Runs as a Prefect flow without a server (the command serves Prefect's API itself when none is configured, see
+:mod:`flows.runtime`). The flow's one parameter is the typed config (a form in Prefect's UI for deployments); the
 command line composes it once from Hydra overrides. Outputs go to ``<storage.root>/<scene name>/``:
 ``scene.zarr`` and the exports. One run at a time per scene (``scene.zarr.lock``, see ``da3core.store.lock``);
 ``storage.lock_timeout`` seconds to wait for another.

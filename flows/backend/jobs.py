@@ -53,8 +53,7 @@ def pinned_model_overrides(model_dir: str | None, preset: str | None, weights: s
 def warm_model(pinned: list[str]) -> dict[str, Any]:
     """Load the pinned model into the process cache (tasks.model_cache) so the first job does not pay for it.
 
-    Also reaches the Prefect API once: without a configured server that starts Prefect's temporary local
-    one (seconds on a busy machine), which would otherwise delay the first job.
+    Also reaches the Prefect API once: a configured server that does not answer fails here, not at the first job.
     """
     from prefect.client.orchestration import get_client
 

@@ -32,6 +32,7 @@ from flows.backend.jobs import (JOB_ID, Job, JobQueue, QueueFull, new_job, pinne
 from flows.backend.pages import dashboard_page, home_page
 from flows.backend.policy import JobLimits, JobRequestError, check_job, check_overrides, parse_path_job
 from flows.config import ConfigError, load_config
+from flows.runtime import prefect_runtime
 
 TAR_TYPES = ("application/x-tar", "application/octet-stream")
 OPEN_PREFIXES = ("/gallery/static/",)  # the bundled viewer script: static, nothing private
@@ -336,11 +337,12 @@ def serve(model_dir: str | None, preset: str | None, weights: str, device: str, 
                                  "'Authorization: Bearer <token>') or bind 127.0.0.1")
     app = create_app(model_dir, preset, weights, device, gallery_dir, token, max_queue, max_upload_mb,
                      allowed_roots, workspace_dir, limits)
-    app.state.service.warm()  # a model that cannot load stops the service here, with its error
-    _import_before_serving()
-    if token:
-        logging.getLogger("uvicorn.access").addFilter(_RedactToken())
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    with prefect_runtime():  # the jobs' flow runs report to it; it ends with this process, however that ends
+        app.state.service.warm()  # a model that cannot load stops the service here, with its error
+        _import_before_serving()
+        if token:
+            logging.getLogger("uvicorn.access").addFilter(_RedactToken())
+        uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def _import_before_serving() -> None:

@@ -1,0 +1,133 @@
+"""The Prefect API that a process's flow runs report to, owned by that process.
+
+With ``PREFECT_API_URL`` set (``prefect server start``, Prefect Cloud) flow runs report there and nothing is
+started. Without it Prefect 3 would start a temporary API server in a subprocess for each process: seconds before
+the first flow run and again at exit, and left running when the process is killed. :func:`prefect_runtime`
+instead serves the API from a thread of this process for as long as the block lasts, on the same database
+(``$PREFECT_HOME``, so a later ``prefect server start`` shows the runs): it ends with the process however the
+process ends, and nothing of it can be left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_STARTUP_TIMEOUT_S = 120.0
+_DRAIN_TIMEOUT_S = 10.0
+_STOP_TIMEOUT_S = 5.0
+_LOCK = threading.Lock()
+_users = 0  # blocks inside prefect_runtime() that use the in-process API
+_api: _InProcessApi | None = None
+_exit_hooked = False
+
+
+@contextmanager
+def prefect_runtime() -> Iterator[str]:
+    """For flow runs started in this block: the configured Prefect API, else one served in-process until the last
+    such block ends; in this thread, Prefect's flow-run heartbeats off unless asked for.
+
+    Heartbeats (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``) only feed zombie-run automations, and stopping their
+    thread holds the end of every flow run for up to a second. Yields the API URL.
+    """
+    from prefect.settings import temporary_settings
+
+    url, owned = _acquire()
+    try:
+        with temporary_settings(updates={"api.url": url}, set_defaults={"flows.heartbeat_frequency": None}):
+            yield url
+    finally:
+        if owned:
+            _release()
+
+
+def _acquire() -> tuple[str, bool]:
+    """(API URL, whether it is the in-process API this block must release)."""
+    global _api, _users, _exit_hooked
+    from filelock import FileLock
+    from prefect.settings import get_current_settings
+
+    with _LOCK:
+        if not _exit_hooked:
+            # Frozen objects are skipped by the collections of the interpreter's teardown: with torch and Prefect
+            # loaded those take seconds, and the OS frees the memory anyway.
+            atexit.register(gc.freeze)
+            _exit_hooked = True
+        if _api is None:
+            configured = get_current_settings().api.url
+            if configured:
+                return configured, False
+            # Processes starting together on a fresh $PREFECT_HOME would both create its database (one fails on
+            # "already exists"): the starts take turns, the runs do not.
+            home = get_current_settings().home
+            home.mkdir(parents=True, exist_ok=True)
+            with FileLock(home / ".da3-api-start.lock", timeout=_STARTUP_TIMEOUT_S):
+                _api = _InProcessApi()
+        _users += 1
+        return _api.url, True
+
+
+def _release() -> None:
+    global _api, _users
+    with _LOCK:
+        _users -= 1
+        if _users == 0 and _api is not None:
+            _api.stop()
+            _api = None
+
+
+class _InProcessApi:
+    """Prefect's API (ephemeral mode: no UI, only the services flow runs need) on a free loopback port, served by
+    uvicorn in a daemon thread; published to this process (all threads) and its children as PREFECT_API_URL."""
+
+    def __init__(self) -> None:
+        import uvicorn
+        from prefect.server.api.server import create_app
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+        self.server = uvicorn.Server(uvicorn.Config(
+            create_app(ephemeral=True, final=True), log_config=None, access_log=False, log_level="error",
+            lifespan="on", timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="prefect-api",
+                                       daemon=True)  # a daemon: never holds up the exit
+        self.thread.start()
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the in-process Prefect API did not start; set PREFECT_API_URL to a running "
+                                   "Prefect server (prefect server start) instead")
+            time.sleep(0.01)
+        self.previous_url = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = self.url
+        _refresh_settings()
+
+    def stop(self) -> None:
+        """Send what Prefect's log and event workers hold, then stop the server through its lifespan (its services
+        write their last batches) and withdraw the URL."""
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for worker in (APILogWorker, EventsWorker):
+            worker.drain_all(timeout=_DRAIN_TIMEOUT_S, at_exit=False)
+        self.server.should_exit = True
+        self.thread.join(_STOP_TIMEOUT_S)
+        if self.previous_url is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = self.previous_url
+        _refresh_settings()
+
+
+def _refresh_settings() -> None:
+    """Prefect's process-wide settings re-read from the environment (threads without their own settings use them)."""
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()
