@@ -151,6 +151,10 @@ ELSEWHERE = {
     "runner=dask": "test_deployment.py serves it (synthetic dataset, random weights) and triggers a run",
     "prefect work-pool create da3-process --type process": "test_deployment.py runs this sequence on a local server",
     "prefect deploy --all": "test_deployment.py",
+    "prefect server start --analytics-off &": "test_deployment.py starts a server like this (stopped after the test)",
+    "export PREFECT_API_URL=http://127.0.0.1:4200/api": "test_prefect_runtime.py: a configured API is used as is",
+    'for f in photos/*.jpg; do da3 image "$f" --export-dir "out/$(basename "$f" .jpg)"; done':
+        "test_cli.py runs da3 image; test_prefect_runtime.py a run against a configured API",
     "prefect worker start --pool da3-process": "test_deployment.py",
     "prefect deployment run 'batch/nightly-batch'": "test_deployment.py (run_deployment on batch/nightly-batch)",
 }
