@@ -32,9 +32,10 @@ _USER_ERRNOS.update({code: _UNREACHABLE for code in (errno.ECONNREFUSED, errno.E
                                                      errno.ENETUNREACH, errno.ETIMEDOUT)})
 
 
-def _os_cause(exc: BaseException) -> OSError | None:
-    """The first OSError with a user errno in ``exc``'s cause/context chain (libraries wrap them)."""
+def _os_cause(error: BaseException) -> OSError | None:
+    """The first OSError with a user errno in ``error``'s cause/context chain (libraries wrap them)."""
     seen: set[int] = set()
+    exc: BaseException | None = error
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
@@ -52,7 +53,7 @@ def is_user_error(exc: BaseException) -> bool:
 def user_message(exc: BaseException) -> str:
     """One line for ``exc``: a user error's message (an OS error's reason, place and fix), else type and first line."""
     os_error = None if isinstance(exc, UserError) else _os_cause(exc)
-    if os_error is not None:
+    if os_error is not None and os_error.errno is not None:
         reason, fix = _USER_ERRNOS[os_error.errno]
         where = os_error.filename or ("the output location" if (reason, fix) != _UNREACHABLE else _first_line(exc))
         return f"{reason}: {where}; {fix}"

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+
+
+def present(value: T | None, what: str) -> T:
+    """``value``, or a ValueError naming the prediction output ``what`` that an export needs and lacks."""
+    if value is None:
+        raise ValueError(f"the prediction has no {what}, which this export needs (check the preset and options)")
+    return value
 
 
 @dataclass

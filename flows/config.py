@@ -12,7 +12,7 @@ import json
 import threading
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, get_type_hints
+from typing import Any, Callable, cast, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -75,7 +75,8 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
 
 
 def _validator(config_name: str) -> Callable[[Any], None]:
-    return {"video_depth": validate_video_depth, "evaluate": validate_evaluate}.get(config_name, validate)
+    validators: dict[str, Callable[[Any], None]] = {"video_depth": validate_video_depth, "evaluate": validate_evaluate}
+    return validators.get(config_name, validate)
 
 
 # Annolid's names for video_depth keys that are spelled differently here, and its GUI-only settings (ignored).
@@ -137,7 +138,8 @@ def print_config(config_name: str, argv: list[str]) -> None:
 def composed_data(config_name: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """The composed config as plain data with interpolations left as written (to compare two compositions)."""
     try:
-        return OmegaConf.to_container(_compose(config_name, overrides), resolve=False, enum_to_str=True)
+        return cast(dict[str, Any], OmegaConf.to_container(_compose(config_name, overrides), resolve=False,
+                                                           enum_to_str=True))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
 
@@ -247,9 +249,9 @@ def _check_lock_timeout(seconds: float) -> None:
         raise ConfigError(f"config error at storage.lock_timeout: {seconds}; use 0 (fail at once) or a number of seconds")
 
 
-def resolved(cfg: ReconstructConfig) -> dict[str, Any]:
-    """The config as plain JSON-ready data (enums as strings)."""
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+def resolved(cfg: Any) -> dict[str, Any]:
+    """A typed config (any flow's) as plain JSON-ready data (enums as strings)."""
+    return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True))
 
 
 def hashed_part(schema: type, data: dict[str, Any], affects: tuple[str, ...], inherited: str = "outputs") -> dict:

@@ -68,7 +68,7 @@ class ReconstructionApp:
             source.mkdir(parents=True)
             for i, path in enumerate(images):  # upload order is the view order
                 shutil.copy(path, source / f"{i:04d}_{Path(path).name}")
-        else:
+        elif video is not None:
             source = run_dir / "input" / Path(video).name
             source.parent.mkdir(parents=True)
             shutil.copy(video, source)

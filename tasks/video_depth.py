@@ -97,10 +97,10 @@ def _depth_stream(model: Any, frames: Iterator[np.ndarray], cfg: VideoDepthConfi
                   device: str) -> Iterator[np.ndarray]:
     from da3core.video_depth import infer_streaming, infer_windows
 
-    kwargs = {"input_size": cfg.input_size, "device": device, "fp32": cfg.fp32}
     if cfg.streaming:
-        return infer_streaming(model, frames, **kwargs)
-    return infer_windows(model, frames, windows_per_batch=cfg.windows_per_batch, **kwargs)
+        return infer_streaming(model, frames, input_size=cfg.input_size, device=device, fp32=cfg.fp32)
+    return infer_windows(model, frames, windows_per_batch=cfg.windows_per_batch, input_size=cfg.input_size,
+                         device=device, fp32=cfg.fp32)
 
 
 @task(name="video-depth", task_run_name="video-depth-{job.name}", cache_policy=NO_CACHE)

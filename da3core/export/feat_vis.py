@@ -13,7 +13,7 @@ import numpy as np
 
 from da3core.export.media import save_jpeg, write_mp4
 from da3core.export.target import ExportTarget
-from da3core.prediction import Prediction
+from da3core.prediction import Prediction, present
 
 FEATURE_PREFIX = "feat_layer_"
 
@@ -50,7 +50,7 @@ def feature_layers(prediction: Prediction) -> list[str]:
 def write_feat_vis(prediction: Prediction, target: ExportTarget, fps: float = 15, clip_percent: float = 10.0,
                    video_quality: str = "medium") -> list[str]:
     """Write the per-frame JPEGs and the mp4 of every exported feature layer."""
-    images = prediction.processed_images
+    images = present(prediction.processed_images, "processed images")
     h, w = images.shape[1:3]
     paths = []
     for key in feature_layers(prediction):

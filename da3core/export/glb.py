@@ -22,7 +22,7 @@ from da3core.export.media import save_jpeg
 from da3core.export.points import confident_points
 from da3core.export.target import ExportTarget
 from da3core.geometry import affine_inverse, as_homogeneous
-from da3core.prediction import Prediction
+from da3core.prediction import Prediction, present
 
 OPENCV_TO_GLTF = np.diag([1.0, -1.0, -1.0, 1.0])
 # Frustum polylines: camera centre (vertex 0) to the four image corners (1..4), then the image rectangle.
@@ -78,7 +78,8 @@ def build_scene(
     ``point_rule``: the confidence/background options of :func:`~da3core.export.points.confident_points`;
     the frustums are ``camera_size`` times the scene's 5-95 percentile diagonal deep.
     """
-    frame = gltf_frame(prediction.extrinsics[0])
+    extrinsics, intrinsics = present(prediction.extrinsics, "extrinsics"), present(prediction.intrinsics, "intrinsics")
+    frame = gltf_frame(extrinsics[0])
     # Points come out of the selection already in the glTF frame; only the centring shift is left, and it is
     # applied after downsampling (the median still sees every selected point).
     cloud = confident_points(prediction, num_max_points=None, frame=frame, **point_rule)
@@ -101,7 +102,7 @@ def build_scene(
         n, height, width = prediction.depth.shape
         lines = [Line(points=list(seg)) for seg in FRUSTUM_SEGMENTS]
         for i in range(n):
-            verts = frustum_vertices(prediction.intrinsics[i], prediction.extrinsics[i], height, width, size)
+            verts = frustum_vertices(intrinsics[i], extrinsics[i], height, width, size)
             color = np.append(view_color(i, n), 255)
             path = trimesh.path.Path3D(entities=[line.copy() for line in lines],
                                        vertices=trimesh.transform_points(verts, align),

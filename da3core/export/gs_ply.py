@@ -15,7 +15,7 @@ import numpy as np
 from plyfile import PlyData, PlyElement
 
 from da3core.export.target import ExportTarget
-from da3core.prediction import Prediction
+from da3core.prediction import Prediction, present
 from da3core.render.sh import MAX_SH_DEGREE
 
 OPACITY_EPS = 1e-6  # keeps the logit finite for opacities of exactly 0 or 1
@@ -64,7 +64,7 @@ def write_gs_ply(
 ) -> list[str]:
     """Write every ``gs_views_interval``-th view's kept Gaussians (None: about 12 views in total)."""
     check_gs_ply_options(gs_views_interval, prune_by_depth_percent, sh_degree)
-    gs = prediction.gaussians
+    gs = present(prediction.gaussians, "Gaussians (infer_gs=true)")
     n, h, w = prediction.depth.shape
     if len(gs) != n * h * w:
         raise ValueError(f"gs_ply expects one Gaussian per pixel ({n}x{h}x{w} = {n * h * w}), got {len(gs)}")
@@ -85,8 +85,9 @@ def write_gs_ply(
         np.log(opacity / (1 - opacity))[:, None], np.log(gs.scales[idx]), gs.rotations[idx],
     ]
     data = np.concatenate([np.asarray(c, dtype=np.float32) for c in columns], axis=1)
-    vertex = np.empty(len(idx), dtype=[(name, "f4") for name in ply_properties(rest.shape[1])])
-    for j, name in enumerate(vertex.dtype.names):
+    names = ply_properties(rest.shape[1])
+    vertex = np.empty(len(idx), dtype=[(name, "f4") for name in names])
+    for j, name in enumerate(names):
         vertex[name] = data[:, j]
     with target.staged("gs_ply/0000.ply") as local:
         PlyData([PlyElement.describe(vertex, "vertex")]).write(str(local))

@@ -22,7 +22,7 @@ import numpy as np
 from da3core.export.media import VIDEO_QUALITY, colormap, write_mp4
 from da3core.export.target import ExportTarget
 from da3core.geometry import affine_inverse, as_homogeneous
-from da3core.prediction import Prediction
+from da3core.prediction import Prediction, present
 from da3core.render import render_gaussians
 from da3core.trajectories import TRAJECTORY_MODES, make_trajectory
 
@@ -117,13 +117,13 @@ def render_cameras(prediction: Prediction, extrinsics: Any = None, intrinsics: A
     if extrinsics is not None:
         w2c = _camera_array(extrinsics, "extrinsics")
     else:
-        w2c = as_homogeneous(prediction.extrinsics.astype(np.float64))
+        w2c = as_homogeneous(present(prediction.extrinsics, "extrinsics").astype(np.float64))
         if prediction.is_metric and prediction.scale_factor:
             w2c[:, :3, 3] /= prediction.scale_factor
     if intrinsics is not None:
         intr, size = _camera_array(intrinsics, "intrinsics"), (out_w, out_h)
     else:
-        intr, size = prediction.intrinsics.astype(np.float64), (w, h)
+        intr, size = present(prediction.intrinsics, "intrinsics").astype(np.float64), (w, h)
     if len(intr) not in (1, len(w2c)):
         raise ValueError(f"gs_video renders {len(w2c)} cameras but has {len(intr)} intrinsics; "
                          "pass intrinsics for the given extrinsics")
@@ -157,7 +157,7 @@ def write_gs_video(
         trj_mode = "wander"
     c2w_path, intr_path = make_trajectory(trj_mode, affine_inverse(w2c), intr, w)
     intr_path = intr_path * np.array([w, h, 1.0])[:, None]
-    color, depth = render_gaussians(prediction.gaussians, affine_inverse(c2w_path), intr_path, h, w,
+    color, depth = render_gaussians(present(prediction.gaussians, "Gaussians (infer_gs=true)"), affine_inverse(c2w_path), intr_path, h, w,
                                     chunk_size=chunk_size or len(c2w_path), render_mode=color_mode, device=device,
                                     progress=enable_tqdm)
     depth_rgb = depth_colors(depth) if vis_depth else [None] * len(color)

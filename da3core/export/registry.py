@@ -33,7 +33,7 @@ SHARED_DEFAULTS: dict[str, Any] = {
     "render_exts": None, "render_ixts": None, "render_hw": None,
 }
 # Numeric writer options and their ranges (inclusive; None: unbounded), checked before anything is written.
-OPTION_RANGES: dict[str, tuple[type, float, float | None, str]] = {
+OPTION_RANGES: dict[str, tuple[type[numbers.Real], float, float | None, str]] = {
     "conf_thresh_percentile": (numbers.Real, 0, 100, "a percentile from 0 to 100"),
     "num_max_points": (numbers.Integral, 1, None, "a whole number of points, 1 or more"),
 }
@@ -45,7 +45,8 @@ def check_option_ranges(options: dict[str, Any]) -> None:
         if key not in OPTION_RANGES or value is None:
             continue
         kind, low, high, wanted = OPTION_RANGES[key]
-        if isinstance(value, bool) or not isinstance(value, kind) or value < low or (high is not None and value > high):
+        number = isinstance(value, kind) and not isinstance(value, bool)
+        if not number or not low <= float(value) <= (float("inf") if high is None else high):
             raise ValueError(f"{key}={value!r} is out of range; use {wanted}")
 
 

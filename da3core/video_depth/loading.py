@@ -45,6 +45,8 @@ def load_model(source: str | os.PathLike, encoder: str | None = None, metric: bo
     name (``metric_...``).
     """
     file = resolve_checkpoint(source, encoder, metric)
+    if file is None:  # resolve_checkpoint returns None only with download=False
+        raise WeightsError(f"no checkpoint file for {source}")
     stamp = read_stamp(file)
     with open_checkpoint(file) as state:
         implied = _encoder_of(state, file)

@@ -129,6 +129,8 @@ def run_job(job: Job) -> dict[str, Any]:
     def update(fraction: float, message: str) -> None:
         job.progress, job.message = round(fraction, 3), message
 
+    if job.config is None:
+        raise RuntimeError(f"job {job.id} was queued without its checked config")
     with progress_to(update):
         result = reconstruct(job.config)
     job.progress, job.message = 0.97, "packing outputs"
