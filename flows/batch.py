@@ -16,13 +16,13 @@ from typing import Any
 import fsspec
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from da3core.io.inputs import VIDEO_EXTENSIONS, InputError
 from da3core.io.storage import check_writable, is_remote, list_children
 from flows.config import BatchConfig, validate
 from flows.errors import run_cli
 from flows.reconstruct import SceneResult, reconstruct_scene, scene_name
+from flows.runners import task_runner
 
 
 @dataclass
@@ -98,18 +98,6 @@ def run_scenes(cfg: BatchConfig, scenes: list[tuple[str, str]]) -> BatchReport:
             failures[name] = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             logger.error("[%d/%d] %s failed: %s", i, len(futures), name, failures[name])
     return BatchReport(results, failures)
-
-
-def task_runner(cfg: BatchConfig) -> TaskRunner:
-    """The Prefect task runner for ``cfg.runner``: threads, or Dask workers (one model per worker process)."""
-    if cfg.runner.value == "dask":
-        from prefect_dask import DaskTaskRunner
-
-        if cfg.dask_address:
-            return DaskTaskRunner(address=cfg.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
-    return ThreadPoolTaskRunner(max_workers=cfg.concurrency)
 
 
 def main(argv: list[str]) -> int:
