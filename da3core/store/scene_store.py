@@ -249,7 +249,7 @@ class SceneStore:
         """Rebuild the Prediction this store holds (for exports without re-running inference).
 
         ``frames`` reads some views only (features and Gaussians then stay unread). ``lazy`` leaves the image-like
-        arrays (depth, conf, sky, images) in the store as :class:`FrameArray`\ s read a frame at a time, so a long
+        arrays (depth, conf, sky, images) in the store as :class:`FrameArray` objects read a frame at a time, so a long
         scene is exported in bounded memory; the per-frame cameras are read at once.
         """
         group = self._open("r")
