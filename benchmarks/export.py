@@ -12,7 +12,7 @@ in the oracle venv (``DA3_ORACLE_PYTHON``, default ``.venv-oracle/bin/python``) 
 
 gs_video has no reference time on CPU: the worker tries the reference once and reports why it failed.
 The rasterizer rows render 200k Gaussians of 2 views along their video path, with this checkout's
-rasterizer and with the one at ``--baseline`` (the per-pixel compositor before the tiled rewrite).
+rasterizer and with the one at ``--baseline`` (default: the tiled rasterizer before the issue-15 rewrite).
 Results are appended to benchmarks/RESULTS.md unless ``--no-write``.
 """
 
@@ -139,13 +139,15 @@ def _baseline_rasterizer(rev: str):
 
 
 def _per_frame(video_pred, n_gaussians: int, frames: int, rasterizer, threads: int) -> float:
-    """Seconds per frame rendering ``frames`` trajectory frames of ``n_gaussians`` Gaussians with ``rasterizer``."""
+    """Seconds per frame rendering ``frames`` trajectory frames of ``n_gaussians`` Gaussians with ``rasterizer``.
+
+    Calls the module's ``rasterization`` directly (one call for all frames, covariances computed inside), so
+    this checkout's rasterizer and an older one run the same way.
+    """
     import torch
 
-    import da3core.render.views as views
     from da3core.export.gs_video import render_cameras
-    from da3core.geometry import affine_inverse
-    from da3core.prediction import Gaussians
+    from da3core.geometry import affine_inverse, as_homogeneous
     from da3core.trajectories import make_trajectory
 
     w2c, intr, (h, w) = render_cameras(video_pred)
@@ -153,17 +155,21 @@ def _per_frame(video_pred, n_gaussians: int, frames: int, rasterizer, threads: i
     pick = np.linspace(0, len(c2w) - 1, frames).round().astype(int)
     gs = video_pred.gaussians
     subset = np.random.default_rng(0).choice(len(gs), size=min(n_gaussians, len(gs)), replace=False)
-    gaussians = Gaussians(*(getattr(gs, k)[subset] for k in GS_KEYS))
-    original, original_threads = views.cpu_rasterizer, torch.get_num_threads()
-    views.cpu_rasterizer = rasterizer
+    tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
+    params = {"means": tensor(gs.means[subset]), "quats": tensor(gs.rotations[subset]),
+              "scales": tensor(gs.scales[subset]), "opacities": tensor(gs.opacities[subset]),
+              "colors": tensor(gs.harmonics[subset]).transpose(1, 2).contiguous(),
+              "viewmats": tensor(as_homogeneous(affine_inverse(c2w[pick]))),
+              "Ks": tensor(intr_path[pick] * np.array([w, h, 1.0])[:, None])}
+    original_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         start = time.perf_counter()
-        views.render_gaussians(gaussians, affine_inverse(c2w[pick]), intr_path[pick] * np.array([w, h, 1.0])[:, None],
-                               h, w, chunk_size=frames, device="cpu", progress=False)
+        degree = int(round(np.sqrt(gs.harmonics.shape[-1]))) - 1
+        rasterizer.rasterization(**params, width=w, height=h, sh_degree=degree, render_mode="RGB+ED",
+                                 backgrounds=torch.zeros(frames, 3))
         return (time.perf_counter() - start) / frames
     finally:
-        views.cpu_rasterizer = original
         torch.set_num_threads(original_threads)
 
 
@@ -181,7 +187,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating reference/ours rounds")
     parser.add_argument("--reps", type=int, default=2, help="runs per format per side per round")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--baseline", default="6fa162b", help="git revision of the rasterizer to compare with")
+    parser.add_argument("--baseline", default="a9cf7bb", help="git revision of the rasterizer to compare with")
     parser.add_argument("--raster-frames", type=int, default=4)
     parser.add_argument("--video-views", type=int, default=0, help="views (evenly spaced) for gs_video; 0: all")
     parser.add_argument("--no-write", action="store_true")
@@ -258,11 +264,10 @@ def main() -> None:
         "whose rasterizer has CUDA kernels only (spec/reference_oracle.md section 3), so there is no reference time.",
         "",
         f"CPU rasterizer, {n_raster:,} Gaussians of views 0 and {views // 2} at {width}x{height}, "
-        f"{args.raster_frames} frames of their extend trajectory in one `render_gaussians` call, min of {rounds} "
-        f"alternating runs: {before:.2f} s per frame at `{args.baseline}` (per-pixel compositor; {before_1:.2f} s "
+        f"{args.raster_frames} frames of their extend trajectory in one `rasterization` call, min of {rounds} "
+        f"alternating runs: {before:.2f} s per frame at `{args.baseline}` ({before_1:.2f} s "
         f"with torch limited to 1 thread) -> {after:.2f} s per frame now ({before / after:.1f}x; "
-        f"{before_1 / after:.1f}x against the 1-thread baseline). The new one runs its torch ops single-threaded "
-        "and renders frames in parallel instead.",
+        f"{before_1 / after:.1f}x against the 1-thread baseline).",
     ]
     publish("\n".join(lines), write=not args.no_write)
 

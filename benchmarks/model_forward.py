@@ -1,14 +1,17 @@
 """DA3 forward time and peak memory: ours vs the reference depth-anything-3 on identical weights and inputs.
 
-Each measurement runs in a fresh process (so peak RSS is per case), ours and the reference
-alternating, each side in its best CPU precision (bf16 autocast on the backbone, heads fp32), and
-the reported time is the minimum over repetitions after two warm-ups.
+Each measurement runs in a fresh process (so peak memory is per case), ours and the reference alternating,
+each side in its best precision (bf16 autocast on the backbone, heads fp32), and the reported time is the
+minimum over repetitions after the warm-ups. On CPU peak memory is the process's peak RSS; on CUDA it is
+``torch.cuda.max_memory_allocated`` and throughput is also given in images/s.
 
-    python benchmarks/model_forward.py                      # da3-small/base x 1/4/8 views at 504
+    python benchmarks/model_forward.py                      # da3-small/base x 1/4/8 views at 504, CPU
     python benchmarks/model_forward.py --presets da3-small --views 1 4 --rounds 2
+    python benchmarks/model_forward.py --device cuda --presets da3-large --views 16
+    python benchmarks/model_forward.py --vda --device cuda  # Video Depth Anything vits, ms/frame (ours only)
 
 The reference runs with ``DA3_ORACLE_PYTHON`` (default ``.venv-oracle/bin/python``). Results are
-appended to benchmarks/RESULTS.md.
+appended to benchmarks/RESULTS.md unless ``--no-write``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +32,38 @@ from report import publish
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _worker(side: str, model_dir: str, views: int, res: int, precision: str, reps: int, warmup: int) -> dict:
+def _peak_mb(device: str) -> float:
+    """Peak memory so far: CUDA allocations on a GPU, the process's RSS on CPU (MiB)."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_side(side: str, model_dir: str, precision: str, device: str):
+    """The model of one side, on ``device`` in ``precision``, as a callable ``run(images, res)``."""
+    import torch
+
+    if side == "ours":
+        sys.path.insert(0, str(ROOT))
+        from da3core import DepthAnything3
+
+        model = DepthAnything3.from_pretrained(model_dir, device=device).set_precision(precision)
+        return lambda images, res: model.inference(images, process_res=res)
+    from depth_anything_3.api import DepthAnything3 as Reference
+
+    model = Reference.from_pretrained(model_dir).to(device).eval()
+    if precision == "bf16" and device == "cpu":  # the reference picks bf16 only when it believes CUDA supports it
+        torch.cuda.is_bf16_supported = lambda *a, **k: True
+    elif precision == "fp32":
+        net = model.model
+        model.forward = lambda image, *a: net(image, *a)
+    return lambda images, res: model.inference(images, process_res=res)
+
+
+def _worker(side: str, model_dir: str, views: int, res: int, precision: str, reps: int, warmup: int,
+            device: str) -> dict:
     """Time ``reps`` forwards of one side on a deterministic random batch (runs in its own process)."""
     import numpy as np
     import torch
@@ -36,38 +71,78 @@ def _worker(side: str, model_dir: str, views: int, res: int, precision: str, rep
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (res * 3 // 4, res, 3), dtype=np.uint8) for _ in range(views)]
-    if side == "ours":
-        sys.path.insert(0, str(ROOT))
-        from da3core import DepthAnything3
-
-        model = DepthAnything3.from_pretrained(model_dir).set_precision(precision)
-        run = lambda: model.inference(images, process_res=res)  # noqa: E731
-    else:
-        from depth_anything_3.api import DepthAnything3 as Reference
-
-        model = Reference.from_pretrained(model_dir).eval()
-        if precision == "bf16":  # the reference picks bf16 only when it believes CUDA supports it
-            torch.cuda.is_bf16_supported = lambda *a, **k: True
-        else:
-            net = model.model
-            model.forward = lambda image, *a: net(image, *a)
-        run = lambda: model.inference(images, process_res=res)  # noqa: E731
+    run = load_side(side, model_dir, precision, device)
+    loaded_mb = _peak_mb(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with torch.inference_mode():
         for _ in range(warmup):
-            run()
+            run(images, res)
         times = []
         for _ in range(reps):
+            sync()
             start = time.perf_counter()
-            run()
+            run(images, res)
+            sync()
             times.append(time.perf_counter() - start)
-    return {"times": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"times": times, "peak_mb": _peak_mb(device), "loaded_mb": loaded_mb}
 
 
-def _measure(python: str, side: str, model_dir: Path, views: int, res: int, precision: str, reps: int) -> dict:
-    cmd = [python, __file__, "worker", side, str(model_dir), str(views), str(res), precision, str(reps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": ""} if side == "ref" else dict(os.environ))
+def vda_ms_per_frame(device: str, input_size: int, frames: int) -> float:
+    """Milliseconds per frame of our Video Depth Anything vits (seeded random weights) over a synthetic video."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from da3core.synthetic.writers import pattern_frames
+    from da3core.video_depth.weights import load_model, write_random_checkpoint
+    from da3core.video_depth.windowed import infer_windows
+
+    with tempfile.TemporaryDirectory(prefix="da3-vda-bench-") as tmp:
+        model = load_model(write_random_checkpoint(Path(tmp) / "vits.safetensors", "vits"))
+    video = list(pattern_frames(frames, 480, 640))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    best = float("inf")
+    for _ in range(2):  # the first pass warms up the kernels
+        sync()
+        start = time.perf_counter()
+        for _ in infer_windows(model, video, input_size=input_size, device=device):
+            pass
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / frames
+
+
+def measure(python: str, side: str, model_dir: Path, views: int, res: int, precision: str, reps: int,
+            warmup: int = 2, device: str = "cpu") -> dict:
+    """Run :func:`_worker` for one side in a fresh process of ``python`` and return its JSON."""
+    cmd = [python, __file__, "worker", side, str(model_dir), str(views), str(res), precision, str(reps), str(warmup),
+           device]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} if side == "ref" \
+        else dict(os.environ)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"{side} worker failed ({views} views): {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_weights(preset: str) -> Path:
+    """A model dir of seeded random weights for ``preset`` (written once, reused)."""
+    from da3core.api import write_random_model_dir
+
+    model_dir = ROOT / ".bench-weights" / preset
+    if not (model_dir / "model.safetensors").exists():
+        write_random_model_dir(preset, model_dir, seed=0)
+    return model_dir
+
+
+def machine(device: str) -> str:
+    """CPU (or GPU) model and core count, for the results header."""
+    if device == "cuda":
+        import torch
+
+        return f"{torch.cuda.get_device_name()}, {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB"
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or platform.machine())
+    return f"{model}, {os.cpu_count()} cores, torch threads = cores"
 
 
 def main() -> None:
@@ -77,45 +152,60 @@ def main() -> None:
     parser.add_argument("--views", nargs="+", type=int, default=[1, 4, 8])
     parser.add_argument("--res", type=int, default=504)
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--rounds", type=int, default=2, help="alternating ours/reference process pairs per case")
     parser.add_argument("--reps", type=int, default=2, help="timed forwards per process")
+    parser.add_argument("--vda", action="store_true", help="time Video Depth Anything vits instead (ours only)")
+    parser.add_argument("--vda-frames", type=int, default=96)
+    parser.add_argument("--vda-input-size", type=int, default=518)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-
-    from da3core.api import write_random_model_dir
+    if args.vda:
+        ms = vda_ms_per_frame(args.device, args.vda_input_size, args.vda_frames)
+        publish(f"\n## Video Depth Anything vits, {args.device}, {time.strftime('%Y-%m-%d')}\n\nMachine: "
+                f"{machine(args.device)}. `python benchmarks/model_forward.py --vda --device {args.device}`: "
+                f"{args.vda_frames} synthetic 640x480 frames at input_size {args.vda_input_size}, windowed inference, "
+                "seeded random weights, best of 2 passes: "
+                f"**{ms:.1f} ms/frame**. No reference Video Depth Anything is installed to compare with.\n",
+                write=not args.no_write)
+        return
 
     oracle = os.environ.get("DA3_ORACLE_PYTHON", str(ROOT / ".venv-oracle" / "bin" / "python"))
-    weights = ROOT / ".bench-weights"
     rows = []
     for preset in args.presets:
-        model_dir = weights / preset
-        if not (model_dir / "model.safetensors").exists():
-            write_random_model_dir(preset, model_dir, seed=0)
+        model_dir = bench_weights(preset)
         for views in args.views:
             best = {"ours": [], "ref": []}
             peak = {"ours": 0.0, "ref": 0.0}
             for _ in range(args.rounds):
                 for side, python in (("ref", oracle), ("ours", sys.executable)):
-                    m = _measure(python, side, model_dir, views, args.res, args.precision, args.reps)
+                    m = measure(python, side, model_dir, views, args.res, args.precision, args.reps,
+                                device=args.device)
                     best[side] += m["times"]
-                    peak[side] = max(peak[side], m["peak_rss_mb"])
+                    peak[side] = max(peak[side], m["peak_mb"])
             t_ours, t_ref = min(best["ours"]), min(best["ref"])
             rows.append((preset, views, t_ref, t_ours, t_ours / t_ref, peak["ref"], peak["ours"]))
-            print(f"{preset} x{views}: reference {t_ref:.2f}s, ours {t_ours:.2f}s, ratio {t_ours / t_ref:.2f}, "
-                  f"peak RSS {peak['ref']:.0f} / {peak['ours']:.0f} MiB", flush=True)
-    table = [f"\n## DA3 forward, CPU ({args.precision} backbone both sides), {time.strftime('%Y-%m-%d')}\n",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads = cores; "
-             f"`python benchmarks/model_forward.py --precision {args.precision}`; whole `inference()` (preprocess + "
-             f"forward + output) at process_res {args.res}, min of {args.rounds * args.reps} runs per side.\n",
-             "| preset | views | reference s | ours s | ours / reference | peak RSS ref MiB | peak RSS ours MiB |",
-             "|---|---|---|---|---|---|---|"]
-    table += [f"| {p} | {v} | {tr:.2f} | {to:.2f} | {r:.2f} | {mr:.0f} | {mo:.0f} |" for p, v, tr, to, r, mr, mo in rows]
+            print(f"{preset} x{views}: reference {t_ref:.3f}s ({views / t_ref:.1f} images/s), ours {t_ours:.3f}s "
+                  f"({views / t_ours:.1f} images/s), ratio {t_ours / t_ref:.2f}, peak memory "
+                  f"{peak['ref']:.0f} / {peak['ours']:.0f} MiB", flush=True)
+    memory = "peak CUDA MiB" if args.device == "cuda" else "peak RSS MiB"
+    table = [f"\n## DA3 forward, {args.device.upper()} ({args.precision} backbone both sides), "
+             f"{time.strftime('%Y-%m-%d')}\n",
+             f"Machine: {machine(args.device)}; `python benchmarks/model_forward.py --device {args.device} --precision "
+             f"{args.precision}`; whole `inference()` (preprocess + forward + output) at process_res {args.res}, "
+             f"min of {args.rounds * args.reps} runs per side.\n",
+             f"| preset | views | reference s | ours s | ours / reference | images/s ref | images/s ours "
+             f"| {memory} ref | {memory} ours |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    table += [f"| {p} | {v} | {tr:.3f} | {to:.3f} | {r:.2f} | {v / tr:.1f} | {v / to:.1f} | {mr:.0f} | {mo:.0f} |"
+              for p, v, tr, to, r, mr, mo in rows]
     publish("\n".join(table), write=not args.no_write)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
-        side, model_dir, views, res, precision, reps = sys.argv[2:8]
-        print(json.dumps(_worker(side, model_dir, int(views), int(res), precision, int(reps), warmup=2)))
+        side, model_dir, views, res, precision, reps, warmup, device = sys.argv[2:10]
+        print(json.dumps(_worker(side, model_dir, int(views), int(res), precision, int(reps), int(warmup), device)))
     else:
+        sys.path.insert(0, str(ROOT))
         main()

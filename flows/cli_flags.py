@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeAlias
 
 from da3core.export.registry import FORMATS
 from da3core.model.presets import PRESETS, has_gaussian_head
@@ -154,11 +154,14 @@ FLAGS: tuple[Flag, ...] = (
          extra={"envvar": "DA3_BACKEND_TOKEN", "show_default": False}),
 )
 
-InferenceOptions = make_dataclass(
-    "InferenceOptions",
-    [(f.name, Any, None if f.commands != INFERENCE_COMMANDS else (f.default.value if isinstance(f.default, Enum)
-                                                                  else f.default)) for f in FLAGS],
-    frozen=True)
-InferenceOptions.__module__ = __name__
-InferenceOptions.__doc__ = ("The flag values of an inference command (FLAGS' defaults, enums as their values); "
-                            "None means the command has no such flag.")
+if TYPE_CHECKING:  # built from FLAGS at run time, so type checkers see its fields as Any
+    InferenceOptions: TypeAlias = Any
+else:
+    InferenceOptions = make_dataclass(
+        "InferenceOptions",
+        [(f.name, Any, None if f.commands != INFERENCE_COMMANDS else (f.default.value if isinstance(f.default, Enum)
+                                                                      else f.default)) for f in FLAGS],
+        frozen=True)
+    InferenceOptions.__module__ = __name__
+    InferenceOptions.__doc__ = ("The flag values of an inference command (FLAGS' defaults, enums as their values); "
+                                "None means the command has no such flag.")

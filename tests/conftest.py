@@ -26,14 +26,14 @@ from da3core.synthetic import (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `gpu` tests cleanly when CUDA is absent; they run as-is on a machine with a GPU."""
+    """Parity tests are slow too (they start the reference in its own venv); `gpu` tests skip cleanly without CUDA."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs CUDA (run on a GPU machine)")
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA (run on a GPU machine)")
     for item in items:
-        if "gpu" in item.keywords:
+        if "parity" in item.keywords:
+            item.add_marker(pytest.mark.slow)
+        if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
 
 

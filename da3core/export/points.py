@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from da3core.geometry import affine_inverse
+from da3core.geometry import affine_inverse, as_homogeneous
 from da3core.prediction import Prediction
 
 
@@ -34,26 +34,34 @@ class PointSet:
         return len(self.xyz)
 
     def take(self, index: np.ndarray) -> PointSet:
-        """The subset at ``index``."""
-        return PointSet(self.xyz[index], self.rgb[index], self.view[index], self.pixel[index])
+        """The subset at ``index`` (integer indices or a boolean mask)."""
+        # compress/take along axis 0 copy rows 3-4x faster than fancy indexing of (P, k) arrays.
+        if index.dtype == bool:
+            rows = lambda a: np.compress(index, a, axis=0)  # noqa: E731
+        else:
+            rows = lambda a: np.take(a, index, axis=0)  # noqa: E731
+        return PointSet(rows(self.xyz), rows(self.rgb), rows(self.view), rows(self.pixel))
 
     def downsample(self, max_points: int | None, seed: int = 0) -> PointSet:
         """At most ``max_points`` points drawn without replacement by a seeded RNG (order kept)."""
         if max_points is None or len(self) <= max_points:
             return self
-        index = np.sort(np.random.default_rng(seed).choice(len(self), size=max_points, replace=False))
-        return self.take(index)
+        keep = np.zeros(len(self), dtype=bool)  # a mask puts the drawn indices in order without a sort
+        keep[np.random.default_rng(seed).choice(len(self), size=max_points, replace=False)] = True
+        return self.take(keep)
 
 
 def conf_threshold(
     conf: np.ndarray, percentile: float, floor: float | None = None, ensure_percentile: float | None = None
 ) -> float:
     """``percentile`` of ``conf``, raised to ``floor`` and then capped at the ``ensure_percentile`` value."""
-    thr = float(np.percentile(conf, percentile))
+    wanted = [percentile] if ensure_percentile is None else [percentile, ensure_percentile]
+    values = np.percentile(conf, wanted)  # one partition for both
+    thr = float(values[0])
     if floor is not None:
         thr = max(floor, thr)
     if ensure_percentile is not None:
-        thr = min(thr, float(np.percentile(conf, ensure_percentile)))
+        thr = min(thr, float(values[1]))
     return thr
 
 
@@ -102,24 +110,37 @@ def conf_pool(conf: np.ndarray, sky: np.ndarray | None) -> np.ndarray:
     return conf[~sky] if sky is not None and (~sky).sum() > 10 else conf
 
 
-def select_points(prediction: Prediction, mask: np.ndarray) -> PointSet:
-    """Back-project the ``mask`` pixels (integer pixel centres, OpenCV w2c) to world points with colours."""
+def select_points(prediction: Prediction, mask: np.ndarray, frame: np.ndarray | None = None) -> PointSet:
+    """Back-project the ``mask`` pixels (integer pixel centres, OpenCV w2c) to world points with colours.
+
+    ``frame`` (4, 4), when given, is applied to the world points on the way (``xyz`` is then in that frame):
+    one 3x3 product per view instead of a second pass over every point.
+    """
     for name in ("intrinsics", "extrinsics", "processed_images"):
         if getattr(prediction, name) is None:
             raise ValueError(f"point export needs prediction.{name}, which this prediction lacks")
-    views, rows, cols = np.nonzero(mask)
-    depth = prediction.depth[views, rows, cols].astype(np.float64)
-    xyz = np.empty((len(views), 3), dtype=np.float32)
-    for i in np.unique(views):
-        sel = views == i
-        k_inv = np.linalg.inv(prediction.intrinsics[i].astype(np.float64))
-        c2w = affine_inverse(prediction.extrinsics[i].astype(np.float64))
-        pix = np.stack([cols[sel], rows[sel], np.ones(sel.sum())], axis=-1)
-        cam = (pix @ k_inv.T) * depth[sel, None]
-        xyz[sel] = cam @ c2w[:3, :3].T + c2w[:3, 3]
-    rgb = prediction.processed_images[views, rows, cols]
-    pixel = np.stack([cols, rows], axis=-1).astype(np.int32)
-    return PointSet(xyz, rgb, views.astype(np.int32), pixel)
+    width = mask.shape[2]
+    flat = [np.flatnonzero(m) for m in mask]
+    bounds = np.concatenate([[0], np.cumsum([len(f) for f in flat])])
+    xyz = np.empty((bounds[-1], 3), dtype=np.float32)
+    rgb = np.empty((bounds[-1], 3), dtype=np.uint8)
+    pixel = np.empty((bounds[-1], 2), dtype=np.int32)
+    for i, idx in enumerate(flat):
+        if not len(idx):
+            continue
+        rows, cols = np.divmod(idx, width)
+        depth = prediction.depth[i].reshape(-1)[idx].astype(np.float64)
+        # world = R_c2w K^-1 (u d, v d, d) + t_c2w, composed with the output frame into one affine map.
+        c2w = as_homogeneous(affine_inverse(prediction.extrinsics[i].astype(np.float64)))
+        to_out = (c2w if frame is None else np.asarray(frame, dtype=np.float64) @ c2w)[:3]
+        linear = to_out[:, :3] @ np.linalg.inv(prediction.intrinsics[i].astype(np.float64))
+        s = slice(bounds[i], bounds[i + 1])
+        # A C-contiguous right operand: OpenBLAS is ~15x slower on (P, 3) @ (3, 3) with a transposed view.
+        xyz[s] = np.stack([cols * depth, rows * depth, depth], axis=-1) @ np.ascontiguousarray(linear.T) + to_out[:, 3]
+        rgb[s] = prediction.processed_images[i].reshape(-1, 3)[idx]
+        pixel[s, 0], pixel[s, 1] = cols, rows
+    view = np.repeat(np.arange(len(flat), dtype=np.int32), np.diff(bounds))
+    return PointSet(xyz, rgb, view, pixel)
 
 
 def confident_points(
@@ -131,8 +152,12 @@ def confident_points(
     filter_black_bg: bool = False,
     filter_white_bg: bool = False,
     seed: int = 0,
+    frame: np.ndarray | None = None,
 ) -> PointSet:
-    """Points picked by this module's rule, then at most ``num_max_points`` by seeded downsampling (world frame)."""
+    """Points picked by this module's rule, then at most ``num_max_points`` by seeded downsampling.
+
+    Points are in the world frame, or in ``frame`` (4, 4 applied to world points) when given.
+    """
     mask = valid_mask(prediction, conf_thresh_percentile, conf_thresh, ensure_thresh_percentile,
                       filter_black_bg, filter_white_bg)
-    return select_points(prediction, mask).downsample(num_max_points, seed)
+    return select_points(prediction, mask, frame).downsample(num_max_points, seed)

@@ -38,11 +38,22 @@ def _rope_tables(positions: Tensor, head_dim: int, dtype: torch.dtype) -> tuple[
             torch.cat([sin[positions[:, 0]] * sign, sin[positions[:, 1]] * sign], -1))
 
 
-def _apply_rope(t: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
-    """Rotate (B, heads, N, D) by per-token angles; each half of D is rotated on its own (y, then x)."""
+def _apply_rope(t: Tensor, tables: dict[torch.dtype, tuple[Tensor, Tensor]]) -> Tensor:
+    """Rotate (B, heads, N, D) by per-token angles; each half of D is rotated on its own (y, then x).
+
+    ``tables`` maps a dtype to its (cos, signed sin) tables: as upstream, the rotation runs in the dtype of
+    ``t`` (bf16 on CPU under bf16 autocast, where LayerNorm keeps its input's dtype; fp32 on CUDA).
+
+    ``t * cos + swap(t) * signed_sin`` with swap: (x1, x2) -> (x2, x1) within each half, accumulated into one new
+    tensor with the same roundings (so the same bits) instead of a flipped copy and three full-size temporaries.
+    """
     quarter = t.shape[-1] // 4
-    swapped = t.unflatten(-1, (2, 2, quarter)).flip(-2).flatten(-3)  # (x1, x2) -> (x2, x1) within each half
-    return t * cos + swapped * signed_sin
+    cos, signed_sin = tables[t.dtype]
+    out = t * cos
+    t4, out4, sin4 = (x.unflatten(-1, (2, 2, quarter)) for x in (t, out, signed_sin))
+    out4[..., 0, :] += t4[..., 1, :] * sin4[..., 0, :]
+    out4[..., 1, :] += t4[..., 0, :] * sin4[..., 1, :]
+    return out
 
 
 class AlternatingViT(nn.Module):
@@ -92,8 +103,11 @@ class AlternatingViT(nn.Module):
             special = torch.zeros(1, 2, dtype=grid.dtype, device=x.device)
             head_dim = self.embed_dim // self.num_heads
             # Per-view blocks see each patch's grid position; cross-view blocks see one shared position.
-            rope_local = _rope_tables(torch.cat([special, grid]), head_dim, tokens.dtype)
-            rope_global = _rope_tables(torch.cat([special, torch.ones_like(grid)]).repeat(s, 1), head_dim, tokens.dtype)
+            amp = x.device.type
+            dtypes = {tokens.dtype, torch.get_autocast_dtype(amp)} if torch.is_autocast_enabled(amp) else {tokens.dtype}
+            local_pos, global_pos = torch.cat([special, grid]), torch.cat([special, torch.ones_like(grid)]).repeat(s, 1)
+            rope_local = {dt: _rope_tables(local_pos, head_dim, dt) for dt in dtypes}
+            rope_global = {dt: _rope_tables(global_pos, head_dim, dt) for dt in dtypes}
 
         order = None
         outputs, feats = [], {}
@@ -109,28 +123,33 @@ class AlternatingViT(nn.Module):
                 tokens = torch.cat([cam_token[:, :, None].to(tokens.dtype), tokens[:, :, 1:]], dim=2)
             use_rope = self.alt_start != -1 and i >= self.alt_start
             if self._is_global(i):
-                rope = partial(_apply_rope, cos=rope_global[0], signed_sin=rope_global[1]) if use_rope else None
+                rope = partial(_apply_rope, tables=rope_global) if use_rope else None
                 tokens = blk(tokens.reshape(b, s * n, -1), rope=rope).reshape(b, s, n, -1)
             else:
-                rope = partial(_apply_rope, cos=rope_local[0], signed_sin=rope_local[1]) if use_rope else None
+                rope = partial(_apply_rope, tables=rope_local) if use_rope else None
                 tokens = blk(tokens.reshape(b * s, n, -1), rope=rope).reshape(b, s, n, -1)
                 local = tokens
             if i in self.out_layers:
-                out = torch.cat([local, tokens], dim=-1) if self.cat_token else tokens
-                outputs.append(restore_views(out, order) if order is not None else out)
+                outputs.append(self._layer_output(local, tokens, order))
             if i in export_feat_layers:
                 feats[i] = restore_views(tokens, order) if order is not None else tokens
-
-        results = []
-        for out in outputs:
-            cam = out[:, :, 0]
-            if self.cat_token:
-                patches = torch.cat([out[..., : self.embed_dim], self.norm(out[..., self.embed_dim:])], dim=-1)
-            else:
-                patches = self.norm(out)
-            results.append((patches[:, :, 1:], cam))
         aux = {i: self.norm(f)[:, :, 1:] for i, f in feats.items()}
-        return results, aux, None if order is None else int(order[0])
+        return outputs, aux, None if order is None else int(order[0])
+
+    def _layer_output(self, local: Tensor, tokens: Tensor, order: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(patch features, camera token) of one out layer, in input view order.
+
+        Built right away and holding no view of the block outputs, so each layer keeps one (B, S, N, 2C)
+        tensor alive until the heads run (a pre-norm copy of every layer doubled the peak at many views).
+        """
+        if self.cat_token:
+            patches = torch.cat([local, self.norm(tokens)], dim=-1)
+            cam = torch.cat([local[:, :, 0], tokens[:, :, 0]], dim=-1)
+        else:
+            patches, cam = self.norm(tokens), tokens[:, :, 0].clone()
+        if order is not None:
+            patches, cam = restore_views(patches, order), restore_views(cam, order)
+        return patches[:, :, 1:], cam
 
 
 class Backbone(nn.Module):

@@ -55,7 +55,7 @@ def add_uv_embedding(x: Tensor, W: int, H: int) -> Tensor:
 def _output_conv(in_ch: int, out_ch: int, layer_norm: bool = False) -> nn.Sequential:
     mid = 32
     norm = [Permute(0, 2, 3, 1), nn.LayerNorm(mid), Permute(0, 3, 1, 2)] if layer_norm else []
-    return nn.Sequential(nn.Conv2d(in_ch, mid, 3, padding=1), *norm, nn.ReLU(), nn.Conv2d(mid, out_ch, 1))
+    return nn.Sequential(nn.Conv2d(in_ch, mid, 3, padding=1), *norm, nn.ReLU(inplace=True), nn.Conv2d(mid, out_ch, 1))
 
 
 class _DPTBase(nn.Module):
@@ -104,7 +104,8 @@ class _DPTBase(nn.Module):
     def _upsample(self, x: Tensor, H: int, W: int) -> Tensor:
         size = ((H // PATCH_SIZE) * PATCH_SIZE, (W // PATCH_SIZE) * PATCH_SIZE)
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
-        return add_uv_embedding(x, W, H) if self.pos_embed else x
+        # In place on the fresh upsampled map: a full-resolution temporary fewer (same values).
+        return x.add_(_uv_embedding(*x.shape[-2:], x.shape[1], W / H, x.device)) if self.pos_embed else x
 
     def forward(self, feats: list[Tensor], H: int, W: int, **kwargs) -> dict[str, Tensor]:
         """Token features [(B, S, N, C)] x 4 -> dict of (B, S, ...) maps, decoded CHUNK_FRAMES frames at a time."""

@@ -52,6 +52,8 @@ def render_gaussians(
         "opacities": tensor(gaussians.opacities),
         "colors": tensor(gaussians.harmonics).transpose(1, 2).contiguous(),  # (G, K, 3) as gsplat expects
     }
+    if device.type == "cpu":  # once for every chunk rather than per rasterization call (gsplat computes its own)
+        params["covars"] = cpu_rasterizer.quat_scale_to_covar(params["quats"], params["scales"])
     viewmats, Ks = tensor(as_homogeneous(np.asarray(extrinsics))), tensor(intrinsics)
     colors, depths = [], []
     starts = range(0, len(viewmats), chunk_size)

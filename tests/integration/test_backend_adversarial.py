@@ -30,6 +30,8 @@ from flows.backend.archive import ArchiveError, pack, safe_extract
 from flows.backend.policy import JobLimits
 from flows.backend.server import create_app
 
+pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
+
 MODEL = dict(model_dir=None, preset="da3-small", weights="random", device="cpu")
 LIMITS = JobLimits(max_files=40, max_process_res=112, max_pixels=80_000, max_input_pixels=500_000)
 TAR = {"Content-Type": "application/x-tar"}

@@ -8,10 +8,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from s3server import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from backend_load import run_load, start_backend  # noqa: E402
+
+pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
 
 
 def test_twenty_clients_lose_no_jobs(tmp_path):

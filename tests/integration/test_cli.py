@@ -111,6 +111,7 @@ def test_colmap_poses_reach_the_flow(tmp_path, colmap_dataset, capture, command,
         np.testing.assert_allclose(group["extrinsics"][...], capture.extrinsics, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_image_through_the_console_script(tmp_path, single_image):
     """A real subprocess of the installed ``da3`` script (this checkout first on the path)."""
     script = Path(sys.executable).parent / "da3"

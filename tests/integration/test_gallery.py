@@ -17,6 +17,8 @@ from PIL import Image
 from flows.gallery import VIEWER, create_gallery_app
 from s3server import free_port
 
+pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"]

@@ -13,6 +13,8 @@ from paths import REPO_ROOT
 from da3core.prediction import Prediction
 from da3core.store import SceneStore
 
+pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
+
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_inspect_notebook_executes(capture, tmp_path, monkeypatch, request, where):

@@ -21,6 +21,8 @@ from da3core.store import SceneStore
 from paths import REPO_ROOT
 from store_scripts.replace_store import KILL_POINTS, main as replace_store, marker_hash, prediction
 
+pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
+
 SCRIPT = REPO_ROOT / "tests" / "store_scripts" / "replace_store.py"
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 OLD, NEW = (8, 0), (3, 1)  # (views, seed): the new store is smaller, so stale old chunks would show

@@ -20,6 +20,8 @@ import pytest
 from da3core.store import SceneStore, StoreLockedError, store_lock
 from paths import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
+
 SCRIPT = REPO_ROOT / "tests" / "store_scripts" / "hold_lock.py"
 
 

@@ -114,6 +114,7 @@ def test_local_video_windowed_all_outputs(tmp_path, clip):
     assert not [p for p in out.iterdir() if p.name.startswith(".") or p.name.startswith("depth.zarr.")], "staging left behind"
 
 
+@pytest.mark.slow
 def test_s3_video_streaming(tmp_path, clip, s3_options):
     import s3fs
 
@@ -221,6 +222,7 @@ def test_bad_inputs_fail_with_one_line_and_keep_outputs(tmp_path, capsys, clip, 
     assert video_depth(load_config("video_depth", good)).status == "skipped"
 
 
+@pytest.mark.slow
 def test_pipeline_memory_is_flat_in_video_length(tmp_path, monkeypatch):
     """Memory held by the pipeline around the model (decode, zarr, writers, second pass) must not grow with length.
 

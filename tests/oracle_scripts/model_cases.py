@@ -4,7 +4,8 @@ args: {"cases": [{"name", "model_dir", "mode": "forward" | "inference", "options
 inputs per case, prefixed "<name>/": forward: x (1,S,3,H,W), optional extrinsics/intrinsics (1,S,...);
 inference: img_0..img_{n-1} uint8, optional extrinsics (N,4,4)/intrinsics (N,3,3).
 outputs: "<name>/<key>" for every output (ray maps captured from the head, reference view index,
-Gaussians), all in fp32 with autocast off.
+Gaussians), in fp32 with autocast off; a forward case with options {"precision": "bf16"} runs the reference's
+own bf16 autocast instead (its API forward, as on a GPU with bf16).
 """
 
 import json
@@ -54,10 +55,13 @@ for case in args["cases"]:
     if case["mode"] == "forward":
         ext, ixt = get("extrinsics"), get("intrinsics")
         ext_t = None if ext is None else model._normalize_extrinsics(torch.from_numpy(ext))
+        # bf16: the API's own forward, with torch told bf16 is supported (on CPU it would pick fp16 otherwise).
+        torch.cuda.is_bf16_supported = lambda *a, **k: True
+        net = (lambda *a: type(model).forward(model, *a)) if opts.get("precision") == "bf16" else model.model
         with torch.no_grad():
-            out = model.model(torch.from_numpy(get("x")), ext_t, None if ixt is None else torch.from_numpy(ixt),
-                              opts.get("export_feat_layers", []), opts.get("infer_gs", False),
-                              opts.get("use_ray_pose", False), opts.get("ref_view_strategy", "saddle_balanced"))
+            out = net(torch.from_numpy(get("x")), ext_t, None if ixt is None else torch.from_numpy(ixt),
+                      opts.get("export_feat_layers", []), opts.get("infer_gs", False),
+                      opts.get("use_ray_pose", False), opts.get("ref_view_strategy", "saddle_balanced"))
         fields = {k: out[k] for k in ("depth", "depth_conf", "extrinsics", "intrinsics", "sky") if k in out}
         fields.update({k: v for k, v in out.get("aux", {}).items()})
         if "gaussians" in out:

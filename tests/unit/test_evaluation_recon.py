@@ -55,6 +55,7 @@ def test_recon_modes_reject_dtu_and_mismatched_predictions(bench_root, eth3d_sce
         fusion_inputs(eth3d_scene, depth[:3], K, ext, posed=False)
 
 
+@pytest.mark.slow
 def test_dtu_exact_depth_fuses_onto_the_scan(bench_root):
     from da3core.evaluation import dtu_evaluate, dtu_reconstruct
     from da3core.synthetic import make_scene, render_view

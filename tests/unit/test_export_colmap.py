@@ -75,6 +75,7 @@ def test_every_point_reprojects_onto_its_observation_at_the_source_resolution(sc
     assert max(off_grid) < 1e-6
 
 
+@pytest.mark.parity
 def test_equals_the_reference_exporter(scene, model):
     prediction = scene[0]
     ref = run_oracle("export_reference.py", dict(depth=prediction.depth, conf=prediction.conf,

@@ -92,6 +92,7 @@ def test_scene_jpg_and_depth_vis_are_written_beside_it(glb):
     assert [p for p in paths["glb"] if "depth_vis" in p] == [str(root / f"depth_vis/{i:04d}.jpg") for i in range(3)]
 
 
+@pytest.mark.parity
 def test_point_set_and_frustums_equal_the_reference(scene, glb):
     prediction = scene[0]
     ref = run_oracle("export_reference.py", dict(depth=prediction.depth, conf=prediction.conf,

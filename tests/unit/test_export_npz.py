@@ -47,6 +47,7 @@ def test_paths_keys_dtypes_and_rounding(prediction, written):
         assert full["extrinsics"].shape == (3, 3, 4) and full["intrinsics"].shape == (3, 3, 3)
 
 
+@pytest.mark.parity
 def test_npz_values_equal_the_reference(written, reference):
     root, _ = written
     for name in ("mini_npz", "npz"):
@@ -58,6 +59,7 @@ def test_npz_values_equal_the_reference(written, reference):
                 np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"{name}/{key}")
 
 
+@pytest.mark.parity
 def test_depth_vis_colours_and_jpeg_bytes_equal_the_reference(prediction, written, reference):
     root, paths = written
     assert paths["depth_vis"] == [str(root / f"depth_vis/{i:04d}.jpg") for i in range(3)]

@@ -109,6 +109,7 @@ def test_gs_ply_refuses_more_bands_than_the_gaussians_carry(tmp_path):
         export(prediction, "gs_ply", tmp_path, gs_ply={"sh_degree": 2})
 
 
+@pytest.mark.parity
 def test_gs_ply_equals_the_reference(scene, tmp_path):
     prediction, _ = scene
     gs = prediction.gaussians

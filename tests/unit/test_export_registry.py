@@ -10,6 +10,7 @@ from export_scenes import synthetic_prediction
 
 from da3core.api import build_net
 from da3core.export import FORMATS, check_feature_layers, check_formats, export, parse_formats
+from da3core.export import glb as glb_module
 from da3core.io.storage import StorageError
 from da3core.model.presets import PRESETS
 
@@ -104,14 +105,14 @@ def test_unwritable_export_dir_is_one_clear_line(prediction, tmp_path):
 
 
 def test_a_failing_writer_leaves_no_partial_file_and_keeps_earlier_ones(prediction, tmp_path, monkeypatch):
-    def broken_export(self, file_obj=None, file_type=None, **kwargs):
-        with open(file_obj, "wb") as f:
+    def broken_save(scene, path):
+        with open(path, "wb") as f:
             f.write(b"glTF half")
         raise OSError("disk full")
 
     export(prediction, "glb", tmp_path, glb={"export_depth_vis": False})
     good = (tmp_path / "scene.glb").read_bytes()
-    monkeypatch.setattr(trimesh.Scene, "export", broken_export)
+    monkeypatch.setattr(glb_module, "save_glb", broken_save)
     with pytest.raises(OSError, match="disk full"):
         export(prediction, "npz+glb", tmp_path, glb={"export_depth_vis": False})
     assert (tmp_path / "scene.glb").read_bytes() == good  # the old file survives, untouched

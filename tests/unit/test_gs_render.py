@@ -240,3 +240,13 @@ def test_cpu_rasterizer_matches_gsplat_on_cuda(tile_size):
     torch.testing.assert_close(cpu[..., :3], gpu[..., :3].cpu(), atol=2e-3, rtol=0)
     shown = cpu_alpha[..., 0] > 0.5
     torch.testing.assert_close(cpu[..., 3][shown], gpu[..., 3].cpu()[shown], rtol=1e-3, atol=1e-3)
+
+
+def test_precomputed_covariances_replace_quats_and_scales_as_in_gsplat():
+    s = random_scene(400, seed=4)
+    covars = cpu_rasterizer.quat_scale_to_covar(s["quats"], s["scales"])
+    expected, _, _ = cpu_rasterizer.rasterization(**s, render_mode="RGB+ED")
+    ignored = {"quats": torch.zeros_like(s["quats"]), "scales": torch.zeros_like(s["scales"])}
+    given, _, _ = cpu_rasterizer.rasterization(**{**s, **ignored}, covars=covars, render_mode="RGB+ED")
+    assert expected[..., 3].gt(0).sum() > 500
+    torch.testing.assert_close(given, expected, rtol=0, atol=0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import io, sys
 import numpy as np
@@ -28,6 +30,7 @@ def test_png_round_trip_after_decord_and_pycolmap():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_open3d_sampling_survives_decord_loaded_first():
     """decord's RTLD_GLOBAL library once shadowed libstdc++'s random_device and crashed open3d's sampler (SIGSEGV)."""
     code = ("import da3core.io.video, numpy as np; from da3core.evaluation import sample_surface, TriangleMesh; "

@@ -23,6 +23,7 @@ def normalised(intrinsics):
     return intrinsics / np.array([W, H, 1.0])[:, None]
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("n_views", [7, 1])
 def test_all_modes_match_the_reference(cameras, n_views):
     w2c, intr = cameras[0][:n_views], cameras[1][:n_views]

@@ -55,6 +55,7 @@ class Counting:
             yield frame
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_windowed_relative_matches_upstream_reading_lazily(expected, relative):
     n = len(expected["windows_relative"])
@@ -67,6 +68,7 @@ def test_windowed_relative_matches_upstream_reading_lazily(expected, relative):
     _close(np.stack(depths), expected["windows_relative"])
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_batched_windows_match_upstream(expected, relative):
     n = len(expected["windows_relative"])
@@ -74,6 +76,7 @@ def test_batched_windows_match_upstream(expected, relative):
     _close(np.stack(list(out)), expected["windows_relative"])
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_windowed_metric_matches_upstream_without_fit(expected, metric):
     n = len(expected["windows_metric"])
@@ -81,6 +84,7 @@ def test_windowed_metric_matches_upstream_without_fit(expected, metric):
     _close(np.stack(list(out)), expected["windows_metric"])
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_streaming_matches_upstream(expected, relative):
     n = len(expected["streaming_relative"])
@@ -94,6 +98,7 @@ def test_network_size_matches_upstream_resize(expected):
         assert network_size(int(h), int(w), int(size)) == (net_h, net_w), (h, w, size)
 
 
+@pytest.mark.slow
 def test_streaming_yields_each_depth_before_reading_the_next_frame(expected, relative):
     frames = Counting(expected["frames"][:5])
     for i, depth in enumerate(infer_streaming(relative, frames, input_size=int(expected["input_size"]))):
