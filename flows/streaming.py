@@ -50,6 +50,8 @@ def stream_inference(name: str, scene: SceneInput, staged: SceneStore, cfg: Reco
                          "sample more views (input.fps, input.max_frames) or lower the overlap")
     for other in cache.discard_others():
         get_run_logger().info("removed %s, chunks of a run with other settings or input", other)
+    if cfg.force:  # force means recompute: the chunks a killed run finished too, not only the store
+        cache.discard()
     # In a batch the scenes are what the runner spreads; a streaming scene's chunks then run in turn on its worker.
     runner = ThreadPoolTaskRunner(max_workers=1) if isinstance(cfg, BatchConfig) else task_runner(cfg)
     run_chunks.with_options(task_runner=runner)(name, scene, staged, cfg, attrs, cache)

@@ -21,6 +21,7 @@ import trimesh
 import zarr
 
 from da3core.store import SceneStore
+from da3core.streaming.chunk_cache import ChunkCache
 from da3core.synthetic import make_capture, make_sequence, write_image_folder, write_video
 from flows.config import load_config
 from flows.reconstruct import main, reconstruct
@@ -55,6 +56,7 @@ def _group(result) -> zarr.Group:
     return zarr.open_group(result.store_url, mode="r")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["loop", "open"])
 def test_noise_free_chunks_give_the_true_trajectory_and_exports_cover_every_frame(path, sequences, loop_sequence,
                                                                                  open_sequence, tmp_path):
@@ -86,6 +88,7 @@ def test_noise_free_chunks_give_the_true_trajectory_and_exports_cover_every_fram
     assert not (out / "scene.zarr.chunks").exists(), "the chunk cache is deleted once the result is in place"
 
 
+@pytest.mark.slow
 def test_loop_closure_at_least_halves_the_drift_through_the_flow(sequences, loop_sequence, tmp_path):
     ate = {}
     for closure in (False, True):
@@ -98,6 +101,7 @@ def test_loop_closure_at_least_halves_the_drift_through_the_flow(sequences, loop
     assert ate[True] <= 0.5 * ate[False], f"ATE {ate[False]:.3f} m without loop closure, {ate[True]:.3f} m with it"
 
 
+@pytest.mark.slow
 def test_a_chunk_longer_than_the_scene_gives_the_arrays_of_the_normal_mode(image_folder, tmp_path):
     normal = reconstruct(load_config("reconstruct", [f"scene={image_folder}", f"storage.root={tmp_path / 'normal'}",
                                                      *FAST, "export=mini_npz"]))
@@ -191,6 +195,19 @@ def test_a_killed_run_resumes_without_recomputing_finished_chunks(when, walk_vid
             assert chunk["worker"]["pid"] == os.getpid()
     np.testing.assert_array_equal(_group(result)["frame"][...], np.arange(48))
     assert not (tmp_path / "walk" / "scene.zarr.chunks").exists()
+
+
+@pytest.mark.slow
+def test_force_recomputes_the_chunks_a_previous_run_left(image_folder, tmp_path, monkeypatch):
+    argv = [f"scene={image_folder}", f"storage.root={tmp_path}", *FAST, "streaming.enabled=true",
+            "streaming.chunk_size=6", "streaming.overlap=2", "export=mini_npz"]
+    with monkeypatch.context() as patch:  # the cache stays as a killed run leaves it: every chunk finished
+        patch.setattr(ChunkCache, "discard", lambda self: None)
+        reconstruct(load_config("reconstruct", argv))
+    assert len(_chunk_records(tmp_path / image_folder.name / "scene.zarr.chunks")) == 2
+    result = reconstruct(load_config("reconstruct", [*argv, "force=true"]))
+    assert not any(c["reused"] for c in _group(result).attrs["stages"]["streaming"]["chunks"])
+    assert not (tmp_path / image_folder.name / "scene.zarr.chunks").exists()
 
 
 @pytest.mark.slow
