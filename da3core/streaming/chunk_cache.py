@@ -75,7 +75,7 @@ class ChunkCache:
         if fs.exists(path):
             fs.rm(path, recursive=True)
         root = path.rsplit("/", 1)[0]
-        if isinstance(fs, fsspec.implementations.local.LocalFileSystem) and not fs.ls(root):
+        if isinstance(fs, fsspec.implementations.local.LocalFileSystem) and fs.exists(root) and not fs.ls(root):
             fs.rmdir(root)  # object stores have no empty folders to leave behind
 
     def discard_others(self) -> list[str]:
