@@ -85,7 +85,8 @@ def run_chunks(name: str, scene: SceneInput, store: SceneStore, cfg: Reconstruct
         store.update_attrs(source_names=scene.names, ref_view_idx=None,
                            source_sizes=None if sizes[0] is None else np.concatenate(sizes).tolist())
     store.record_stage("decode", sum(r.info["decode_seconds"] for r in computed))
-    store.record_stage("inference", sum(r.info["seconds"] for r in computed), ref_view_idx=records[0].info["ref_view_idx"])
+    store.record_stage("inference", sum(r.info["seconds"] for r in computed),
+                       ref_view_idx=records[0].info["ref_view_idx"])
     store.record_stage("streaming", time.perf_counter() - started, chunk_size=cfg.streaming.chunk_size,
                        overlap=cfg.streaming.overlap, chunks=[_summary(r, t) for r, t in zip(records, transforms)],
                        loops=[[link.i, link.j] for link in links])

@@ -67,8 +67,9 @@ def infer_chunk(name: str, chunk: str, frames: np.ndarray, scene: SceneInput, ca
     pred.source_names = [scene.names[i] for i in frames]
     anchor = chunk_anchor(pred)
     record = {"finished_at": time.time(), "decode_seconds": round(decoded - started, 4),
-              "seconds": round(inferred - decoded, 4), "ref_view_idx": pred.ref_view_idx, "anchor": anchor.matrix().tolist(),
-              "model": model, "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
+              "seconds": round(inferred - decoded, 4), "ref_view_idx": pred.ref_view_idx,
+              "anchor": anchor.matrix().tolist(), "model": model,
+              "worker": {"host": socket.gethostname(), "pid": os.getpid()}}
     cache.write(chunk, frames, pred, desc, record)
     logger.info("%s %s: %d views (%d-%d) in %.2fs (decode %.2fs)", name, chunk, len(frames), frames[0], frames[-1],
                 inferred - decoded, decoded - started)

@@ -80,7 +80,8 @@ class VoxelSampler:
         return (c[:, 0] << 42) | (c[:, 1] << 21) | c[:, 2]
 
     def _merge(self) -> None:
-        points = PointSet(*(np.concatenate([getattr(p, f) for p, _ in self.kept]) for f in ("xyz", "rgb", "view", "pixel")))
+        fields = ("xyz", "rgb", "view", "pixel")
+        points = PointSet(*(np.concatenate([getattr(p, f) for p, _ in self.kept]) for f in fields))
         priority = np.concatenate([q for _, q in self.kept])
         while True:
             keys = self._keys(points.xyz)

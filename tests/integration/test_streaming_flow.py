@@ -215,8 +215,8 @@ def test_two_dask_workers_share_the_chunks(tmp_path):
     write_image_folder(make_sequence("open", 120), tmp_path / "in" / "walk")
     result = reconstruct(load_config("reconstruct", [
         f"scene={tmp_path / 'in' / 'walk'}", f"storage.root={tmp_path / 'out'}", "model=da3-small",
-        "streaming.enabled=true", "streaming.chunk_size=20", "streaming.overlap=10", "streaming.predictor=synthetic:open",
-        "runner=dask", "dask_workers=2", "export=mini_npz"]))
+        "streaming.enabled=true", "streaming.chunk_size=20", "streaming.overlap=10",
+        "streaming.predictor=synthetic:open", "runner=dask", "dask_workers=2", "export=mini_npz"]))
     chunks = _group(result).attrs["stages"]["streaming"]["chunks"]
     pids = {c["worker"]["pid"] for c in chunks}
     assert len(chunks) == 11 and len(pids) == 2 and os.getpid() not in pids
