@@ -106,6 +106,8 @@ class DepthAnything3(nn.Module):
         """Network outputs for normalised views (B, S, 3, H, W); extrinsics are normalised as upstream does."""
         images = images.to(self.device, torch.float32)
         if extrinsics is not None:
+            if intrinsics is None:
+                raise ValueError("extrinsics were given without intrinsics; pass both or neither")
             extrinsics = normalize_extrinsics(extrinsics.to(self.device, torch.float32))
             intrinsics = intrinsics.to(self.device, torch.float32)
         generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -166,7 +168,7 @@ class DepthAnything3(nn.Module):
         pred = result.prediction
         if extrinsics is not None:
             pred = align_prediction_to_input(pred, extrinsics, result.input_intrinsics, align_to_input_ext_scale)
-        if formats:
+        if formats and export_dir is not None:
             from da3core.export import export
 
             export(pred, formats, export_dir, **(export_kwargs or {}), conf_thresh_percentile=conf_thresh_percentile,

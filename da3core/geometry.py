@@ -11,6 +11,7 @@ Conventions (shared by the whole project):
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def as_homogeneous(ext: np.ndarray) -> np.ndarray:
@@ -35,7 +36,7 @@ def affine_inverse(ext: np.ndarray) -> np.ndarray:
     return as_homogeneous(inv) if ext.shape[-2:] == (4, 4) else inv
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
+def look_at(eye: np.ndarray, target: np.ndarray, up: ArrayLike = (0.0, 0.0, 1.0)) -> np.ndarray:
     """World-to-camera (3, 4) extrinsics of an OpenCV camera at ``eye`` looking at ``target``."""
     eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
     z = target - eye

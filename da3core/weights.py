@@ -71,9 +71,9 @@ def hub_file(repo_id: str, filename: str, local_dir: str | os.PathLike | None = 
     if not hub_reachable():
         raise WeightsError(f"cannot download {repo_id}/{filename}: the Hugging Face Hub is unreachable "
                            f"(offline or HF_HUB_OFFLINE=1). {hint}")
-    kwargs = {"local_dir": str(local_dir)} if local_dir is not None else {}
     try:
-        return Path(hf_hub_download(repo_id, filename, token=token, **kwargs))
+        return Path(hf_hub_download(repo_id, filename, token=token,
+                                    local_dir=None if local_dir is None else str(local_dir)))
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean the same to the user
         raise WeightsError(f"cannot download {repo_id}/{filename} from the Hugging Face Hub: {exc}. {hint}") from exc
 

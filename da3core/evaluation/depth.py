@@ -27,7 +27,7 @@ def _checked(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None) -> tuple
 def least_squares_scale(pred: np.ndarray, gt: np.ndarray) -> float:
     """The scale s minimising ||gt - s * pred||² (upstream's ``least_squares_scale_scalar``)."""
     pred, gt = np.asarray(pred, dtype=np.float64).ravel(), np.asarray(gt, dtype=np.float64).ravel()
-    return float(gt @ pred / max(pred @ pred, 1e-12))
+    return float(gt @ pred / max(float(pred @ pred), 1e-12))
 
 
 def metric_depth_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:

@@ -36,11 +36,18 @@ def _projections(intrinsics: np.ndarray, extrinsics: np.ndarray) -> torch.Tensor
     return torch.from_numpy(proj)
 
 
+def _dtu_mask(scene: BenchScene, index: int) -> np.ndarray:
+    mask = scene.valid_mask(index)
+    if mask is None:
+        raise GroundTruthMissingError(f"{scene.name}: DTU frame {index} has no object mask")
+    return mask
+
+
 def dtu_fusion_inputs(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np.ndarray,
                       pred_extrinsics: np.ndarray, posed: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(depths (N, 1, H, W), projections (N, 4, 4)) at the mask resolution, scaled to the GT by a RANSAC Sim(3)."""
     scale, rot, trans = align_poses_umeyama(scene.extrinsics, pred_extrinsics, ransac=True, random_state=SEED)
-    masks = np.stack([scene.valid_mask(i) for i in range(len(scene))])
+    masks = np.stack([_dtu_mask(scene, i) for i in range(len(scene))])
     depths = np.asarray(pred_depth, dtype=np.float32)
     resize = depths.shape[-2:] != masks.shape[-2:]
     if posed:
@@ -117,8 +124,8 @@ def dtu_reconstruct(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: 
         if posed:
             clouds.append(consistent_points(depths, proj, i))
         else:
-            points = backproject(depths[i:i + 1], proj[i:i + 1])[:, :, (depths[i:i + 1] > 0.001).squeeze()]
-            clouds.append(points.squeeze(0).permute(1, 0).numpy())
+            cloud = backproject(depths[i:i + 1], proj[i:i + 1])[:, :, (depths[i:i + 1] > 0.001).squeeze()]
+            clouds.append(cloud.squeeze(0).permute(1, 0).numpy())
     points = np.concatenate(clouds).astype(np.float64)
     if len(points) > MAX_POINTS:
         points = points[np.random.default_rng(SEED).choice(len(points), MAX_POINTS, replace=False)]

@@ -146,7 +146,7 @@ def _read_frames_pyav(path: Path, indices: np.ndarray) -> tuple[np.ndarray, np.n
     missing = [int(i) for i, f in zip(indices, frames) if f is None]
     if missing:
         raise VideoError(f"{path} ended before frames {missing[:5]}; the file may be truncated")
-    return np.stack(frames), stamps
+    return np.stack([f for f in frames if f is not None]), stamps
 
 
 def _iter_frames_pyav(path: Path, indices: np.ndarray) -> Iterator[tuple[int, float, np.ndarray]]:

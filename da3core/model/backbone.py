@@ -18,6 +18,7 @@ from da3core.model.vit import Block, PatchEmbed, interpolate_pos_embed
 
 PATCH_SIZE = 14
 ROPE_FREQ = 100.0
+RopeTables = dict[torch.dtype, tuple[Tensor, Tensor]]  # (cos, sin) per compute dtype
 
 
 def _rope_tables(positions: Tensor, head_dim: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -38,7 +39,7 @@ def _rope_tables(positions: Tensor, head_dim: int, dtype: torch.dtype) -> tuple[
             torch.cat([sin[positions[:, 0]] * sign, sin[positions[:, 1]] * sign], -1))
 
 
-def _apply_rope(t: Tensor, tables: dict[torch.dtype, tuple[Tensor, Tensor]]) -> Tensor:
+def _apply_rope(t: Tensor, tables: RopeTables) -> Tensor:
     """Rotate (B, heads, N, D) by per-token angles; each half of D is rotated on its own (y, then x).
 
     ``tables`` maps a dtype to its (cos, signed sin) tables: as upstream, the rotation runs in the dtype of
@@ -97,7 +98,8 @@ class AlternatingViT(nn.Module):
         tokens = (tokens + interpolate_pos_embed(self.pos_embed, h, w)).unflatten(0, (b, s))
         n = tokens.shape[2]
 
-        rope_local = rope_global = None
+        rope_local: RopeTables = {}
+        rope_global: RopeTables = {}
         if self.alt_start != -1:
             grid = torch.cartesian_prod(torch.arange(h, device=x.device), torch.arange(w, device=x.device)) + 1
             special = torch.zeros(1, 2, dtype=grid.dtype, device=x.device)

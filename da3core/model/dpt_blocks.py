@@ -6,6 +6,8 @@ Names mirror the checkpoints: ``projects.k``, ``resize_layers.k``, ``scratch.lay
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -55,9 +57,16 @@ def make_resize_layers(out_channels: list[int]) -> nn.ModuleList:
     ])
 
 
-def make_scratch(out_channels: list[int], features: int) -> nn.Module:
+class Scratch(nn.Module):
+    """Container of a head's convs and fusion blocks, named after the checkpoint keys each head sets."""
+
+    def __getattr__(self, name: str) -> Any:  # the names are set per head, so type checkers see Any
+        return super().__getattr__(name)
+
+
+def make_scratch(out_channels: list[int], features: int) -> Scratch:
     """Container for ``layerK_rn`` (3x3, no bias) convs mapping each stage to ``features`` channels."""
-    scratch = nn.Module()
+    scratch = Scratch()
     for k, oc in enumerate(out_channels, start=1):
         setattr(scratch, f"layer{k}_rn", nn.Conv2d(oc, features, 3, padding=1, bias=False))
     return scratch

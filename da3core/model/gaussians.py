@@ -8,6 +8,7 @@ not match what the numbers are), so exported splats are identical to the referen
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -88,7 +89,7 @@ def gaussians_from_raw(
     sh = raw[..., 9:36].unflatten(-1, (3, 9)) * _sh_mask(dev)
     sh = rotate_sh(sh, c2w[:, :, None, None, None, :3, :3])
 
-    def flat(t: Tensor) -> Tensor:
+    def flat(t: Tensor) -> np.ndarray:
         return t.reshape(b, s * H * W, *t.shape[4:])[0].float().cpu().numpy()
 
     return Gaussians(means=flat(means), scales=flat(scale), rotations=flat(quats), harmonics=flat(sh),

@@ -7,6 +7,7 @@ to bound memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -64,6 +65,7 @@ class _DPTBase(nn.Module):
     # Convolution kernels pick different algorithms for strided and dense inputs; laying tokens out as
     # upstream does per head keeps outputs bitwise equal to the reference.
     contiguous_tokens = False
+    _decode: Callable[..., dict[str, Tensor]]  # each head decodes its own outputs from the fused maps
 
     def __init__(self, dim_in: int, features: int, out_channels: tuple[int, ...], pos_embed: bool, token_norm: bool):
         super().__init__()

@@ -28,7 +28,7 @@ METRIC_FOCAL = 300.0
 MAX_SKY_DEPTH = 200.0
 
 
-def _sampled_quantile(values: Tensor, q: float, generator: torch.Generator) -> Tensor:
+def _sampled_quantile(values: Tensor, q: float, generator: torch.Generator | None) -> Tensor:
     """Quantile of at most 100k values drawn with replacement (torch.quantile has a size limit)."""
     if values.numel() > QUANTILE_SAMPLES:
         idx = torch.randint(0, values.numel(), (QUANTILE_SAMPLES,), device=values.device, generator=generator)
@@ -45,7 +45,7 @@ class DepthAnything3Net(nn.Module):
         c = spec.embed_dim
         self.backbone = Backbone(spec)
         if spec.any_view:
-            self.head = DualDPT(2 * c, spec.head_features, spec.head_channels)
+            self.head: DualDPT | MonoDPT = DualDPT(2 * c, spec.head_features, spec.head_channels)
             self.cam_enc = CameraEnc(c)
             self.cam_dec = CameraDec(2 * c)
         else:
@@ -146,7 +146,7 @@ class NestedDepthAnything3Net(nn.Module):
             out["depth"] = out["depth"] * scale
             out["extrinsics"] = out["extrinsics"].clone()
             out["extrinsics"][:, :, :3, 3] *= scale
-            sky_depth = min(_sampled_quantile(out["depth"][non_sky], 0.99, generator), MAX_SKY_DEPTH)
+            sky_depth = _sampled_quantile(out["depth"][non_sky], 0.99, generator).clamp(max=MAX_SKY_DEPTH)
             out["depth"] = torch.where(non_sky, out["depth"], sky_depth)
             out["depth_conf"] = torch.where(non_sky, out["depth_conf"], torch.ones_like(out["depth_conf"]))
         out["is_metric"], out["scale_factor"] = 1, float(scale)

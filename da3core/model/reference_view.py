@@ -37,7 +37,8 @@ def select_reference_view(feat: Tensor, strategy: str = "saddle_balanced") -> Te
         lo, hi = m.min(dim=1, keepdim=True).values, m.max(dim=1, keepdim=True).values
         return (m - lo) / (hi - lo + 1e-8)
 
-    score = sum((unit_range(m) - 0.5).abs() for m in (sim.sum(-1) / (s - 1), feat.norm(dim=-1), unit.var(dim=-1)))
+    terms = [(unit_range(m) - 0.5).abs() for m in (sim.sum(-1) / (s - 1), feat.norm(dim=-1), unit.var(dim=-1))]
+    score = terms[0] + terms[1] + terms[2]
     return score.argmin(dim=1)
 
 

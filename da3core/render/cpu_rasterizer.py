@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch.nn.functional import threshold_
+from torch.nn.functional import threshold_  # type: ignore[attr-defined]  # public, missing from the stubs
 
 from da3core.render.sh import eval_sh
 

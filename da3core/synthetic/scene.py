@@ -53,7 +53,8 @@ class SyntheticCapture:
 
 
 def _rect(origin, edge_u, edge_v, cell_size: float) -> Rect:
-    return Rect(*(np.asarray(v, dtype=np.float64) for v in (origin, edge_u, edge_v)), cell_size)
+    origin, edge_u, edge_v = (np.asarray(v, dtype=np.float64) for v in (origin, edge_u, edge_v))
+    return Rect(origin, edge_u, edge_v, cell_size)
 
 
 def _box_faces(center_xy, size_xy, height: float, yaw: float, cell: float) -> list[Rect]:

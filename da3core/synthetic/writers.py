@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -31,7 +32,7 @@ def write_image_folder(capture: SyntheticCapture, folder: str | Path, ext: str =
     paths = []
     for i, image in enumerate(capture.images):
         path = folder / f"frame_{i:04d}.{ext}"
-        kwargs = {"quality": quality} if ext.lower() in ("jpg", "jpeg") else {}
+        kwargs: dict[str, Any] = {"quality": quality} if ext.lower() in ("jpg", "jpeg") else {}
         Image.fromarray(image).save(path, **kwargs)
         paths.append(path)
     return paths

@@ -23,11 +23,12 @@ from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TextIO, cast
 
 import fsspec
 import matplotlib
 import numpy as np
+from matplotlib.colors import ListedColormap
 from PIL import Image
 
 from da3core.export.media import write_mp4
@@ -36,7 +37,7 @@ from da3core.export.target import ExportTarget
 NDJSON_NAME = "depth.ndjson"
 RECORD_VERSION = "Depth-Anything"
 DEFAULT_FOCAL = 470.4  # Annolid's / upstream's default in pixels, whatever the resolution
-_INFERNO = (np.asarray(matplotlib.colormaps["inferno"].colors) * 255).astype(np.uint8)  # upstream's 256-entry LUT
+_INFERNO = (np.asarray(cast(ListedColormap, matplotlib.colormaps["inferno"]).colors) * 255).astype(np.uint8)  # upstream's 256-entry LUT
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class StreamingOutputs:
         self.stem = PurePosixPath(video_name).stem
         self.count = 0
         self._stack = ExitStack()
-        self._ndjson: io.TextIOBase | None = None
+        self._ndjson: TextIO = io.StringIO()  # the real file from __enter__ on
         self._dirs: dict[str, Path] = {}
 
     def __enter__(self) -> StreamingOutputs:
@@ -153,7 +154,7 @@ class StreamingOutputs:
             write_exr(self._dirs["exr"] / f"frame_{self.count:05d}.exr", depth)
         if "points" in self._dirs:
             if self.count == 0:
-                info = point_cloud_info(*depth.shape, self.options, self.is_metric)
+                info = point_cloud_info(depth.shape[0], depth.shape[1], self.options, self.is_metric)
                 (self._dirs["points"] / "point_cloud_info.json").write_text(json.dumps(info, indent=1))
             rows = point_cloud_rows(depth, rgb, self.options, self.is_metric)
             np.savetxt(self._dirs["points"] / f"point_{self.count:04d}.csv", rows, delimiter=",", comments="",

@@ -23,9 +23,9 @@ class FrameSource:
         self._inputs: dict[int, torch.Tensor] = {}
         self.count = 0
         self.exhausted = False
-        self.frame_size: tuple[int, int] | None = None
+        self.frame_size = (0, 0)  # (H, W), fixed by the first frame
         self.input_size = input_size
-        self.net_size: tuple[int, int] | None = None
+        self.net_size = (0, 0)
 
     def has(self, index: int) -> bool:
         """Whether frame ``index`` exists (reading up to it)."""
@@ -35,8 +35,8 @@ class FrameSource:
                 self.exhausted = True
                 break
             frame = np.asarray(frame)
-            if self.frame_size is None:
-                self.frame_size = frame.shape[:2]
+            if self.count == 0:
+                self.frame_size = (frame.shape[0], frame.shape[1])
                 self.net_size = network_size(*self.frame_size, self.input_size)
             elif frame.shape[:2] != self.frame_size:
                 raise ValueError(f"frame {self.count} is {frame.shape[:2]}, but the video started at {self.frame_size}")

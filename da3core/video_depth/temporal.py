@@ -27,6 +27,8 @@ GROUPS = 32
 class SinusoidalPositions(nn.Module):
     """Transformer sine/cosine table (1, max_len, dim), stored in the checkpoints as ``pe``."""
 
+    pe: Tensor
+
     def __init__(self, dim: int, max_len: int = MAX_FRAMES) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoid_table(dim, max_len))

@@ -67,6 +67,8 @@ class WindowAligner:
             self.ref = [depth[0], depth[REF_SLOT]]
             self.tail = list(depth[INFER_LEN - INTERP_LEN:])
             return list(depth[:INFER_LEN - INTERP_LEN])
+        scale: float | np.floating
+        shift: float | np.floating
         if self.metric:
             scale, shift = 1.0, 0.0
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -51,11 +52,11 @@ class ScanNetPP(BenchDataset):
                 raise LayoutError(f"camera model {camera.model_name} of {name} in {self.store.url(*model_dir)} has no "
                                   "fx fy cx cy parameters")
             # float32 and the -0.5 shift to pixel-centre coordinates, in the benchmark's order of operations
-            K = np.eye(3, dtype=np.float32)
+            K: np.ndarray = np.eye(3, dtype=np.float32)
             K[0, 0], K[1, 1], K[0, 2], K[1, 2] = camera.params[:4]
             K[:2, 2] -= 0.5
             dist = np.zeros(5, dtype=np.float32)
-            roi = (0, 0, camera.width, camera.height)
+            roi: Sequence[int] = (0, 0, camera.width, camera.height)
             raw_K = K.copy()
             if camera.model_name == "OPENCV":
                 dist[:4] = camera.params[4:8]
