@@ -68,7 +68,8 @@ def run_chunks(name: str, scene: SceneInput, store: SceneStore, cfg: Reconstruct
     logger.info("%s: %d views in %d chunks of %d (overlap %d)%s", name, len(scene), len(frames),
                 cfg.streaming.chunk_size, cfg.streaming.overlap, ", loop closure" if loops_on else "")
     chunks = [infer_chunk.submit(name, f"chunk_{i:04d}", f, scene, cache, cfg, loops_on) for i, f in enumerate(frames)]
-    aligned = [align_pair.submit(name, cache, a, b) for a, b in zip(chunks, chunks[1:])]
+    # Futures as arguments: Prefect waits for them and passes their results (its type stubs only allow the values).
+    aligned = [align_pair.submit(name, cache, a, b) for a, b in zip(chunks, chunks[1:])]  # type: ignore[call-overload]
     records: list[ChunkRecord] = [c.result() for c in chunks]
     sequential = [a.result() for a in aligned]
     report(0.55, f"{len(frames)} chunks inferred and aligned")
@@ -78,12 +79,13 @@ def run_chunks(name: str, scene: SceneInput, store: SceneStore, cfg: Reconstruct
     computed = [r for r in records if not r.info["reused"]]
     store.reset({**attrs, "model": (computed or records)[0].info["model"], "versions": package_versions(),
                  "inputs": scene.manifest(), "started_at": time.time()})
-    sizes = []
+    sizes = []  # the written views' source sizes, when the input has them
     for i, (record, owned, transform) in enumerate(zip(records, owned_frames(frames), transforms)):
-        sizes.append(write_chunk(name, cache, record, span(owned), transform, scene, store, first=i == 0))
+        written = write_chunk(name, cache, record, span(owned), transform, scene, store, first=i == 0)
+        sizes += [] if written is None else [written]
     if len(records) > 1:  # one chunk wrote exactly what the normal mode writes
         store.update_attrs(source_names=scene.names, ref_view_idx=None,
-                           source_sizes=None if sizes[0] is None else np.concatenate(sizes).tolist())
+                           source_sizes=np.concatenate(sizes).tolist() if sizes else None)
     store.record_stage("decode", sum(r.info["decode_seconds"] for r in computed))
     store.record_stage("inference", sum(r.info["seconds"] for r in computed),
                        ref_view_idx=records[0].info["ref_view_idx"])
@@ -104,7 +106,7 @@ def close_loops(name: str, scene: SceneInput, cache: ChunkCache, cfg: Reconstruc
     get_run_logger().info("%s: %d revisit candidates, %d loops to verify", name, len(candidates), len(plans))
     verified = [infer_chunk.submit(name, f"loop_{p.chunk_a:04d}_{p.chunk_b:04d}", p.frames, scene, cache, cfg, False)
                 for p in plans]
-    linked = [link_loop.submit(name, cache, p, v, records[p.chunk_a], records[p.chunk_b])
+    linked = [link_loop.submit(name, cache, p, v, records[p.chunk_a], records[p.chunk_b])  # type: ignore[call-overload]
               for p, v in zip(plans, verified)]
     return [link for link in (f.result() for f in linked) if link is not None]
 

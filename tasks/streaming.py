@@ -141,11 +141,9 @@ def link_loop(name: str, cache: ChunkCache, plan: LoopPlan, loop: ChunkRecord, a
     if not loop_is_revisit(plan, verification):
         logger.info("%s %s: the verification does not bring the two places together; not a loop", name, loop.name)
         return None
-    parts = []
-    for chunk in (a, b):
-        view = span(np.flatnonzero(np.isin(chunk.frames, plan.frames)))
-        parts += [cache.read(chunk.name, view), chunk.frames[view]]
-    link = loop_link(plan, verification, *parts)
+    in_a, in_b = (span(np.flatnonzero(np.isin(c.frames, plan.frames))) for c in (a, b))
+    link = loop_link(plan, verification, cache.read(a.name, in_a), a.frames[in_a], cache.read(b.name, in_b),
+                     b.frames[in_b])
     logger.info("%s %s: chunks %d and %d linked (similarity %.3f)", name, loop.name, plan.chunk_a, plan.chunk_b,
                 plan.similarity)
     return link

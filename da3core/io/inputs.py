@@ -215,7 +215,7 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
     )
 
 
-def load_views(scene: SceneInput, views: Sequence[int] | None = None) -> list[np.ndarray]:
+def load_views(scene: SceneInput, views: Sequence[int] | np.ndarray | None = None) -> list[np.ndarray]:
     """Decode every view, or only the ``views`` (positions in the scene), as RGB uint8 (H, W, 3); raises InputError
     for unreadable files. A long scene is decoded a chunk at a time this way: a video decodes only those frames."""
     picked = np.arange(len(scene)) if views is None else np.asarray(views, dtype=np.int64)
