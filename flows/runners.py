@@ -16,5 +16,15 @@ def task_runner(cfg: ReconstructConfig) -> TaskRunner:
         if cfg.dask_address:
             return DaskTaskRunner(address=cfg.dask_address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+                                              "processes": True, "dashboard_address": None, "env": _worker_env()})
     return ThreadPoolTaskRunner(max_workers=cfg.concurrency)
+
+
+def _worker_env() -> dict[str, str]:
+    """Local workers report to this run's Prefect API. Without it a run on Prefect's temporary server leaves each
+    worker process to start a temporary server of its own: under load it times out (the task fails), and it outlives
+    the worker when the cluster closes."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {"PREFECT_API_URL": str(client.api_url)}

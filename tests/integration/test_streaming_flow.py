@@ -8,13 +8,16 @@ chunks. The real model (seeded weights) on a video, one-line refusals, and chunk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pycolmap
 import pytest
 import trimesh
@@ -210,15 +213,40 @@ def test_force_recomputes_the_chunks_a_previous_run_left(image_folder, tmp_path,
     assert not (tmp_path / image_folder.name / "scene.zarr.chunks").exists()
 
 
+def _watch_prefect_servers(stop: threading.Event, seen: dict[int, psutil.Process]) -> None:
+    """Note every Prefect server of this test session that another process than this one starts, until ``stop``."""
+    while not stop.wait(0.2):
+        for proc in psutil.process_iter():
+            try:
+                if (proc.ppid() != os.getpid() and "prefect.server.api.server" in " ".join(proc.cmdline())
+                        and proc.environ().get("PREFECT_HOME") == os.environ["PREFECT_HOME"]):
+                    seen[proc.pid] = proc
+            except psutil.Error:  # gone meanwhile, or another user's
+                continue
+
+
 @pytest.mark.slow
 def test_two_dask_workers_share_the_chunks(tmp_path):
+    """Both workers infer chunks, the trajectory is exact, and the workers report to the flow's Prefect server:
+    none starts a temporary server of its own (it timed out under load and outlived the worker)."""
     write_image_folder(make_sequence("open", 120), tmp_path / "in" / "walk")
-    result = reconstruct(load_config("reconstruct", [
-        f"scene={tmp_path / 'in' / 'walk'}", f"storage.root={tmp_path / 'out'}", "model=da3-small",
-        "streaming.enabled=true", "streaming.chunk_size=20", "streaming.overlap=10",
-        "streaming.predictor=synthetic:open", "runner=dask", "dask_workers=2", "export=mini_npz"]))
+    stop, servers = threading.Event(), {}
+    watcher = threading.Thread(target=_watch_prefect_servers, args=(stop, servers))
+    watcher.start()
+    try:
+        result = reconstruct(load_config("reconstruct", [
+            f"scene={tmp_path / 'in' / 'walk'}", f"storage.root={tmp_path / 'out'}", "model=da3-small",
+            "streaming.enabled=true", "streaming.chunk_size=20", "streaming.overlap=10",
+            "streaming.predictor=synthetic:open", "runner=dask", "dask_workers=2", "export=mini_npz"]))
+    finally:
+        stop.set()
+        watcher.join()
     chunks = _group(result).attrs["stages"]["streaming"]["chunks"]
     pids = {c["worker"]["pid"] for c in chunks}
     assert len(chunks) == 11 and len(pids) == 2 and os.getpid() not in pids
     ate, length, _ = ate_rmse(make_sequence("open", 120).extrinsics, _group(result)["extrinsics"][...])
     assert ate <= 1e-4 * length
+    for proc in servers.values():  # none, unless the workers started their own
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    assert not servers, f"{len(servers)} Prefect servers started by the workers"
