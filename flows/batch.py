@@ -16,15 +16,15 @@ from typing import Any
 import fsspec
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from da3core.io.inputs import VIDEO_EXTENSIONS, InputError
 from da3core.io.storage import is_remote, list_children
-from flows.config import BatchConfig, EvaluateConfig, validate
+from flows.config import BatchConfig, validate
 from flows.errors import EXIT_BUG, EXIT_USER_ERROR, is_user_error, run_cli, user_message
 from flows.outcomes import batch_outcome, scene_outcome
 from flows.preflight import check_model, check_output
 from flows.reconstruct import SceneResult, reconstruct_scene, scene_name
+from flows.runners import task_runner
 
 
 @dataclass
@@ -104,18 +104,6 @@ def run_scenes(cfg: BatchConfig, scenes: list[tuple[str, str]]) -> BatchReport:
             bugs += [] if is_user_error(exc) else [name]
             logger.error("[%d/%d] %s failed: %s", i, len(futures), name, failures[name])
     return BatchReport(results, failures, bugs)
-
-
-def task_runner(cfg: BatchConfig | EvaluateConfig) -> TaskRunner[Any]:
-    """The Prefect task runner for ``cfg.runner``: threads, or Dask workers (one model per worker process)."""
-    if cfg.runner.value == "dask":
-        from prefect_dask import DaskTaskRunner
-
-        if cfg.dask_address:
-            return DaskTaskRunner(address=cfg.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
-    return ThreadPoolTaskRunner(max_workers=cfg.concurrency)
 
 
 def main(argv: list[str]) -> int:

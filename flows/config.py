@@ -188,6 +188,8 @@ def validate(cfg: ReconstructConfig) -> None:
                       has_features=bool(cfg.export_feat_layers), process_res_method=cfg.processing.method.value)
     except ValueError as exc:
         raise ConfigError(f"config error at export: {exc}") from exc
+    if cfg.streaming.enabled:
+        _check_streaming(cfg)
     unknown = set(cfg.exporters) - set(formats)
     if unknown:
         raise ConfigError(f"config error at exporters: options for {sorted(unknown)} but export={cfg.export}")
@@ -196,6 +198,30 @@ def validate(cfg: ReconstructConfig) -> None:
             FORMATS[name].check_options(dict(options))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"config error at exporters.{name}: {exc}") from exc
+
+
+def _check_streaming(cfg: ReconstructConfig) -> None:
+    """What streaming needs: a valid chunking, cameras to align chunks with, and outputs it can stitch."""
+    from da3core.streaming import StreamingInputError, check_chunking
+    from da3core.synthetic.long_paths import PATHS
+
+    try:
+        check_chunking(cfg.streaming.chunk_size, cfg.streaming.overlap)
+    except StreamingInputError as exc:
+        raise ConfigError(f"config error at streaming: {exc}") from exc
+    if not PRESETS[cfg.model.preset].net.any_view:
+        raise ConfigError(f"config error at streaming.enabled: preset {cfg.model.preset} predicts no cameras to align "
+                          "chunks with; use an any-view preset such as model=da3-large")
+    if cfg.infer_gs or cfg.export_feat_layers:
+        raise ConfigError("config error at streaming.enabled: chunks are not stitched into one set of Gaussians or "
+                          "features; drop infer_gs / export_feat_layers or turn streaming off")
+    predictors = ["model", *(f"synthetic:{path}" for path in PATHS)]
+    if cfg.streaming.predictor not in predictors:
+        raise ConfigError(f"config error at streaming.predictor: unknown predictor '{cfg.streaming.predictor}'; "
+                          f"available: {', '.join(predictors)}")
+    if not -1.0 <= cfg.streaming.loop_min_similarity <= 1.0:
+        raise ConfigError(f"config error at streaming.loop_min_similarity: {cfg.streaming.loop_min_similarity} is "
+                          "not a cosine similarity; use a value in [-1, 1]")
 
 
 def validate_video_depth(cfg: VideoDepthConfig) -> None:
@@ -284,5 +310,7 @@ def config_hashes(cfg: Any, **extra: Any) -> tuple[str, str]:
     if "input" in inference:  # None, 0 and -1 all mean every frame: one hash
         max_frames = inference["input"]["max_frames"]
         inference["input"]["max_frames"] = max_frames if max_frames and max_frames > 0 else None
+    if not inference.get("streaming", {}).get("enabled", True):  # its keys change nothing while it is off
+        del inference["streaming"]
     full = {**inference, **hashed_part(type(cfg), data, ("outputs",))}
     return digest(inference), digest(full)

@@ -24,7 +24,7 @@ from da3core.evaluation.datasets import DATASETS, BenchmarkDataError, BenchScene
 from da3core.evaluation.summary import BenchmarkResults, SceneOutcome, summary_text
 from da3core.io.storage import check_writable, is_remote, join_url
 from da3core.store import SceneStore
-from flows.batch import task_runner
+from flows.runners import task_runner
 from flows.config import EvaluateConfig, reconstruct_config, validate_evaluate
 from flows.errors import EXIT_USER_ERROR, run_cli
 from flows.reconstruct import reconstruct_scene

@@ -30,6 +30,7 @@ from flows.errors import run_cli
 from flows.outcomes import scene_outcome
 from flows.preflight import check_model, check_output, check_scene, store_bytes
 from flows.progress import report
+from flows.streaming import chunk_cache, stream_inference
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
 STORE_NAME = "scene.zarr"
@@ -102,12 +103,18 @@ def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: S
         valid, stale = set(), valid | stale
         attrs = {"scene": name, "source": source, "config": run, "config_hash": full_hash,
                  "inference_hash": inference_hash, "export_files": [], "stale_exports": sorted(stale)}
+        cache = chunk_cache(store, inference_hash, scene) if cfg.streaming.enabled else None
         with store.replacement() as staged:  # built beside the old store, swapped in after inference and alignment
             report(0.15, f"inference on {len(scene)} views")
-            infer(name, scene, staged, cfg, attrs)
+            if cache is not None:
+                stream_inference(name, scene, staged, cfg, attrs, cache)
+            else:
+                infer(name, scene, staged, cfg, attrs)
             report(0.7, "aligning poses")
             align_poses(name, scene, staged, cfg.pose, inference_hash)
             lock.check()
+        if cache is not None:  # the chunks are in the store now
+            cache.discard()
 
     report(0.75, f"exporting {'+'.join(formats)}")
     # Called in turn, not submitted: inside a batch's scene task a nested submit would wait for a worker

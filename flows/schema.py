@@ -76,6 +76,31 @@ class StorageConfig:
 
 
 @dataclass
+class SyntheticPredictorConfig:
+    """Noise of the test predictor (``streaming.predictor=synthetic:<path>``, da3core.synthetic.GaugePredictor)."""
+
+    seed: int = 0  # the gauge and noise of each call
+    drift: float = 0.0  # progressive bend per view of a call (radians, scene units, log-scale)
+    pose_noise: float = 0.0  # random rigid motion per view
+    depth_noise: float = 0.0  # multiplicative log-normal noise per pixel
+
+
+@dataclass
+class StreamingConfig:
+    """A long scene in overlapping chunks, aligned and loop-closed into one store (README: Long sequences)."""
+
+    enabled: bool = False
+    chunk_size: int = 60  # views per forward pass; a scene no longer than this is one pass, as without streaming
+    overlap: int = 30  # views consecutive chunks share (1 .. chunk_size - 1), the alignment's correspondences
+    loop_closure: bool = False  # find revisits, verify each by inferring the pair, optimise a Sim(3) pose graph
+    loop_min_similarity: float = 0.9  # cosine similarity of two frames' mean-removed descriptors to be a candidate
+    # "model", or for tests only "synthetic:loop" | "synthetic:open": the exact depth and cameras of
+    # da3core.synthetic.make_sequence(path, <number of views>) written as PNGs (never chosen by default).
+    predictor: str = "model"
+    synthetic: SyntheticPredictorConfig = field(default_factory=SyntheticPredictorConfig)
+
+
+@dataclass
 class Catalog:
     """Names for scenes and datasets (conf/catalog/, and your own in conf/local/default.yaml), shared by every flow."""
 
@@ -98,15 +123,17 @@ class ReconstructConfig(Catalog):
     output_dir: Optional[str] = field(default=None, metadata=RUN)  # the scene's folder; default <storage.root>/<scene>
     exporters: dict[str, Any] = field(default_factory=dict)  # per-format options, exporters.<format>.<key>
     force: bool = field(default=False, metadata=RUN)  # recompute even when a complete store for the same config exists
+    streaming: StreamingConfig = field(default_factory=StreamingConfig, metadata=INFERENCE)
+    # Where tasks run: the scenes of a batch, the chunks of a streaming scene (in a batch, its scenes).
+    concurrency: int = field(default=1, metadata=RUN)  # tasks at once on the thread runner
+    runner: Runner = field(default=Runner.thread, metadata=RUN)
+    dask_address: Optional[str] = field(default=None, metadata=RUN)  # existing scheduler; None: a local cluster
+    dask_workers: int = field(default=2, metadata=RUN)
 
 
 @dataclass
 class BatchConfig(ReconstructConfig):
     dataset: str = field(default=MISSING, metadata=RUN)  # a name from `datasets`, a folder, or an s3:// prefix
-    concurrency: int = field(default=1, metadata=RUN)  # scenes processed at once
-    runner: Runner = field(default=Runner.thread, metadata=RUN)
-    dask_address: Optional[str] = field(default=None, metadata=RUN)  # existing scheduler; None: a local cluster
-    dask_workers: int = field(default=2, metadata=RUN)
 
 
 @dataclass

@@ -120,11 +120,14 @@ def align_poses(name: str, scene: SceneInput, store: SceneStore, pose: PoseConfi
 @task(name="export", task_run_name="export-{fmt}-{name}", cache_policy=NO_CACHE, retries=1,
       retry_condition_fn=retry_unless_user_error)
 def export_format(name: str, store: SceneStore, fmt: str, export_dir: str, options: dict[str, Any]) -> list[str]:
-    """Write one export format from the store (no inference needed)."""
+    """Write one export format from the store (no inference needed); a scene streamed in several chunks is read a
+    frame at a time (da3core.export.long_scene), any other scene at once, as it was inferred."""
     from da3core.export import FORMATS, export
 
     started = time.perf_counter()
-    pred = store.read_prediction(features=FORMATS[fmt].reads_features, gaussians=FORMATS[fmt].reads_gaussians)
+    long_scene = len(store.attrs().get("stages", {}).get("streaming", {}).get("chunks", [])) > 1
+    pred = store.read_prediction(features=FORMATS[fmt].reads_features, gaussians=FORMATS[fmt].reads_gaussians,
+                                 lazy=long_scene)
     written = export(pred, [fmt], export_dir, storage_options=store.storage_options, **options)
     paths = written.get(fmt, [])
     store.record_stage(f"export_{fmt}", time.perf_counter() - started, files=len(paths))

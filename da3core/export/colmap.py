@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from da3core.export.points import select_points, valid_mask
+from da3core.export.points import PointSet, select_points, valid_mask
 from da3core.export.target import ExportTarget
 from da3core.geometry import COLMAP_PIXEL_OFFSET, intrinsics_to_colmap
 from da3core.prediction import Prediction
@@ -61,22 +61,28 @@ def write_colmap(
     seed: int = 0,
 ) -> list[str]:
     """Write ``sparse/0/{cameras,images,points3D,rigs,frames}.bin``; returns their locations."""
-    import pycolmap
-
     check_colmap_options(process_res_method)
     mask = valid_mask(prediction, conf_thresh_percentile, conf_floor=None, ensure_thresh_percentile=None)
-    cloud = select_points(prediction, mask).downsample(num_max_points, seed)
+    return write_colmap_model(prediction, select_points(prediction, mask).downsample(num_max_points, seed), target)
+
+
+def write_colmap_model(prediction: Prediction, cloud: PointSet, target: ExportTarget) -> list[str]:
+    """Write the model: every view of ``prediction`` as a camera and image, each point of ``cloud`` observed once."""
+    import pycolmap
+
     sizes, names = source_sizes(prediction), source_names(prediction)
     K = intrinsics_to_colmap(scaled_intrinsics(prediction))
     h, w = prediction.depth.shape[1:]
     rec = pycolmap.Reconstruction()
     slot = np.zeros(len(cloud), dtype=np.int64)  # index of each point's observation in its image
+    by_view = np.argsort(cloud.view, kind="stable")  # one sort, not a scan of every point per view
+    bounds = np.searchsorted(cloud.view[by_view], np.arange(len(prediction) + 1))
     for i in range(len(prediction)):
         camera = pycolmap.Camera.create_from_model_name(i + 1, "PINHOLE", float(K[i, 0, 0]),
                                                         int(sizes[i, 1]), int(sizes[i, 0]))
         camera.params = [K[i, 0, 0], K[i, 1, 1], K[i, 0, 2], K[i, 1, 2]]
         rec.add_camera_with_trivial_rig(camera)
-        in_view = np.flatnonzero(cloud.view == i)
+        in_view = by_view[bounds[i]:bounds[i + 1]]
         slot[in_view] = np.arange(len(in_view))
         keypoints = cloud.pixel[in_view] * np.array([sizes[i, 1] / w, sizes[i, 0] / h]) + COLMAP_PIXEL_OFFSET
         image = pycolmap.Image(name=names[i], keypoints=keypoints.astype(np.float64), camera_id=i + 1, image_id=i + 1)

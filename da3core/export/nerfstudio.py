@@ -20,7 +20,7 @@ from PIL import Image
 
 from da3core.export.colmap import source_names
 from da3core.export.ply import save_point_ply
-from da3core.export.points import confident_points
+from da3core.export.points import PointSet, confident_points
 from da3core.export.target import ExportTarget
 from da3core.geometry import affine_inverse, as_homogeneous, intrinsics_to_colmap
 from da3core.prediction import Prediction
@@ -46,6 +46,12 @@ def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) ->
 def write_nerfstudio(prediction: Prediction, target: ExportTarget, num_points: int = 200_000, seed: int = 0,
                      **point_options: Any) -> list[str]:
     """Write the dataset (point options: see :func:`confident_points`); returns the written locations."""
+    cloud = confident_points(prediction, num_max_points=num_points, seed=seed, **point_options)
+    return write_dataset(prediction, cloud, target)
+
+
+def write_dataset(prediction: Prediction, cloud: PointSet, target: ExportTarget) -> list[str]:
+    """Write every view's image and camera, and ``cloud`` as the seed points; returns the written locations."""
     paths = []
     image_paths = [f"images/{PurePosixPath(name).stem}.png" for name in source_names(prediction)]
     if len(set(image_paths)) != len(image_paths):
@@ -54,7 +60,6 @@ def write_nerfstudio(prediction: Prediction, target: ExportTarget, num_points: i
         with target.staged(f"{ROOT}/{rel}") as local:
             Image.fromarray(prediction.processed_images[i]).save(local, format="PNG")
         paths.append(target.url(f"{ROOT}/{rel}"))
-    cloud = confident_points(prediction, num_max_points=num_points, seed=seed, **point_options)
     with target.staged(f"{ROOT}/points3D.ply") as local:
         save_point_ply(local, cloud.xyz, cloud.rgb)
     paths.append(target.url(f"{ROOT}/points3D.ply"))

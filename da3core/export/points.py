@@ -72,8 +72,13 @@ def valid_mask(
     ensure_thresh_percentile: float | None = 90.0,
     filter_black_bg: bool = False,
     filter_white_bg: bool = False,
+    threshold: float | None = None,
 ) -> np.ndarray:
-    """(N, H, W) bool: the pixels that become points under the rule in this module's docstring."""
+    """(N, H, W) bool: the pixels that become points under the rule in this module's docstring.
+
+    ``threshold`` replaces the confidence threshold computed from these views (a long scene read a frame at a time
+    computes one for all its views).
+    """
     depth = prediction.depth
     keep = np.isfinite(depth) & (depth > 0)
     sky = prediction.sky
@@ -81,6 +86,14 @@ def valid_mask(
         keep &= ~sky
     if prediction.conf is None:
         return keep
+    conf = filtered_conf(prediction, filter_black_bg, filter_white_bg)
+    if threshold is None:
+        threshold = conf_threshold(conf_pool(conf, sky), conf_thresh_percentile, conf_floor, ensure_thresh_percentile)
+    return keep & (conf >= threshold)
+
+
+def filtered_conf(prediction: Prediction, filter_black_bg: bool = False, filter_white_bg: bool = False) -> np.ndarray:
+    """A copy of the confidence with the background filters applied (near-black / near-white pixels set to 1.0)."""
     conf = prediction.conf.copy()  # the background filters must not touch the caller's prediction
     if filter_black_bg or filter_white_bg:
         if prediction.processed_images is None:
@@ -89,9 +102,12 @@ def valid_mask(
             conf[(prediction.processed_images < 16).all(-1)] = 1.0
         if filter_white_bg:
             conf[(prediction.processed_images >= 240).all(-1)] = 1.0
-    pool = conf[~sky] if sky is not None and (~sky).sum() > 10 else conf
-    thr = conf_threshold(pool, conf_thresh_percentile, conf_floor, ensure_thresh_percentile)
-    return keep & (conf >= thr)
+    return conf
+
+
+def conf_pool(conf: np.ndarray, sky: np.ndarray | None) -> np.ndarray:
+    """The confidences the threshold's percentiles are taken over: the non-sky ones (all when <= 10 are non-sky)."""
+    return conf[~sky] if sky is not None and (~sky).sum() > 10 else conf
 
 
 def select_points(prediction: Prediction, mask: np.ndarray, frame: np.ndarray | None = None) -> PointSet:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from da3core.export.target import ExportTarget
 from da3core.prediction import Prediction
 
@@ -71,6 +73,8 @@ class ExportFormat:
     forwards: tuple[str, ...] = ()  # where the writer's **options go: their keywords are valid options too
     checker: str | None = None  # validates option values before anything is written
     method_checker: str | None = None  # refuses a preprocessing (process_res_method) the format cannot invert
+    # The writer for a prediction read a frame at a time (a long scene; same options); None: it needs every array.
+    frame_writer: str | None = None
 
     @property
     def write(self) -> Callable[..., list[str]]:
@@ -111,15 +115,17 @@ _POINT_NEEDS = ("intrinsics", "extrinsics", "processed_images")
 _PERCENTILE = {"conf_thresh_percentile": "conf_thresh_percentile"}
 _POINT_SHARED = {**_PERCENTILE, "num_max_points": "num_max_points"}
 _POINTS = "da3core.export.points:confident_points"
+_LONG = "da3core.export.long_scene:"
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("mini_npz", "da3core.export.npz:write_mini_npz", "exports/mini_npz/results.npz: depth, conf, cameras"),
+    ExportFormat("mini_npz", "da3core.export.npz:write_mini_npz", "exports/mini_npz/results.npz: depth, conf, cameras",
+                 frame_writer="da3core.export.npz:write_mini_npz"),
     ExportFormat("npz", "da3core.export.npz:write_npz", "exports/npz/results.npz: images, depth, conf, cameras",
-                 needs=("processed_images",)),
+                 needs=("processed_images",), frame_writer="da3core.export.npz:write_npz"),
     ExportFormat("glb", "da3core.export.glb:write_glb", "scene.glb points + camera frustums, scene.jpg, depth_vis/",
                  needs=_POINT_NEEDS, shared={**_POINT_SHARED, "show_cameras": "show_cameras"},
-                 forwards=("da3core.export.glb:build_scene", _POINTS)),
+                 forwards=("da3core.export.glb:build_scene", _POINTS), frame_writer=_LONG + "write_glb_frames"),
     ExportFormat("depth_vis", "da3core.export.depth_vis:write_depth_vis", "depth_vis/NNNN.jpg image | depth",
-                 needs=("processed_images",)),
+                 needs=("processed_images",), frame_writer="da3core.export.depth_vis:write_depth_vis"),
     ExportFormat("feat_vis", "da3core.export.feat_vis:write_feat_vis",
                  "feat_vis/: PCA of intermediate features, JPEGs + mp4", needs=("processed_images", "features"),
                  shared={"feat_vis_fps": "fps"}),
@@ -131,13 +137,19 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  checker="da3core.export.gs_video:check_gs_video_options"),
     ExportFormat("colmap", "da3core.export.colmap:write_colmap", "sparse/0/*.bin COLMAP model at the source resolution",
                  needs=_POINT_NEEDS, shared=_POINT_SHARED, checker="da3core.export.colmap:check_colmap_options",
-                 method_checker="da3core.export.colmap:check_colmap_options"),
+                 method_checker="da3core.export.colmap:check_colmap_options",
+                 frame_writer=_LONG + "write_colmap_frames"),
     ExportFormat("nerfstudio", "da3core.export.nerfstudio:write_nerfstudio",
                  "nerfstudio/: transforms.json, images, points3D.ply", needs=_POINT_NEEDS, shared=_PERCENTILE,
-                 forwards=(_POINTS,)),
+                 forwards=(_POINTS,), frame_writer=_LONG + "write_nerfstudio_frames"),
     ExportFormat("ply", "da3core.export.ply:write_ply", "points.ply coloured point cloud", needs=_POINT_NEEDS,
-                 shared=_POINT_SHARED, forwards=(_POINTS,)),
+                 shared=_POINT_SHARED, forwards=(_POINTS,), frame_writer=_LONG + "write_ply_frames"),
 )}
+
+
+def reads_frames(prediction: Prediction) -> bool:
+    """Whether ``prediction``'s arrays are read a frame at a time (a long scene from its store), not held in memory."""
+    return not isinstance(prediction.depth, np.ndarray)
 
 
 def parse_formats(spec: str | Sequence[str]) -> list[str]:
@@ -223,14 +235,19 @@ def export(
     writing (names, prediction fields, options, a writable ``export_dir``) runs before the first file.
     """
     names = parse_formats(formats)
+    lazy = reads_frames(prediction)
     for name in names:
         _check_prediction(name, prediction)
+        if lazy and FORMATS[name].frame_writer is None:
+            raise ValueError(f"export format {name!r} needs every array of the prediction in memory; a long scene "
+                             f"exports {', '.join(n for n, f in FORMATS.items() if f.frame_writer)}")
     plan = plan_options(names, kwargs)
     target = ExportTarget(export_dir, storage_options)
     target.check_writable()
     written = {}
     for name, options in plan.items():
         start = time.perf_counter()
-        written[name] = FORMATS[name].write(prediction, target, **options)
+        write = _function(FORMATS[name].frame_writer) if lazy else FORMATS[name].write
+        written[name] = write(prediction, target, **options)
         log.info("exported %s (%d files) in %.2f s", name, len(written[name]), time.perf_counter() - start)
     return written

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,13 +226,15 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
     )
 
 
-def load_views(scene: SceneInput) -> list[np.ndarray]:
-    """Decode every view as RGB uint8 (H, W, 3); raises InputError for unreadable files."""
+def load_views(scene: SceneInput, views: Sequence[int] | np.ndarray | None = None) -> list[np.ndarray]:
+    """Decode every view, or only the ``views`` (positions in the scene), as RGB uint8 (H, W, 3); raises InputError
+    for unreadable files. A long scene is decoded a chunk at a time this way: a video decodes only those frames."""
+    picked = np.arange(len(scene)) if views is None else np.asarray(views, dtype=np.int64)
     if scene.kind == "video":
         # the local file: ``source`` says where the video came from (an s3:// URL for remote input)
-        frames, _ = video_io.read_frames(scene.files[0]["path"], np.asarray(scene.frame_indices))
+        frames, _ = video_io.read_frames(scene.files[0]["path"], np.asarray(scene.frame_indices)[picked])
         return list(frames)
-    return [read_image(path) for path in scene.paths]
+    return [read_image(scene.paths[i]) for i in picked]
 
 
 def check_image_header(path: str | Path) -> None:

@@ -230,20 +230,8 @@ class SceneStore:
         """Write every array of ``pred`` (one frame per chunk) and its scalar fields as attributes."""
         group = self._open("r+")
         n = len(pred)
-        _put(group, "images", pred.processed_images, ["frame", "y", "x", "channel"])
-        _put(group, "depth", pred.depth, ["frame", "y", "x"])
-        _put(group, "conf", pred.conf, ["frame", "y", "x"])
-        _put(group, "sky", pred.sky, ["frame", "y", "x"])
-        ext = None if pred.extrinsics is None else np.asarray(pred.extrinsics)[:, :3, :4]
-        # Small per-frame arrays go in one chunk; image-like ones get one frame per chunk.
-        _put(group, "extrinsics", ext, ["frame", "ext_row", "ext_col"], np.float32, chunk0=n)
-        _put(group, "intrinsics", pred.intrinsics, ["frame", "k_row", "k_col"], np.float32, chunk0=n)
-        index = np.arange(n) if frame_index is None else np.asarray(frame_index)
-        stamps = np.full(n, np.nan) if timestamps is None else np.asarray(timestamps, dtype=np.float64)
-        _put(group, "frame", index.astype(np.int64), ["frame"], chunk0=n)
-        _put(group, "timestamp", stamps, ["frame"], chunk0=n)
-        if pred.source_names is not None:
-            _put(group, "source_name", np.asarray(pred.source_names, dtype=str), ["frame"], chunk0=n)
+        for name, (values, dims, dtype, chunk0) in _frame_arrays(pred, frame_index, timestamps).items():
+            _put(group, name, values, dims, dtype, chunk0)
         for name, feat in (pred.aux or {}).items():
             dims = ["frame", "patch_y", "patch_x", f"channel_{name}"]
             _put(group.require_group("features"), name, np.asarray(feat), dims)
@@ -257,6 +245,21 @@ class SceneStore:
             "ref_view_idx": pred.ref_view_idx, "source_names": pred.source_names,
             "source_sizes": None if pred.source_sizes is None else np.asarray(pred.source_sizes).tolist(),
         })
+
+    def append_frames(self, pred: Prediction, frame_index: np.ndarray, timestamps: np.ndarray | None = None) -> None:
+        """Append ``pred``'s views to the per-frame arrays of a store begun with :meth:`write_prediction` (a long
+        scene written chunk by chunk); features and Gaussians are not appended."""
+        group = self._open("r+")
+        given = _frame_arrays(pred, frame_index, timestamps)
+        arrays = {name: v for name, v in given.items() if v[0] is not None}
+        present = {name for name, _ in group.arrays()} & set(given)
+        if set(arrays) != present:
+            raise StoreError(f"cannot append views with arrays {sorted(arrays)} to a store holding {sorted(present)}")
+        for name, (values, _, dtype, _) in arrays.items():
+            values = np.asarray(values)
+            group[name].append(values if values.dtype.kind == "U" else values.astype(dtype or group[name].dtype),
+                               axis=0)
+        group.attrs.update({"n_frames": group["depth"].shape[0]})
 
     def write_array(self, name: str, values: np.ndarray, dims: list[str], chunk0: int = 1) -> None:
         """Replace one top-level array (e.g. aligned extrinsics) in place."""
@@ -279,28 +282,82 @@ class SceneStore:
         for i in range(array.shape[0]):
             yield array[i]
 
-    def read_prediction(self, features: bool = True, gaussians: bool = True) -> Prediction:
-        """Rebuild the Prediction this store holds (for exports without re-running inference)."""
+    def read_prediction(self, features: bool = True, gaussians: bool = True, frames: slice = slice(None),
+                        lazy: bool = False) -> Prediction:
+        """Rebuild the Prediction this store holds (for exports without re-running inference).
+
+        ``frames`` reads some views only (features and Gaussians then stay unread). ``lazy`` leaves the image-like
+        arrays (depth, conf, sky, images) in the store as :class:`FrameArray` objects read a frame at a time, so a long
+        scene is exported in bounded memory; the per-frame cameras are read at once.
+        """
         group = self._open("r")
         attrs = group.attrs.asdict()
+        partial = frames != slice(None)
 
-        def get(g: zarr.Group, name: str) -> np.ndarray | None:
-            return g[name][...] if name in g else None
+        def get(name: str, image_like: bool = True) -> Any:
+            if name not in group:
+                return None
+            return FrameArray(group[name]) if lazy and image_like else group[name][frames]
 
         aux = {}
-        if features and "features" in group:
+        if features and not partial and "features" in group:
             aux = {name: arr[...] for name, arr in group["features"].arrays()}
         gs = None
-        if gaussians and "gaussians" in group:
+        if gaussians and not partial and "gaussians" in group:
             gs = Gaussians(**{name: group["gaussians"][name][...] for name in _GAUSSIAN_DIMS})
-        sizes = attrs.get("source_sizes")
+        sizes, names = attrs.get("source_sizes"), attrs.get("source_names")
         return Prediction(
-            depth=group["depth"][...], is_metric=int(attrs.get("is_metric", 0)), sky=get(group, "sky"),
-            conf=get(group, "conf"), extrinsics=get(group, "extrinsics"), intrinsics=get(group, "intrinsics"),
-            processed_images=get(group, "images"), gaussians=gs, aux=aux,
+            depth=get("depth"), is_metric=int(attrs.get("is_metric", 0)), sky=get("sky"),
+            conf=get("conf"), extrinsics=get("extrinsics", False), intrinsics=get("intrinsics", False),
+            processed_images=get("images"), gaussians=gs, aux=aux,
             scale_factor=attrs.get("scale_factor"), ref_view_idx=attrs.get("ref_view_idx"),
-            source_sizes=None if sizes is None else np.asarray(sizes), source_names=attrs.get("source_names"),
+            source_sizes=None if sizes is None else np.asarray(sizes)[frames],
+            source_names=None if names is None else names[frames],
         )
+
+
+class FrameArray:
+    """A stored per-frame array indexed like a numpy array but read from the store on each access."""
+
+    def __init__(self, array: zarr.Array) -> None:
+        self._array = array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(frames, ...) as stored."""
+        return tuple(self._array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The stored dtype."""
+        return self._array.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._array[key]
+
+
+def _frame_arrays(pred: Prediction, frame_index: np.ndarray | None, timestamps: np.ndarray | None) -> dict[str, tuple]:
+    """name -> (values or None, dims, dtype, frames per chunk) of every per-frame array of ``pred``."""
+    n = len(pred)
+    ext = None if pred.extrinsics is None else np.asarray(pred.extrinsics)[:, :3, :4]
+    index = np.arange(n) if frame_index is None else np.asarray(frame_index)
+    stamps = np.full(n, np.nan) if timestamps is None else np.asarray(timestamps, dtype=np.float64)
+    # Small per-frame arrays go in one chunk; image-like ones get one frame per chunk.
+    return {
+        "images": (pred.processed_images, ["frame", "y", "x", "channel"], None, 1),
+        "depth": (pred.depth, ["frame", "y", "x"], None, 1),
+        "conf": (pred.conf, ["frame", "y", "x"], None, 1),
+        "sky": (pred.sky, ["frame", "y", "x"], None, 1),
+        "extrinsics": (ext, ["frame", "ext_row", "ext_col"], np.float32, n),
+        "intrinsics": (pred.intrinsics, ["frame", "k_row", "k_col"], np.float32, n),
+        "frame": (index.astype(np.int64), ["frame"], None, n),
+        "timestamp": (stamps, ["frame"], None, n),
+        "source_name": (None if pred.source_names is None else np.asarray(pred.source_names, dtype=str), ["frame"],
+                        None, n),
+    }
 
 
 def _put(group: zarr.Group, name: str, values: np.ndarray | None, dims: list[str],

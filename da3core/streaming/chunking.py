@@ -13,13 +13,8 @@ class StreamingInputError(UserError, ValueError):
     """Streaming parameters or chunk inputs that cannot work; the message names the parameter and the fix."""
 
 
-def plan_chunks(n_frames: int, chunk_size: int, overlap: int) -> list[np.ndarray]:
-    """Global frame indices of each chunk: windows of ``chunk_size`` that step by ``chunk_size - overlap``.
-
-    A sequence no longer than ``chunk_size`` is one chunk (one forward pass, as without streaming). The last window
-    is shifted back to end on the last frame, so every chunk is full length and shares at least ``overlap`` frames
-    with its predecessor; hence any sequence longer than one chunk is long enough for the overlap.
-    """
+def check_chunking(chunk_size: int, overlap: int) -> None:
+    """Refuse a chunk size below 2 or an overlap outside 1..chunk_size - 1 (one line naming the parameter)."""
     if chunk_size < 2:
         raise StreamingInputError(f"streaming.chunk_size={chunk_size} is too small; use a chunk size of at least 2")
     if not 0 < overlap < chunk_size:
@@ -27,6 +22,16 @@ def plan_chunks(n_frames: int, chunk_size: int, overlap: int) -> list[np.ndarray
             f"streaming.overlap={overlap} must be between 1 and chunk_size - 1 = {chunk_size - 1}; "
             "lower the overlap or raise the chunk size"
         )
+
+
+def plan_chunks(n_frames: int, chunk_size: int, overlap: int) -> list[np.ndarray]:
+    """Global frame indices of each chunk: windows of ``chunk_size`` that step by ``chunk_size - overlap``.
+
+    A sequence no longer than ``chunk_size`` is one chunk (one forward pass, as without streaming). The last window
+    is shifted back to end on the last frame, so every chunk is full length and shares at least ``overlap`` frames
+    with its predecessor; hence any sequence longer than one chunk is long enough for the overlap.
+    """
+    check_chunking(chunk_size, overlap)
     if n_frames < 1:
         raise StreamingInputError(f"the sequence has {n_frames} frames; give at least one frame (check the input and fps)")
     if n_frames <= chunk_size:

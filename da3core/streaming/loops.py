@@ -1,10 +1,15 @@
 """Loop closure: revisit candidates from per-frame global descriptors, and chunk links from verified loop pairs.
 
 Detection works on any per-frame feature vector (the model's pooled features, camera tokens, a place-recognition
-descriptor): cosine nearest neighbours with faiss, pairs closer in time than ``min_gap`` frames excluded, and a
-two-dimensional non-maximum suppression keeping the most similar pair per neighbourhood of (frame_a, frame_b).
-Verification infers a short window around both frames together; that prediction shares frames with the two
-chunks, so it is aligned to each and yields the chunk-to-chunk Sim(3).
+descriptor): the descriptors' mean over the sequence is removed first (what every frame shares says nothing about
+the place, and it would make all frames look alike), then cosine nearest neighbours with faiss, pairs closer in
+time than ``min_gap`` frames excluded, and a two-dimensional non-maximum suppression keeping the most similar pair
+per neighbourhood of (frame_a, frame_b). Verification infers a short window around both frames together; that
+prediction shares frames with the two chunks, so it is aligned to each and yields the chunk-to-chunk Sim(3).
+
+The model's own descriptor (:func:`frame_descriptors`) pools the backbone features of the last block before views
+attend to each other (:func:`descriptor_layer`): up to there each frame is processed alone, so a frame's descriptor
+does not depend on the chunk it was inferred in.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from da3core.geometry import affine_inverse
+from da3core.model.presets import get_preset
 from da3core.prediction import Prediction
 from da3core.streaming.chunking import StreamingInputError, frame_owner
 from da3core.streaming.overlap_align import align_chunks
@@ -57,6 +64,7 @@ def find_loop_candidates(
     if min_gap < 1 or top_k < 1 or nms_radius < 0:
         raise StreamingInputError(f"need min_gap >= 1, top_k >= 1, nms_radius >= 0; got {min_gap}, {top_k}, {nms_radius}")
     n = len(desc)
+    desc -= desc.mean(axis=0)
     faiss.normalize_L2(desc)
     index = faiss.IndexFlatIP(desc.shape[1])
     index.add(desc)
@@ -79,6 +87,34 @@ def find_loop_candidates(
         if all(abs(a - c.frame_a) > nms_radius or abs(b - c.frame_b) > nms_radius for c in kept):
             kept.append(LoopCandidate(a, b, sim))
     return kept
+
+
+def descriptor_layer(preset: str) -> int:
+    """The backbone block :func:`frame_descriptors` pools for ``preset``: the last one that sees each view alone."""
+    spec = get_preset(preset).net
+    if spec.alt_start < 1:
+        raise StreamingInputError(f"preset {preset} has no camera tokens; loop closure needs an any-view model")
+    return spec.alt_start - 1
+
+
+def frame_descriptors(features: np.ndarray) -> np.ndarray:
+    """(S, C) unit global descriptors from (S, h, w, C) patch features: the mean over the patches, normalised."""
+    pooled = np.asarray(features, dtype=np.float32).mean(axis=(1, 2))
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.finfo(np.float32).tiny)
+
+
+def loop_is_revisit(plan: LoopPlan, loop_prediction: Prediction, max_distance: float = 1.0) -> bool:
+    """Whether the verification puts the two places together: some camera of one window within ``max_distance``
+    median depths of some camera of the other (frames of one place seen again are taken from nearby)."""
+    frames = np.asarray(plan.frames)
+    cut = int(np.argmax(np.diff(frames))) + 1 if len(frames) > 1 else 0
+    if cut == 0 or frames[cut] - frames[cut - 1] <= 1:
+        return True  # one run of consecutive frames: nothing to tell apart
+    centres = affine_inverse(np.asarray(loop_prediction.extrinsics, dtype=np.float64)[:, :3])[:, :, 3]
+    depth = np.asarray(loop_prediction.depth)
+    unit = float(np.median(depth[np.isfinite(depth) & (depth > 0)]))
+    gaps = np.linalg.norm(centres[:cut, None] - centres[None, cut:], axis=-1)
+    return bool(gaps.min() <= max_distance * unit)
 
 
 def _window(chunk_frames: np.ndarray, frame: int, half_window: int) -> np.ndarray:
