@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from da3core.synthetic import make_capture, write_image_folder, write_video
+from da3core.synthetic import make_capture, make_sequence, write_image_folder, write_video
 from paths import REPO_ROOT
 from s3server import moto_s3
 
@@ -66,6 +66,10 @@ def _video(rel: str) -> Callable[[Path, dict], None]:
     return write
 
 
+def _walk(cwd: Path, s3: dict) -> None:
+    write_video(make_sequence("open", 90, height=48, width=64), cwd / "walk.mp4", fps=12)  # > chunk_size views at fps 10
+
+
 def _scene_folders(cwd: Path, s3: dict) -> None:
     for i in range(2):
         write_image_folder(make_capture(n_views=2, height=48, width=64, seed=i), cwd / f"path/to/folder_of_scenes/s{i}")
@@ -103,6 +107,14 @@ def _gt_scores_perfectly(cwd: Path) -> None:
     assert json.loads((results / "eth3d_metric_depth.json").read_text())["mean"]["abs_rel"] == 0.0
 
 
+def _every_view_stored(cwd: Path) -> None:
+    from da3core.store import SceneStore
+
+    store = SceneStore(str(cwd / "outputs/walk/scene.zarr"))
+    n = store.attrs()["n_frames"]
+    assert store.is_complete() and n > 60 and store.read_array("depth").shape[0] == n  # more than one chunk
+
+
 CASES: dict[str, Case] = {
     "python -m flows.reconstruct scene=samples/room export=glb+gs_video model=da3-giant infer_gs=true":
         Case(_copy_samples, outputs=("outputs/room/scene.zarr/zarr.json", "outputs/room/scene.glb",
@@ -118,6 +130,10 @@ CASES: dict[str, Case] = {
     "python -m flows.batch dataset=s3://bucket/scenes runner=dask dask_workers=4":
         Case(_s3_scenes, outputs=("outputs/s0/scene.zarr/zarr.json", "outputs/s1/scene.zarr/zarr.json")),
     "python -m flows.reconstruct --cfg": Case(extra=(), stdout="process_res"),
+    "python -m flows.reconstruct scene=walk.mp4 input.fps=10 streaming.enabled=true streaming.chunk_size=60 "
+    "streaming.overlap=30 streaming.loop_closure=true export=glb+colmap":
+        Case(_walk, outputs=("outputs/walk/scene.zarr/zarr.json", "outputs/walk/scene.glb",
+                             "outputs/walk/**/images.bin"), check=_every_view_stored),
     "python -m flows.reconstruct -m model=da3-small,da3-base scene=samples/room":
         Case(_copy_samples, outputs=("outputs/model=da3-small/room/scene.zarr/zarr.json",
                                      "outputs/model=da3-base/room/scene.zarr/zarr.json")),
