@@ -3,12 +3,14 @@ shared by the batch flow (its scenes) and the streaming reconstruct flow (its ch
 
 # Annotations stay objects (no `from __future__ import annotations`), as in the flow modules that import this.
 
+from typing import Any
+
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.schema import BatchConfig, EvaluateConfig, ReconstructConfig
 
 
-def task_runner(cfg: ReconstructConfig | BatchConfig | EvaluateConfig) -> TaskRunner:
+def task_runner(cfg: ReconstructConfig | BatchConfig | EvaluateConfig) -> TaskRunner[Any]:
     """The Prefect task runner for ``cfg.runner``: threads, or Dask workers (one model per worker process)."""
     if cfg.runner.value == "dask":
         from prefect_dask import DaskTaskRunner

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from da3core.io.inputs import InputError, SceneInput, input_identity
 from da3core.store import SceneStore
@@ -53,7 +53,7 @@ def stream_inference(name: str, scene: SceneInput, staged: SceneStore, cfg: Reco
     if cfg.force:  # force means recompute: the chunks a killed run finished too, not only the store
         cache.discard()
     # In a batch the scenes are what the runner spreads; a streaming scene's chunks then run in turn on its worker.
-    runner = ThreadPoolTaskRunner(max_workers=1) if isinstance(cfg, BatchConfig) else task_runner(cfg)
+    runner: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=1) if isinstance(cfg, BatchConfig) else task_runner(cfg)
     run_chunks.with_options(task_runner=runner)(name, scene, staged, cfg, attrs, cache)
 
 

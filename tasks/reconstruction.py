@@ -82,7 +82,8 @@ def infer(name: str, scene: SceneInput, store: SceneStore, cfg: ReconstructConfi
     store.reset({**attrs, "model": loaded.info, "versions": package_versions(), "inputs": scene.manifest(),
                  "worker": {"host": socket.gethostname(), "pid": os.getpid()}, "started_at": time.time()})
     frame_index = scene.frame_indices if scene.frame_indices is not None else np.arange(len(scene))
-    store.write_prediction(pred, frame_index=np.asarray(frame_index), timestamps=scene.timestamps)
+    stamps = None if scene.timestamps is None else np.asarray(scene.timestamps, dtype=np.float64)
+    store.write_prediction(pred, frame_index=np.asarray(frame_index), timestamps=stamps)
     if scene.extrinsics is not None:  # the input cameras, intrinsics in processed pixels (used by align_poses)
         store.write_array("input_extrinsics", scene.extrinsics[:, :3, :4].astype(np.float32),
                           ["frame", "ext_row", "ext_col"], chunk0=len(pred))

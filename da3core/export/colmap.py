@@ -19,7 +19,7 @@ import numpy as np
 from da3core.export.points import PointSet, select_points, valid_mask
 from da3core.export.target import ExportTarget
 from da3core.geometry import COLMAP_PIXEL_OFFSET, intrinsics_to_colmap
-from da3core.prediction import Prediction
+from da3core.prediction import Prediction, present
 
 MODEL_DIR = "sparse/0"
 
@@ -41,7 +41,7 @@ def scaled_intrinsics(prediction: Prediction) -> np.ndarray:
     h, w = prediction.depth.shape[1:]
     sizes = source_sizes(prediction)
     scale = np.stack([sizes[:, 1] / w, sizes[:, 0] / h, np.ones(len(sizes))], axis=-1)
-    return prediction.intrinsics.astype(np.float64) * scale[:, :, None]
+    return present(prediction.intrinsics, "intrinsics").astype(np.float64) * scale[:, :, None]
 
 
 def check_colmap_options(process_res_method: str = "upper_bound_resize", **_: object) -> None:
@@ -72,6 +72,7 @@ def write_colmap_model(prediction: Prediction, cloud: PointSet, target: ExportTa
 
     sizes, names = source_sizes(prediction), source_names(prediction)
     K = intrinsics_to_colmap(scaled_intrinsics(prediction))
+    extrinsics = present(prediction.extrinsics, "extrinsics")
     h, w = prediction.depth.shape[1:]
     rec = pycolmap.Reconstruction()
     slot = np.zeros(len(cloud), dtype=np.int64)  # index of each point's observation in its image
@@ -86,7 +87,7 @@ def write_colmap_model(prediction: Prediction, cloud: PointSet, target: ExportTa
         slot[in_view] = np.arange(len(in_view))
         keypoints = cloud.pixel[in_view] * np.array([sizes[i, 1] / w, sizes[i, 0] / h]) + COLMAP_PIXEL_OFFSET
         image = pycolmap.Image(name=names[i], keypoints=keypoints.astype(np.float64), camera_id=i + 1, image_id=i + 1)
-        ext = prediction.extrinsics[i].astype(np.float64)
+        ext = extrinsics[i].astype(np.float64)
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(ext[:3, :3]), ext[:3, 3]))
     xyz, rgb = cloud.xyz.astype(np.float64), cloud.rgb
     for p in range(len(cloud)):

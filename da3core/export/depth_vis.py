@@ -6,7 +6,7 @@ import numpy as np
 
 from da3core.export.media import colormap, save_jpeg
 from da3core.export.target import ExportTarget
-from da3core.prediction import Prediction
+from da3core.prediction import Prediction, present
 
 
 def colorize_depth(depth: np.ndarray, percentile: float = 2.0) -> np.ndarray:
@@ -27,7 +27,8 @@ def colorize_depth(depth: np.ndarray, percentile: float = 2.0) -> np.ndarray:
 
 def depth_vis_image(prediction: Prediction, index: int) -> np.ndarray:
     """(H, 2W, 3) uint8: processed image | colour depth of view ``index``."""
-    return np.concatenate([prediction.processed_images[index], colorize_depth(prediction.depth[index])], axis=1)
+    images = present(prediction.processed_images, "processed images")
+    return np.concatenate([images[index], colorize_depth(prediction.depth[index])], axis=1)
 
 
 def write_depth_vis(prediction: Prediction, target: ExportTarget) -> list[str]:

@@ -31,7 +31,7 @@ from da3core.export.ply import save_point_ply
 from da3core.export.points import PointSet, conf_pool, conf_threshold, filtered_conf, select_points, valid_mask
 from da3core.export.target import ExportTarget
 from da3core.geometry import as_homogeneous
-from da3core.prediction import Prediction
+from da3core.prediction import Prediction, present
 
 CONF_SAMPLES = 1_000_000  # confidences sampled over the whole scene for the threshold's percentiles
 COORD_LIMIT = 1 << 20  # voxel coordinates must fit 21 signed bits each, to pack a voxel into one int64
@@ -43,7 +43,7 @@ def frame_view(prediction: Prediction, index: int) -> Prediction:
     """View ``index`` of a (lazily read) prediction as a one-view prediction in memory."""
     one = slice(index, index + 1)
     pick = lambda values: None if values is None else np.asarray(values[one])  # noqa: E731
-    return Prediction(depth=pick(prediction.depth), conf=pick(prediction.conf), sky=pick(prediction.sky),
+    return Prediction(depth=np.asarray(prediction.depth[one]), conf=pick(prediction.conf), sky=pick(prediction.sky),
                       extrinsics=pick(prediction.extrinsics), intrinsics=pick(prediction.intrinsics),
                       processed_images=pick(prediction.processed_images), is_metric=prediction.is_metric)
 
@@ -54,7 +54,7 @@ class VoxelSampler:
     def __init__(self, budget: int, seed: int = 0) -> None:
         self.budget = max(int(budget), 1)
         self.rng = np.random.default_rng(seed)
-        self.size: float | None = None
+        self.size = 0.0  # voxel edge, set from the first points
         self.origin = np.zeros(3)
         self.kept: list[tuple[PointSet, np.ndarray]] = []  # (points, priorities) not yet merged, then merged
         self.count = 0
@@ -63,7 +63,7 @@ class VoxelSampler:
         """Feed some points; memory stays within about twice the budget."""
         if not len(points):
             return
-        if self.size is None:
+        if self.size == 0.0:
             self.origin = np.median(points.xyz, axis=0).astype(np.float64)
             self.size = FINE_VOXELS * max(float(np.median(np.linalg.norm(points.xyz - self.origin, axis=1))), 1e-12)
         self.kept.append((points, self.rng.random(len(points))))
@@ -162,7 +162,8 @@ def write_glb_frames(prediction: Prediction, target: ExportTarget, export_depth_
                      seed: int = 0, **point_rule: Any) -> list[str]:
     """``scene.glb`` of a long scene (points and frustums as glb.build_scene places them), depth_vis/, scene.jpg."""
     cloud = voxel_points(prediction, num_max_points, seed=seed, **point_rule)
-    to_gltf = OPENCV_TO_GLTF @ as_homogeneous(np.asarray(prediction.extrinsics[0], dtype=np.float64))
+    to_gltf = OPENCV_TO_GLTF @ as_homogeneous(np.asarray(present(prediction.extrinsics, "extrinsics")[0],
+                                                         dtype=np.float64))
     xyz = trimesh.transform_points(cloud.xyz, to_gltf)
     align = np.eye(4)
     align[:3, 3] = -(np.median(xyz, axis=0) if len(xyz) else np.zeros(3))
@@ -186,8 +187,8 @@ def write_glb_frames(prediction: Prediction, target: ExportTarget, export_depth_
 def _frustums(prediction: Prediction, size: float, align: np.ndarray) -> trimesh.path.Path3D:
     """Every camera's frustum in one geometry (thousands of cameras as one node), each in its own colour."""
     n, height, width = prediction.depth.shape
-    vertices = np.concatenate([frustum_vertices(prediction.intrinsics[i], prediction.extrinsics[i], height, width,
-                                                size) for i in range(n)])
+    intrinsics, extrinsics = present(prediction.intrinsics, "intrinsics"), present(prediction.extrinsics, "extrinsics")
+    vertices = np.concatenate([frustum_vertices(intrinsics[i], extrinsics[i], height, width, size) for i in range(n)])
     entities = [Line(points=[5 * i + a, 5 * i + b]) for i in range(n) for a, b in FRUSTUM_SEGMENTS]
     colors = np.repeat([np.append(view_color(i, n), 255) for i in range(n)], len(FRUSTUM_SEGMENTS), axis=0)
     return trimesh.path.Path3D(entities=entities, vertices=trimesh.transform_points(vertices, align), colors=colors,

@@ -23,7 +23,7 @@ from da3core.export.ply import save_point_ply
 from da3core.export.points import PointSet, confident_points
 from da3core.export.target import ExportTarget
 from da3core.geometry import affine_inverse, as_homogeneous, intrinsics_to_colmap
-from da3core.prediction import Prediction
+from da3core.prediction import Prediction, present
 
 ROOT = "nerfstudio"
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -32,10 +32,11 @@ OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) -> dict:
     """The transforms.json content for ``image_paths`` (relative to the dataset folder)."""
     h, w = prediction.depth.shape[1:]
+    intrinsics, extrinsics = present(prediction.intrinsics, "intrinsics"), present(prediction.extrinsics, "extrinsics")
     frames = []
     for i, path in enumerate(image_paths):
-        c2w = affine_inverse(as_homogeneous(prediction.extrinsics[i].astype(np.float64))) @ OPENCV_TO_OPENGL
-        K = intrinsics_to_colmap(prediction.intrinsics[i])
+        c2w = affine_inverse(as_homogeneous(extrinsics[i].astype(np.float64))) @ OPENCV_TO_OPENGL
+        K = intrinsics_to_colmap(intrinsics[i])
         frames.append({
             "file_path": path, "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w": w, "h": h,
             "transform_matrix": c2w.tolist(),
@@ -52,13 +53,14 @@ def write_nerfstudio(prediction: Prediction, target: ExportTarget, num_points: i
 
 def write_dataset(prediction: Prediction, cloud: PointSet, target: ExportTarget) -> list[str]:
     """Write every view's image and camera, and ``cloud`` as the seed points; returns the written locations."""
+    images = present(prediction.processed_images, "processed images")
     paths = []
     image_paths = [f"images/{PurePosixPath(name).stem}.png" for name in source_names(prediction)]
     if len(set(image_paths)) != len(image_paths):
         raise ValueError("nerfstudio export needs distinct source file names (stems collide)")
     for i, rel in enumerate(image_paths):
         with target.staged(f"{ROOT}/{rel}") as local:
-            Image.fromarray(prediction.processed_images[i]).save(local, format="PNG")
+            Image.fromarray(images[i]).save(local, format="PNG")
         paths.append(target.url(f"{ROOT}/{rel}"))
     with target.staged(f"{ROOT}/points3D.ply") as local:
         save_point_ply(local, cloud.xyz, cloud.rgb)

@@ -14,7 +14,7 @@ from da3core.prediction import Prediction
 class _PerFrame:
     """An array of a prediction read a frame at a time (a long scene), written into the archive frame by frame."""
 
-    def __init__(self, frames: Any, decimals: int) -> None:
+    def __init__(self, frames: Any, decimals: int | None) -> None:
         self.frames, self.decimals = frames, decimals
 
     def write(self, f: Any) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from da3core.geometry import affine_inverse, as_homogeneous
-from da3core.prediction import Prediction
+from da3core.prediction import Prediction, present
 
 
 @dataclass
@@ -94,7 +94,7 @@ def valid_mask(
 
 def filtered_conf(prediction: Prediction, filter_black_bg: bool = False, filter_white_bg: bool = False) -> np.ndarray:
     """A copy of the confidence with the background filters applied (near-black / near-white pixels set to 1.0)."""
-    conf = prediction.conf.copy()  # the background filters must not touch the caller's prediction
+    conf = present(prediction.conf, "confidence").copy()  # the background filters must not touch the caller's prediction
     if filter_black_bg or filter_white_bg:
         if prediction.processed_images is None:
             raise ValueError("the black/white background filters need prediction.processed_images")
@@ -116,9 +116,8 @@ def select_points(prediction: Prediction, mask: np.ndarray, frame: np.ndarray | 
     ``frame`` (4, 4), when given, is applied to the world points on the way (``xyz`` is then in that frame):
     one 3x3 product per view instead of a second pass over every point.
     """
-    for name in ("intrinsics", "extrinsics", "processed_images"):
-        if getattr(prediction, name) is None:
-            raise ValueError(f"point export needs prediction.{name}, which this prediction lacks")
+    intrinsics, extrinsics = present(prediction.intrinsics, "intrinsics"), present(prediction.extrinsics, "extrinsics")
+    images = present(prediction.processed_images, "processed images")
     width = mask.shape[2]
     flat = [np.flatnonzero(m) for m in mask]
     bounds = np.concatenate([[0], np.cumsum([len(f) for f in flat])])
@@ -131,13 +130,13 @@ def select_points(prediction: Prediction, mask: np.ndarray, frame: np.ndarray | 
         rows, cols = np.divmod(idx, width)
         depth = prediction.depth[i].reshape(-1)[idx].astype(np.float64)
         # world = R_c2w K^-1 (u d, v d, d) + t_c2w, composed with the output frame into one affine map.
-        c2w = as_homogeneous(affine_inverse(prediction.extrinsics[i].astype(np.float64)))
+        c2w = as_homogeneous(affine_inverse(extrinsics[i].astype(np.float64)))
         to_out = (c2w if frame is None else np.asarray(frame, dtype=np.float64) @ c2w)[:3]
-        linear = to_out[:, :3] @ np.linalg.inv(prediction.intrinsics[i].astype(np.float64))
+        linear = to_out[:, :3] @ np.linalg.inv(intrinsics[i].astype(np.float64))
         s = slice(bounds[i], bounds[i + 1])
         # A C-contiguous right operand: OpenBLAS is ~15x slower on (P, 3) @ (3, 3) with a transposed view.
         xyz[s] = np.stack([cols * depth, rows * depth, depth], axis=-1) @ np.ascontiguousarray(linear.T) + to_out[:, 3]
-        rgb[s] = prediction.processed_images[i].reshape(-1, 3)[idx]
+        rgb[s] = images[i].reshape(-1, 3)[idx]
         pixel[s, 0], pixel[s, 1] = cols, rows
     view = np.repeat(np.arange(len(flat), dtype=np.int32), np.diff(bounds))
     return PointSet(xyz, rgb, view, pixel)

@@ -247,7 +247,8 @@ def export(
     written = {}
     for name, options in plan.items():
         start = time.perf_counter()
-        write = _function(FORMATS[name].frame_writer) if lazy else FORMATS[name].write
+        frame_writer = FORMATS[name].frame_writer
+        write = _function(frame_writer) if lazy and frame_writer else FORMATS[name].write
         written[name] = write(prediction, target, **options)
         log.info("exported %s (%d files) in %.2f s", name, len(written[name]), time.perf_counter() - start)
     return written

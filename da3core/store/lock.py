@@ -62,7 +62,9 @@ def describe_holder(holder: dict[str, Any] | None) -> str:
 
 class _FileLock:
     def __init__(self, path: str) -> None:
-        self.path, self.fd, self.made_dir = path, None, None
+        self.path = path
+        self.fd = -1  # the open lock file while held
+        self.made_dir: str | None = None
 
     def try_acquire(self) -> bool | None:
         """True: acquired; False: another run holds it; None: it changed hands this instant, try again."""
@@ -117,7 +119,7 @@ class _S3Lease:
     def __init__(self, fs: Any, path: str, ttl: float) -> None:
         self.fs, self.ttl = fs, ttl
         self.bucket, self.key, _ = fs.split_path(path)
-        self.etag: str | None = None
+        self.etag = ""  # of the lease object while held
         self.lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import fsspec.implementations.local
@@ -97,7 +97,7 @@ class SceneStore:
     def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
         return fsspec.core.url_to_fs(self.url, **self.storage_options)
 
-    def _open(self, mode: str) -> zarr.Group:
+    def _open(self, mode: Literal["r", "r+", "a", "w", "w-"]) -> zarr.Group:
         try:
             return zarr.open_group(self.url, mode=mode, storage_options=self.storage_options or None,
                                    use_consolidated=False)
@@ -145,7 +145,7 @@ class SceneStore:
     def record_stage(self, stage: str, seconds: float, **info: Any) -> None:
         """Add a stage's wall time (and optional details) to ``timings`` / ``stages``."""
         group = self._open("r+")
-        current = group.attrs.asdict()
+        current = _attrs(group)
         timings = {**current.get("timings", {}), stage: round(seconds, 4)}
         stages = {**current.get("stages", {}), stage: {"finished_at": time.time(), **info}}
         group.attrs.update({"timings": timings, "stages": stages})
@@ -153,7 +153,7 @@ class SceneStore:
     def mark_complete(self, config_hash: str) -> None:
         """Describe the arrays, write the completion marker and consolidate the metadata; call this last."""
         group = self._open("r+")
-        attrs = group.attrs.asdict()
+        attrs = _attrs(group)
         for name, described in array_attrs(bool(attrs.get("is_metric")), attrs.get("conventions", {})).items():
             if name in group:
                 group[name].attrs.update(described)
@@ -256,10 +256,9 @@ class SceneStore:
         if set(arrays) != present:
             raise StoreError(f"cannot append views with arrays {sorted(arrays)} to a store holding {sorted(present)}")
         for name, (values, _, dtype, _) in arrays.items():
-            values = np.asarray(values)
-            group[name].append(values if values.dtype.kind == "U" else values.astype(dtype or group[name].dtype),
-                               axis=0)
-        group.attrs.update({"n_frames": group["depth"].shape[0]})
+            values, array = np.asarray(values), _array(group, name)
+            array.append(values if values.dtype.kind == "U" else values.astype(dtype or array.dtype), axis=0)
+        group.attrs.update({"n_frames": _array(group, "depth").shape[0]})
 
     def write_array(self, name: str, values: np.ndarray, dims: list[str], chunk0: int = 1) -> None:
         """Replace one top-level array (e.g. aligned extrinsics) in place."""
@@ -267,7 +266,7 @@ class SceneStore:
 
     def read_array(self, name: str) -> np.ndarray:
         """One array's values."""
-        return self._open("r")[name][...]
+        return np.asarray(_array(self._open("r"), name)[...])
 
     def create_array(self, name: str, shape: tuple[int, ...], dtype: Any, dims: list[str],
                      chunk0: int = 1) -> zarr.Array:
@@ -278,9 +277,9 @@ class SceneStore:
 
     def iter_array(self, name: str) -> Iterator[np.ndarray]:
         """One array's values a frame at a time, so long videos are read back in constant memory."""
-        array = self._open("r")[name]
+        array = _array(self._open("r"), name)
         for i in range(array.shape[0]):
-            yield array[i]
+            yield np.asarray(array[i])
 
     def read_prediction(self, features: bool = True, gaussians: bool = True, frames: slice = slice(None),
                         lazy: bool = False) -> Prediction:
@@ -291,20 +290,21 @@ class SceneStore:
         scene is exported in bounded memory; the per-frame cameras are read at once.
         """
         group = self._open("r")
-        attrs = group.attrs.asdict()
+        attrs = _attrs(group)
         partial = frames != slice(None)
 
         def get(name: str, image_like: bool = True) -> Any:
             if name not in group:
                 return None
-            return FrameArray(group[name]) if lazy and image_like else group[name][frames]
+            return FrameArray(_array(group, name)) if lazy and image_like else np.asarray(_array(group, name)[frames])
 
         aux = {}
         if features and not partial and "features" in group:
-            aux = {name: arr[...] for name, arr in group["features"].arrays()}
+            aux = {name: np.asarray(arr[...]) for name, arr in _group(group, "features").arrays()}
         gs = None
         if gaussians and not partial and "gaussians" in group:
-            gs = Gaussians(**{name: group["gaussians"][name][...] for name in _GAUSSIAN_DIMS})
+            stored = _group(group, "gaussians")
+            gs = Gaussians(**{name: np.asarray(_array(stored, name)[...]) for name in _GAUSSIAN_DIMS})
         sizes, names = attrs.get("source_sizes"), attrs.get("source_names")
         return Prediction(
             depth=get("depth"), is_metric=int(attrs.get("is_metric", 0)), sky=get("sky"),
@@ -336,7 +336,28 @@ class FrameArray:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        return self._array[key]
+        return np.asarray(self._array[key])
+
+
+def _attrs(node: zarr.Group | zarr.Array) -> dict[str, Any]:
+    """A node's attributes as a plain dict (JSON values)."""
+    return dict(node.attrs.asdict())
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of ``group``; a group where an array belongs means a damaged store."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{name} in {group.store} is a group where an array belongs; the store is damaged")
+    return node
+
+
+def _group(group: zarr.Group, name: str) -> zarr.Group:
+    """The subgroup ``name`` of ``group``; an array where a group belongs means a damaged store."""
+    node = group[name]
+    if not isinstance(node, zarr.Group):
+        raise StoreError(f"{name} in {group.store} is an array where a group belongs; the store is damaged")
+    return node
 
 
 def _frame_arrays(pred: Prediction, frame_index: np.ndarray | None, timestamps: np.ndarray | None) -> dict[str, tuple]:

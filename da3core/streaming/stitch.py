@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ def stitch_chunks(
     owned = owned_frames(frames)
     parts = [apply_sim3(chunk, t) for chunk, t in zip(chunks, transforms)]
     order = np.argsort(np.concatenate([f[o] for f, o in zip(frames, owned)]), kind="stable")
-    fields = {}
+    fields: dict[str, Any] = {}
     for name in _PER_VIEW:
         if all(getattr(p, name) is not None for p in parts):
             fields[name] = np.concatenate([getattr(p, name)[o] for p, o in zip(parts, owned)])[order]
