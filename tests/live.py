@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,12 @@ from paths import REPO_ROOT
 from s3server import free_port
 
 
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group ``pid`` leads, whatever is left of it (nothing at all is fine)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def kill_when(cmd: list[str], done: Callable[[], Any], timeout: float = 300) -> None:
     """Run ``cmd`` in its own session and SIGKILL its whole group once ``done()`` holds (or it ends, or time is up)."""
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
@@ -22,7 +29,7 @@ def kill_when(cmd: list[str], done: Callable[[], Any], timeout: float = 300) -> 
     deadline = time.time() + timeout
     while not done() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_group(proc.pid)
     proc.wait()
 
 

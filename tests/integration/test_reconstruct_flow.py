@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 from da3core.store import SceneStore
-from da3core.synthetic import make_capture, write_colmap, write_image_folder, write_video
+from da3core.synthetic import make_capture, write_colmap, write_image_folder
 from flows.reconstruct import main, reconstruct
 from flows.config import load_config
 

@@ -23,6 +23,7 @@ from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_image_folder
 from flows.reconstruct import main, reconstruct
 from flows.config import load_config
+from live import kill_group
 from paths import REPO_ROOT
 
 FAST = ["model=da3-small", "model.weights=random", "export=mini_npz"]
@@ -72,7 +73,7 @@ def _end_of_traced_flow(proc: subprocess.Popen, strace_log: Path, timeout: float
             time.sleep(0.2)
         raise AssertionError(f"the flow under strace did not end within {timeout}s")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid)
         proc.wait()
 
 
@@ -136,8 +137,8 @@ def test_two_runs_on_one_scene(room, tmp_path, capsys):
         assert time.time() - started > 1.5 and waited.status == "skipped"
         assert first.wait(600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     finally:
-        if first.poll() is None:  # the flow and its Prefect server
-            os.killpg(first.pid, signal.SIGKILL)
+        if first.poll() is None:
+            kill_group(first.pid)
             first.wait()
     reference = reconstruct(load_config("reconstruct", [f"scene={room}", f"output_dir={tmp_path / 'ref56'}", *FAST, "processing.process_res=56"]))
     np.testing.assert_array_equal(_depth(store), _depth(Path(reference.store_url)))
