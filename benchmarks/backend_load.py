@@ -34,15 +34,28 @@ OVERRIDES = ["export=mini_npz", "processing.process_res=28"]
 
 def start_backend(port: int, max_queue: int, workspace: Path) -> subprocess.Popen:
     """``serve`` in a child process on 127.0.0.1:port; returns once the model is loaded."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(workspace / "prefect"), "HF_HUB_OFFLINE": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_HOME": str(workspace / "prefect"),
+        "HF_HUB_OFFLINE": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
     env.pop("PREFECT_API_URL", None)
-    code = ("from flows.backend.server import serve; "
-            f"serve(None, 'da3-small', 'random', 'cpu', port={port}, max_queue={max_queue}, "
-            f"workspace_dir={str(workspace / 'jobs')!r})")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=open(workspace / "server.log", "wb"))
+    code = (
+        "from flows.backend.server import serve; "
+        f"serve(None, 'da3-small', 'random', 'cpu', port={port}, max_queue={max_queue}, "
+        f"workspace_dir={str(workspace / 'jobs')!r})"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workspace / "server.log", "wb"),
+    )
     deadline = time.time() + 240
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -69,13 +82,19 @@ def tiny_scene() -> bytes:
         return out.getvalue()
 
 
-def _client(url: str, body: bytes, stop_at: float, drain_until: float, stats: dict[str, Any], lock: threading.Lock) -> None:
+def _client(
+    url: str, body: bytes, stop_at: float, drain_until: float, stats: dict[str, Any], lock: threading.Lock
+) -> None:
     """One client: submit, poll to the end, repeat until ``stop_at``; 503s are counted and retried."""
     with httpx.Client(base_url=url, timeout=60) as http:
         while time.time() < stop_at:
             sent = time.perf_counter()
-            response = http.post("/jobs", params=[("override", o) for o in OVERRIDES], content=body,
-                                 headers={"Content-Type": "application/x-tar"})
+            response = http.post(
+                "/jobs",
+                params=[("override", o) for o in OVERRIDES],
+                content=body,
+                headers={"Content-Type": "application/x-tar"},
+            )
             submit_s = time.perf_counter() - sent
             with lock:
                 stats["codes"][response.status_code] += 1
@@ -102,8 +121,7 @@ def run_load(url: str, server_pid: int, clients: int, seconds: float, drain: flo
     rss = lambda: server.memory_info().rss / 2**20  # noqa: E731
     family_rss = lambda: rss() + sum(c.memory_info().rss for c in server.children(recursive=True)) / 2**20  # noqa: E731
     body, lock = tiny_scene(), threading.Lock()
-    stats: dict[str, Any] = {"codes": Counter(), "submit_s": [], "accepted": [], "finished": Counter(),
-                             "latency_s": []}
+    stats: dict[str, Any] = {"codes": Counter(), "submit_s": [], "accepted": [], "finished": Counter(), "latency_s": []}
     rss_start, family_start, peak = rss(), family_rss(), [rss()]
     started = time.time()
     stop_at, drain_until = started + seconds, started + seconds + drain
@@ -115,8 +133,9 @@ def run_load(url: str, server_pid: int, clients: int, seconds: float, drain: flo
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    threads = [threading.Thread(target=_client, args=(url, body, stop_at, drain_until, stats, lock))
-               for _ in range(clients)]
+    threads = [
+        threading.Thread(target=_client, args=(url, body, stop_at, drain_until, stats, lock)) for _ in range(clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -128,15 +147,24 @@ def run_load(url: str, server_pid: int, clients: int, seconds: float, drain: flo
     server_status = [records.get(job_id, "missing") for job_id in stats["accepted"]]
     pct = lambda xs, q: float(np.percentile(xs, q)) if xs else None  # noqa: E731
     return {
-        "clients": clients, "seconds": seconds, "elapsed_s": round(elapsed, 1),
-        "accepted": len(stats["accepted"]), "completed": stats["finished"]["completed"],
-        "failed": stats["finished"]["failed"], "server_statuses": dict(Counter(server_status)),
+        "clients": clients,
+        "seconds": seconds,
+        "elapsed_s": round(elapsed, 1),
+        "accepted": len(stats["accepted"]),
+        "completed": stats["finished"]["completed"],
+        "failed": stats["finished"]["failed"],
+        "server_statuses": dict(Counter(server_status)),
         "responses": {str(k): v for k, v in sorted(stats["codes"].items())},
-        "job_latency_p50_s": pct(stats["latency_s"], 50), "job_latency_p95_s": pct(stats["latency_s"], 95),
-        "submit_p50_s": pct(stats["submit_s"], 50), "submit_p95_s": pct(stats["submit_s"], 95),
+        "job_latency_p50_s": pct(stats["latency_s"], 50),
+        "job_latency_p95_s": pct(stats["latency_s"], 95),
+        "submit_p50_s": pct(stats["submit_s"], 50),
+        "submit_p95_s": pct(stats["submit_s"], 95),
         "throughput_jobs_per_s": stats["finished"]["completed"] / elapsed,
-        "rss_start_mb": rss_start, "rss_peak_mb": max(peak), "rss_end_mb": rss(),
-        "rss_with_children_start_mb": family_start, "rss_with_children_end_mb": family_rss(),
+        "rss_start_mb": rss_start,
+        "rss_peak_mb": max(peak),
+        "rss_end_mb": rss(),
+        "rss_with_children_start_mb": family_start,
+        "rss_with_children_end_mb": family_rss(),
     }
 
 

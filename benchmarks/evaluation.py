@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages
 from report import publish  # noqa: E402
+
 from da3core.choices import BENCHMARK_DATASETS  # noqa: E402
 from da3core.synthetic import write_miniature  # noqa: E402
 from flows.config import load_config  # noqa: E402
@@ -34,9 +35,13 @@ def table(results, modes: list[str]) -> str:
     for o in results.outcomes:
         infer = sum(p.get("inference_s") or 0.0 for p in o.predictions.values())
         scoring = sum(o.eval_seconds.values())
-        cells = [f"{o.dataset}/{o.scene}", str(o.views), f"{infer:.2f}",
-                 *(f"{o.eval_seconds[m]:.2f}" if m in o.eval_seconds else "" for m in modes),
-                 f"{scoring / infer:.1f}" if infer else ""]
+        cells = [
+            f"{o.dataset}/{o.scene}",
+            str(o.views),
+            f"{infer:.2f}",
+            *(f"{o.eval_seconds[m]:.2f}" if m in o.eval_seconds else "" for m in modes),
+            f"{scoring / infer:.1f}" if infer else "",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -58,8 +63,14 @@ def main() -> None:
         if args.root is None:
             for name in names:
                 write_miniature(name, root)
-        overrides = [f"benchmark=[{','.join(names)}]", f"bench_root={root}", f"modes=[{args.modes}]",
-                     f"output_dir={Path(tmp) / 'out'}", *MODEL, *args.overrides]
+        overrides = [
+            f"benchmark=[{','.join(names)}]",
+            f"bench_root={root}",
+            f"modes=[{args.modes}]",
+            f"output_dir={Path(tmp) / 'out'}",
+            *MODEL,
+            *args.overrides,
+        ]
         started = time.perf_counter()
         results = evaluate(load_config("evaluate", overrides))
         first = time.perf_counter() - started
@@ -67,12 +78,15 @@ def main() -> None:
         evaluate(load_config("evaluate", overrides))  # every store complete: evaluation only
         rerun = time.perf_counter() - started
     source = str(args.root) if args.root else "synthetic miniatures"
-    publish(f"\n## Evaluation flow: scoring against inference per scene ({source}; seconds; "
-            f"{' '.join(MODEL + args.overrides)})\n\n"
-            "inference: decode + forward as the stores record it (unposed, plus posed for recon_posed); a mode's "
-            "column: its fusion + metrics.\n\n" + table(results, args.modes.split(",")) +
-            f"\n\nwhole flow {first:.1f}s; evaluation-only rerun (predictions reused) {rerun:.1f}s\n",
-            write=not args.no_write)
+    publish(
+        f"\n## Evaluation flow: scoring against inference per scene ({source}; seconds; "
+        f"{' '.join(MODEL + args.overrides)})\n\n"
+        "inference: decode + forward as the stores record it (unposed, plus posed for recon_posed); a mode's "
+        "column: its fusion + metrics.\n\n"
+        + table(results, args.modes.split(","))
+        + f"\n\nwhole flow {first:.1f}s; evaluation-only rerun (predictions reused) {rerun:.1f}s\n",
+        write=not args.no_write,
+    )
 
 
 if __name__ == "__main__":

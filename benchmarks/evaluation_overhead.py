@@ -20,6 +20,7 @@ from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages
 from report import publish  # noqa: E402
+
 from da3core.evaluation import dtu_evaluate, dtu_reconstruct, metric_depth_metrics, pose_auc  # noqa: E402
 from da3core.evaluation.datasets import DATASETS, BenchmarkDataError, open_dataset  # noqa: E402
 from da3core.evaluation.recon_mode import evaluate_reconstruction, reconstruct  # noqa: E402
@@ -83,11 +84,13 @@ def main() -> None:
             dataset = open_dataset(name, root / name)
             rows += [scene_row(dataset, scene) for scene in dataset.scenes()]
     source = str(args.root) if args.root else "synthetic miniatures"
-    publish(f"\n## Evaluation overhead per scene ({source}; seconds)\n\n"
-            "load: read cameras; pose: AUC over all pairs; depth: read GT depth + AbsRel/δ per frame; fuse: "
-            "recon_unposed preparation + TSDF fusion + 1M-point sampling (dtu: recon_posed consistency fusion); "
-            "recon_eval: GT sampling + metrics.\n\n"
-            + table(rows) + "\n", write=not args.no_write)
+    publish(
+        f"\n## Evaluation overhead per scene ({source}; seconds)\n\n"
+        "load: read cameras; pose: AUC over all pairs; depth: read GT depth + AbsRel/δ per frame; fuse: "
+        "recon_unposed preparation + TSDF fusion + 1M-point sampling (dtu: recon_posed consistency fusion); "
+        "recon_eval: GT sampling + metrics.\n\n" + table(rows) + "\n",
+        write=not args.no_write,
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from report import publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +45,14 @@ def _worker(npz: str, args: dict) -> dict:
     from depth_anything_3.utils.export import export
 
     arrays = dict(np.load(npz))
-    pred = Prediction(depth=arrays["depth"], is_metric=0, conf=arrays["conf"], extrinsics=arrays["extrinsics"],
-                      intrinsics=arrays["intrinsics"], processed_images=arrays["images"])
+    pred = Prediction(
+        depth=arrays["depth"],
+        is_metric=0,
+        conf=arrays["conf"],
+        extrinsics=arrays["extrinsics"],
+        intrinsics=arrays["intrinsics"],
+        processed_images=arrays["images"],
+    )
     pred.gaussians = Gaussians(*(torch.from_numpy(arrays[f"gs_{k}"])[None] for k in GS_KEYS))
     times: dict = {}
     for fmt in args["formats"]:
@@ -74,8 +79,13 @@ def _reference(python: str, npz: Path, **args) -> dict:
     """Run :func:`_worker` in the oracle venv and return its JSON."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(OMP_NUM_THREADS=str(args["threads"]), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([python, __file__, "worker", str(npz), json.dumps(args)], capture_output=True, text=True,
-                          env=env, cwd=tempfile.gettempdir())
+    proc = subprocess.run(
+        [python, __file__, "worker", str(npz), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"reference worker failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -88,9 +98,15 @@ def _scene(views: int, width: int, height: int, path: Path):
 
     prediction, _ = synthetic_prediction(n_views=views, width=width, height=height, gaussians=True)
     gs = prediction.gaussians
-    np.savez(path, depth=prediction.depth, conf=prediction.conf, extrinsics=prediction.extrinsics,
-             intrinsics=prediction.intrinsics, images=prediction.processed_images,
-             **{f"gs_{k}": getattr(gs, k) for k in GS_KEYS})
+    np.savez(
+        path,
+        depth=prediction.depth,
+        conf=prediction.conf,
+        extrinsics=prediction.extrinsics,
+        intrinsics=prediction.intrinsics,
+        images=prediction.processed_images,
+        **{f"gs_{k}": getattr(gs, k) for k in GS_KEYS},
+    )
     return prediction
 
 
@@ -118,18 +134,23 @@ def _video_prediction(prediction, views: list[int]):
     keep = np.zeros((n, h * w), bool)
     keep[views] = True
     gs = prediction.gaussians
-    return Prediction(depth=prediction.depth[views], conf=prediction.conf[views],
-                      extrinsics=prediction.extrinsics[views], intrinsics=prediction.intrinsics[views],
-                      processed_images=prediction.processed_images[views],
-                      gaussians=Gaussians(*(getattr(gs, k)[keep.reshape(-1)] for k in GS_KEYS)))
+    return Prediction(
+        depth=prediction.depth[views],
+        conf=prediction.conf[views],
+        extrinsics=prediction.extrinsics[views],
+        intrinsics=prediction.intrinsics[views],
+        processed_images=prediction.processed_images[views],
+        gaussians=Gaussians(*(getattr(gs, k)[keep.reshape(-1)] for k in GS_KEYS)),
+    )
 
 
 def _baseline_rasterizer(rev: str):
     """The CPU rasterizer module as of git revision ``rev``."""
     import importlib.util
 
-    source = subprocess.run(["git", "show", f"{rev}:da3core/render/cpu_rasterizer.py"], capture_output=True,
-                            text=True, check=True, cwd=ROOT).stdout
+    source = subprocess.run(
+        ["git", "show", f"{rev}:da3core/render/cpu_rasterizer.py"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
     path = Path(tempfile.mkdtemp(prefix="da3-baseline-")) / "cpu_rasterizer_baseline.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("cpu_rasterizer_baseline", path)
@@ -156,18 +177,23 @@ def _per_frame(video_pred, n_gaussians: int, frames: int, rasterizer, threads: i
     gs = video_pred.gaussians
     subset = np.random.default_rng(0).choice(len(gs), size=min(n_gaussians, len(gs)), replace=False)
     tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
-    params = {"means": tensor(gs.means[subset]), "quats": tensor(gs.rotations[subset]),
-              "scales": tensor(gs.scales[subset]), "opacities": tensor(gs.opacities[subset]),
-              "colors": tensor(gs.harmonics[subset]).transpose(1, 2).contiguous(),
-              "viewmats": tensor(as_homogeneous(affine_inverse(c2w[pick]))),
-              "Ks": tensor(intr_path[pick] * np.array([w, h, 1.0])[:, None])}
+    params = {
+        "means": tensor(gs.means[subset]),
+        "quats": tensor(gs.rotations[subset]),
+        "scales": tensor(gs.scales[subset]),
+        "opacities": tensor(gs.opacities[subset]),
+        "colors": tensor(gs.harmonics[subset]).transpose(1, 2).contiguous(),
+        "viewmats": tensor(as_homogeneous(affine_inverse(c2w[pick]))),
+        "Ks": tensor(intr_path[pick] * np.array([w, h, 1.0])[:, None]),
+    }
     original_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         start = time.perf_counter()
         degree = int(round(np.sqrt(gs.harmonics.shape[-1]))) - 1
-        rasterizer.rasterization(**params, width=w, height=h, sh_degree=degree, render_mode="RGB+ED",
-                                 backgrounds=torch.zeros(frames, 3))
+        rasterizer.rasterization(
+            **params, width=w, height=h, sh_degree=degree, render_mode="RGB+ED", backgrounds=torch.zeros(frames, 3)
+        )
         return (time.perf_counter() - start) / frames
     finally:
         torch.set_num_threads(original_threads)
@@ -175,8 +201,14 @@ def _per_frame(video_pred, n_gaussians: int, frames: int, rasterizer, threads: i
 
 def _machine() -> str:
     """CPU model, core count and load, for the results header."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
     return f"{model}, {os.cpu_count()} cores"
 
 
@@ -209,14 +241,24 @@ def main() -> None:
         best = {f: {"ref": [], "ours": []} for f in formats}
         video_error = None
         for r in range(rounds):
-            ref = _reference(oracle, npz, formats=formats, reps=args.reps, num_max_points=1_000_000,
-                             threads=args.threads, try_video=r == 0)
+            ref = _reference(
+                oracle,
+                npz,
+                formats=formats,
+                reps=args.reps,
+                num_max_points=1_000_000,
+                threads=args.threads,
+                try_video=r == 0,
+            )
             video_error = ref.get("gs_video", video_error)
             for fmt in formats:
                 best[fmt]["ref"] += ref["times"][fmt]
                 best[fmt]["ours"] += _ours(prediction, fmt, args.reps, num_max_points=1_000_000)
-                print(f"round {r}: {fmt} reference {min(ref['times'][fmt]):.2f}s, ours "
-                      f"{min(best[fmt]['ours'][-args.reps:]):.2f}s", flush=True)
+                print(
+                    f"round {r}: {fmt} reference {min(ref['times'][fmt]):.2f}s, ours "
+                    f"{min(best[fmt]['ours'][-args.reps :]):.2f}s",
+                    flush=True,
+                )
         picked = sorted(set(np.linspace(0, views - 1, args.video_views or views).round().astype(int).tolist()))
         video_pred = _video_prediction(prediction, picked)
         video_s = min(_ours(video_pred, "gs_video", 1, gs_video={"progress": False}))
@@ -231,8 +273,9 @@ def main() -> None:
             raster["before_1"].append(_per_frame(raster_pred, n_raster, args.raster_frames, baseline, 1))
             raster["after"].append(_per_frame(raster_pred, n_raster, args.raster_frames, cpu_rasterizer, args.threads))
         before, before_1, after = (min(raster[k]) for k in ("before", "before_1", "after"))
-        print(f"rasterizer per frame: before {before:.2f}s ({before_1:.2f}s on 1 thread), after {after:.2f}s",
-              flush=True)
+        print(
+            f"rasterizer per frame: before {before:.2f}s ({before_1:.2f}s on 1 thread), after {after:.2f}s", flush=True
+        )
     load_after = os.getloadavg()
     n_points = _point_count(prediction)
     n_frames = _video_frames(video_pred)
@@ -255,9 +298,11 @@ def main() -> None:
         ours_s, ref_s = min(best[fmt]["ours"]), min(best[fmt]["ref"])
         lines.append(f"| {labels[fmt]} | {ours_s:.2f} | {ref_s:.2f} | {ours_s / ref_s:.2f} |")
     which = "all views" if len(picked) == views else f"views {', '.join(map(str, picked))}"
-    lines.append(f"| gs_video ({which}: {len(video_pred.gaussians):,} Gaussians, {n_frames} frames "
-                 f"at {width}x{height}, 1 run) | {video_s:.1f} ({n_frames / video_s:.2f} frames/s) | "
-                 f"does not run on CPU | - |")
+    lines.append(
+        f"| gs_video ({which}: {len(video_pred.gaussians):,} Gaussians, {n_frames} frames "
+        f"at {width}x{height}, 1 run) | {video_s:.1f} ({n_frames / video_s:.2f} frames/s) | "
+        f"does not run on CPU | - |"
+    )
     lines += [
         "",
         f"Reference gs_video on CPU fails: `{video_error}`. Past that upstream bug it would call gsplat 1.5.3, "

@@ -14,10 +14,11 @@ import os
 import platform
 import tempfile
 import time
-from flows.config import load_config
 from pathlib import Path
 
 from report import publish
+
+from flows.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,8 +40,15 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="da3-overhead-"))
     write_image_folder(make_capture(args.views, 640, 480, arc_deg=120, seed=0), tmp / "scene")
-    argv = [f"scene={tmp / 'scene'}", f"storage.root={tmp / 'out'}", f"model={args.preset}", "model.weights=random",
-            f"processing.process_res={args.res}", "export=mini_npz", "force=true"]
+    argv = [
+        f"scene={tmp / 'scene'}",
+        f"storage.root={tmp / 'out'}",
+        f"model={args.preset}",
+        "model.weights=random",
+        f"processing.process_res={args.res}",
+        "export=mini_npz",
+        "force=true",
+    ]
     rows = []
     with prefect_runtime():  # one API for all runs, as in one command line process
         for i in range(args.runs + 1):
@@ -49,14 +57,19 @@ def main() -> None:
             wall = time.perf_counter() - start
             model = SceneStore(result.store_url).attrs()["timings"]["inference"]
             rows.append((wall, model, (wall - model) / model))
-            print(f"run {i}: flow {wall:.2f}s, model {model:.2f}s, overhead {100 * rows[-1][2]:.1f}%"
-                  + (" (first run: model load)" if i == 0 else ""), flush=True)
+            print(
+                f"run {i}: flow {wall:.2f}s, model {model:.2f}s, overhead {100 * rows[-1][2]:.1f}%"
+                + (" (first run: model load)" if i == 0 else ""),
+                flush=True,
+            )
     wall, model, overhead = min(rows[1:], key=lambda r: r[2])
-    text = (f"\n## Flow overhead, {time.strftime('%Y-%m-%d')}\n\nMachine: {platform.machine()}, {os.cpu_count()} cores, "
-            f"CPU. `python benchmarks/flow_overhead.py --views {args.views} --res {args.res}`: {args.preset}, "
-            f"{args.views} views of 640x480 at process_res {args.res}, export mini_npz, best of {args.runs} runs after "
-            f"the first.\n\n| flow wall s | model forward s | overhead |\n|---|---|---|\n"
-            f"| {wall:.2f} | {model:.2f} | {100 * overhead:.1f}% (target <= 10%) |\n")
+    text = (
+        f"\n## Flow overhead, {time.strftime('%Y-%m-%d')}\n\nMachine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"CPU. `python benchmarks/flow_overhead.py --views {args.views} --res {args.res}`: {args.preset}, "
+        f"{args.views} views of 640x480 at process_res {args.res}, export mini_npz, best of {args.runs} runs after "
+        f"the first.\n\n| flow wall s | model forward s | overhead |\n|---|---|---|\n"
+        f"| {wall:.2f} | {model:.2f} | {100 * overhead:.1f}% (target <= 10%) |\n"
+    )
     publish(text, write=not args.no_write)
 
 

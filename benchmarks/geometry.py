@@ -67,9 +67,25 @@ def main() -> None:
             ours_pre, ours_ray, ref_pre, ref_ray = [], [], [], []
             for _ in range(args.rounds):
                 ours_pre.append(best_of(lambda: preprocess_images(paths), args.repeats))
-                ours_ray.append(best_of(lambda: rays_to_cameras(torch.from_numpy(ray), torch.from_numpy(conf), (378, 504)), args.repeats))
-                ref = run_oracle("geometry_bench.py", {"ray": ray, "conf": conf}, image_paths=paths, process_res=504,
-                                 ray_key="ray", conf_key="conf", ray_hw=[378, 504], repeats=args.repeats, threads=args.threads)
+                ours_ray.append(
+                    best_of(
+                        lambda ray=ray, conf=conf: rays_to_cameras(
+                            torch.from_numpy(ray), torch.from_numpy(conf), (378, 504)
+                        ),
+                        args.repeats,
+                    )
+                )
+                ref = run_oracle(
+                    "geometry_bench.py",
+                    {"ray": ray, "conf": conf},
+                    image_paths=paths,
+                    process_res=504,
+                    ray_key="ray",
+                    conf_key="conf",
+                    ray_hw=[378, 504],
+                    repeats=args.repeats,
+                    threads=args.threads,
+                )
                 ref_pre.append(float(ref["preprocess_s"]))
                 ref_ray.append(float(ref["ray_pose_s"]))
             if views == 4:

@@ -62,8 +62,9 @@ def load_side(side: str, model_dir: str, precision: str, device: str):
     return lambda images, res: model.inference(images, process_res=res)
 
 
-def _worker(side: str, model_dir: str, views: int, res: int, precision: str, reps: int, warmup: int,
-            device: str) -> dict:
+def _worker(
+    side: str, model_dir: str, views: int, res: int, precision: str, reps: int, warmup: int, device: str
+) -> dict:
     """Time ``reps`` forwards of one side on a deterministic random batch (runs in its own process)."""
     import numpy as np
     import torch
@@ -111,13 +112,36 @@ def vda_ms_per_frame(device: str, input_size: int, frames: int) -> float:
     return 1000 * best / frames
 
 
-def measure(python: str, side: str, model_dir: Path, views: int, res: int, precision: str, reps: int,
-            warmup: int = 2, device: str = "cpu") -> dict:
+def measure(
+    python: str,
+    side: str,
+    model_dir: Path,
+    views: int,
+    res: int,
+    precision: str,
+    reps: int,
+    warmup: int = 2,
+    device: str = "cpu",
+) -> dict:
     """Run :func:`_worker` for one side in a fresh process of ``python`` and return its JSON."""
-    cmd = [python, __file__, "worker", side, str(model_dir), str(views), str(res), precision, str(reps), str(warmup),
-           device]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} if side == "ref" \
+    cmd = [
+        python,
+        __file__,
+        "worker",
+        side,
+        str(model_dir),
+        str(views),
+        str(res),
+        precision,
+        str(reps),
+        str(warmup),
+        device,
+    ]
+    env = (
+        {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        if side == "ref"
         else dict(os.environ)
+    )
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{side} worker failed ({views} views): {out.stderr.strip().splitlines()[-1:]}")
@@ -140,8 +164,14 @@ def machine(device: str) -> str:
         import torch
 
         return f"{torch.cuda.get_device_name()}, {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB"
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or platform.machine())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or platform.machine(),
+    )
     return f"{model}, {os.cpu_count()} cores, torch threads = cores"
 
 
@@ -162,12 +192,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.vda:
         ms = vda_ms_per_frame(args.device, args.vda_input_size, args.vda_frames)
-        publish(f"\n## Video Depth Anything vits, {args.device}, {time.strftime('%Y-%m-%d')}\n\nMachine: "
-                f"{machine(args.device)}. `python benchmarks/model_forward.py --vda --device {args.device}`: "
-                f"{args.vda_frames} synthetic 640x480 frames at input_size {args.vda_input_size}, windowed inference, "
-                "seeded random weights, best of 2 passes: "
-                f"**{ms:.1f} ms/frame**. No reference Video Depth Anything is installed to compare with.\n",
-                write=not args.no_write)
+        publish(
+            f"\n## Video Depth Anything vits, {args.device}, {time.strftime('%Y-%m-%d')}\n\nMachine: "
+            f"{machine(args.device)}. `python benchmarks/model_forward.py --vda --device {args.device}`: "
+            f"{args.vda_frames} synthetic 640x480 frames at input_size {args.vda_input_size}, windowed inference, "
+            "seeded random weights, best of 2 passes: "
+            f"**{ms:.1f} ms/frame**. No reference Video Depth Anything is installed to compare with.\n",
+            write=not args.no_write,
+        )
         return
 
     oracle = os.environ.get("DA3_ORACLE_PYTHON", str(ROOT / ".venv-oracle" / "bin" / "python"))
@@ -179,26 +211,32 @@ def main() -> None:
             peak = {"ours": 0.0, "ref": 0.0}
             for _ in range(args.rounds):
                 for side, python in (("ref", oracle), ("ours", sys.executable)):
-                    m = measure(python, side, model_dir, views, args.res, args.precision, args.reps,
-                                device=args.device)
+                    m = measure(python, side, model_dir, views, args.res, args.precision, args.reps, device=args.device)
                     best[side] += m["times"]
                     peak[side] = max(peak[side], m["peak_mb"])
             t_ours, t_ref = min(best["ours"]), min(best["ref"])
             rows.append((preset, views, t_ref, t_ours, t_ours / t_ref, peak["ref"], peak["ours"]))
-            print(f"{preset} x{views}: reference {t_ref:.3f}s ({views / t_ref:.1f} images/s), ours {t_ours:.3f}s "
-                  f"({views / t_ours:.1f} images/s), ratio {t_ours / t_ref:.2f}, peak memory "
-                  f"{peak['ref']:.0f} / {peak['ours']:.0f} MiB", flush=True)
+            print(
+                f"{preset} x{views}: reference {t_ref:.3f}s ({views / t_ref:.1f} images/s), ours {t_ours:.3f}s "
+                f"({views / t_ours:.1f} images/s), ratio {t_ours / t_ref:.2f}, peak memory "
+                f"{peak['ref']:.0f} / {peak['ours']:.0f} MiB",
+                flush=True,
+            )
     memory = "peak CUDA MiB" if args.device == "cuda" else "peak RSS MiB"
-    table = [f"\n## DA3 forward, {args.device.upper()} ({args.precision} backbone both sides), "
-             f"{time.strftime('%Y-%m-%d')}\n",
-             f"Machine: {machine(args.device)}; `python benchmarks/model_forward.py --device {args.device} --precision "
-             f"{args.precision}`; whole `inference()` (preprocess + forward + output) at process_res {args.res}, "
-             f"min of {args.rounds * args.reps} runs per side.\n",
-             f"| preset | views | reference s | ours s | ours / reference | images/s ref | images/s ours "
-             f"| {memory} ref | {memory} ours |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    table += [f"| {p} | {v} | {tr:.3f} | {to:.3f} | {r:.2f} | {v / tr:.1f} | {v / to:.1f} | {mr:.0f} | {mo:.0f} |"
-              for p, v, tr, to, r, mr, mo in rows]
+    table = [
+        f"\n## DA3 forward, {args.device.upper()} ({args.precision} backbone both sides), "
+        f"{time.strftime('%Y-%m-%d')}\n",
+        f"Machine: {machine(args.device)}; `python benchmarks/model_forward.py --device {args.device} --precision "
+        f"{args.precision}`; whole `inference()` (preprocess + forward + output) at process_res {args.res}, "
+        f"min of {args.rounds * args.reps} runs per side.\n",
+        f"| preset | views | reference s | ours s | ours / reference | images/s ref | images/s ours "
+        f"| {memory} ref | {memory} ours |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    table += [
+        f"| {p} | {v} | {tr:.3f} | {to:.3f} | {r:.2f} | {v / tr:.1f} | {v / to:.1f} | {mr:.0f} | {mo:.0f} |"
+        for p, v, tr, to, r, mr, mo in rows
+    ]
     publish("\n".join(table), write=not args.no_write)
 
 

@@ -33,8 +33,9 @@ from report import publish
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _ladder_worker(side: str, model_dir: str, res: int, precision: str, device: str, start: int, time_cap: float,
-                   max_views: int) -> None:
+def _ladder_worker(
+    side: str, model_dir: str, res: int, precision: str, device: str, start: int, time_cap: float, max_views: int
+) -> None:
     """Print one JSON line per view count (doubling from ``start``) until out of memory or past the time cap."""
     import numpy as np
     import torch
@@ -67,10 +68,24 @@ def _ladder_worker(side: str, model_dir: str, res: int, precision: str, device: 
 
 def find_max(python: str, side: str, model_dir: Path, args) -> list[dict]:
     """Run :func:`_ladder_worker` for one side in a fresh process; its JSON lines, in order."""
-    cmd = [python, __file__, "ladder", side, str(model_dir), str(args.res), args.precision, args.device,
-           str(args.start), str(args.time_cap), str(args.max_views)]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} if side == "ref" \
+    cmd = [
+        python,
+        __file__,
+        "ladder",
+        side,
+        str(model_dir),
+        str(args.res),
+        args.precision,
+        args.device,
+        str(args.start),
+        str(args.time_cap),
+        str(args.max_views),
+    ]
+    env = (
+        {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        if side == "ref"
         else dict(os.environ)
+    )
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 and not lines:
@@ -87,30 +102,43 @@ def projected_max(steps: list[dict], device: str) -> int | None:
 
     (v0, m0), (v1, m1) = ((s["views"], s["peak_mb"]) for s in fit[-2:])
     per_view = (m1 - m0) / (v1 - v0)
-    return int(v1 + (torch.cuda.get_device_properties(0).total_memory / 2**20 - m1) / per_view) if per_view > 0 else None
+    return (
+        int(v1 + (torch.cuda.get_device_properties(0).total_memory / 2**20 - m1) / per_view) if per_view > 0 else None
+    )
 
 
 def _max_report(args, ladders: dict[str, list[dict]]) -> str:
     """Results section for ``--find-max``."""
-    lines = [f"\n## Views per forward, {args.preset} @{args.res}, {args.device.upper()}, {time.strftime('%Y-%m-%d')}\n",
-             f"Machine: {machine(args.device)}. `python benchmarks/scaling.py --device {args.device} --preset "
-             f"{args.preset} --res {args.res} --find-max`: one forward per view count, doubling from {args.start}, "
-             f"until out of memory or the next forward would take over {args.time_cap:.0f} s; {args.precision} "
-             "backbone both sides.\n",
-             "| side | views | fits | forward s | images/s | peak MiB |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"\n## Views per forward, {args.preset} @{args.res}, {args.device.upper()}, {time.strftime('%Y-%m-%d')}\n",
+        f"Machine: {machine(args.device)}. `python benchmarks/scaling.py --device {args.device} --preset "
+        f"{args.preset} --res {args.res} --find-max`: one forward per view count, doubling from {args.start}, "
+        f"until out of memory or the next forward would take over {args.time_cap:.0f} s; {args.precision} "
+        "backbone both sides.\n",
+        "| side | views | fits | forward s | images/s | peak MiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for side, steps in ladders.items():
         for s in steps:
             fits = {True: "yes", False: "out of memory", None: "not tried (time cap)"}[s["fits"]]
-            timing = f"{s['seconds']:.2f} | {s['views'] / s['seconds']:.1f} | {s['peak_mb']:.0f}" if s["fits"] \
+            timing = (
+                f"{s['seconds']:.2f} | {s['views'] / s['seconds']:.1f} | {s['peak_mb']:.0f}"
+                if s["fits"]
                 else "- | - | -"
+            )
             lines.append(f"| {side} | {s['views']} | {fits} | {timing} |")
     lines.append("")
     for side, steps in ladders.items():
         largest = max((s["views"] for s in steps if s["fits"]), default=0)
         projection = projected_max(steps, args.device)
-        lines.append(f"- {side}: largest run that fit {largest} views"
-                     + (f"; memory growth of the last two runs projects {projection} views to fill the device"
-                        if projection else ""))
+        lines.append(
+            f"- {side}: largest run that fit {largest} views"
+            + (
+                f"; memory growth of the last two runs projects {projection} views to fill the device"
+                if projection
+                else ""
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -137,38 +165,58 @@ def main() -> None:
         ladders = {}
         for side, python in sides:
             ladders[side] = find_max(python, side, model_dir, args)
-            print(f"{side}: " + ", ".join(f"{s['views']} {'fits' if s['fits'] else 'no'}" for s in ladders[side]),
-                  flush=True)
+            print(
+                f"{side}: " + ", ".join(f"{s['views']} {'fits' if s['fits'] else 'no'}" for s in ladders[side]),
+                flush=True,
+            )
         publish(_max_report(args, ladders), write=not args.no_write)
         return
 
     rows = []
     for views in args.views:
-        result = {side: measure(python, side, model_dir, views, args.res, args.precision, args.reps, warmup=1,
-                                device=args.device) for side, python in sides}
+        result = {
+            side: measure(
+                python, side, model_dir, views, args.res, args.precision, args.reps, warmup=1, device=args.device
+            )
+            for side, python in sides
+        }
         rows.append((views, result))
-        print(f"{views} views: " + ", ".join(f"{side} {min(r['times']):.2f}s peak {r['peak_mb']:.0f} MiB "
-                                             f"(+{r['peak_mb'] - r['loaded_mb']:.0f} over the loaded model)"
-                                             for side, r in result.items()), flush=True)
+        print(
+            f"{views} views: "
+            + ", ".join(
+                f"{side} {min(r['times']):.2f}s peak {r['peak_mb']:.0f} MiB "
+                f"(+{r['peak_mb'] - r['loaded_mb']:.0f} over the loaded model)"
+                for side, r in result.items()
+            ),
+            flush=True,
+        )
     (v0, first), (v1, last) = rows[0], rows[-1]
-    growth = {side: ((last[side]["peak_mb"] - first[side]["peak_mb"]) / (v1 - v0) if v1 > v0 else 0.0)
-              for side, _ in sides}
+    growth = {
+        side: ((last[side]["peak_mb"] - first[side]["peak_mb"]) / (v1 - v0) if v1 > v0 else 0.0) for side, _ in sides
+    }
     memory = "peak CUDA MiB" if args.device == "cuda" else "peak RSS MiB"
-    lines = [f"\n## Scaling with views, {args.preset} @{args.res}, {args.device.upper()}, {time.strftime('%Y-%m-%d')}\n",
-             f"Machine: {machine(args.device)}. `python benchmarks/scaling.py --device {args.device} --preset "
-             f"{args.preset} --res {args.res}`: one whole `inference()` per view count after one warm-up of the "
-             f"same shape, each side and count in a fresh process; {args.precision} backbone both sides. "
-             "'forward MiB' is the peak minus the memory after loading the model.\n",
-             f"| views | reference s | ours s | ours / reference | {memory} ref | {memory} ours "
-             "| forward MiB ref | forward MiB ours |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"\n## Scaling with views, {args.preset} @{args.res}, {args.device.upper()}, {time.strftime('%Y-%m-%d')}\n",
+        f"Machine: {machine(args.device)}. `python benchmarks/scaling.py --device {args.device} --preset "
+        f"{args.preset} --res {args.res}`: one whole `inference()` per view count after one warm-up of the "
+        f"same shape, each side and count in a fresh process; {args.precision} backbone both sides. "
+        "'forward MiB' is the peak minus the memory after loading the model.\n",
+        f"| views | reference s | ours s | ours / reference | {memory} ref | {memory} ours "
+        "| forward MiB ref | forward MiB ours |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for views, r in rows:
         t_ref, t_ours = min(r["ref"]["times"]), min(r["ours"]["times"])
-        lines.append(f"| {views} | {t_ref:.2f} | {t_ours:.2f} | {t_ours / t_ref:.2f} | {r['ref']['peak_mb']:.0f} | "
-                     f"{r['ours']['peak_mb']:.0f} | {r['ref']['peak_mb'] - r['ref']['loaded_mb']:.0f} | "
-                     f"{r['ours']['peak_mb'] - r['ours']['loaded_mb']:.0f} |")
+        lines.append(
+            f"| {views} | {t_ref:.2f} | {t_ours:.2f} | {t_ours / t_ref:.2f} | {r['ref']['peak_mb']:.0f} | "
+            f"{r['ours']['peak_mb']:.0f} | {r['ref']['peak_mb'] - r['ref']['loaded_mb']:.0f} | "
+            f"{r['ours']['peak_mb'] - r['ours']['loaded_mb']:.0f} |"
+        )
     verdict = "no faster than" if growth["ours"] <= growth["ref"] else "FASTER than"
-    lines.append(f"\nPeak memory grows {growth['ours']:.1f} MiB per view for ours and {growth['ref']:.1f} for the "
-                 f"reference between {v0} and {v1} views: ours grows {verdict} the reference's.\n")
+    lines.append(
+        f"\nPeak memory grows {growth['ours']:.1f} MiB per view for ours and {growth['ref']:.1f} for the "
+        f"reference between {v0} and {v1} views: ours grows {verdict} the reference's.\n"
+    )
     publish("\n".join(lines), write=not args.no_write)
 
 

@@ -38,18 +38,32 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's packages, also when run as a script from elsewhere
 APIS = ("prefect", "inprocess", "server")
-PHASES = ("interpreter", "torch import", "imports", "config", "prefect start", "flow bookkeeping", "model load",
-          "inference", "exports", "prefect stop", "other", "exit")
+PHASES = (
+    "interpreter",
+    "torch import",
+    "imports",
+    "config",
+    "prefect start",
+    "flow bookkeeping",
+    "model load",
+    "inference",
+    "exports",
+    "prefect stop",
+    "other",
+    "exit",
+)
 
 
 def _timed(record: dict[str, float], key: str, fn: Callable) -> Callable:
     """``fn`` adding its wall time to ``record[key]``."""
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             record[key] = record.get(key, 0.0) + time.perf_counter() - started
+
     return wrapper
 
 
@@ -102,9 +116,11 @@ def child(api: str, entry: str, out: str, argv: list[str]) -> int:
 
 def _recording(cls: type, urls: list[str]) -> Callable:
     """``cls`` (the scene store) noting the URL of each store the flow opens."""
+
     def make(url: str, *args: Any, **kwargs: Any) -> Any:
         urls.append(url)
         return cls(url, *args, **kwargs)
+
     return make
 
 
@@ -113,13 +129,24 @@ def phases(record: dict[str, Any], spawned: float, ended: float) -> dict[str, fl
     t, spans, timings = record["t"], record["spans"], record["timings"]
     inference = timings.get("decode", 0.0) + timings.get("inference", 0.0)
     exports = sum(v for k, v in timings.items() if k.startswith("export_"))
-    out = {"interpreter": t["start"] - spawned, "torch import": t["torch"] - t["start"],
-           "imports": t["imports"] - t["torch"], "config": spans.get("config", 0.0),
-           "prefect start": spans.get("prefect start", 0.0) + spans.get("prefect import", 0.0),
-           "prefect stop": spans.get("prefect stop", 0.0), "model load": spans.get("model load", 0.0),
-           "inference": inference, "exports": exports, "exit": ended - t["main_done"]}
-    inside_flow = out["model load"] + inference + exports + (spans.get("prefect start", 0.0)
-                                                               if record.get("api") == "prefect" else 0.0)
+    out = {
+        "interpreter": t["start"] - spawned,
+        "torch import": t["torch"] - t["start"],
+        "imports": t["imports"] - t["torch"],
+        "config": spans.get("config", 0.0),
+        "prefect start": spans.get("prefect start", 0.0) + spans.get("prefect import", 0.0),
+        "prefect stop": spans.get("prefect stop", 0.0),
+        "model load": spans.get("model load", 0.0),
+        "inference": inference,
+        "exports": exports,
+        "exit": ended - t["main_done"],
+    }
+    inside_flow = (
+        out["model load"]
+        + inference
+        + exports
+        + (spans.get("prefect start", 0.0) if record.get("api") == "prefect" else 0.0)
+    )
     out["flow bookkeeping"] = spans.get("flow", 0.0) - inside_flow
     out["total"] = ended - spawned
     out["other"] = out["total"] - sum(v for k, v in out.items() if k in PHASES and k != "other")
@@ -142,9 +169,25 @@ def prefect_server(home: Path):
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                             str(port), "--analytics-off", "--no-ui"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--analytics-off",
+            "--no-ui",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 180
@@ -165,15 +208,24 @@ def run_once(api: str, entry: str, argv: list[str], home: Path, api_url: str | N
     """One fresh-process run; its phases."""
     out = work / f"phases-{time.time_ns()}.json"
     # Prefect's own temporary server gives up after 20 s by default, which a busy machine exceeds.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(home), "HF_HUB_OFFLINE": "1",
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
     cpu_before = _children_cpu()
     spawned = time.time()
-    proc = subprocess.run([sys.executable, __file__, "--child", api, entry, str(out), "--", *argv], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", api, entry, str(out), "--", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     ended = time.time()
     if proc.returncode != 0 or not out.is_file():
         raise RuntimeError(f"{api} run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -202,16 +254,35 @@ def main() -> None:
     write_image_folder(make_capture(1, 640, 480, seed=0), work / "scene")
     image = next((work / "scene").iterdir())
     if args.entry == "cli":
-        argv = ["image", str(image), "--preset", "da3-small", "--weights", "random", "--export-format", "mini_npz",
-                "--export-dir", str(work / "out"), "--auto-cleanup"]
+        argv = [
+            "image",
+            str(image),
+            "--preset",
+            "da3-small",
+            "--weights",
+            "random",
+            "--export-format",
+            "mini_npz",
+            "--export-dir",
+            str(work / "out"),
+            "--auto-cleanup",
+        ]
     else:
-        argv = [f"scene={image}", f"storage.root={work / 'out'}", "model=da3-small", "model.weights=random",
-                "export=mini_npz", "force=true"]
+        argv = [
+            f"scene={image}",
+            f"storage.root={work / 'out'}",
+            "model=da3-small",
+            "model.weights=random",
+            "export=mini_npz",
+            "force=true",
+        ]
     rows: dict[str, list[dict[str, float]]] = {api: [] for api in args.apis}
     first: dict[str, dict[str, float]] = {}
     with contextlib.ExitStack() as stack:
-        urls = {api: stack.enter_context(prefect_server(work / f"home-{api}")) if api == "server" else None
-                for api in args.apis}
+        urls = {
+            api: stack.enter_context(prefect_server(work / f"home-{api}")) if api == "server" else None
+            for api in args.apis
+        }
         for i in range(args.runs + 1):
             for api in args.apis:
                 result = run_once(api, args.entry, argv, work / f"home-{api}", urls[api], work)
@@ -219,13 +290,17 @@ def main() -> None:
                     rows[api].append(result)
                 else:
                     first[api] = result
-                print(f"run {i} {api}: total {result['total']:.2f}s, outside model {result['outside model']:.2f}s, "
-                      f"cpu {result['cpu']:.2f}s", flush=True)
+                print(
+                    f"run {i} {api}: total {result['total']:.2f}s, outside model {result['outside model']:.2f}s, "
+                    f"cpu {result['cpu']:.2f}s",
+                    flush=True,
+                )
     publish_table(args, rows, first)
 
 
-def publish_table(args: argparse.Namespace, rows: dict[str, list[dict[str, float]]],
-                  first: dict[str, dict[str, float]]) -> None:
+def publish_table(
+    args: argparse.Namespace, rows: dict[str, list[dict[str, float]]], first: dict[str, dict[str, float]]
+) -> None:
     """The medians per phase and API as a RESULTS.md section."""
     from report import publish
 
@@ -238,13 +313,14 @@ def publish_table(args: argparse.Namespace, rows: dict[str, list[dict[str, float
         lines.append(f"| {bold}{key}{bold} | {' | '.join(f'{bold}{c}{bold}' for c in cells)} |")
     firsts = " | ".join(f"{first[api]['total']:.2f}" for api in cols)
     lines.append(f"| first run (fresh PREFECT_HOME), total | {firsts} |")
-    text = (f"\n## Start-up, one image, {time.strftime('%Y-%m-%d')}\n\nMachine: {platform.machine()}, "
-            f"{os.cpu_count()} cores, 1-min load average {load:.1f} at the end. `python benchmarks/startup.py --runs "
-            f"{args.runs} --entry {args.entry}`: seconds, median of {args.runs} fresh processes per API after a "
-            f"first one; da3-small, random weights, one 640x480 image, export mini_npz. `outside model` = total "
-            f"less torch import, model load and inference (target <= 1.5 s); `cpu` = CPU seconds of the whole run "
-            f"(all threads and child processes), steadier than wall time on a busy machine.\n\n" + "\n".join(lines)
-            + "\n")
+    text = (
+        f"\n## Start-up, one image, {time.strftime('%Y-%m-%d')}\n\nMachine: {platform.machine()}, "
+        f"{os.cpu_count()} cores, 1-min load average {load:.1f} at the end. `python benchmarks/startup.py --runs "
+        f"{args.runs} --entry {args.entry}`: seconds, median of {args.runs} fresh processes per API after a "
+        f"first one; da3-small, random weights, one 640x480 image, export mini_npz. `outside model` = total "
+        f"less torch import, model load and inference (target <= 1.5 s); `cpu` = CPU seconds of the whole run "
+        f"(all threads and child processes), steadier than wall time on a busy machine.\n\n" + "\n".join(lines) + "\n"
+    )
     publish(text, write=not args.no_write)
 
 

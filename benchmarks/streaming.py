@@ -64,11 +64,20 @@ def child(video: str, argv: list[str]) -> None:
     sampler.join()
     attrs = SceneStore(result.store_url).attrs()
     stage = attrs["stages"]["streaming"]
-    print(json.dumps({"frames": attrs["n_frames"], "chunks": len(stage["chunks"]), "wall_s": wall,
-                      "streaming_s": attrs["timings"]["streaming"], "inference_s": attrs["timings"]["inference"],
-                      "workers": len({json.dumps(c["worker"]) for c in stage["chunks"]}),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "worker_peak_rss_mib": max(peaks.values(), default=None)}))
+    print(
+        json.dumps(
+            {
+                "frames": attrs["n_frames"],
+                "chunks": len(stage["chunks"]),
+                "wall_s": wall,
+                "streaming_s": attrs["timings"]["streaming"],
+                "inference_s": attrs["timings"]["inference"],
+                "workers": len({json.dumps(c["worker"]) for c in stage["chunks"]}),
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "worker_peak_rss_mib": max(peaks.values(), default=None),
+            }
+        )
+    )
 
 
 def measure(n_frames: int, size: tuple[int, int], argv: list[str], workdir: Path) -> dict:
@@ -78,8 +87,13 @@ def measure(n_frames: int, size: tuple[int, int], argv: list[str], workdir: Path
     video = workdir / f"walk_{n_frames}.mp4"
     if not video.exists():
         encode_frames(pattern_frames(n_frames, *size), video)
-    out = subprocess.run([sys.executable, __file__, "--child", str(video), *argv], cwd=ROOT, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(video), *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if out.returncode:
         sys.exit(f"the {n_frames}-frame run failed:\n{out.stderr[-3000:]}")
     row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -106,46 +120,79 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # a loaded machine starts slowly
     workdir = Path(tempfile.mkdtemp(prefix="da3-stream-bench-"))
     size = tuple(args.size)
-    base = ["model=da3-small", "model.weights=random", f"processing.process_res={args.res}", "input.fps=0",
-            *STREAM, f"streaming.loop_closure={str(args.loop_closure).lower()}", "export=mini_npz", "force=true"]
+    base = [
+        "model=da3-small",
+        "model.weights=random",
+        f"processing.process_res={args.res}",
+        "input.fps=0",
+        *STREAM,
+        f"streaming.loop_closure={str(args.loop_closure).lower()}",
+        "export=mini_npz",
+        "force=true",
+    ]
     rows = []
     for n in args.frames:
         rows.append(measure(n, size, [*base, f"storage.root={workdir / f'thread_{n}'}"], workdir))
         r = rows[-1]
-        print(f"{n:>6} frames: {r['chunks']} chunks, {r['fps']:.2f} frames/s, flow {r['wall_s']:.1f}s, "
-              f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        print(
+            f"{n:>6} frames: {r['chunks']} chunks, {r['fps']:.2f} frames/s, flow {r['wall_s']:.1f}s, "
+            f"peak RSS {r['peak_rss_mib']:.0f} MiB",
+            flush=True,
+        )
     dask = []
     for workers in (1, 2) if args.dask_frames else ():
-        dask.append(measure(args.dask_frames, size, [*base, "runner=dask", f"dask_workers={workers}",
-                                                      f"storage.root={workdir / f'dask_{workers}'}"], workdir))
+        dask.append(
+            measure(
+                args.dask_frames,
+                size,
+                [*base, "runner=dask", f"dask_workers={workers}", f"storage.root={workdir / f'dask_{workers}'}"],
+                workdir,
+            )
+        )
         r = dask[-1]
-        print(f"dask, {workers} worker(s), {args.dask_frames} frames: {r['fps']:.2f} frames/s, flow "
-              f"{r['wall_s']:.1f}s, chunks on {r['workers']} worker(s), flow peak RSS {r['peak_rss_mib']:.0f} MiB, "
-              f"largest worker peak {r['worker_peak_rss_mib'] or 0:.0f} MiB", flush=True)
+        print(
+            f"dask, {workers} worker(s), {args.dask_frames} frames: {r['fps']:.2f} frames/s, flow "
+            f"{r['wall_s']:.1f}s, chunks on {r['workers']} worker(s), flow peak RSS {r['peak_rss_mib']:.0f} MiB, "
+            f"largest worker peak {r['worker_peak_rss_mib'] or 0:.0f} MiB",
+            flush=True,
+        )
 
-    command = (f"`python benchmarks/streaming.py --frames {' '.join(map(str, args.frames))} --dask-frames "
-               f"{args.dask_frames} --size {size[0]} {size[1]} --res {args.res}"
-               f"{' --loop-closure' if args.loop_closure else ''}`")
-    text = (f"\n## Streaming reconstruction: throughput and peak memory vs sequence length, {time.strftime('%Y-%m-%d')}"
-            f"\n\nMachine: {platform.machine()}, {os.cpu_count()} cores, CPU only{args.machine}. {command}: the "
-            f"reconstruct flow with {' '.join(STREAM)}, loop closure {'on' if args.loop_closure else 'off'}, "
-            f"da3-small with seeded random weights at process_res {args.res}, a synthetic {size[0]}x{size[1]} 30 fps "
-            "H.264 video (every frame), export mini_npz. Each case runs in a fresh process; peak RSS is the flow "
-            "process's `ru_maxrss`; frames/s is frames / the streaming stage (decode, inference, alignment, "
-            "writes).\n\n"
-            "| frames | chunks | frames/s | streaming s | flow wall s | peak RSS MiB |\n|---|---|---|---|---|---|\n"
-            + "".join(f"| {r['frames']:,} | {r['chunks']} | {r['fps']:.2f} | {r['streaming_s']:.1f} | "
-                      f"{r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |\n" for r in rows))
+    command = (
+        f"`python benchmarks/streaming.py --frames {' '.join(map(str, args.frames))} --dask-frames "
+        f"{args.dask_frames} --size {size[0]} {size[1]} --res {args.res}"
+        f"{' --loop-closure' if args.loop_closure else ''}`"
+    )
+    text = (
+        f"\n## Streaming reconstruction: throughput and peak memory vs sequence length, {time.strftime('%Y-%m-%d')}"
+        f"\n\nMachine: {platform.machine()}, {os.cpu_count()} cores, CPU only{args.machine}. {command}: the "
+        f"reconstruct flow with {' '.join(STREAM)}, loop closure {'on' if args.loop_closure else 'off'}, "
+        f"da3-small with seeded random weights at process_res {args.res}, a synthetic {size[0]}x{size[1]} 30 fps "
+        "H.264 video (every frame), export mini_npz. Each case runs in a fresh process; peak RSS is the flow "
+        "process's `ru_maxrss`; frames/s is frames / the streaming stage (decode, inference, alignment, "
+        "writes).\n\n"
+        "| frames | chunks | frames/s | streaming s | flow wall s | peak RSS MiB |\n|---|---|---|---|---|---|\n"
+        + "".join(
+            f"| {r['frames']:,} | {r['chunks']} | {r['fps']:.2f} | {r['streaming_s']:.1f} | "
+            f"{r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |\n"
+            for r in rows
+        )
+    )
     if len(rows) > 1:
-        text += f"\nPeak RSS at {rows[-1]['frames']:,} frames / at {rows[0]['frames']:,}: " \
-                f"{rows[-1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.2f}x (acceptance <= 1.2x).\n"
+        text += (
+            f"\nPeak RSS at {rows[-1]['frames']:,} frames / at {rows[0]['frames']:,}: "
+            f"{rows[-1]['peak_rss_mib'] / rows[0]['peak_rss_mib']:.2f}x (acceptance <= 1.2x).\n"
+        )
     if dask:
-        text += (f"\nDask (`runner=dask`, a local cluster, one model per worker), {args.dask_frames} frames:\n\n"
-                 "| workers | chunks ran on | frames/s | streaming s | flow wall s | flow peak RSS MiB | "
-                 "largest worker peak RSS MiB |\n|---|---|---|---|---|---|---|\n"
-                 + "".join(f"| {w} | {r['workers']} | {r['fps']:.2f} | {r['streaming_s']:.1f} | {r['wall_s']:.1f} | "
-                           f"{r['peak_rss_mib']:.0f} | {r['worker_peak_rss_mib'] or 0:.0f} |\n"
-                           for w, r in zip((1, 2), dask)))
+        text += (
+            f"\nDask (`runner=dask`, a local cluster, one model per worker), {args.dask_frames} frames:\n\n"
+            "| workers | chunks ran on | frames/s | streaming s | flow wall s | flow peak RSS MiB | "
+            "largest worker peak RSS MiB |\n|---|---|---|---|---|---|---|\n"
+            + "".join(
+                f"| {w} | {r['workers']} | {r['fps']:.2f} | {r['streaming_s']:.1f} | {r['wall_s']:.1f} | "
+                f"{r['peak_rss_mib']:.0f} | {r['worker_peak_rss_mib'] or 0:.0f} |\n"
+                for w, r in zip((1, 2), dask)
+            )
+        )
     publish(text, write=not args.no_write)
 
 

@@ -19,10 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from flows.config import load_config
 from pathlib import Path
 
 from report import publish
+
+from flows.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,9 +38,17 @@ def child(video: str, argv: list[str]) -> None:
     result = video_depth(load_config("video_depth", [f"video={video}", *argv]))
     wall = time.perf_counter() - started
     attrs = SceneStore(result.store_url).attrs()
-    print(json.dumps({"wall_s": wall, "frames": attrs["n_frames"], "stream_fps": attrs["stages"]["inference"]
-                      ["frames_per_second"], "timings": attrs["timings"],
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "frames": attrs["n_frames"],
+                "stream_fps": attrs["stages"]["inference"]["frames_per_second"],
+                "timings": attrs["timings"],
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def anonymous_rss_mib() -> float:
@@ -80,8 +89,14 @@ def measure(n_frames: int, size: tuple[int, int], argv: list[str], workdir: Path
     from da3core.synthetic import encode_frames, pattern_frames
 
     video = encode_frames(pattern_frames(n_frames, *size), workdir / f"bench_{n_frames}.mp4").path
-    out = subprocess.run([sys.executable, __file__, "--child", str(video), *argv], cwd=ROOT, check=True,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(video), *argv],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -102,9 +117,15 @@ def main() -> None:
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     workdir = Path(tempfile.mkdtemp(prefix="da3-vda-bench-"))
-    argv = ["encoder=vits", "weights=random", f"input_size={args.input_size}",
-            f"streaming={str(args.streaming).lower()}",
-            "save_npz=true", "save_depth_video=true", "device=cpu"]
+    argv = [
+        "encoder=vits",
+        "weights=random",
+        f"input_size={args.input_size}",
+        f"streaming={str(args.streaming).lower()}",
+        "save_npz=true",
+        "save_depth_video=true",
+        "device=cpu",
+    ]
     if args.trace_rss:
         samples = trace_rss(args.trace_rss, tuple(args.size), argv, workdir)
         print("anonymous RSS MiB by frame: " + ", ".join(f"{k}: {mib:.0f}" for k, mib in samples))
@@ -113,20 +134,26 @@ def main() -> None:
     for n in args.frames:
         r = measure(n, tuple(args.size), argv, workdir)
         rows.append(r)
-        print(f"{n:>6} frames: {r['stream_fps']:.2f} frames/s, flow {r['wall_s']:.1f}s, "
-              f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        print(
+            f"{n:>6} frames: {r['stream_fps']:.2f} frames/s, flow {r['wall_s']:.1f}s, "
+            f"peak RSS {r['peak_rss_mib']:.0f} MiB",
+            flush=True,
+        )
     mode = "streaming" if args.streaming else "windowed (32-frame windows)"
-    table = "\n".join(f"| {r['frames']:,} | {r['stream_fps']:.2f} | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |"
-                      for r in rows)
-    text = (f"\n## Video depth: throughput and peak memory vs video length, {time.strftime('%Y-%m-%d')}\n\n"
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores, CPU only{args.machine}. "
-            f"`python benchmarks/video_depth.py --frames {' '.join(map(str, args.frames))} --input-size "
-            f"{args.input_size}{' --streaming' if args.streaming else ''}`: vits with seeded random weights, "
-            f"{mode}, a synthetic {args.size[0]}x{args.size[1]} 30 fps H.264 video, input_size {args.input_size}; "
-            "outputs zarr + depth.ndjson + npz + vis mp4. Each length runs the whole flow in a fresh process; "
-            "peak RSS is that process's `ru_maxrss` (Python, torch, Prefect client and model included); "
-            "frames/s covers decode + model + per-frame writes.\n\n"
-            "| frames | frames/s | flow wall s | peak RSS MiB |\n|---|---|---|---|\n" + table + "\n")
+    table = "\n".join(
+        f"| {r['frames']:,} | {r['stream_fps']:.2f} | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |" for r in rows
+    )
+    text = (
+        f"\n## Video depth: throughput and peak memory vs video length, {time.strftime('%Y-%m-%d')}\n\n"
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, CPU only{args.machine}. "
+        f"`python benchmarks/video_depth.py --frames {' '.join(map(str, args.frames))} --input-size "
+        f"{args.input_size}{' --streaming' if args.streaming else ''}`: vits with seeded random weights, "
+        f"{mode}, a synthetic {args.size[0]}x{args.size[1]} 30 fps H.264 video, input_size {args.input_size}; "
+        "outputs zarr + depth.ndjson + npz + vis mp4. Each length runs the whole flow in a fresh process; "
+        "peak RSS is that process's `ru_maxrss` (Python, torch, Prefect client and model included); "
+        "frames/s covers decode + model + per-frame writes.\n\n"
+        "| frames | frames/s | flow wall s | peak RSS MiB |\n|---|---|---|---|\n" + table + "\n"
+    )
     publish(text, write=not args.no_write)
 
 

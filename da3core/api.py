@@ -8,19 +8,20 @@ Camera encoder/decoder, heads and geometry always run in fp32.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from da3core.choices import PRECISIONS
-from da3core.model.net import DepthAnything3Net, NestedDepthAnything3Net
-from da3core.model.presets import get_preset
 from da3core.model.model_dir import KEY_PREFIX, WEIGHTS_FILE, read_config, resolve_model_dir
 from da3core.model.model_dir import write_random_model_dir as _write_random
+from da3core.model.net import DepthAnything3Net, NestedDepthAnything3Net
+from da3core.model.presets import get_preset
 from da3core.pose_align import align_prediction_to_input
 from da3core.prediction import Prediction
 from da3core.preprocess import ImageLike, preprocess_images
@@ -35,8 +36,9 @@ def build_net(preset: str) -> nn.Module:
     return NestedDepthAnything3Net(p.net, p.metric) if p.metric else DepthAnything3Net(p.net)
 
 
-def write_random_model_dir(preset: str, out_dir: str | os.PathLike, seed: int = 0,
-                           dtype: torch.dtype = torch.float32) -> Path:
+def write_random_model_dir(
+    preset: str, out_dir: str | os.PathLike, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> Path:
     """Write a model dir of seeded random weights for ``preset`` (official layout, stamped as random)."""
     with torch.device("meta"):
         net = build_net(preset)
@@ -64,7 +66,7 @@ class DepthAnything3(nn.Module):
         self.stamp: dict[str, str] = {}  # the weights file's da3pipe stamp (seed etc. for random weights)
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, device: str | torch.device = "cpu") -> "DepthAnything3":
+    def from_pretrained(cls, source: str | os.PathLike, device: str | torch.device = "cpu") -> DepthAnything3:
         """Load a local model dir or hub id strictly (missing or unexpected tensors are errors)."""
         model_dir = resolve_model_dir(source)
         config = read_config(model_dir)
@@ -85,7 +87,7 @@ class DepthAnything3(nn.Module):
         """True when the loaded weights are seeded random ones (never trained)."""
         return is_random(self.stamp)
 
-    def set_precision(self, precision: str) -> "DepthAnything3":
+    def set_precision(self, precision: str) -> DepthAnything3:
         """``auto`` | ``fp32`` | ``bf16`` | ``fp16`` for the backbone (see the module docstring)."""
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision '{precision}'; allowed: {', '.join(PRECISIONS)}")
@@ -99,9 +101,16 @@ class DepthAnything3(nn.Module):
 
     @torch.inference_mode()
     def forward(
-        self, images: torch.Tensor, extrinsics: torch.Tensor | None = None, intrinsics: torch.Tensor | None = None,
-        export_feat_layers: Sequence[int] = (), infer_gs: bool = False, use_ray_pose: bool = False,
-        ref_view_strategy: str = "saddle_balanced", seed: int = 0, return_rays: bool = False,
+        self,
+        images: torch.Tensor,
+        extrinsics: torch.Tensor | None = None,
+        intrinsics: torch.Tensor | None = None,
+        export_feat_layers: Sequence[int] = (),
+        infer_gs: bool = False,
+        use_ray_pose: bool = False,
+        ref_view_strategy: str = "saddle_balanced",
+        seed: int = 0,
+        return_rays: bool = False,
     ) -> dict[str, Any]:
         """Network outputs for normalised views (B, S, 3, H, W); extrinsics are normalised as upstream does."""
         images = images.to(self.device, torch.float32)
@@ -111,14 +120,29 @@ class DepthAnything3(nn.Module):
             extrinsics = normalize_extrinsics(extrinsics.to(self.device, torch.float32))
             intrinsics = intrinsics.to(self.device, torch.float32)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return self.model(images, extrinsics, intrinsics, export_feat_layers=tuple(export_feat_layers),
-                          infer_gs=infer_gs, use_ray_pose=use_ray_pose, ref_view_strategy=ref_view_strategy,
-                          autocast_dtype=self._autocast_dtype(), generator=generator, return_rays=return_rays)
+        return self.model(
+            images,
+            extrinsics,
+            intrinsics,
+            export_feat_layers=tuple(export_feat_layers),
+            infer_gs=infer_gs,
+            use_ray_pose=use_ray_pose,
+            ref_view_strategy=ref_view_strategy,
+            autocast_dtype=self._autocast_dtype(),
+            generator=generator,
+            return_rays=return_rays,
+        )
 
     def infer(
-        self, image: Sequence[ImageLike], extrinsics: np.ndarray | None = None, intrinsics: np.ndarray | None = None,
-        infer_gs: bool = False, use_ray_pose: bool = False, ref_view_strategy: str = "saddle_balanced",
-        process_res: int = 504, process_res_method: str = "upper_bound_resize",
+        self,
+        image: Sequence[ImageLike],
+        extrinsics: np.ndarray | None = None,
+        intrinsics: np.ndarray | None = None,
+        infer_gs: bool = False,
+        use_ray_pose: bool = False,
+        ref_view_strategy: str = "saddle_balanced",
+        process_res: int = 504,
+        process_res_method: str = "upper_bound_resize",
         export_feat_layers: Sequence[int] | None = None,
     ) -> Inference:
         """Preprocess and run the network (pose-conditioned when extrinsics + intrinsics are given), no alignment."""
@@ -129,31 +153,54 @@ class DepthAnything3(nn.Module):
         batch = preprocess_images(list(image), process_res, process_res_method, intrinsics)
         ext_t = None if extrinsics is None else torch.from_numpy(_as44(extrinsics))[None].float()
         ixt_t = None if batch.intrinsics is None else torch.from_numpy(batch.intrinsics)[None]
-        out = self.forward(batch.images[None], ext_t if ext_t is not None else None,
-                           ixt_t if ext_t is not None else None, export_feat_layers or (), infer_gs, use_ray_pose,
-                           ref_view_strategy)
+        out = self.forward(
+            batch.images[None],
+            ext_t if ext_t is not None else None,
+            ixt_t if ext_t is not None else None,
+            export_feat_layers or (),
+            infer_gs,
+            use_ray_pose,
+            ref_view_strategy,
+        )
         pred = Prediction(
-            depth=_np(out["depth"]), is_metric=int(out.get("is_metric", 0)),
+            depth=_np(out["depth"]),
+            is_metric=int(out.get("is_metric", 0)),
             sky=None if "sky" not in out else _np(out["sky"]) >= 0.5,
             conf=None if "depth_conf" not in out else _np(out["depth_conf"]),
             extrinsics=None if "extrinsics" not in out else _np(out["extrinsics"]),
             intrinsics=None if "intrinsics" not in out else _np(out["intrinsics"]),
-            processed_images=batch.processed_images, gaussians=out.get("gaussians"),
+            processed_images=batch.processed_images,
+            gaussians=out.get("gaussians"),
             aux={f"feat_layer_{i}": _np(f) for i, f in out["aux"].items()},
-            scale_factor=out.get("scale_factor"), ref_view_idx=out["ref_view_idx"], source_sizes=batch.source_sizes,
+            scale_factor=out.get("scale_factor"),
+            ref_view_idx=out["ref_view_idx"],
+            source_sizes=batch.source_sizes,
             source_names=[os.path.basename(str(p)) for p in image] if isinstance(image[0], (str, Path)) else None,
         )
         return Inference(pred, batch.intrinsics)
 
     def inference(
-        self, image: Sequence[ImageLike], extrinsics: np.ndarray | None = None, intrinsics: np.ndarray | None = None,
-        align_to_input_ext_scale: bool = True, infer_gs: bool = False, use_ray_pose: bool = False,
-        ref_view_strategy: str = "saddle_balanced", render_exts: np.ndarray | None = None,
-        render_ixts: np.ndarray | None = None, render_hw: tuple[int, int] | None = None, process_res: int = 504,
-        process_res_method: str = "upper_bound_resize", export_dir: str | None = None,
-        export_format: str = "mini_npz", export_feat_layers: Sequence[int] | None = None,
-        conf_thresh_percentile: float = 40.0, num_max_points: int = 1_000_000, show_cameras: bool = True,
-        feat_vis_fps: int = 15, export_kwargs: dict | None = None,
+        self,
+        image: Sequence[ImageLike],
+        extrinsics: np.ndarray | None = None,
+        intrinsics: np.ndarray | None = None,
+        align_to_input_ext_scale: bool = True,
+        infer_gs: bool = False,
+        use_ray_pose: bool = False,
+        ref_view_strategy: str = "saddle_balanced",
+        render_exts: np.ndarray | None = None,
+        render_ixts: np.ndarray | None = None,
+        render_hw: tuple[int, int] | None = None,
+        process_res: int = 504,
+        process_res_method: str = "upper_bound_resize",
+        export_dir: str | None = None,
+        export_format: str = "mini_npz",
+        export_feat_layers: Sequence[int] | None = None,
+        conf_thresh_percentile: float = 40.0,
+        num_max_points: int = 1_000_000,
+        show_cameras: bool = True,
+        feat_vis_fps: int = 15,
+        export_kwargs: dict | None = None,
     ) -> Prediction:
         """Upstream-compatible inference: preprocess, forward, align to input poses, optionally export."""
         formats = None
@@ -161,19 +208,42 @@ class DepthAnything3(nn.Module):
             from da3core.export import check_formats, parse_formats
 
             formats = parse_formats(export_format)
-            check_formats(formats, has_conf=get_preset(self.preset).has_conf, has_gaussians=infer_gs,
-                          has_features=bool(export_feat_layers))
-        result = self.infer(image, extrinsics, intrinsics, infer_gs, use_ray_pose, ref_view_strategy, process_res,
-                            process_res_method, export_feat_layers)
+            check_formats(
+                formats,
+                has_conf=get_preset(self.preset).has_conf,
+                has_gaussians=infer_gs,
+                has_features=bool(export_feat_layers),
+            )
+        result = self.infer(
+            image,
+            extrinsics,
+            intrinsics,
+            infer_gs,
+            use_ray_pose,
+            ref_view_strategy,
+            process_res,
+            process_res_method,
+            export_feat_layers,
+        )
         pred = result.prediction
         if extrinsics is not None:
             pred = align_prediction_to_input(pred, extrinsics, result.input_intrinsics, align_to_input_ext_scale)
         if formats and export_dir is not None:
             from da3core.export import export
 
-            export(pred, formats, export_dir, **(export_kwargs or {}), conf_thresh_percentile=conf_thresh_percentile,
-                   num_max_points=num_max_points, show_cameras=show_cameras, feat_vis_fps=feat_vis_fps,
-                   render_exts=render_exts, render_ixts=render_ixts, render_hw=render_hw)
+            export(
+                pred,
+                formats,
+                export_dir,
+                **(export_kwargs or {}),
+                conf_thresh_percentile=conf_thresh_percentile,
+                num_max_points=num_max_points,
+                show_cameras=show_cameras,
+                feat_vis_fps=feat_vis_fps,
+                render_exts=render_exts,
+                render_ixts=render_ixts,
+                render_hw=render_hw,
+            )
         return pred
 
 

@@ -20,16 +20,22 @@ class DeviceError(UserError, RuntimeError):
 
 
 # OS errors a user fixes (free space, a writable location, permissions), with the words the report uses.
-_USER_ERRNOS = {errno.ENOSPC: ("no space left on the device", "free space there or write elsewhere"),
-                errno.EDQUOT: ("disk quota exceeded", "free space there or write elsewhere"),
-                errno.EROFS: ("read-only file system", "choose a writable location"),
-                errno.EACCES: ("permission denied", "check the permissions or choose another location"),
-                errno.EPERM: ("operation not permitted", "check the permissions or choose another location")}
+_USER_ERRNOS = {
+    errno.ENOSPC: ("no space left on the device", "free space there or write elsewhere"),
+    errno.EDQUOT: ("disk quota exceeded", "free space there or write elsewhere"),
+    errno.EROFS: ("read-only file system", "choose a writable location"),
+    errno.EACCES: ("permission denied", "check the permissions or choose another location"),
+    errno.EPERM: ("operation not permitted", "check the permissions or choose another location"),
+}
 # A storage server (S3 endpoint, NFS host) that stopped answering: the OS error names no file, the wrapping error
 # (botocore's EndpointConnectionError, ...) names the endpoint, so the report quotes that one's first line.
 _UNREACHABLE = ("storage endpoint unreachable", "check that the server runs and the endpoint is right, then run again")
-_USER_ERRNOS.update({code: _UNREACHABLE for code in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH,
-                                                     errno.ENETUNREACH, errno.ETIMEDOUT)})
+_USER_ERRNOS.update(
+    {
+        code: _UNREACHABLE
+        for code in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT)
+    }
+)
 
 
 def _os_cause(error: BaseException) -> OSError | None:

@@ -56,7 +56,8 @@ def umeyama_sim3(
     u, d, vt = np.linalg.svd((dst_c * w[:, None]).T @ src_c)
     if not d[0] > 0 or d[1] <= RANK_TOLERANCE * d[0]:
         raise DegenerateAlignmentError(
-            f"{len(src)} points do not span a plane (covariance singular values {d}); a Sim(3) needs 3 non-collinear points"
+            f"{len(src)} points do not span a plane (covariance singular values {d}); "
+            "a Sim(3) needs 3 non-collinear points"
         )
     signs = np.array([1.0, 1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
     rot = (u * signs) @ vt
@@ -106,7 +107,9 @@ def _centre_sim3(pose_ref: np.ndarray, pose_est: np.ndarray) -> tuple[float, np.
         return _orientation_sim3(pose_ref, pose_est)
 
 
-def _ransac_sim3(pose_ref: np.ndarray, pose_est: np.ndarray, random_state: int | None, max_iters: int) -> tuple[float, np.ndarray, np.ndarray]:
+def _ransac_sim3(
+    pose_ref: np.ndarray, pose_est: np.ndarray, random_state: int | None, max_iters: int
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Upstream's ``_ransac_align_sim3``: Umeyama on random halves, best by (#inliers, mean error), refit."""
     n = len(pose_ref)
     c_ref, c_est = pose_ref[:, :, 3], pose_est[:, :, 3]
@@ -147,7 +150,9 @@ def align_poses_umeyama(
     """
     pose_ref, pose_est = _c2w(ext_ref), _c2w(ext_est)
     if len(pose_ref) != len(pose_est) or len(pose_ref) == 0:
-        raise ValueError(f"need the same non-zero number of poses on both sides, got {len(pose_ref)} and {len(pose_est)}")
+        raise ValueError(
+            f"need the same non-zero number of poses on both sides, got {len(pose_ref)} and {len(pose_est)}"
+        )
     if ransac:
         return _ransac_sim3(pose_ref, pose_est, random_state, ransac_max_iters)
     return _centre_sim3(pose_ref, pose_est)
@@ -176,13 +181,17 @@ def align_prediction_to_input(
     """
     n = len(prediction)
     if prediction.extrinsics is None:
-        raise ValueError("this prediction has no camera poses (mono/metric preset); input extrinsics cannot be aligned to it")
+        raise ValueError(
+            "this prediction has no camera poses (mono/metric preset); input extrinsics cannot be aligned to it"
+        )
     ext_in = np.asarray(input_extrinsics)
     if ext_in.shape not in ((n, 3, 4), (n, 4, 4)):
         raise ValueError(f"input extrinsics must be ({n}, 3, 4) or ({n}, 4, 4) world-to-camera, got {ext_in.shape}")
     if input_intrinsics is not None and np.shape(input_intrinsics) != (n, 3, 3):
         raise ValueError(f"input intrinsics must be ({n}, 3, 3), got {np.shape(input_intrinsics)}")
-    scale, rot, trans = align_poses_umeyama(prediction.extrinsics, ext_in, ransac=n >= RANSAC_MIN_VIEWS, random_state=42)
+    scale, rot, trans = align_poses_umeyama(
+        prediction.extrinsics, ext_in, ransac=n >= RANSAC_MIN_VIEWS, random_state=42
+    )
     if align_to_input_ext_scale:
         extrinsics, depth = ext_in[:, :3, :], prediction.depth / scale
     else:
@@ -196,7 +205,9 @@ def align_prediction_to_input(
     )
 
 
-def batch_pose_scale(ext_ref: torch.Tensor, ext_est: torch.Tensor, min_scale: float = 1 / 3, max_scale: float = 3.0) -> torch.Tensor:
+def batch_pose_scale(
+    ext_ref: torch.Tensor, ext_est: torch.Tensor, min_scale: float = 1 / 3, max_scale: float = 3.0
+) -> torch.Tensor:
     """(B,) scale s of ``align_poses_umeyama`` (c_ref ≈ s R c_est + t) per batch of (B, N, 3|4, 4) w2c, clamped.
 
     For the Gaussian adapter (upstream ``batch_align_poses_umeyama`` + clamp to [1/3, 3]). One view or

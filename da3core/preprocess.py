@@ -8,10 +8,10 @@ without a half-pixel correction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -69,7 +69,9 @@ def load_image(src: ImageLike) -> np.ndarray:
     if isinstance(src, np.ndarray):
         if src.dtype != np.uint8 or not (src.ndim == 2 or (src.ndim == 3 and src.shape[2] in (1, 3, 4))):
             raise ImageLoadError(f"image arrays must be uint8 HxW, HxWx3 or HxWx4, got {src.dtype} {src.shape}")
-        return np.asarray(Image.fromarray(src.squeeze(-1) if src.ndim == 3 and src.shape[2] == 1 else src).convert("RGB"))
+        return np.asarray(
+            Image.fromarray(src.squeeze(-1) if src.ndim == 3 and src.shape[2] == 1 else src).convert("RGB")
+        )
     raise ImageLoadError(f"unsupported image type {type(src).__name__}; pass a path, a PIL image or a uint8 array")
 
 
@@ -102,7 +104,7 @@ def _process_one(img: ImageLike, K: np.ndarray | None, process_res: int, method:
     else:
         nw, nh = (w // PATCH_SIZE) * PATCH_SIZE, (h // PATCH_SIZE) * PATCH_SIZE
         ox, oy = (w - nw) // 2, (h - nh) // 2
-        arr = arr[oy:oy + nh, ox:ox + nw]
+        arr = arr[oy : oy + nh, ox : ox + nw]
         sx2 = sy2 = 1.0
     if K is not None:
         K = np.array(K, copy=True)
@@ -150,7 +152,7 @@ def preprocess_images(
         min_h, min_w = min(s[0] for s in shapes), min(s[1] for s in shapes)
         for i, t in enumerate(tensors):
             top, left = (t.shape[1] - min_h) // 2, (t.shape[2] - min_w) // 2
-            tensors[i] = t[:, top:top + min_h, left:left + min_w]
+            tensors[i] = t[:, top : top + min_h, left : left + min_w]
             offsets[i] = offsets[i] + np.array([left, top]) * scales[i]
             if Ks[i] is not None:
                 Ks[i] = Ks[i].copy()

@@ -51,7 +51,9 @@ def _weighted_dlt(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, fu
     return H / H[..., 2:3, 2:3]
 
 
-def _best_inliers(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _best_inliers(
+    src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, H: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Best of M hypotheses H (V, M, 3, 3) by inlier weight: its index (V,) and inlier mask (V, P).
 
     Points src (P, 2) map to dst (V, P, 2); inliers have reprojection error < INLIER_THRESHOLD.
@@ -75,7 +77,9 @@ def _best_inliers(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, H:
     return torch.cat(best), torch.cat(masks)
 
 
-def _refit_points(inliers: torch.Tensor, weight: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _refit_points(
+    inliers: torch.Tensor, weight: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(V, K) point indices for each view's refit and a (V, K) validity mask (views differ in inlier count).
 
     All inliers, or above MAX_REFIT_POINTS a random MAX_REFIT_POINTS of the 95 % most confident (upstream;
@@ -141,9 +145,12 @@ def rays_to_cameras(
     weight = torch.where(valid, ray_conf.reshape(V, P), 0)
 
     # Hypotheses: the same 100 random 8-subsets of each view's most confident points.
-    draws = torch.stack([
-        torch.randperm(n_candidates, generator=generator, device=generator.device)[:SAMPLE_SIZE] for _ in range(N_HYPOTHESES)
-    ]).to(device)
+    draws = torch.stack(
+        [
+            torch.randperm(n_candidates, generator=generator, device=generator.device)[:SAMPLE_SIZE]
+            for _ in range(N_HYPOTHESES)
+        ]
+    ).to(device)
     picked = torch.argsort(weight, dim=1, descending=True)[:, :n_candidates][:, draws]  # (V, 100, 8)
     rows = torch.arange(V, device=device)[:, None, None]
     H = _weighted_dlt(src[picked], dst[rows, picked], weight[rows, picked])  # (V, 100, 3, 3)

@@ -12,8 +12,16 @@ from scipy.spatial.transform import Rotation
 
 from da3core.geometry import as_homogeneous
 
-TRAJECTORY_MODES = ("original", "smooth", "interpolate", "interpolate_smooth", "extend", "wander", "dolly_zoom",
-                    "wobble_inter")
+TRAJECTORY_MODES = (
+    "original",
+    "smooth",
+    "interpolate",
+    "interpolate_smooth",
+    "extend",
+    "wander",
+    "dolly_zoom",
+    "wobble_inter",
+)
 
 
 def smooth_path(c2w: np.ndarray, k_size: int = 50) -> np.ndarray:
@@ -118,8 +126,9 @@ def wander_path(c2w: np.ndarray, intr: np.ndarray, width: int, num_frames: int =
     return poses, np.repeat(intr[None], len(poses), axis=0)
 
 
-def dolly_zoom_path(c2w: np.ndarray, intr: np.ndarray, num_frames: int = 120, max_disp: float = 0.1,
-                    d_focus: float = 10.0):
+def dolly_zoom_path(
+    c2w: np.ndarray, intr: np.ndarray, num_frames: int = 120, max_disp: float = 0.1, d_focus: float = 10.0
+):
     """Move back by up to ``max_disp`` and back again while zooming in to keep depth ``d_focus`` framed."""
     t = np.linspace(0.0, 2.0, num_frames)
     z = 0.5 * (1.0 - np.cos(np.pi * t)) * max_disp
@@ -193,5 +202,7 @@ def make_trajectory(mode: str, c2w: np.ndarray, intr: np.ndarray, width: int) ->
     n_insert = max(36, min(60, mid // 2))
     wander = wander_path(c2w[mid], intr[mid], width, n_insert, max_disp=24.0)
     dolly = dolly_zoom_path(c2w[mid], intr[mid], n_insert)
-    return (np.concatenate([c2w[:mid], wander[0], dolly[0], c2w[mid:]]),
-            np.concatenate([intr[:mid], wander[1], dolly[1], intr[mid:]]))
+    return (
+        np.concatenate([c2w[:mid], wander[0], dolly[0], c2w[mid:]]),
+        np.concatenate([intr[:mid], wander[1], dolly[1], intr[mid:]]),
+    )

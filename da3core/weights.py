@@ -55,8 +55,7 @@ def hub_reachable(timeout: float = HUB_CHECK_SECONDS) -> bool:
     return bool(result and result[0])
 
 
-def hub_file(repo_id: str, filename: str, local_dir: str | os.PathLike | None = None,
-             guidance: str = "") -> Path:
+def hub_file(repo_id: str, filename: str, local_dir: str | os.PathLike | None = None, guidance: str = "") -> Path:
     """``filename`` of hub repo ``repo_id``: from the local cache, else downloaded when the hub answers.
 
     ``guidance`` (how to supply the file by hand) ends the offline error message.
@@ -69,11 +68,13 @@ def hub_file(repo_id: str, filename: str, local_dir: str | os.PathLike | None = 
         return cached
     check_hub_file(repo_id, filename, guidance, cache=False)
     try:
-        return Path(hf_hub_download(repo_id, filename, token=token,
-                                    local_dir=None if local_dir is None else str(local_dir)))
+        return Path(
+            hf_hub_download(repo_id, filename, token=token, local_dir=None if local_dir is None else str(local_dir))
+        )
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean the same to the user
-        raise WeightsError(f"cannot download {repo_id}/{filename} from the Hugging Face Hub: {exc}. "
-                           f"{_by_hand(repo_id, guidance)}") from exc
+        raise WeightsError(
+            f"cannot download {repo_id}/{filename} from the Hugging Face Hub: {exc}. {_by_hand(repo_id, guidance)}"
+        ) from exc
 
 
 def hub_cached(repo_id: str, filename: str) -> Path | None:
@@ -81,8 +82,9 @@ def hub_cached(repo_id: str, filename: str) -> Path | None:
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(repo_id, filename, local_files_only=True,
-                                    token=os.environ.get("HF_HUB_TOKEN") or None))
+        return Path(
+            hf_hub_download(repo_id, filename, local_files_only=True, token=os.environ.get("HF_HUB_TOKEN") or None)
+        )
     except Exception:  # noqa: BLE001 - any cache miss means "not available locally"
         return None
 
@@ -95,14 +97,17 @@ def check_hub_file(repo_id: str, filename: str, guidance: str = "", cache: bool 
     if cache and hub_cached(repo_id, filename) is not None:
         return
     if not hub_reachable():
-        raise WeightsError(f"cannot download {repo_id}/{filename}: the Hugging Face Hub is unreachable "
-                           f"(offline or HF_HUB_OFFLINE=1). {_by_hand(repo_id, guidance)}")
+        raise WeightsError(
+            f"cannot download {repo_id}/{filename}: the Hugging Face Hub is unreachable "
+            f"(offline or HF_HUB_OFFLINE=1). {_by_hand(repo_id, guidance)}"
+        )
 
 
 def _by_hand(repo_id: str, guidance: str) -> str:
     """How to supply a hub file without the hub: ``guidance``, else the generic download-and-pass-the-dir."""
-    return guidance or (f"Download it on a connected machine (huggingface-cli download {repo_id} --local-dir DIR) "
-                        "and pass that DIR")
+    return guidance or (
+        f"Download it on a connected machine (huggingface-cli download {repo_id} --local-dir DIR) and pass that DIR"
+    )
 
 
 @contextmanager
@@ -160,7 +165,7 @@ class _LazyTensors(Mapping):
 
 
 def load_strict(module: nn.Module, file: Path, prefix: str = "", what: str = "the model") -> None:
-    """Copy a checkpoint's tensors (keys ``prefix + name``) into ``module``; any missing, extra or misshapen one is an error.
+    """Copy a checkpoint's tensors (keys ``prefix + name``) into ``module``; a missing, extra or misshapen one fails.
 
     ``module`` may live on the meta device: its tensors are then materialised from the file.
     """
@@ -169,10 +174,14 @@ def load_strict(module: nn.Module, file: Path, prefix: str = "", what: str = "th
         expected = {prefix + k for k in targets}
         missing, unexpected = sorted(expected - set(stored)), sorted(set(stored) - expected)
         shape_of = stored.shape if isinstance(stored, _LazyTensors) else (lambda k: tuple(stored[k].shape))
-        wrong = sorted(prefix + k for k in targets if prefix + k in stored
-                       and shape_of(prefix + k) != tuple(targets[k].shape))
-        problems = [f"{label} {len(keys)} tensors: {_show(keys)}" for label, keys in
-                    (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong)) if keys]
+        wrong = sorted(
+            prefix + k for k in targets if prefix + k in stored and shape_of(prefix + k) != tuple(targets[k].shape)
+        )
+        problems = [
+            f"{label} {len(keys)} tensors: {_show(keys)}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrongly shaped", wrong))
+            if keys
+        ]
         if problems:
             raise WeightsError(f"{file} does not match {what}: {'; '.join(problems)}")
         module.load_state_dict({k: stored[prefix + k].float() for k in targets}, strict=True, assign=True)

@@ -80,8 +80,9 @@ def batch(cfg: BatchConfig) -> BatchReport:
     validate(cfg)  # a deployment's parameters arrive typed but unchecked
     root = cfg.datasets.get(cfg.dataset, cfg.dataset)
     scenes = discover_dataset(root, dict(cfg.storage.options))
-    get_run_logger().info("dataset %s: %d scenes, concurrency %d (%s runner)", root, len(scenes), cfg.concurrency,
-                          cfg.runner.value)
+    get_run_logger().info(
+        "dataset %s: %d scenes, concurrency %d (%s runner)", root, len(scenes), cfg.concurrency, cfg.runner.value
+    )
     # The scenes run in a subflow that owns the task runner, so a served or deployed run honours runner=dask
     # and concurrency exactly like the command line.
     report = run_scenes.with_options(task_runner=task_runner(cfg))(cfg, scenes)
@@ -121,8 +122,10 @@ def main(argv: list[str]) -> int:
             code = EXIT_BUG if report.bugs else EXIT_USER_ERROR
             outcome["code"] = EXIT_BUG if EXIT_BUG in (code, outcome["code"]) else code
         if report.failures:
-            print(f"error: {len(report.failures)} of {len(report.results) + len(report.failures)} scenes failed",
-                  file=sys.stderr)
+            print(
+                f"error: {len(report.failures)} of {len(report.results) + len(report.failures)} scenes failed",
+                file=sys.stderr,
+            )
 
     code = run_cli("batch", argv, run)
     return code or outcome["code"]

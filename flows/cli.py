@@ -11,8 +11,9 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from enum import Enum
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -23,14 +24,18 @@ from flows.cli_run import DEFAULT_MODEL_DIR, CliError, execute
 from flows.errors import EXIT_USER_ERROR, is_user_error, user_message
 from flows.schema import Device, Weights
 
-app = typer.Typer(help="Depth Anything 3 pipeline: feed-forward 3D reconstruction from images and video.",
-                  add_completion=False, no_args_is_help=True)
+app = typer.Typer(
+    help="Depth Anything 3 pipeline: feed-forward 3D reconstruction from images and video.",
+    add_completion=False,
+    no_args_is_help=True,
+)
 
 
 def _option(flag: Flag) -> tuple[Any, Any]:
     """(default, Annotated type) of a flag's Typer option."""
-    return flag.default, Annotated[flag.type, typer.Option(*flag.option_decls, rich_help_panel=flag.panel,
-                                                           help=flag.help, **flag.extra)]
+    return flag.default, Annotated[
+        flag.type, typer.Option(*flag.option_decls, rich_help_panel=flag.panel, help=flag.help, **flag.extra)
+    ]
 
 
 def _interactive() -> bool:
@@ -58,11 +63,19 @@ def _inference_command(name: str, summary: str, metavar: str, input_help: str) -
         values = {k: (v.value if isinstance(v, Enum) else v) for k, v in flags.items()}
         _guarded(lambda: execute(name, input, InferenceOptions(**values), _interactive(), typer.confirm))
 
-    params = [inspect.Parameter("input", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                annotation=Annotated[str, typer.Argument(metavar=metavar, help=input_help,
-                                                                          show_default=False)])]
-    params += [inspect.Parameter(flag.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-               for flag in FLAGS if name in flag.commands for default, annotation in [_option(flag)]]
+    params = [
+        inspect.Parameter(
+            "input",
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Annotated[str, typer.Argument(metavar=metavar, help=input_help, show_default=False)],
+        )
+    ]
+    params += [
+        inspect.Parameter(flag.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for flag in FLAGS
+        if name in flag.commands
+        for default, annotation in [_option(flag)]
+    ]
     # Typer reads a command's options from its signature; one signature per command, built from FLAGS.
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
@@ -71,13 +84,21 @@ def _inference_command(name: str, summary: str, metavar: str, input_help: str) -
     app.command(name)(command)
 
 
-_inference_command("auto", "Reconstruct any input: image, folder of images, video or COLMAP dataset (detected).",
-                   "INPUT", "An image, a folder of images, a video or a COLMAP dataset (images/ + sparse/).")
+_inference_command(
+    "auto",
+    "Reconstruct any input: image, folder of images, video or COLMAP dataset (detected).",
+    "INPUT",
+    "An image, a folder of images, a video or a COLMAP dataset (images/ + sparse/).",
+)
 _inference_command("image", "Reconstruct a single image (depth, camera, points).", "PATH", "An image file.")
 _inference_command("images", "Reconstruct a folder of images (sorted by name).", "DIR", "A folder of images.")
 _inference_command("video", "Reconstruct a video, sampled at --fps.", "PATH", "A video file.")
-_inference_command("colmap", "Reconstruct a COLMAP dataset, conditioned on and aligned to its poses.", "DIR",
-                   "A COLMAP dataset: images/ and a model in sparse/0 or sparse.")
+_inference_command(
+    "colmap",
+    "Reconstruct a COLMAP dataset, conditioned on and aligned to its poses.",
+    "DIR",
+    "A COLMAP dataset: images/ and a model in sparse/0 or sparse.",
+)
 
 
 def _load(module: str) -> Any:
@@ -92,9 +113,13 @@ def _load(module: str) -> Any:
 
 # The model options the two long-running services (backend, gradio) share.
 ServiceModelDir = Annotated[Optional[str], typer.Option(help="Model dir or hub id.", show_default=DEFAULT_MODEL_DIR)]
-ServicePreset = Annotated[Optional[str], typer.Option(
-    help="DA3 preset; from --model-dir when omitted (with --weights random too), else the default.",
-    show_default=DEFAULT_PRESET)]
+ServicePreset = Annotated[
+    Optional[str],
+    typer.Option(
+        help="DA3 preset; from --model-dir when omitted (with --weights random too), else the default.",
+        show_default=DEFAULT_PRESET,
+    ),
+]
 ServiceWeights = Annotated[Weights, typer.Option(help="pretrained or seeded random.")]
 
 
@@ -107,29 +132,49 @@ def backend(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8008,
     gallery_dir: Annotated[str, typer.Option(help="Gallery served under /gallery.")] = "workspace/gallery",
-    token: Annotated[Optional[str], typer.Option(envvar="DA3_BACKEND_TOKEN", show_default=False,
-                                                 help="Bearer token clients must send.")] = None,
+    token: Annotated[
+        Optional[str],
+        typer.Option(envvar="DA3_BACKEND_TOKEN", show_default=False, help="Bearer token clients must send."),
+    ] = None,
     max_queue: Annotated[int, typer.Option(help="Most tasks waiting at once.")] = 8,
     max_upload_mb: Annotated[int, typer.Option(help="Largest accepted upload (and its extracted size).")] = 512,
-    max_files: Annotated[Optional[int], typer.Option(
-        help="Most files and folders in one upload.",
-        show_default="one per 64 KiB of --max-upload-mb, >= 1024")] = None,
-    max_process_res: Annotated[int, typer.Option(
-        help="Highest processing.process_res a job may ask for.")] = JobLimits.max_process_res,
-    max_pixels: Annotated[int, typer.Option(
-        help="Most processed pixels per job, summed over its views.")] = JobLimits.max_pixels,
-    max_input_pixels: Annotated[int, typer.Option(
-        help="Most decoded input pixels per job, summed over its views.")] = JobLimits.max_input_pixels,
-    allowed_root: Annotated[Optional[list[str]], typer.Option(
-        help="Server-side folder clients may name as input (repeatable).")] = None,
+    max_files: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Most files and folders in one upload.", show_default="one per 64 KiB of --max-upload-mb, >= 1024"
+        ),
+    ] = None,
+    max_process_res: Annotated[
+        int, typer.Option(help="Highest processing.process_res a job may ask for.")
+    ] = JobLimits.max_process_res,
+    max_pixels: Annotated[
+        int, typer.Option(help="Most processed pixels per job, summed over its views.")
+    ] = JobLimits.max_pixels,
+    max_input_pixels: Annotated[
+        int, typer.Option(help="Most decoded input pixels per job, summed over its views.")
+    ] = JobLimits.max_input_pixels,
+    allowed_root: Annotated[
+        Optional[list[str]], typer.Option(help="Server-side folder clients may name as input (repeatable).")
+    ] = None,
 ) -> None:
     """Serve the reconstruct flow over HTTP (one model, a task queue) for `--use-backend` clients."""
+
     def run() -> None:
         limits = JobLimits(max_files, max_process_res, max_pixels, max_input_pixels)
         _load("flows.backend.server").serve(
-            model_dir=model_dir, preset=preset, weights=weights.value, device=device.value, host=host, port=port,
-            gallery_dir=gallery_dir, token=token, max_queue=max_queue, max_upload_mb=max_upload_mb,
-            allowed_roots=list(allowed_root or []), limits=limits)
+            model_dir=model_dir,
+            preset=preset,
+            weights=weights.value,
+            device=device.value,
+            host=host,
+            port=port,
+            gallery_dir=gallery_dir,
+            token=token,
+            max_queue=max_queue,
+            max_upload_mb=max_upload_mb,
+            allowed_roots=list(allowed_root or []),
+            limits=limits,
+        )
 
     _guarded(run)
 
@@ -149,32 +194,46 @@ def gradio(
     cache_gs_tag: Annotated[str, typer.Option(help="Only cache examples whose name contains this tag (3DGS).")] = "",
 ) -> None:
     """Start the Gradio web app (needs the `app` extra: pip install -e .\\[app])."""
+
     def run() -> None:
         if importlib.util.find_spec("gradio") is None:
             raise CliError("gradio is not installed; install the app extra: pip install -e .[app]")
         _load("flows.gradio_app").launch(
-            model_dir=model_dir, preset=preset, weights=weights.value, workspace_dir=workspace_dir,
-            gallery_dir=gallery_dir, host=host, port=port, share=share, debug=debug,
-            cache_examples=cache_examples, cache_gs_tag=cache_gs_tag)
+            model_dir=model_dir,
+            preset=preset,
+            weights=weights.value,
+            workspace_dir=workspace_dir,
+            gallery_dir=gallery_dir,
+            host=host,
+            port=port,
+            share=share,
+            debug=debug,
+            cache_examples=cache_examples,
+            cache_gs_tag=cache_gs_tag,
+        )
 
     _guarded(run)
 
 
 @app.command()
 def gallery(
-    gallery_dir: Annotated[str, typer.Option(
-        help="Folder of exported scenes (<group>/<scene>/scene.glb).")] = "workspace/gallery",
+    gallery_dir: Annotated[
+        str, typer.Option(help="Folder of exported scenes (<group>/<scene>/scene.glb).")
+    ] = "workspace/gallery",
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8007,
     open_browser: Annotated[bool, typer.Option(help="Open the gallery in a web browser.")] = False,
 ) -> None:
     """Browse exported scenes (GLB viewer, depth images, videos) in a web page."""
+
     def run() -> None:
         from pathlib import Path
 
         if not Path(gallery_dir).is_dir():
-            raise CliError(f"gallery dir {gallery_dir} does not exist; export a scene into it first "
-                           f"(da3 auto INPUT --export-dir {gallery_dir}/<scene>) or pass --gallery-dir")
+            raise CliError(
+                f"gallery dir {gallery_dir} does not exist; export a scene into it first "
+                f"(da3 auto INPUT --export-dir {gallery_dir}/<scene>) or pass --gallery-dir"
+            )
         import threading
         import webbrowser
 

@@ -16,14 +16,14 @@ import shlex
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from da3core.errors import DeviceError, UserError
 from da3core.model.presets import DEFAULT_PRESET, PRESETS
-from flows.cli_flags import (FLAGS, INFERENCE_COMMANDS, InferenceOptions, OverrideContext, hydra_value,
-                             split_list)
+from flows.cli_flags import FLAGS, INFERENCE_COMMANDS, InferenceOptions, OverrideContext, hydra_value, split_list
 
 if TYPE_CHECKING:
     from flows.schema import ReconstructConfig
@@ -59,8 +59,15 @@ def overrides_for(command: str, input: str | Path, options: InferenceOptions, ba
     if options.preset is None and not backend:
         raise ValueError("options.preset must be resolved first (resolve_model)")
     export_dir = str(Path(options.export_dir).expanduser().absolute())
-    out = [] if backend else [f"scene={hydra_value(str(Path(input).expanduser().absolute()))}",
-                              f"output_dir={hydra_value(export_dir)}", f"storage.root={hydra_value(export_dir)}"]
+    out = (
+        []
+        if backend
+        else [
+            f"scene={hydra_value(str(Path(input).expanduser().absolute()))}",
+            f"output_dir={hydra_value(export_dir)}",
+            f"storage.root={hydra_value(export_dir)}",
+        ]
+    )
     formats = export_formats(options.export_format)
     out.append(f"export={'+'.join(formats)}")
     if options.preset is not None:
@@ -79,7 +86,7 @@ def overrides_for(command: str, input: str | Path, options: InferenceOptions, ba
 
 def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tuple[str, str | None]:
     """(preset, model dir or hub id or None); the preset is --preset, else the model dir's config.json or hub id,
-    else :data:`DEFAULT_PRESET`. The model dir names the preset whatever the weights; it is returned for pretrained ones."""
+    else :data:`DEFAULT_PRESET`. The model dir names the preset whatever the weights; returned for pretrained ones."""
     from da3core.model.presets import preset_of_hub_id
 
     if preset is not None and preset not in PRESETS:
@@ -91,23 +98,31 @@ def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tu
         if path.is_dir():
             config, weights_file = path / "config.json", path / "model.safetensors"
             if not config.is_file():
-                raise CliError(f"--model-dir {source} has no config.json; a DA3 model dir holds config.json and "
-                               "model.safetensors (huggingface-cli download <repo> --local-dir DIR)")
+                raise CliError(
+                    f"--model-dir {source} has no config.json; a DA3 model dir holds config.json and "
+                    "model.safetensors (huggingface-cli download <repo> --local-dir DIR)"
+                )
             try:
                 inferred = json.loads(config.read_text())["model_name"]
             except (ValueError, KeyError):
                 raise CliError(f"{config} does not name its preset (model_name); pass --preset") from None
         elif source.count("/") != 1 or source.startswith((".", "/", "~")):
-            raise CliError(f"--model-dir {source} not found; give a local model dir or a hub id such as "
-                           "depth-anything/DA3-LARGE-1.1")
+            raise CliError(
+                f"--model-dir {source} not found; give a local model dir or a hub id such as "
+                "depth-anything/DA3-LARGE-1.1"
+            )
         else:
             inferred = preset_of_hub_id(source)
     if preset is not None and inferred is not None and preset != inferred:
-        raise CliError(f"--preset {preset} does not match --model-dir {source}, which holds {inferred}; "
-                       "drop --preset or pass the matching model dir")
+        raise CliError(
+            f"--preset {preset} does not match --model-dir {source}, which holds {inferred}; "
+            "drop --preset or pass the matching model dir"
+        )
     if weights == "pretrained" and weights_file is not None and not weights_file.is_file():
-        raise CliError(f"--model-dir {source} has no model.safetensors; download the checkpoint into it "
-                       f"(huggingface-cli download <repo> --local-dir {source}) or pass --weights random")
+        raise CliError(
+            f"--model-dir {source} has no model.safetensors; download the checkpoint into it "
+            f"(huggingface-cli download <repo> --local-dir {source}) or pass --weights random"
+        )
     chosen = preset or inferred
     if chosen is None:
         raise CliError(f"cannot tell which preset {source} is; pass --preset (one of: {', '.join(PRESETS)})")
@@ -119,23 +134,34 @@ def check_input(command: str, input: Path, options: InferenceOptions) -> str:
     from da3core.io.inputs import IMAGE_EXTENSIONS, InputError, discover_scene
     from da3core.io.video import VideoError
 
-    exts = tuple(e.lstrip(".").lower() for e in split_list(options.image_extensions)) \
-        if options.image_extensions is not None else IMAGE_EXTENSIONS
+    exts = (
+        tuple(e.lstrip(".").lower() for e in split_list(options.image_extensions))
+        if options.image_extensions is not None
+        else IMAGE_EXTENSIONS
+    )
     try:
-        scene = discover_scene(input, exts, options.sparse_subdir or "",
-                               options.fps if options.fps is not None else 1.0, hash_files=False)  # the flow hashes
+        scene = discover_scene(
+            input, exts, options.sparse_subdir or "", options.fps if options.fps is not None else 1.0, hash_files=False
+        )  # the flow hashes
     except (InputError, VideoError) as exc:
         raise CliError(str(exc)) from None
     if command != "auto" and scene.kind != command:
-        hint = {"image": "an image file", "images": "a folder of images", "video": "a video file",
-                "colmap": "a COLMAP dataset (images/ + sparse/)"}
-        raise CliError(f"`da3 {command}` needs {hint[command]} but {input} is {hint[scene.kind]}; "
-                       f"use `da3 {scene.kind}` or `da3 auto`")
+        hint = {
+            "image": "an image file",
+            "images": "a folder of images",
+            "video": "a video file",
+            "colmap": "a COLMAP dataset (images/ + sparse/)",
+        }
+        raise CliError(
+            f"`da3 {command}` needs {hint[command]} but {input} is {hint[scene.kind]}; "
+            f"use `da3 {scene.kind}` or `da3 auto`"
+        )
     return f"{len(scene)} view{'s' * (len(scene) != 1)} ({scene.kind})"
 
 
-def plan_export_dir(export_dir: Path, input: Path, auto_cleanup: bool, interactive: bool,
-                    confirm: Callable[[str], bool]) -> bool:
+def plan_export_dir(
+    export_dir: Path, input: Path, auto_cleanup: bool, interactive: bool, confirm: Callable[[str], bool]
+) -> bool:
     """Check ``export_dir`` can take the result; True when it holds older files that the user agreed to replace.
 
     Nothing is deleted here: :func:`replace_old_contents` removes the old files once the new result is written.
@@ -148,8 +174,10 @@ def plan_export_dir(export_dir: Path, input: Path, auto_cleanup: bool, interacti
     check_replaceable(export_dir, input)
     if not auto_cleanup:
         if not interactive:
-            raise CliError(f"--export-dir {export_dir} is not empty; pass --auto-cleanup to replace its contents "
-                           "or choose another --export-dir")
+            raise CliError(
+                f"--export-dir {export_dir} is not empty; pass --auto-cleanup to replace its contents "
+                "or choose another --export-dir"
+            )
         if not confirm(f"{export_dir} is not empty. Replace its contents with the new result?"):
             raise CliError(f"cancelled; {export_dir} left as it was")
     return True
@@ -211,8 +239,11 @@ def _remove_all_but(folder: Path, keep: set[str], store_name: str, prefix: str =
 
 
 # Fixes the config layer words in override terms, said here in flag terms.
-_FLAG_TERMS = {"infer_gs=True": "--infer-gs", "export_feat_layers=[...] to inference": "--export-feat LAYERS",
-               "model=": "--preset "}
+_FLAG_TERMS = {
+    "infer_gs=True": "--infer-gs",
+    "export_feat_layers=[...] to inference": "--export-feat LAYERS",
+    "model=": "--preset ",
+}
 
 
 def in_flag_terms(message: str) -> str:
@@ -222,12 +253,15 @@ def in_flag_terms(message: str) -> str:
     return message
 
 
-def execute(command: str, input: str, options: InferenceOptions, interactive: bool,
-            confirm: Callable[[str], bool]) -> int:
+def execute(
+    command: str, input: str, options: InferenceOptions, interactive: bool, confirm: Callable[[str], bool]
+) -> int:
     """Run one inference command; returns the exit code. Nothing is deleted before the new result is written."""
     if "://" in options.export_dir:
-        raise CliError(f"--export-dir {options.export_dir} must be a local folder; for object storage run "
-                       "python -m flows.reconstruct storage.root=s3://bucket/prefix ...")
+        raise CliError(
+            f"--export-dir {options.export_dir} must be a local folder; for object storage run "
+            "python -m flows.reconstruct storage.root=s3://bucket/prefix ..."
+        )
     explicit_model = options.preset is not None or options.model_dir is not None
     preset, model_dir = resolve_model(options.model_dir, options.preset, options.weights)
     local = replace(options, preset=preset, model_dir=model_dir)
@@ -244,8 +278,11 @@ def execute(command: str, input: str, options: InferenceOptions, interactive: bo
     if replacing:  # a fresh result, not one reused from the old contents
         overrides.append("force=true")
         cfg.force = True
-    print(f"da3 {command}: {summary}, {preset} ({options.weights} weights) -> {export_dir.absolute()}\n"
-          f"  same as: python -m flows.reconstruct {shlex.join(overrides)}", file=sys.stderr)
+    print(
+        f"da3 {command}: {summary}, {preset} ({options.weights} weights) -> {export_dir.absolute()}\n"
+        f"  same as: python -m flows.reconstruct {shlex.join(overrides)}",
+        file=sys.stderr,
+    )
     from flows.errors import guarded, run_flows
     from flows.reconstruct import run
 
@@ -288,8 +325,14 @@ def _run_on_backend(command: str, input: str, options: InferenceOptions, replaci
     dest = export_dir / f".da3-download-{uuid.uuid4().hex[:8]}" if replacing else export_dir
     print(f"da3 {command}: sending {input} to {options.backend_url}", file=sys.stderr)
     try:
-        result = run_on_backend(options.backend_url, overrides, str(Path(input).expanduser().absolute()), str(dest),
-                                token=token, progress=True)
+        result = run_on_backend(
+            options.backend_url,
+            overrides,
+            str(Path(input).expanduser().absolute()),
+            str(dest),
+            token=token,
+            progress=True,
+        )
     except Exception as exc:  # the client's errors (HTTP, connection, task failure) all end the command the same way
         if replacing:
             shutil.rmtree(dest, ignore_errors=True)
@@ -297,6 +340,8 @@ def _run_on_backend(command: str, input: str, options: InferenceOptions, replaci
         raise CliError(f"backend {options.backend_url}: {message}") from None
     if replacing:
         replace_old_contents(export_dir, download=dest)
-    print(f"da3 {command}: done on {options.backend_url} -> {Path(options.export_dir).absolute()} "
-          f"({', '.join(f'{k}={v}' for k, v in result.items() if isinstance(v, (str, int, float)))})")
+    print(
+        f"da3 {command}: done on {options.backend_url} -> {Path(options.export_dir).absolute()} "
+        f"({', '.join(f'{k}={v}' for k, v in result.items() if isinstance(v, (str, int, float)))})"
+    )
     return 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, cast, get_type_hints
+from typing import Any, cast, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -21,12 +22,36 @@ from omegaconf.errors import OmegaConfBaseException
 
 from da3core.errors import UserError
 from da3core.model.presets import PRESETS
-from flows.schema import (BatchConfig, Device, EvaluateConfig, InputConfig, Predictor, ReconstructConfig,
-                          RefViewStrategy, ResizeMethod, VideoDepthConfig, Weights, register)
+from flows.schema import (
+    BatchConfig,
+    Device,
+    EvaluateConfig,
+    InputConfig,
+    Predictor,
+    ReconstructConfig,
+    RefViewStrategy,
+    ResizeMethod,
+    VideoDepthConfig,
+    Weights,
+    register,
+)
 
-__all__ = ["BatchConfig", "ConfigError", "Device", "EvaluateConfig", "ReconstructConfig", "RefViewStrategy",
-           "ResizeMethod", "VideoDepthConfig", "Weights", "composed_data", "config_hashes", "load_config",
-           "print_config", "resolved"]
+__all__ = [
+    "BatchConfig",
+    "ConfigError",
+    "Device",
+    "EvaluateConfig",
+    "ReconstructConfig",
+    "RefViewStrategy",
+    "ResizeMethod",
+    "VideoDepthConfig",
+    "Weights",
+    "composed_data",
+    "config_hashes",
+    "load_config",
+    "print_config",
+    "resolved",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -102,10 +127,15 @@ def read_defaults_file(path: str) -> dict[str, Any]:
 def annolid_overrides(options: dict[str, Any]) -> list[str]:
     """Hydra overrides for video_depth from options in Annolid's names (``max_len``, ``checkpoint_root``, ...)."""
     if options.get("include_region_labels"):
-        raise ConfigError("config error at include_region_labels: region labels from Annolid tracking results are "
-                          "not supported; set it to false")
-    return [f"{ANNOLID_NAMES.get(key, key)}={_override_value(value)}" for key, value in options.items()
-            if key not in ANNOLID_GUI_ONLY and key != "include_region_labels"]
+        raise ConfigError(
+            "config error at include_region_labels: region labels from Annolid tracking results are "
+            "not supported; set it to false"
+        )
+    return [
+        f"{ANNOLID_NAMES.get(key, key)}={_override_value(value)}"
+        for key, value in options.items()
+        if key not in ANNOLID_GUI_ONLY and key != "include_region_labels"
+    ]
 
 
 def _override_value(value: Any) -> str:
@@ -120,8 +150,10 @@ def _override_value(value: Any) -> str:
 def print_config(config_name: str, argv: list[str]) -> None:
     """``--cfg [job|all] [overrides]``: print the composed config (``???`` marks a value still to be given)."""
     if argv[:1] == ["hydra"]:
-        raise ConfigError("--cfg hydra: these flows compose their config with Hydra's compose API and have no Hydra "
-                          "runtime config; use --cfg or --cfg job")
+        raise ConfigError(
+            "--cfg hydra: these flows compose their config with Hydra's compose API and have no Hydra "
+            "runtime config; use --cfg or --cfg job"
+        )
     overrides = argv[1:] if argv[:1] in (["job"], ["all"]) else argv
     try:
         cfg = _compose(config_name, overrides)
@@ -138,8 +170,9 @@ def print_config(config_name: str, argv: list[str]) -> None:
 def composed_data(config_name: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """The composed config as plain data with interpolations left as written (to compare two compositions)."""
     try:
-        return cast(dict[str, Any], OmegaConf.to_container(_compose(config_name, overrides), resolve=False,
-                                                           enum_to_str=True))
+        return cast(
+            dict[str, Any], OmegaConf.to_container(_compose(config_name, overrides), resolve=False, enum_to_str=True)
+        )
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
 
@@ -151,8 +184,11 @@ def describe_config_error(exc: BaseException) -> str:
     full_key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), None)
     head = lines[0] if lines else cause.__class__.__name__
     if "Available options" in str(exc):
-        options = [ln for ln in lines[lines.index(next(l for l in lines if l.startswith("Available options"))) + 1:]
-                   if not ln.startswith(("Config search path", "provider="))]
+        options = [
+            ln
+            for ln in lines[lines.index(next(x for x in lines if x.startswith("Available options"))) + 1 :]
+            if not ln.startswith(("Config search path", "provider="))
+        ]
         head = f"{head}; available: {', '.join(options)}"
     if head.startswith("Key '") and "not in" in head:
         head += " (check the spelling; see `--cfg` for all keys)"
@@ -167,14 +203,18 @@ def validate(cfg: ReconstructConfig) -> None:
     from da3core.model.presets import has_gaussian_head
 
     if cfg.model.preset not in PRESETS:
-        raise ConfigError(f"config error at model.preset: unknown preset '{cfg.model.preset}'; "
-                          f"available: {', '.join(sorted(PRESETS))}")
+        raise ConfigError(
+            f"config error at model.preset: unknown preset '{cfg.model.preset}'; "
+            f"available: {', '.join(sorted(PRESETS))}"
+        )
     _check_lock_timeout(cfg.storage.lock_timeout)
     for key in ("concurrency", "dask_workers"):  # batch only
         if getattr(cfg, key, 1) < 1:
             raise ConfigError(f"config error at {key}: {getattr(cfg, key)}; use 1 or more")
     if cfg.processing.process_res < 14:
-        raise ConfigError(f"config error at processing.process_res: {cfg.processing.process_res} is below one patch (14)")
+        raise ConfigError(
+            f"config error at processing.process_res: {cfg.processing.process_res} is below one patch (14)"
+        )
     if cfg.infer_gs and not has_gaussian_head(cfg.model.preset):
         with_head = " or ".join(f"model={p}" for p in PRESETS if has_gaussian_head(p))
         raise ConfigError(f"config error at infer_gs: preset {cfg.model.preset} has no Gaussian head; use {with_head}")
@@ -184,8 +224,13 @@ def validate(cfg: ReconstructConfig) -> None:
         raise ConfigError(f"config error at export_feat_layers: {exc}") from exc
     try:
         formats = parse_formats(cfg.export)
-        check_formats(formats, has_conf=PRESETS[cfg.model.preset].has_conf, has_gaussians=cfg.infer_gs,
-                      has_features=bool(cfg.export_feat_layers), process_res_method=cfg.processing.method.value)
+        check_formats(
+            formats,
+            has_conf=PRESETS[cfg.model.preset].has_conf,
+            has_gaussians=cfg.infer_gs,
+            has_features=bool(cfg.export_feat_layers),
+            process_res_method=cfg.processing.method.value,
+        )
     except ValueError as exc:
         raise ConfigError(f"config error at export: {exc}") from exc
     if cfg.streaming.enabled:
@@ -210,18 +255,26 @@ def _check_streaming(cfg: ReconstructConfig) -> None:
     except StreamingInputError as exc:
         raise ConfigError(f"config error at streaming: {exc}") from exc
     if not PRESETS[cfg.model.preset].net.any_view:
-        raise ConfigError(f"config error at streaming.enabled: preset {cfg.model.preset} predicts no cameras to align "
-                          "chunks with; use an any-view preset such as model=da3-large")
+        raise ConfigError(
+            f"config error at streaming.enabled: preset {cfg.model.preset} predicts no cameras to align "
+            "chunks with; use an any-view preset such as model=da3-large"
+        )
     if cfg.infer_gs or cfg.export_feat_layers:
-        raise ConfigError("config error at streaming.enabled: chunks are not stitched into one set of Gaussians or "
-                          "features; drop infer_gs / export_feat_layers or turn streaming off")
+        raise ConfigError(
+            "config error at streaming.enabled: chunks are not stitched into one set of Gaussians or "
+            "features; drop infer_gs / export_feat_layers or turn streaming off"
+        )
     predictors = ["model", *(f"synthetic:{path}" for path in PATHS)]
     if cfg.streaming.predictor not in predictors:
-        raise ConfigError(f"config error at streaming.predictor: unknown predictor '{cfg.streaming.predictor}'; "
-                          f"available: {', '.join(predictors)}")
+        raise ConfigError(
+            f"config error at streaming.predictor: unknown predictor '{cfg.streaming.predictor}'; "
+            f"available: {', '.join(predictors)}"
+        )
     if not -1.0 <= cfg.streaming.loop_min_similarity <= 1.0:
-        raise ConfigError(f"config error at streaming.loop_min_similarity: {cfg.streaming.loop_min_similarity} is "
-                          "not a cosine similarity; use a value in [-1, 1]")
+        raise ConfigError(
+            f"config error at streaming.loop_min_similarity: {cfg.streaming.loop_min_similarity} is "
+            "not a cosine similarity; use a value in [-1, 1]"
+        )
 
 
 def validate_video_depth(cfg: VideoDepthConfig) -> None:
@@ -241,10 +294,18 @@ def validate_video_depth(cfg: VideoDepthConfig) -> None:
 
 def reconstruct_config(cfg: EvaluateConfig, output_dir: str, posed: bool) -> ReconstructConfig:
     """The reconstruct-flow config that predicts one benchmark scene (its stores hash exactly as that flow's)."""
-    return ReconstructConfig(scene="benchmark", export="", model=cfg.model, processing=cfg.processing,
-                             ref_view_strategy=cfg.ref_view_strategy, pose=cfg.pose,
-                             input=InputConfig(sparse_subdir="sparse/0" if posed else ""), storage=cfg.storage,
-                             output_dir=output_dir, force=cfg.force)
+    return ReconstructConfig(
+        scene="benchmark",
+        export="",
+        model=cfg.model,
+        processing=cfg.processing,
+        ref_view_strategy=cfg.ref_view_strategy,
+        pose=cfg.pose,
+        input=InputConfig(sparse_subdir="sparse/0" if posed else ""),
+        storage=cfg.storage,
+        output_dir=output_dir,
+        force=cfg.force,
+    )
 
 
 def validate_evaluate(cfg: EvaluateConfig) -> None:
@@ -254,8 +315,7 @@ def validate_evaluate(cfg: EvaluateConfig) -> None:
     unknown = [name for name in cfg.benchmark if name not in BENCHMARK_DATASETS]
     if unknown or not cfg.benchmark:
         problem = f"unknown dataset {unknown[0]!r}" if unknown else "empty"
-        raise ConfigError(f"config error at benchmark: {problem}; "
-                          f"choose from [{','.join(BENCHMARK_DATASETS)}]")
+        raise ConfigError(f"config error at benchmark: {problem}; choose from [{','.join(BENCHMARK_DATASETS)}]")
     if not cfg.modes:
         raise ConfigError("config error at modes: empty; e.g. modes=[pose,recon_unposed,recon_posed]")
     if cfg.concurrency < 1 or cfg.dask_workers < 1:
@@ -266,13 +326,17 @@ def validate_evaluate(cfg: EvaluateConfig) -> None:
         try:
             import open3d  # noqa: F401  (TSDF fusion and the GT meshes and clouds)
         except ImportError:
-            raise ConfigError("config error at modes: recon_unposed/recon_posed need open3d, which is not installed; "
-                              "pip install -e .[eval] (or leave the recon modes out)") from None
+            raise ConfigError(
+                "config error at modes: recon_unposed/recon_posed need open3d, which is not installed; "
+                "pip install -e .[eval] (or leave the recon modes out)"
+            ) from None
 
 
 def _check_lock_timeout(seconds: float) -> None:
     if seconds < 0:
-        raise ConfigError(f"config error at storage.lock_timeout: {seconds}; use 0 (fail at once) or a number of seconds")
+        raise ConfigError(
+            f"config error at storage.lock_timeout: {seconds}; use 0 (fail at once) or a number of seconds"
+        )
 
 
 def resolved(cfg: Any) -> dict[str, Any]:

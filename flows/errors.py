@@ -23,8 +23,17 @@ EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 
-__all__ = ["EXIT_BUG", "EXIT_USER_ERROR", "USER_ERRORS", "UserErrorLogFilter", "guarded", "is_user_error", "run_cli",
-           "run_flows", "user_message"]
+__all__ = [
+    "EXIT_BUG",
+    "EXIT_USER_ERROR",
+    "USER_ERRORS",
+    "UserErrorLogFilter",
+    "guarded",
+    "is_user_error",
+    "run_cli",
+    "run_flows",
+    "user_message",
+]
 
 
 class UserErrorLogFilter(logging.Filter):
@@ -53,8 +62,10 @@ def run_cli(config_name: str, argv: list[str], run: Callable[[Any], None]) -> in
     from flows.config import load_config, print_config
 
     if argv[:1] in (["-h"], ["--help"]):
-        print(f"usage: python -m flows.{config_name} [key=value ...]   (Hydra overrides; --cfg [job] prints the "
-              "config; -m a=x,y runs one job per combination)")
+        print(
+            f"usage: python -m flows.{config_name} [key=value ...]   (Hydra overrides; --cfg [job] prints the "
+            "config; -m a=x,y runs one job per combination)"
+        )
         return 0
     if argv[:1] in (["-m"], ["--multirun"]):
         from flows.sweep import multirun

@@ -24,10 +24,10 @@ from da3core.evaluation.datasets import DATASETS, BenchmarkDataError, BenchScene
 from da3core.evaluation.summary import BenchmarkResults, SceneOutcome, summary_text
 from da3core.io.storage import check_writable, is_remote, join_url
 from da3core.store import SceneStore
-from flows.runners import task_runner
 from flows.config import EvaluateConfig, reconstruct_config, validate_evaluate
 from flows.errors import EXIT_USER_ERROR, run_cli
 from flows.reconstruct import reconstruct_scene
+from flows.runners import task_runner
 from flows.schema import Predictor, Weights
 from tasks.evaluation import score, stage_input, write_reports
 
@@ -54,8 +54,11 @@ def output_location(cfg: EvaluateConfig) -> str:
     """``output_dir``, else ``<storage.root>/evaluation/<preset>`` (``-random`` for random weights, or ground_truth)."""
     if cfg.output_dir:
         return cfg.output_dir
-    label = "ground_truth" if cfg.predictor is Predictor.ground_truth else cfg.model.preset + (
-        "-random" if cfg.model.weights is Weights.random else "")
+    label = (
+        "ground_truth"
+        if cfg.predictor is Predictor.ground_truth
+        else cfg.model.preset + ("-random" if cfg.model.weights is Weights.random else "")
+    )
     return join_url(cfg.storage.root, "evaluation", label)
 
 
@@ -63,8 +66,11 @@ def predictor_label(cfg: EvaluateConfig) -> str:
     """What made the predictions, for the reports."""
     if cfg.predictor is Predictor.ground_truth:
         return "ground truth fed back (predictor=ground_truth)"
-    weights = f"random weights, seed {cfg.model.seed}" if cfg.model.weights is Weights.random else (
-        cfg.model.path or "pretrained weights from the hub")
+    weights = (
+        f"random weights, seed {cfg.model.seed}"
+        if cfg.model.weights is Weights.random
+        else (cfg.model.path or "pretrained weights from the hub")
+    )
     return f"{cfg.model.preset}: {weights}"
 
 
@@ -109,8 +115,12 @@ def _predict(cfg: EvaluateConfig, bench: BenchScene, kind: str, out: str, outcom
     result = reconstruct_scene(rcfg, name, source)
     store = SceneStore(result.store_url, dict(cfg.storage.options))
     timings = store.attrs().get("timings", {})
-    outcome.predictions[kind] = {"status": result.status, "store": result.store_url, "seconds": result.seconds,
-                                 "inference_s": timings.get("decode", 0.0) + timings.get("inference", 0.0)}
+    outcome.predictions[kind] = {
+        "status": result.status,
+        "store": result.store_url,
+        "seconds": result.seconds,
+        "inference_s": timings.get("decode", 0.0) + timings.get("inference", 0.0),
+    }
     return store
 
 
@@ -120,8 +130,9 @@ def evaluate_scene(cfg: EvaluateConfig, plan: ScenePlan, out: str) -> SceneOutco
     logger = get_run_logger()
     outcome = SceneOutcome(plan.dataset, plan.scene)
     try:
-        bench = sample_frames(open_dataset(plan.dataset, plan.root, dict(cfg.storage.options)).load(plan.scene),
-                              cfg.max_frames)
+        bench = sample_frames(
+            open_dataset(plan.dataset, plan.root, dict(cfg.storage.options)).load(plan.scene), cfg.max_frames
+        )
     except BenchmarkDataError as exc:
         outcome.failures["scene"] = _one_line(exc)
         logger.error("%s/%s: %s", plan.dataset, plan.scene, outcome.failures["scene"])
@@ -168,19 +179,28 @@ def evaluate(cfg: EvaluateConfig) -> BenchmarkResults:
     """Evaluate ``cfg.model`` (or the GT itself) on ``cfg.benchmark`` in ``cfg.modes``; writes the reports."""
     validate_evaluate(cfg)  # a deployment's parameters arrive typed but unchecked
     out = output_location(cfg)
-    results = BenchmarkResults(modes=[m.value for m in cfg.modes],
-                               info={"label": out.rstrip("/").rsplit("/", 1)[-1], "predictor": predictor_label(cfg),
-                                     "output": out, "max_frames": cfg.max_frames,
-                                     "process_res": cfg.processing.process_res,
-                                     "ref_view_strategy": cfg.ref_view_strategy.value})
+    results = BenchmarkResults(
+        modes=[m.value for m in cfg.modes],
+        info={
+            "label": out.rstrip("/").rsplit("/", 1)[-1],
+            "predictor": predictor_label(cfg),
+            "output": out,
+            "max_frames": cfg.max_frames,
+            "process_res": cfg.processing.process_res,
+            "ref_view_strategy": cfg.ref_view_strategy.value,
+        },
+    )
     plans = plan_benchmark(cfg, results)
     if plans:
         # The scenes run in a subflow that owns the task runner, so a served or deployed run honours runner=dask
         # and concurrency exactly like the command line.
         results.outcomes = run_scenes.with_options(task_runner=task_runner(cfg))(cfg, plans, out)
     written = write_reports(results, out, dict(cfg.storage.options))
-    get_run_logger().info("evaluation of %d scenes written: %s", len(results.outcomes),
-                          next(f for f in written if f.endswith("report.html")))
+    get_run_logger().info(
+        "evaluation of %d scenes written: %s",
+        len(results.outcomes),
+        next(f for f in written if f.endswith("report.html")),
+    )
     return results
 
 

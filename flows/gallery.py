@@ -50,9 +50,15 @@ def _weights(folder: Path) -> str | None:
 
 
 def _page(title: str, body: str, viewer: bool = False) -> str:
-    script = '<script type="module" src="/static/vendor/model-viewer.min.js"></script>' if viewer and VIEWER.is_file() else ""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style>{script}</head><body>{body}</body></html>")
+    script = (
+        '<script type="module" src="/static/vendor/model-viewer.min.js"></script>'
+        if viewer and VIEWER.is_file()
+        else ""
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style>{script}</head><body>{body}</body></html>"
+    )
 
 
 def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
@@ -70,7 +76,9 @@ def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
         depth = sorted(p.name for p in (folder / "depth_vis").glob("*.jpg")) if (folder / "depth_vis").is_dir() else []
         videos = sorted(p.name for p in (folder / "gs_video").glob("*.mp4")) if (folder / "gs_video").is_dir() else []
         return {
-            "id": scene or ".", "title": scene or root.name, "model": base + "scene.glb",
+            "id": scene or ".",
+            "title": scene or root.name,
+            "model": base + "scene.glb",
             "thumbnail": base + "scene.jpg" if (folder / "scene.jpg").is_file() else None,
             "depth_images": [base + "depth_vis/" + quote(n) for n in depth],
             "videos": [base + "gs_video/" + quote(n) for n in videos],
@@ -89,12 +97,15 @@ def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
         for info in infos:
             thumb = f"<img src='{info['thumbnail']}' alt=''>" if info["thumbnail"] else ""
             tag = " <b>(untrained weights)</b>" if info["weights"] == "random" else ""
-            cards.append(f"<div class='card'><a href='{prefix}/scene/{quote(info['id'])}'>{thumb}"
-                         f"<div>{html.escape(info['title'])}{tag}</div></a></div>")
+            cards.append(
+                f"<div class='card'><a href='{prefix}/scene/{quote(info['id'])}'>{thumb}"
+                f"<div>{html.escape(info['title'])}{tag}</div></a></div>"
+            )
         body = "".join(cards) or "<p>No scenes yet: export with <code>export=glb</code> into this folder.</p>"
         banner = untrained_banner("random" if any(info["weights"] == "random" for info in infos) else None)
-        return _page("da3 gallery", f"<h1>da3 gallery</h1>{banner}<p>{html.escape(str(root))}</p>"
-                                    f"<div class='grid'>{body}</div>")
+        return _page(
+            "da3 gallery", f"<h1>da3 gallery</h1>{banner}<p>{html.escape(str(root))}</p><div class='grid'>{body}</div>"
+        )
 
     @app.get("/scene/{scene:path}", response_class=HTMLResponse)
     def scene_page(scene: str) -> str:
@@ -102,14 +113,20 @@ def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
         scene = "" if scene == "." else scene
         _safe_scene_dir(root, scene)
         info = scene_info(scene)
-        viewer = (f"<model-viewer src='{info['model']}' camera-controls touch-action='pan-y' "
-                  f"alt='{html.escape(info['title'])}'></model-viewer>" if VIEWER.is_file()
-                  else f"<p>3D viewer not bundled (run scripts/build_web.sh); <a href='{info['model']}'>scene.glb</a></p>")
+        viewer = (
+            f"<model-viewer src='{info['model']}' camera-controls touch-action='pan-y' "
+            f"alt='{html.escape(info['title'])}'></model-viewer>"
+            if VIEWER.is_file()
+            else f"<p>3D viewer not bundled (run scripts/build_web.sh); <a href='{info['model']}'>scene.glb</a></p>"
+        )
         depth = "".join(f"<img src='{u}' alt='depth'>" for u in info["depth_images"])
         videos = "".join(f"<video src='{u}' controls muted loop width='480'></video>" for u in info["videos"])
-        body = (f"<p><a href='{prefix}/'>&larr; all scenes</a></p><h1>{html.escape(info['title'])}</h1>"
-                f"{untrained_banner(info['weights'])}{viewer}"
-                f"<h2>Depth</h2><div class='strip'>{depth or 'none'}</div>" + (f"<h2>Novel views</h2>{videos}" if videos else ""))
+        body = (
+            f"<p><a href='{prefix}/'>&larr; all scenes</a></p><h1>{html.escape(info['title'])}</h1>"
+            f"{untrained_banner(info['weights'])}{viewer}"
+            f"<h2>Depth</h2><div class='strip'>{depth or 'none'}</div>"
+            + (f"<h2>Novel views</h2>{videos}" if videos else "")
+        )
         return _page(info["title"], body, viewer=True)
 
     @app.get("/favicon.ico")

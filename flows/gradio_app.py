@@ -29,8 +29,15 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 class ReconstructionApp:
     """The app's state (pinned model, workspace, gallery) and the function its button runs."""
 
-    def __init__(self, model_dir: str | None, preset: str | None, weights: str, workspace_dir: str,
-                 gallery_dir: str | None, device: str = "auto") -> None:
+    def __init__(
+        self,
+        model_dir: str | None,
+        preset: str | None,
+        weights: str,
+        workspace_dir: str,
+        gallery_dir: str | None,
+        device: str = "auto",
+    ) -> None:
         from da3core.model.presets import has_gaussian_head
 
         self.pinned = pinned_model_overrides(model_dir, preset, weights, device)
@@ -40,21 +47,53 @@ class ReconstructionApp:
         self.workspace = Path(workspace_dir).expanduser().resolve()
         self.gallery = Path(gallery_dir).expanduser().resolve() if gallery_dir else None
 
-    def overrides(self, source: Path, out: Path, resolution: str, process_res: int, ref_view: str, infer_gs: bool,
-                  conf_percentile: float, max_points_k: float, show_cameras: bool, fps: float) -> list[str]:
+    def overrides(
+        self,
+        source: Path,
+        out: Path,
+        resolution: str,
+        process_res: int,
+        ref_view: str,
+        infer_gs: bool,
+        conf_percentile: float,
+        max_points_k: float,
+        show_cameras: bool,
+        fps: float,
+    ) -> list[str]:
         """The reconstruct-flow overrides for one run of the UI's options."""
         gs = infer_gs and self.has_gs
-        return [f"scene={quote_path(source)}", f"output_dir={quote_path(out)}", f"storage.root={quote_path(out.parent)}",
-                "export=glb+gs_video" if gs else "export=glb", f"processing.method={RESOLUTIONS[resolution]}",
-                f"processing.process_res={int(process_res)}", f"ref_view_strategy={ref_view}", f"infer_gs={gs}",
-                f"input.fps={float(fps)}", f"+exporters.glb.conf_thresh_percentile={float(conf_percentile)}",
-                f"+exporters.glb.num_max_points={int(max_points_k * 1000)}",
-                f"+exporters.glb.show_cameras={bool(show_cameras)}", *self.pinned]
+        return [
+            f"scene={quote_path(source)}",
+            f"output_dir={quote_path(out)}",
+            f"storage.root={quote_path(out.parent)}",
+            "export=glb+gs_video" if gs else "export=glb",
+            f"processing.method={RESOLUTIONS[resolution]}",
+            f"processing.process_res={int(process_res)}",
+            f"ref_view_strategy={ref_view}",
+            f"infer_gs={gs}",
+            f"input.fps={float(fps)}",
+            f"+exporters.glb.conf_thresh_percentile={float(conf_percentile)}",
+            f"+exporters.glb.num_max_points={int(max_points_k * 1000)}",
+            f"+exporters.glb.show_cameras={bool(show_cameras)}",
+            *self.pinned,
+        ]
 
-    def run(self, images: list[str] | None, video: str | None, fps: float = 1.0, resolution: str = "low_res",
-            process_res: int = 504, ref_view: str = "saddle_balanced", infer_gs: bool = False,
-            conf_percentile: float = 10.0, max_points_k: float = 1000.0, show_cameras: bool = True,
-            save_to_gallery: bool = False, gallery_name: str = "", progress: Any = None) -> tuple[str, list[str], str | None, str]:
+    def run(
+        self,
+        images: list[str] | None,
+        video: str | None,
+        fps: float = 1.0,
+        resolution: str = "low_res",
+        process_res: int = 504,
+        ref_view: str = "saddle_balanced",
+        infer_gs: bool = False,
+        conf_percentile: float = 10.0,
+        max_points_k: float = 1000.0,
+        show_cameras: bool = True,
+        save_to_gallery: bool = False,
+        gallery_name: str = "",
+        progress: Any = None,
+    ) -> tuple[str, list[str], str | None, str]:
         """Reconstruct the uploaded images (or video); returns (GLB path, depth images, GS video or None, summary)."""
         import gradio as gr
 
@@ -73,8 +112,9 @@ class ReconstructionApp:
             source.parent.mkdir(parents=True)
             shutil.copy(video, source)
         out = run_dir / "out"
-        overrides = self.overrides(source, out, resolution, process_res, ref_view, infer_gs, conf_percentile,
-                                   max_points_k, show_cameras, fps)
+        overrides = self.overrides(
+            source, out, resolution, process_res, ref_view, infer_gs, conf_percentile, max_points_k, show_cameras, fps
+        )
         try:
             with progress_to(lambda f, m: progress(f, desc=m) if progress is not None else None):
                 result = reconstruct(load_config("reconstruct", overrides))
@@ -110,10 +150,24 @@ def build_demo(app: ReconstructionApp, cache_examples: bool = False, cache_gs_ta
     """The Blocks UI wired to ``app.run``; sample scenes become examples (3DGS for names containing cache_gs_tag)."""
     import gradio as gr
 
-    def run(images, video, fps, resolution, process_res, ref_view, infer_gs, conf, max_k, cameras, save, name,
-            progress=gr.Progress()):
-        return app.run(images, video, fps, resolution, process_res, ref_view, infer_gs, conf, max_k, cameras, save,
-                       name, progress)
+    def run(
+        images,
+        video,
+        fps,
+        resolution,
+        process_res,
+        ref_view,
+        infer_gs,
+        conf,
+        max_k,
+        cameras,
+        save,
+        name,
+        progress=gr.Progress(),  # noqa: B008 - Gradio injects its progress tracker through this default
+    ):
+        return app.run(
+            images, video, fps, resolution, process_res, ref_view, infer_gs, conf, max_k, cameras, save, name, progress
+        )
 
     with gr.Blocks(title="Depth Anything 3", analytics_enabled=False) as demo:
         gr.Markdown(f"# Depth Anything 3\nModel **{app.preset}**. Upload images or a video, then Reconstruct.")
@@ -124,12 +178,20 @@ def build_demo(app: ReconstructionApp, cache_examples: bool = False, cache_gs_ta
                 images = gr.File(label="Images", file_count="multiple", file_types=["image"], type="filepath")
                 video = gr.Video(label="or a video")
                 fps = gr.Slider(0.5, 30, value=10, step=0.5, label="Video sampling FPS")
-                resolution = gr.Radio(list(RESOLUTIONS), value="low_res", label="Processing",
-                                      info="low_res: upper_bound_resize, high_res: lower_bound_resize")
+                resolution = gr.Radio(
+                    list(RESOLUTIONS),
+                    value="low_res",
+                    label="Processing",
+                    info="low_res: upper_bound_resize, high_res: lower_bound_resize",
+                )
                 process_res = gr.Slider(56, 1008, value=504, step=14, label="Processing resolution")
                 ref_view = gr.Dropdown(REF_VIEWS, value="saddle_balanced", label="Reference view strategy")
-                infer_gs = gr.Checkbox(False, label="Infer 3D Gaussians (novel-view video)", interactive=app.has_gs,
-                                       info=None if app.has_gs else f"{app.preset} has no Gaussian head")
+                infer_gs = gr.Checkbox(
+                    False,
+                    label="Infer 3D Gaussians (novel-view video)",
+                    interactive=app.has_gs,
+                    info=None if app.has_gs else f"{app.preset} has no Gaussian head",
+                )
                 conf = gr.Slider(0, 100, value=10, step=1, label="Filter percentage (confidence percentile)")
                 max_k = gr.Slider(1, 5000, value=1000, step=1, label="Max points (K points)")
                 cameras = gr.Checkbox(True, label="Show cameras")
@@ -147,17 +209,44 @@ def build_demo(app: ReconstructionApp, cache_examples: bool = False, cache_gs_ta
         inputs = [images, video, fps, resolution, process_res, ref_view, infer_gs, conf, max_k, cameras, save, name]
         outputs = [model3d, depth, gs_video, summary]
         button.click(run, inputs, outputs, concurrency_limit=1)  # one run at a time: one resident model
-        examples = [[sorted(str(p) for p in (folder / "images").glob("*.jpg")), None, 10, "low_res", 504,
-                     "saddle_balanced", bool(cache_gs_tag) and cache_gs_tag in folder.name and app.has_gs,
-                     10, 1000, True, False, ""] for folder in sorted(SAMPLES.glob("*")) if (folder / "images").is_dir()]
+        examples = [
+            [
+                sorted(str(p) for p in (folder / "images").glob("*.jpg")),
+                None,
+                10,
+                "low_res",
+                504,
+                "saddle_balanced",
+                bool(cache_gs_tag) and cache_gs_tag in folder.name and app.has_gs,
+                10,
+                1000,
+                True,
+                False,
+                "",
+            ]
+            for folder in sorted(SAMPLES.glob("*"))
+            if (folder / "images").is_dir()
+        ]
         if examples:
             gr.Examples(examples, inputs, outputs, fn=run, cache_examples=cache_examples, label="Sample scenes")
     return demo
 
 
-def launch(model_dir: str | None, preset: str | None, weights: str, workspace_dir: str, gallery_dir: str | None,
-           host: str = "127.0.0.1", port: int = 7860, share: bool = False, debug: bool = False,
-           cache_examples: bool = False, cache_gs_tag: str = "", device: str = "auto", block: bool = True) -> Any:
+def launch(
+    model_dir: str | None,
+    preset: str | None,
+    weights: str,
+    workspace_dir: str,
+    gallery_dir: str | None,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    debug: bool = False,
+    cache_examples: bool = False,
+    cache_gs_tag: str = "",
+    device: str = "auto",
+    block: bool = True,
+) -> Any:
     """Warm the model and serve the app (127.0.0.1 unless told otherwise); ``block=False`` returns the Blocks, whose
     runs then report to the caller's Prefect API (:func:`flows.runtime.prefect_runtime`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -167,7 +256,15 @@ def launch(model_dir: str | None, preset: str | None, weights: str, workspace_di
         app.workspace.mkdir(parents=True, exist_ok=True)
         demo = build_demo(app, cache_examples, cache_gs_tag)
         allowed = [str(app.workspace)] + ([str(app.gallery)] if app.gallery else [])
-        demo.queue(max_size=20).launch(server_name=host, server_port=port, share=share, debug=debug,
-                                       show_error=True, ssr_mode=False, allowed_paths=allowed,
-                                       prevent_thread_lock=not block, quiet=not debug)
+        demo.queue(max_size=20).launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            debug=debug,
+            show_error=True,
+            ssr_mode=False,
+            allowed_paths=allowed,
+            prevent_thread_lock=not block,
+            quiet=not debug,
+        )
     return demo

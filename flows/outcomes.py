@@ -45,8 +45,11 @@ def _files(outputs: dict[str, list[str]], shown: int = 5) -> str:
 def _publish(title: str, key: str, result: Any, figures: dict[str, Any], outputs: dict[str, list[str]]) -> Any:
     """One run's markdown artifact (key figures, then the files) and its final state."""
     rows = {"status": result.status, "seconds": f"{result.seconds:.2f}", "store": f"`{result.store_url}`", **figures}
-    create_markdown_artifact(f"# {title}\n\n{_table(rows)}\n\n## Outputs\n\n{_files(outputs)}\n", key=key,
-                             description=f"{title}: {result.status}")
+    create_markdown_artifact(
+        f"# {title}\n\n{_table(rows)}\n\n## Outputs\n\n{_files(outputs)}\n",
+        key=key,
+        description=f"{title}: {result.status}",
+    )
     return final_state(result, result.status)
 
 
@@ -58,18 +61,26 @@ def scene_outcome(result: SceneResult, storage_options: dict[str, Any]) -> Any:
     """Publish one scene's artifact (store, exports, views, model, timings) and return its final state."""
     attrs = SceneStore(result.store_url, storage_options).attrs()
     model = attrs.get("model", {})
-    figures = {"views": attrs.get("n_frames"), "model": f"{model.get('preset')} ({model.get('weights')} weights)",
-               "metric depth": bool(attrs.get("is_metric")), "reference view": attrs.get("ref_view_idx"),
-               "stage seconds": _stage_seconds(attrs)}
+    figures = {
+        "views": attrs.get("n_frames"),
+        "model": f"{model.get('preset')} ({model.get('weights')} weights)",
+        "metric depth": bool(attrs.get("is_metric")),
+        "reference view": attrs.get("ref_view_idx"),
+        "stage seconds": _stage_seconds(attrs),
+    }
     return _publish(f"Scene {result.name}", artifact_key("scene", result.name), result, figures, result.exports)
 
 
 def batch_outcome(dataset: str, report: BatchReport) -> None:
     """Publish a batch's table artifact: one row per scene (status, seconds, store or failure)."""
-    rows = [{"scene": r.name, "status": r.status, "seconds": round(r.seconds, 2), "store": r.store_url}
-            for r in report.results]
-    rows += [{"scene": name, "status": "failed", "seconds": None, "store": reason}
-             for name, reason in report.failures.items()]
+    rows = [
+        {"scene": r.name, "status": r.status, "seconds": round(r.seconds, 2), "store": r.store_url}
+        for r in report.results
+    ]
+    rows += [
+        {"scene": name, "status": "failed", "seconds": None, "store": reason}
+        for name, reason in report.failures.items()
+    ]
     summary = f"{len(report.results)} scenes finished, {len(report.failures)} failed"
     create_table_artifact(rows, key=artifact_key("batch", dataset), description=f"{dataset}: {summary}")
 
@@ -79,9 +90,13 @@ def video_outcome(result: VideoDepthResult, storage_options: dict[str, Any]) -> 
     attrs = SceneStore(result.store_url, storage_options).attrs()
     lo, hi = (attrs.get("depth_range", {}).get(end, float("nan")) for end in ("min", "max"))
     model = attrs.get("model", {})
-    figures = {"frames": attrs.get("n_frames"), "depth": attrs.get("depth_kind"),
-               "depth range": f"{lo:.4g} .. {hi:.4g}",
-               "model": f"{model.get('encoder')} ({model.get('weights')} weights)",
-               "stage seconds": _stage_seconds(attrs)}
-    return _publish(f"Video depth {result.video}", artifact_key("video-depth", result.video), result, figures,
-                    result.outputs)
+    figures = {
+        "frames": attrs.get("n_frames"),
+        "depth": attrs.get("depth_kind"),
+        "depth range": f"{lo:.4g} .. {hi:.4g}",
+        "model": f"{model.get('encoder')} ({model.get('weights')} weights)",
+        "stage seconds": _stage_seconds(attrs),
+    }
+    return _publish(
+        f"Video depth {result.video}", artifact_key("video-depth", result.video), result, figures, result.outputs
+    )

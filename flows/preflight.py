@@ -39,8 +39,9 @@ def check_video_model(cfg: VideoDepthConfig) -> None:
 
     pick_device(cfg.device.value, "device")
     if cfg.weights != "random":
-        resolve_checkpoint(cfg.weights or official_vda_checkpoint(cfg.encoder, cfg.metric), cfg.encoder, cfg.metric,
-                           download=False)
+        resolve_checkpoint(
+            cfg.weights or official_vda_checkpoint(cfg.encoder, cfg.metric), cfg.encoder, cfg.metric, download=False
+        )
 
 
 def check_scene(source: str, input_cfg: InputConfig) -> int | None:
@@ -52,8 +53,14 @@ def check_scene(source: str, input_cfg: InputConfig) -> int | None:
 
     if is_remote(source):
         return None
-    scene = discover_scene(source, tuple(input_cfg.image_extensions), input_cfg.sparse_subdir, input_cfg.fps,
-                           input_cfg.max_frames, hash_files=False)
+    scene = discover_scene(
+        source,
+        tuple(input_cfg.image_extensions),
+        input_cfg.sparse_subdir,
+        input_cfg.fps,
+        input_cfg.max_frames,
+        hash_files=False,
+    )
     return len(scene)
 
 
@@ -80,7 +87,14 @@ def check_video(source: str, cfg: VideoDepthConfig) -> int:
     meta = video_io.probe_video(source)
     if meta.n_frames <= 0:
         raise video_io.VideoError(f"{source} has no video frames; check the file is a complete, readable video")
-    n = len(video_io.sample_frame_indices(meta.n_frames, meta.fps if meta.fps > 0 else 30.0, cfg.target_fps,
-                                          cfg.max_frames if cfg.max_frames > 0 else None, integer_stride=True))
+    n = len(
+        video_io.sample_frame_indices(
+            meta.n_frames,
+            meta.fps if meta.fps > 0 else 30.0,
+            cfg.target_fps,
+            cfg.max_frames if cfg.max_frames > 0 else None,
+            integer_stride=True,
+        )
+    )
     height, width = video_io.fit_max_res(meta.height, meta.width, cfg.max_res)
     return store_bytes(n, height * width)

@@ -7,8 +7,8 @@ A context variable (not a global) keeps concurrent flows in one process from see
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Callable, Iterator
 
 ProgressCallback = Callable[[float, str], None]
 _CALLBACK: ContextVar[ProgressCallback | None] = ContextVar("da3_progress", default=None)

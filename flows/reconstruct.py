@@ -76,8 +76,9 @@ def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneRe
         return _reconstruct_locked(cfg, name, source, store, export_dir, lock)
 
 
-def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: SceneStore, export_dir: str,
-                        lock: Lock) -> SceneResult:
+def _reconstruct_locked(
+    cfg: ReconstructConfig, name: str, source: str, store: SceneStore, export_dir: str, lock: Lock
+) -> SceneResult:
     logger = get_run_logger()
     started = time.perf_counter()
     run = resolved(cfg)
@@ -90,8 +91,11 @@ def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: S
     if not cfg.force and same_input and store.is_complete(full_hash):
         logger.info("scene %s is complete for this config (%s) and input; skipping", name, full_hash)
         return SceneResult(name, store.url, "skipped", {}, time.perf_counter() - started)
-    reuse = not cfg.force and same_input and previous.get("stages", {}).get("align", {}).get(
-        "inference_hash") == inference_hash
+    reuse = (
+        not cfg.force
+        and same_input
+        and previous.get("stages", {}).get("align", {}).get("inference_hash") == inference_hash
+    )
     # Exported files the store lists: still valid for its inference, or stale (from an inference it replaced).
     valid, stale = set(previous.get("export_files", [])), set(previous.get("stale_exports", []))
     if reuse:
@@ -101,8 +105,15 @@ def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: S
         if previous and not same_input:
             logger.info("scene %s: the input differs from the stored one (source or content); recomputing", name)
         valid, stale = set(), valid | stale
-        attrs = {"scene": name, "source": source, "config": run, "config_hash": full_hash,
-                 "inference_hash": inference_hash, "export_files": [], "stale_exports": sorted(stale)}
+        attrs = {
+            "scene": name,
+            "source": source,
+            "config": run,
+            "config_hash": full_hash,
+            "inference_hash": inference_hash,
+            "export_files": [],
+            "stale_exports": sorted(stale),
+        }
         cache = chunk_cache(store, inference_hash, scene) if cfg.streaming.enabled else None
         with store.replacement() as staged:  # built beside the old store, swapped in after inference and alignment
             report(0.15, f"inference on {len(scene)} views")
@@ -137,7 +148,7 @@ def _reconstruct_locked(cfg: ReconstructConfig, name: str, source: str, store: S
 def _relative(location: str, export_dir: str) -> str:
     """An exported file's path relative to the export dir (how the store lists it)."""
     if is_remote(export_dir):
-        return location[len(export_dir.rstrip("/")) + 1:]
+        return location[len(export_dir.rstrip("/")) + 1 :]
     return Path(os.path.relpath(location, export_dir)).as_posix()
 
 
@@ -175,8 +186,12 @@ def run(cfg: ReconstructConfig) -> None:
     name, source = resolve_scene(cfg)
     check_model(cfg.model)
     n_views = check_scene(source, cfg.input)
-    check_output(export_dir_of(cfg, name), dict(cfg.storage.options), "output_dir" if cfg.output_dir else "storage.root",
-                 store_bytes(n_views, cfg.processing.process_res ** 2))
+    check_output(
+        export_dir_of(cfg, name),
+        dict(cfg.storage.options),
+        "output_dir" if cfg.output_dir else "storage.root",
+        store_bytes(n_views, cfg.processing.process_res**2),
+    )
     result = reconstruct(cfg)
     print(f"{result.name}: {result.status} in {result.seconds:.1f}s -> {result.store_url}")
 

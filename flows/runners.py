@@ -17,8 +17,15 @@ def task_runner(cfg: ReconstructConfig | BatchConfig | EvaluateConfig) -> TaskRu
 
         if cfg.dask_address:
             return DaskTaskRunner(address=cfg.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.dask_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None, "env": _worker_env()})
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": cfg.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+                "env": _worker_env(),
+            }
+        )
     return ThreadPoolTaskRunner(max_workers=cfg.concurrency)
 
 

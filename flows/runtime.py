@@ -93,17 +93,27 @@ class _InProcessApi:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
-        self.server = uvicorn.Server(uvicorn.Config(
-            create_app(ephemeral=True, final=True), log_config=None, access_log=False, log_level="error",
-            lifespan="on", timeout_graceful_shutdown=1))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="prefect-api",
-                                       daemon=True)  # a daemon: never holds up the exit
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(ephemeral=True, final=True),
+                log_config=None,
+                access_log=False,
+                log_level="error",
+                lifespan="on",
+                timeout_graceful_shutdown=1,
+            )
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, name="prefect-api", daemon=True
+        )  # a daemon: never holds up the exit
         self.thread.start()
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the in-process Prefect API did not start; set PREFECT_API_URL to a running "
-                                   "Prefect server (prefect server start) instead")
+                raise RuntimeError(
+                    "the in-process Prefect API did not start; set PREFECT_API_URL to a running "
+                    "Prefect server (prefect server start) instead"
+                )
             time.sleep(0.01)
         self.previous_url = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = self.url

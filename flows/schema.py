@@ -181,8 +181,9 @@ class EvaluateConfig(Catalog):
 
     benchmark: list[str] = field(default_factory=lambda: list(BENCHMARK_DATASETS), metadata=RUN)  # datasets to score
     bench_root: str = field(default="da3-bench", metadata=RUN)  # a name from `datasets`, a folder or URL of <dataset>/
-    modes: list[EvalMode] = field(default_factory=lambda: [EvalMode.pose, EvalMode.recon_unposed,
-                                                            EvalMode.recon_posed])  # what is scored
+    modes: list[EvalMode] = field(
+        default_factory=lambda: [EvalMode.pose, EvalMode.recon_unposed, EvalMode.recon_posed]
+    )  # what is scored
     scene_names: list[str] = field(default_factory=list, metadata=RUN)  # only these benchmark scenes; empty: all
     max_frames: int = field(default=100, metadata=INFERENCE)  # seeded sample of larger scenes, as upstream; <= 0: all
     # RUN: it picks where predictions come from; ground_truth writes no store, so no hash ever sees it

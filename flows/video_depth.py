@@ -27,9 +27,9 @@ from da3core.video_depth.outputs import default_output_dir, output_locations
 from flows.config import VideoDepthConfig, annolid_overrides, config_hashes, load_config, resolved, validate_video_depth
 from flows.errors import run_cli
 from flows.outcomes import video_outcome
+from flows.preflight import check_output, check_video, check_video_model
 from flows.progress import progress_to, report
 from tasks.video_depth import SECOND_PASS, estimate, export_second_pass, output_options, probe
-from flows.preflight import check_output, check_video, check_video_model
 
 STORE_NAME = "depth.zarr"
 
@@ -71,20 +71,35 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
             logger.info("removed %s, left by an interrupted run", leftover)
         if not cfg.force and store.is_complete(full_hash):
             logger.info("%s is complete for this config and video (%s); skipping", store.url, full_hash)
-            outputs = output_locations(ExportTarget(output_dir, options), job.name, output_options(cfg),
-                                       store.attrs()["n_frames"])
-            return VideoDepthResult(job.name, store.url, output_dir, "skipped", {"output_dir": [output_dir], **outputs},
-                                    time.perf_counter() - started)
-        attrs = {"scene": Path(job.name).stem, "source": source, "config": run, "config_hash": full_hash,
-                 "inference_hash": inference_hash, "inputs": {"kind": "video", "files": [{"path": source,
-                                                                                          "sha256": job.sha256}]}}
+            outputs = output_locations(
+                ExportTarget(output_dir, options), job.name, output_options(cfg), store.attrs()["n_frames"]
+            )
+            return VideoDepthResult(
+                job.name,
+                store.url,
+                output_dir,
+                "skipped",
+                {"output_dir": [output_dir], **outputs},
+                time.perf_counter() - started,
+            )
+        attrs = {
+            "scene": Path(job.name).stem,
+            "source": source,
+            "config": run,
+            "config_hash": full_hash,
+            "inference_hash": inference_hash,
+            "inputs": {"kind": "video", "files": [{"path": source, "sha256": job.sha256}]},
+        }
         with store.replacement() as staged:
             report(0.05, f"depth of {len(job.indices)} frames")
             streamed = estimate(job, staged, output_dir, cfg, attrs)
             lock.check()
         report(0.9, "writing the outputs")
-        futures = [export_second_pass.submit(kind, store, output_dir, job, cfg, streamed["depth_range"])
-                   for kind in SECOND_PASS if getattr(cfg, kind)]
+        futures = [
+            export_second_pass.submit(kind, store, output_dir, job, cfg, streamed["depth_range"])
+            for kind in SECOND_PASS
+            if getattr(cfg, kind)
+        ]
         outputs = {"output_dir": [output_dir], **streamed["outputs"]}
         for future in futures:
             outputs.update(future.result())
@@ -106,16 +121,33 @@ def video_depth(cfg: VideoDepthConfig) -> VideoDepthResult:
 
 
 def run_video_depth_anything(
-    input_video: str, output_dir: Optional[str] = None, encoder: Optional[str] = None,
-    input_size: Optional[int] = None, max_res: Optional[int] = None, max_len: Optional[int] = None,
-    target_fps: Optional[float] = None, metric: Optional[bool] = None, fp32: Optional[bool] = None,
-    grayscale: Optional[bool] = None, save_npz: Optional[bool] = None, save_exr: Optional[bool] = None,
-    focal_length_x: Optional[float] = None, focal_length_y: Optional[float] = None,
-    checkpoint_root: Optional[str] = None, progress_callback: Optional[Callable[[int], None]] = None,
-    preview_callback: None = None, streaming: Optional[bool] = None, save_depth_video: Optional[bool] = None,
-    save_depth_frames: Optional[bool] = None, save_point_clouds: Optional[bool] = None,
-    include_region_labels: bool = False, *, weights: Optional[str] = None, device: Optional[str] = None,
-    force: Optional[bool] = None, defaults_file: Optional[str] = None,
+    input_video: str,
+    output_dir: Optional[str] = None,
+    encoder: Optional[str] = None,
+    input_size: Optional[int] = None,
+    max_res: Optional[int] = None,
+    max_len: Optional[int] = None,
+    target_fps: Optional[float] = None,
+    metric: Optional[bool] = None,
+    fp32: Optional[bool] = None,
+    grayscale: Optional[bool] = None,
+    save_npz: Optional[bool] = None,
+    save_exr: Optional[bool] = None,
+    focal_length_x: Optional[float] = None,
+    focal_length_y: Optional[float] = None,
+    checkpoint_root: Optional[str] = None,
+    progress_callback: Optional[Callable[[int], None]] = None,
+    preview_callback: None = None,
+    streaming: Optional[bool] = None,
+    save_depth_video: Optional[bool] = None,
+    save_depth_frames: Optional[bool] = None,
+    save_point_clouds: Optional[bool] = None,
+    include_region_labels: bool = False,
+    *,
+    weights: Optional[str] = None,
+    device: Optional[str] = None,
+    force: Optional[bool] = None,
+    defaults_file: Optional[str] = None,
 ) -> dict[str, list[str]]:
     """Annolid's ``run_video_depth_anything``: its parameters and result keys, run as the video-depth flow.
 
@@ -127,8 +159,11 @@ def run_video_depth_anything(
     """
     if preview_callback is not None:
         raise ValueError("preview_callback is not supported: read depth.ndjson (or depth.zarr) as frames complete")
-    given = {key: value for key, value in locals().items() if value is not None
-             and key not in ("progress_callback", "preview_callback")}
+    given = {
+        key: value
+        for key, value in locals().items()
+        if value is not None and key not in ("progress_callback", "preview_callback")
+    }
     cfg = load_config("video_depth", annolid_overrides(given))
     preflight(cfg)
     percent = progress_callback or (lambda _: None)

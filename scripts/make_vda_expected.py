@@ -33,8 +33,17 @@ UPSTREAM_CONFIGS = {
 }
 N_FRAMES, N_METRIC, N_STREAM = 70, 30, 45  # 4 windows; 2 windows; past the start of cache pruning (frame 11)
 FRAME_H, FRAME_W, INPUT_SIZE = 20, 24, 56  # -> 56 x 70 network input (4 x 5 patches)
-SIZE_CASES = [(720, 1280, 518), (1080, 1920, 518), (800, 1920, 518), (480, 640, 518), (1280, 720, 518),
-              (20, 24, 56), (37, 100, 70), (518, 518, 518), (300, 1000, 392)]
+SIZE_CASES = [
+    (720, 1280, 518),
+    (1080, 1920, 518),
+    (800, 1920, 518),
+    (480, 640, 518),
+    (1280, 720, 518),
+    (20, 24, 56),
+    (37, 100, 70),
+    (518, 518, 518),
+    (300, 1000, 392),
+]
 
 
 def procedural_clip(n: int, h: int, w: int) -> np.ndarray:
@@ -55,6 +64,7 @@ def import_upstream(root: Path) -> types.SimpleNamespace:
     try:
         import torchvision.transforms  # noqa: F401
     except ImportError:
+
         class Compose:
             def __init__(self, steps):
                 self.steps = steps
@@ -72,8 +82,9 @@ def import_upstream(root: Path) -> types.SimpleNamespace:
     from video_depth_anything import video_depth, video_depth_stream
     from video_depth_anything.util.transform import Resize
 
-    return types.SimpleNamespace(windowed=video_depth.VideoDepthAnything, streaming=video_depth_stream.VideoDepthAnything,
-                                 Resize=Resize)
+    return types.SimpleNamespace(
+        windowed=video_depth.VideoDepthAnything, streaming=video_depth_stream.VideoDepthAnything, Resize=Resize
+    )
 
 
 def write_keys(up: types.SimpleNamespace) -> None:
@@ -101,24 +112,37 @@ def write_expected(up: types.SimpleNamespace) -> None:
         rel = write_random_checkpoint(Path(tmp) / "video_depth_anything_vits.pth", "vits", seed=0)
         met = write_random_checkpoint(Path(tmp) / "metric_video_depth_anything_vits.pth", "vits", metric=True, seed=1)
         windows, _ = upstream_model(up.windowed, rel, False).infer_video_depth(
-            clip, 30, input_size=INPUT_SIZE, device="cpu", fp32=True)
+            clip, 30, input_size=INPUT_SIZE, device="cpu", fp32=True
+        )
         metric, _ = upstream_model(up.windowed, met, True).infer_video_depth(
-            clip[:N_METRIC], 30, input_size=INPUT_SIZE, device="cpu", fp32=True)
+            clip[:N_METRIC], 30, input_size=INPUT_SIZE, device="cpu", fp32=True
+        )
         stream_model = upstream_model(up.streaming, rel, False)
-        stream = np.stack([stream_model.infer_video_depth_one(f, input_size=INPUT_SIZE, device="cpu", fp32=True)
-                           for f in clip[:N_STREAM]])
+        stream = np.stack(
+            [
+                stream_model.infer_video_depth_one(f, input_size=INPUT_SIZE, device="cpu", fp32=True)
+                for f in clip[:N_STREAM]
+            ]
+        )
     sizes = []
     for h, w, size in SIZE_CASES:  # upstream's input-size rule, then its lower-bound resize
         ratio = max(h, w) / min(h, w)
         if ratio > 1.78:
             size = round(int(size * 1.777 / ratio) / 14) * 14
-        resize = up.Resize(size, size, resize_target=False, keep_aspect_ratio=True, ensure_multiple_of=14,
-                           resize_method="lower_bound")
+        resize = up.Resize(
+            size, size, resize_target=False, keep_aspect_ratio=True, ensure_multiple_of=14, resize_method="lower_bound"
+        )
         new_w, new_h = resize.get_size(w, h)
         sizes.append((h, w, SIZE_CASES[len(sizes)][2], int(new_h), int(new_w)))
-    np.savez_compressed(OUT / "expected.npz", frames=clip, windows_relative=windows.astype(np.float32),
-                        windows_metric=metric.astype(np.float32), streaming_relative=stream.astype(np.float32),
-                        input_sizes=np.array(sizes, dtype=np.int64), input_size=np.int64(INPUT_SIZE))
+    np.savez_compressed(
+        OUT / "expected.npz",
+        frames=clip,
+        windows_relative=windows.astype(np.float32),
+        windows_metric=metric.astype(np.float32),
+        streaming_relative=stream.astype(np.float32),
+        input_sizes=np.array(sizes, dtype=np.int64),
+        input_size=np.int64(INPUT_SIZE),
+    )
 
 
 def main() -> None:

@@ -81,8 +81,10 @@ def _write_cameras(model_dir: Path, images: Path, bench: BenchScene) -> None:
         camera = pycolmap.Camera.create_from_model_name(i + 1, "PINHOLE", float(K[0, 0]), width, height)
         camera.params = [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
         rec.add_camera_with_trivial_rig(camera)
-        rec.add_image_with_trivial_frame(pycolmap.Image(name=name, camera_id=i + 1, image_id=i + 1),
-                                         pycolmap.Rigid3d(pycolmap.Rotation3d(ext[:3, :3]), ext[:3, 3]))
+        rec.add_image_with_trivial_frame(
+            pycolmap.Image(name=name, camera_id=i + 1, image_id=i + 1),
+            pycolmap.Rigid3d(pycolmap.Rotation3d(ext[:3, :3]), ext[:3, 3]),
+        )
     model_dir.mkdir(parents=True, exist_ok=True)
     rec.write_binary(str(model_dir))
 
@@ -97,14 +99,16 @@ def stage_input(name: str, bench: BenchScene, kind: str) -> str:
         _write_cameras(folder / "sparse" / "0", folder / "images", bench)
     else:
         _sync_images(bench, folder)
-    get_run_logger().info("staged %s (%d frames, %s) in %.2fs -> %s", name, len(bench), kind,
-                          time.perf_counter() - started, folder)
+    get_run_logger().info(
+        "staged %s (%d frames, %s) in %.2fs -> %s", name, len(bench), kind, time.perf_counter() - started, folder
+    )
     return str(folder)
 
 
 @task(name="score", task_run_name="score-{mode}-{name}", cache_policy=NO_CACHE)
-def score(name: str, bench: BenchScene, mode: str,
-          store: SceneStore | None) -> tuple[dict[str, float], list[float] | None, float]:
+def score(
+    name: str, bench: BenchScene, mode: str, store: SceneStore | None
+) -> tuple[dict[str, float], list[float] | None, float]:
     """(metrics, pose accuracy curve or None, seconds) of ``mode`` for the prediction in ``store`` (None: the GT)."""
     started = time.perf_counter()
     if store is None:
@@ -113,11 +117,15 @@ def score(name: str, bench: BenchScene, mode: str,
     else:
         attrs = store.attrs()
         if attrs.get("source_names") != staged_names(bench):
-            raise ValueError(f"the store {store.url} holds other frames than {bench.dataset}/{bench.name}; "
-                             "rerun with force=true")
+            raise ValueError(
+                f"the store {store.url} holds other frames than {bench.dataset}/{bench.name}; rerun with force=true"
+            )
         if mode == "metric_depth" and not attrs.get("is_metric"):
-            get_run_logger().warning("%s: metric_depth of a model whose depth is not metric (preset %s)", name,
-                                     attrs.get("model", {}).get("preset"))
+            get_run_logger().warning(
+                "%s: metric_depth of a model whose depth is not metric (preset %s)",
+                name,
+                attrs.get("model", {}).get("preset"),
+            )
         extrinsics, intrinsics = store.read_array("extrinsics"), store.read_array("intrinsics")
         depth = None if mode == "pose" else store.read_array("depth")
     metrics = score_scene(bench, mode, depth, intrinsics, extrinsics)
@@ -136,8 +144,11 @@ def write_reports(results: BenchmarkResults, out: str, storage_options: dict[str
 
     target = ExportTarget(out, storage_options)
     summary = summary_text(results)
-    files = {"summary.txt": summary + "\n", "summary.json": json.dumps(results.to_json(), indent=2),
-             "report.html": html_report(results, summary)}
+    files = {
+        "summary.txt": summary + "\n",
+        "summary.json": json.dumps(results.to_json(), indent=2),
+        "report.html": html_report(results, summary),
+    }
     for key, table in results.tables().items():
         files[f"metric_results/{key}.json"] = table_json(table)
         files[f"metric_results/{key}.csv"] = table_csv(table)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from da3core.errors import DeviceError
 from da3core.io.inputs import sha256_file
@@ -17,7 +18,7 @@ if TYPE_CHECKING:  # the schemas live with the flows' config; tasks only read th
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
-_CACHE: dict[tuple, "LoadedModel"] = {}
+_CACHE: dict[tuple, LoadedModel] = {}
 
 
 @dataclass
@@ -89,14 +90,19 @@ def get_model(model: ModelConfig) -> LoadedModel:
     def load() -> tuple[Any, str, dict[str, Any]]:
         if weights == "random":
             source = str(random_model_dir(model.preset, model.seed))
-            log.warning("model.weights=random: %s has UNTRAINED seeded weights (seed %d); outputs are not "
-                        "meaningful reconstructions", model.preset, model.seed)
+            log.warning(
+                "model.weights=random: %s has UNTRAINED seeded weights (seed %d); outputs are not "
+                "meaningful reconstructions",
+                model.preset,
+                model.seed,
+            )
         else:
             source = model.path or get_preset(model.preset).hub_id
         net = DepthAnything3.from_pretrained(source)
         if net.preset != model.preset:
-            raise RuntimeError(f"{source} holds {net.preset} weights but model.preset is {model.preset}; "
-                               f"use model={net.preset}")
+            raise RuntimeError(
+                f"{source} holds {net.preset} weights but model.preset is {model.preset}; use model={net.preset}"
+            )
         net = net.to(device).eval().set_precision(precision)
         return net, source, {"preset": model.preset, "precision": net.precision}
 
@@ -112,8 +118,12 @@ def get_video_depth_model(cfg: VideoDepthConfig) -> LoadedModel:
     def load() -> tuple[Any, str, dict[str, Any]]:
         if cfg.weights == "random":
             source = str(random_vda_checkpoint(cfg.encoder, cfg.metric, cfg.seed))
-            log.warning("weights=random: Video Depth Anything %s has UNTRAINED seeded weights (seed %d); depth is "
-                        "not meaningful", cfg.encoder, cfg.seed)
+            log.warning(
+                "weights=random: Video Depth Anything %s has UNTRAINED seeded weights (seed %d); depth is "
+                "not meaningful",
+                cfg.encoder,
+                cfg.seed,
+            )
         else:
             source = cfg.weights or official_vda_checkpoint(cfg.encoder, cfg.metric)
         net = load_model(source, encoder=cfg.encoder, metric=cfg.metric).to(device).eval()
@@ -131,10 +141,13 @@ def _cached(key: tuple, load: Callable[[], tuple[Any, str, dict[str, Any]]], dev
             model, source, info = load()
             weights_file = Path(model.weights_file) if model.weights_file else None
             stamp = read_stamp(weights_file) if weights_file and weights_file.is_file() else {}
-            info.update(source=source, weights="random" if model.random_weights else "pretrained",
-                        seed=int(stamp["seed"]) if model.random_weights and "seed" in stamp else None,
-                        weights_sha256=sha256_file(weights_file) if weights_file and weights_file.is_file() else None,
-                        device=device)
+            info.update(
+                source=source,
+                weights="random" if model.random_weights else "pretrained",
+                seed=int(stamp["seed"]) if model.random_weights and "seed" in stamp else None,
+                weights_sha256=sha256_file(weights_file) if weights_file and weights_file.is_file() else None,
+                device=device,
+            )
             if model.random_weights:
                 info["note"] = "untrained random weights: outputs are not meaningful"
             _CACHE[key] = LoadedModel(model, info, threading.Lock())

@@ -52,16 +52,19 @@ def ingest(name: str, source: str, input_cfg: InputConfig, storage_options: dict
     """
     started = time.perf_counter()
     local = localize(source, storage_options)
-    scene = discover_scene(local, tuple(input_cfg.image_extensions), input_cfg.sparse_subdir, input_cfg.fps,
-                           input_cfg.max_frames)
+    scene = discover_scene(
+        local, tuple(input_cfg.image_extensions), input_cfg.sparse_subdir, input_cfg.fps, input_cfg.max_frames
+    )
     scene.source = source if is_remote(source) else str(Path(source).resolve())  # where it came from, canonical
-    get_run_logger().info("ingest %s: %d %s views in %.2fs", name, len(scene), scene.kind, time.perf_counter() - started)
+    get_run_logger().info(
+        "ingest %s: %d %s views in %.2fs", name, len(scene), scene.kind, time.perf_counter() - started
+    )
     return scene
 
 
 @task(name="inference", task_run_name="inference-{name}", cache_policy=NO_CACHE)
 def infer(name: str, scene: SceneInput, store: SceneStore, cfg: ReconstructConfig, attrs: dict[str, Any]) -> SceneStore:
-    """Decode the views, run the model (pose-conditioned for COLMAP input), and write them to ``store`` (a staged one)."""
+    """Decode the views, run the model (pose-conditioned for COLMAP input), write them to ``store`` (a staged one)."""
     logger = get_run_logger()
     started = time.perf_counter()
     views = load_views(scene)
@@ -70,29 +73,53 @@ def infer(name: str, scene: SceneInput, store: SceneStore, cfg: ReconstructConfi
     with loaded.lock:
         forward_started = time.perf_counter()
         result = loaded.model.infer(
-            views, extrinsics=scene.extrinsics, intrinsics=scene.intrinsics,
-            infer_gs=cfg.infer_gs, use_ray_pose=cfg.pose.use_ray_pose, ref_view_strategy=cfg.ref_view_strategy.value,
-            process_res=cfg.processing.process_res, process_res_method=cfg.processing.method.value,
+            views,
+            extrinsics=scene.extrinsics,
+            intrinsics=scene.intrinsics,
+            infer_gs=cfg.infer_gs,
+            use_ray_pose=cfg.pose.use_ray_pose,
+            ref_view_strategy=cfg.ref_view_strategy.value,
+            process_res=cfg.processing.process_res,
+            process_res_method=cfg.processing.method.value,
             export_feat_layers=list(cfg.export_feat_layers) or None,
         )
         model_seconds = time.perf_counter() - forward_started
     pred = result.prediction
     pred.source_names = scene.names
     # Only now, with every view decoded and inferred, is the store written: bad input leaves nothing behind.
-    store.reset({**attrs, "model": loaded.info, "versions": package_versions(), "inputs": scene.manifest(),
-                 "worker": {"host": socket.gethostname(), "pid": os.getpid()}, "started_at": time.time()})
+    store.reset(
+        {
+            **attrs,
+            "model": loaded.info,
+            "versions": package_versions(),
+            "inputs": scene.manifest(),
+            "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+            "started_at": time.time(),
+        }
+    )
     frame_index = scene.frame_indices if scene.frame_indices is not None else np.arange(len(scene))
     stamps = None if scene.timestamps is None else np.asarray(scene.timestamps, dtype=np.float64)
     store.write_prediction(pred, frame_index=np.asarray(frame_index), timestamps=stamps)
     if scene.extrinsics is not None:  # the input cameras, intrinsics in processed pixels (used by align_poses)
-        store.write_array("input_extrinsics", scene.extrinsics[:, :3, :4].astype(np.float32),
-                          ["frame", "ext_row", "ext_col"], chunk0=len(pred))
+        store.write_array(
+            "input_extrinsics",
+            scene.extrinsics[:, :3, :4].astype(np.float32),
+            ["frame", "ext_row", "ext_col"],
+            chunk0=len(pred),
+        )
         store.write_array("input_intrinsics", result.input_intrinsics, ["frame", "k_row", "k_col"], chunk0=len(pred))
     store.record_stage("decode", decoded - started)
     store.record_stage("inference", model_seconds, ref_view_idx=pred.ref_view_idx)
-    logger.info("inference %s: %d views at %dx%d in %.2fs (decode %.2fs), reference view %s",
-                name, len(pred), pred.depth.shape[2], pred.depth.shape[1], model_seconds, decoded - started,
-                pred.ref_view_idx)
+    logger.info(
+        "inference %s: %d views at %dx%d in %.2fs (decode %.2fs), reference view %s",
+        name,
+        len(pred),
+        pred.depth.shape[2],
+        pred.depth.shape[1],
+        model_seconds,
+        decoded - started,
+        pred.ref_view_idx,
+    )
     return store
 
 
@@ -105,21 +132,35 @@ def align_poses(name: str, scene: SceneInput, store: SceneStore, pose: PoseConfi
     info: dict[str, Any] = {"inference_hash": inference_hash, "aligned": False}
     if scene.extrinsics is not None:
         pred = store.read_prediction(features=False, gaussians=False)
-        aligned = align_prediction_to_input(pred, store.read_array("input_extrinsics"),
-                                            store.read_array("input_intrinsics"), pose.align_to_input_ext_scale)
+        aligned = align_prediction_to_input(
+            pred,
+            store.read_array("input_extrinsics"),
+            store.read_array("input_intrinsics"),
+            pose.align_to_input_ext_scale,
+        )
         store.write_array("depth", aligned.depth, ["frame", "y", "x"])
-        store.write_array("extrinsics", np.asarray(aligned.extrinsics, np.float32)[:, :3, :4],
-                          ["frame", "ext_row", "ext_col"], chunk0=len(aligned))
-        store.write_array("intrinsics", np.asarray(aligned.intrinsics, np.float32), ["frame", "k_row", "k_col"],
-                          chunk0=len(aligned))
+        store.write_array(
+            "extrinsics",
+            np.asarray(aligned.extrinsics, np.float32)[:, :3, :4],
+            ["frame", "ext_row", "ext_col"],
+            chunk0=len(aligned),
+        )
+        store.write_array(
+            "intrinsics", np.asarray(aligned.intrinsics, np.float32), ["frame", "k_row", "k_col"], chunk0=len(aligned)
+        )
         info.update(aligned=True, align_to_input_ext_scale=pose.align_to_input_ext_scale)
     store.record_stage("align", time.perf_counter() - started, **info)
     get_run_logger().info("align %s: %s", name, "aligned to input poses" if info["aligned"] else "no input poses")
     return store
 
 
-@task(name="export", task_run_name="export-{fmt}-{name}", cache_policy=NO_CACHE, retries=1,
-      retry_condition_fn=retry_unless_user_error)
+@task(
+    name="export",
+    task_run_name="export-{fmt}-{name}",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_condition_fn=retry_unless_user_error,
+)
 def export_format(name: str, store: SceneStore, fmt: str, export_dir: str, options: dict[str, Any]) -> list[str]:
     """Write one export format from the store (no inference needed); a scene streamed in several chunks is read a
     frame at a time (da3core.export.long_scene), any other scene at once, as it was inferred."""
@@ -127,8 +168,9 @@ def export_format(name: str, store: SceneStore, fmt: str, export_dir: str, optio
 
     started = time.perf_counter()
     long_scene = len(store.attrs().get("stages", {}).get("streaming", {}).get("chunks", [])) > 1
-    pred = store.read_prediction(features=FORMATS[fmt].reads_features, gaussians=FORMATS[fmt].reads_gaussians,
-                                 lazy=long_scene)
+    pred = store.read_prediction(
+        features=FORMATS[fmt].reads_features, gaussians=FORMATS[fmt].reads_gaussians, lazy=long_scene
+    )
     written = export(pred, [fmt], export_dir, storage_options=store.storage_options, **options)
     paths = written.get(fmt, [])
     store.record_stage(f"export_{fmt}", time.perf_counter() - started, files=len(paths))

@@ -28,7 +28,11 @@ from da3core.io.storage import is_remote, localize
 from da3core.io.video import VideoError
 from da3core.store import SceneStore
 from da3core.video_depth.outputs import (
-    OutputOptions, StreamingOutputs, write_depth_frames, write_depth_video, write_npz,
+    OutputOptions,
+    StreamingOutputs,
+    write_depth_frames,
+    write_depth_video,
+    write_npz,
 )
 from tasks.model_cache import get_video_depth_model
 from tasks.reconstruction import package_versions, retry_unless_user_error
@@ -76,15 +80,36 @@ def probe(source: str, cfg: VideoDepthConfig) -> VideoJob:
     if meta.n_frames <= 0:
         raise VideoError(f"{source} has no video frames; check the file is a complete, readable video")
     fps = meta.fps if meta.fps > 0 else 30.0  # Annolid's fallback for streams without a rate
-    indices = video_io.sample_frame_indices(meta.n_frames, fps, cfg.target_fps,
-                                            cfg.max_frames if cfg.max_frames > 0 else None, integer_stride=True)
+    indices = video_io.sample_frame_indices(
+        meta.n_frames, fps, cfg.target_fps, cfg.max_frames if cfg.max_frames > 0 else None, integer_stride=True
+    )
     stride = int(indices[1] - indices[0]) if len(indices) > 1 else 1
     size = video_io.fit_max_res(meta.height, meta.width, cfg.max_res)
-    job = VideoJob(PurePosixPath(source).name, source, str(local), sha256_file(local), meta.n_frames, fps,
-                   meta.width, meta.height, indices.tolist(), size, fps / stride)
-    get_run_logger().info("probe %s: %d frames at %.3g fps, %dx%d -> %d frames at %dx%d in %.2fs", job.name,
-                          meta.n_frames, fps, meta.width, meta.height, len(indices), job.size[1], job.size[0],
-                          time.perf_counter() - started)
+    job = VideoJob(
+        PurePosixPath(source).name,
+        source,
+        str(local),
+        sha256_file(local),
+        meta.n_frames,
+        fps,
+        meta.width,
+        meta.height,
+        indices.tolist(),
+        size,
+        fps / stride,
+    )
+    get_run_logger().info(
+        "probe %s: %d frames at %.3g fps, %dx%d -> %d frames at %dx%d in %.2fs",
+        job.name,
+        meta.n_frames,
+        fps,
+        meta.width,
+        meta.height,
+        len(indices),
+        job.size[1],
+        job.size[0],
+        time.perf_counter() - started,
+    )
     return job
 
 
@@ -93,29 +118,42 @@ def output_options(cfg: VideoDepthConfig) -> OutputOptions:
     return OutputOptions(**{k: getattr(cfg, k) for k in OutputOptions.__dataclass_fields__})
 
 
-def _depth_stream(model: Any, frames: Iterator[np.ndarray], cfg: VideoDepthConfig,
-                  device: str) -> Iterator[np.ndarray]:
+def _depth_stream(model: Any, frames: Iterator[np.ndarray], cfg: VideoDepthConfig, device: str) -> Iterator[np.ndarray]:
     from da3core.video_depth import infer_streaming, infer_windows
 
     if cfg.streaming:
         return infer_streaming(model, frames, input_size=cfg.input_size, device=device, fp32=cfg.fp32)
-    return infer_windows(model, frames, windows_per_batch=cfg.windows_per_batch, input_size=cfg.input_size,
-                         device=device, fp32=cfg.fp32)
+    return infer_windows(
+        model, frames, windows_per_batch=cfg.windows_per_batch, input_size=cfg.input_size, device=device, fp32=cfg.fp32
+    )
 
 
 @task(name="video-depth", task_run_name="video-depth-{job.name}", cache_policy=NO_CACHE)
-def estimate(job: VideoJob, store: SceneStore, output_dir: str, cfg: VideoDepthConfig,
-             attrs: dict[str, Any]) -> dict[str, Any]:
+def estimate(
+    job: VideoJob, store: SceneStore, output_dir: str, cfg: VideoDepthConfig, attrs: dict[str, Any]
+) -> dict[str, Any]:
     """Stream the video through the model into a fresh store and the per-frame Annolid outputs."""
     logger = get_run_logger()
     loaded = get_video_depth_model(cfg)
     is_metric = bool(loaded.model.metric)
     n, (h, w) = len(job.indices), job.size
-    store.reset({**attrs, "model": loaded.info, "versions": package_versions(), "video": {k: v for k, v in asdict(job).items() if k != "indices"},
-                 "is_metric": int(is_metric), "depth_kind": "metric_depth" if is_metric else "relative_disparity",
-                 "conventions": {"depth": DEPTH_KINDS[is_metric], "frame": "original video frame index",
-                                 "timestamp": "seconds from the start of the video"},
-                 "worker": {"host": socket.gethostname(), "pid": os.getpid()}, "started_at": time.time()})
+    store.reset(
+        {
+            **attrs,
+            "model": loaded.info,
+            "versions": package_versions(),
+            "video": {k: v for k, v in asdict(job).items() if k != "indices"},
+            "is_metric": int(is_metric),
+            "depth_kind": "metric_depth" if is_metric else "relative_disparity",
+            "conventions": {
+                "depth": DEPTH_KINDS[is_metric],
+                "frame": "original video frame index",
+                "timestamp": "seconds from the start of the video",
+            },
+            "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+            "started_at": time.time(),
+        }
+    )
     depth_array = store.create_array("depth", (n, h, w), np.float32, ["frame", "y", "x"])
     clock = {"decode": 0.0, "write": 0.0}
     pending: deque[tuple[int, float, np.ndarray]] = deque()  # frames the model has taken but not answered yet
@@ -136,12 +174,21 @@ def estimate(job: VideoJob, store: SceneStore, output_dir: str, cfg: VideoDepthC
     started = time.perf_counter()
     target = ExportTarget(output_dir, dict(cfg.storage.options))
     with loaded.lock, StreamingOutputs(target, job.name, output_options(cfg), is_metric) as outputs:
-        for k, depth in enumerate(tqdm(_depth_stream(loaded.model, frames(), cfg, loaded.info["device"]), total=n,
-                                       desc=f"depth {job.name}", unit="frame", disable=None)):
+        for k, depth in enumerate(
+            tqdm(
+                _depth_stream(loaded.model, frames(), cfg, loaded.info["device"]),
+                total=n,
+                desc=f"depth {job.name}",
+                unit="frame",
+                disable=None,
+            )
+        ):
             frame_index, timestamps[k], rgb = pending.popleft()
             if depth.shape != (h, w) or frame_index != job.indices[k]:
-                raise RuntimeError(f"model returned {depth.shape} for frame {frame_index}; expected {(h, w)} for "
-                                   f"frame {job.indices[k]}")
+                raise RuntimeError(
+                    f"model returned {depth.shape} for frame {frame_index}; expected {(h, w)} for "
+                    f"frame {job.indices[k]}"
+                )
             tick = time.perf_counter()
             depth_array[k] = depth
             outputs.add(frame_index, rgb, depth)
@@ -157,22 +204,42 @@ def estimate(job: VideoJob, store: SceneStore, output_dir: str, cfg: VideoDepthC
     store.record_stage("decode", clock["decode"])
     store.record_stage("inference", model_seconds, frames_per_second=n / max(total, 1e-9))
     store.record_stage("write", clock["write"])
-    logger.info("depth %s: %d frames in %.2fs (%.1f frames/s): decode %.2fs, model %.2fs, write %.2fs", job.name, n,
-                total, n / max(total, 1e-9), clock["decode"], model_seconds, clock["write"])
+    logger.info(
+        "depth %s: %d frames in %.2fs (%.1f frames/s): decode %.2fs, model %.2fs, write %.2fs",
+        job.name,
+        n,
+        total,
+        n / max(total, 1e-9),
+        clock["decode"],
+        model_seconds,
+        clock["write"],
+    )
     return {"outputs": outputs.written(), "depth_range": (lo, hi)}
 
 
-@task(name="video-export", task_run_name="export-{kind}", cache_policy=NO_CACHE, retries=1,
-      retry_condition_fn=retry_unless_user_error)
-def export_second_pass(kind: str, store: SceneStore, output_dir: str, job: VideoJob, cfg: VideoDepthConfig,
-                       depth_range: tuple[float, float]) -> dict[str, list[str]]:
+@task(
+    name="video-export",
+    task_run_name="export-{kind}",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_condition_fn=retry_unless_user_error,
+)
+def export_second_pass(
+    kind: str,
+    store: SceneStore,
+    output_dir: str,
+    job: VideoJob,
+    cfg: VideoDepthConfig,
+    depth_range: tuple[float, float],
+) -> dict[str, list[str]]:
     """Write one output that needs the video's global depth range, reading depth back one frame at a time."""
     started = time.perf_counter()
     target = ExportTarget(output_dir, dict(cfg.storage.options))
     stem, depths, (lo, hi) = PurePosixPath(job.name).stem, store.iter_array("depth"), depth_range
     if kind == "save_depth_video":
-        written = {"depth_visualization": write_depth_video(target, stem, depths, lo, hi, job.output_fps,
-                                                            cfg.grayscale)}
+        written = {
+            "depth_visualization": write_depth_video(target, stem, depths, lo, hi, job.output_fps, cfg.grayscale)
+        }
     elif kind == "save_depth_frames":
         written = {"depth_frames": write_depth_frames(target, depths, lo, hi, cfg.grayscale)}
     else:

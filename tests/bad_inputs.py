@@ -60,8 +60,9 @@ def png_bomb(folder: Path) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0)
-    (views / "frame_0001.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
-                                     + chunk(b"IEND", b""))
+    (views / "frame_0001.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
     return views
 
 
@@ -95,8 +96,9 @@ def audio_only_video(folder: Path) -> Path:
         t = np.arange(44100) / 44100
         samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
         for start in range(0, samples.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 1024]), format="fltp",
-                                               layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[:, start : start + 1024]), format="fltp", layout="mono"
+            )
             frame.rate = 44100
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -132,6 +134,7 @@ def _damaged_model_file(name: str, garbage: bool) -> Callable[[Path], Path]:
         else:
             _cut(target, 0.5)
         return root
+
     return build
 
 

@@ -20,9 +20,13 @@ os.environ.pop("PREFECT_API_URL", None)
 import pytest
 
 from da3core.synthetic import (
-    SyntheticCapture, make_capture, make_sequence, write_colmap, write_image_folder, write_video,
+    SyntheticCapture,
+    make_capture,
+    make_sequence,
+    write_colmap,
+    write_image_folder,
+    write_video,
 )
-
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

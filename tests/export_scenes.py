@@ -12,8 +12,12 @@ from da3core.synthetic import SyntheticCapture, make_capture
 
 def world_points(capture: SyntheticCapture) -> np.ndarray:
     """(N, H, W, 3) float64 exact world point of every pixel (OpenCV, integer pixel centres)."""
-    return np.stack([depth_to_world_points(capture.depth[i].astype(np.float64), capture.intrinsics[i],
-                                           capture.extrinsics[i]) for i in range(len(capture))])
+    return np.stack(
+        [
+            depth_to_world_points(capture.depth[i].astype(np.float64), capture.intrinsics[i], capture.extrinsics[i])
+            for i in range(len(capture))
+        ]
+    )
 
 
 def pixel_gaussians(capture: SyntheticCapture, opacity: float = 0.95, size_px: float = 0.6) -> Gaussians:
@@ -25,15 +29,23 @@ def pixel_gaussians(capture: SyntheticCapture, opacity: float = 0.95, size_px: f
     harmonics = np.zeros((n * h * w, 3, 9), np.float32)
     harmonics[:, :, 0] = (capture.images.reshape(-1, 3) / 255.0 - 0.5) / SH_C0
     return Gaussians(
-        means=means.astype(np.float32), scales=np.maximum(scale, 1e-4).astype(np.float32),
-        rotations=np.tile(np.array([1, 0, 0, 0], np.float32), (n * h * w, 1)), harmonics=harmonics,
+        means=means.astype(np.float32),
+        scales=np.maximum(scale, 1e-4).astype(np.float32),
+        rotations=np.tile(np.array([1, 0, 0, 0], np.float32), (n * h * w, 1)),
+        harmonics=harmonics,
         opacities=np.full(n * h * w, opacity, np.float32),
     )
 
 
 def synthetic_prediction(
-    n_views: int = 4, width: int = 70, height: int = 56, seed: int = 0, conf: bool = True, gaussians: bool = False,
-    features: bool = False, arc_deg: float = 90.0,
+    n_views: int = 4,
+    width: int = 70,
+    height: int = 56,
+    seed: int = 0,
+    conf: bool = True,
+    gaussians: bool = False,
+    features: bool = False,
+    arc_deg: float = 90.0,
 ) -> tuple[Prediction, SyntheticCapture]:
     """A Prediction whose depth, cameras and images are the capture's exact ground truth.
 
@@ -58,5 +70,6 @@ def synthetic_prediction(
         small = capture.images[:, ::7, ::7].astype(np.float32) / 255.0
         mixing = rng.normal(size=(3, 24)).astype(np.float32)
         prediction.aux["feat_layer_3"] = small @ mixing + 0.01 * rng.normal(size=small.shape[:3] + (24,)).astype(
-            np.float32)
+            np.float32
+        )
     return prediction, capture

@@ -24,8 +24,9 @@ def kill_group(pid: int) -> None:
 
 def kill_when(cmd: list[str], done: Callable[[], Any], timeout: float = 300) -> None:
     """Run ``cmd`` in its own session and SIGKILL its whole group once ``done()`` holds (or it ends, or time is up)."""
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + timeout
     while not done() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

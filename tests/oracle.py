@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from paths import REPO_ROOT
+
 SCRIPTS = Path(__file__).resolve().parent / "oracle_scripts"
 
 
@@ -39,7 +39,9 @@ def require_oracle() -> Path:
     pytest.skip(message)
 
 
-def run_oracle(script: str, inputs: dict[str, np.ndarray] | None = None, timeout: float = 900, **args: Any) -> dict[str, np.ndarray]:
+def run_oracle(
+    script: str, inputs: dict[str, np.ndarray] | None = None, timeout: float = 900, **args: Any
+) -> dict[str, np.ndarray]:
     """Run ``tests/oracle_scripts/<script>`` in the oracle venv and return the arrays it saved."""
     python = require_oracle()
     with tempfile.TemporaryDirectory(prefix="da3-oracle-") as tmp:
@@ -53,7 +55,11 @@ def run_oracle(script: str, inputs: dict[str, np.ndarray] | None = None, timeout
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, HF_HUB_OFFLINE="1")
         proc = subprocess.run(
             [str(python), str(SCRIPTS / script), str(tmp / "in.npz"), str(tmp / "args.json"), str(tmp / "out.npz")],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=tmp,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"oracle script {script} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -13,8 +13,11 @@ import pytest
 
 def file_tree(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` and its sha256 (what "intact" compares)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 class Terminal:

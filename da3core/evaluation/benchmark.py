@@ -57,11 +57,23 @@ def sample_frames(scene: BenchScene, max_frames: int) -> BenchScene:
     random.Random(UPSTREAM_SAMPLE_SEED).shuffle(indices)  # the same sequence as random.seed(42); random.shuffle
     keep = sorted(indices[:max_frames])
     n = len(scene)
-    aux = {key: ([value[i] for i in keep] if isinstance(value, list) and len(value) == n
-                 else value[keep] if isinstance(value, np.ndarray) and len(value) == n else value)
-           for key, value in scene.aux.items()}
-    return replace(scene, image_files=[scene.image_files[i] for i in keep], intrinsics=scene.intrinsics[keep],
-                   extrinsics=scene.extrinsics[keep], aux=aux)
+    aux = {
+        key: (
+            [value[i] for i in keep]
+            if isinstance(value, list) and len(value) == n
+            else value[keep]
+            if isinstance(value, np.ndarray) and len(value) == n
+            else value
+        )
+        for key, value in scene.aux.items()
+    }
+    return replace(
+        scene,
+        image_files=[scene.image_files[i] for i in keep],
+        intrinsics=scene.intrinsics[keep],
+        extrinsics=scene.extrinsics[keep],
+        aux=aux,
+    )
 
 
 def ground_truth_depth(scene: BenchScene) -> np.ndarray:
@@ -84,8 +96,11 @@ def _depth_metrics(scene: BenchScene, depth: np.ndarray, relative: bool) -> dict
         pred = cv2.resize(np.asarray(depth[i], np.float32), gt.shape[::-1], interpolation=cv2.INTER_NEAREST)
         mask = scene.valid_mask(i)
         try:
-            per_frame.append((relative_depth_metrics if relative else metric_depth_metrics)(
-                pred, gt, mask if mask is not None and mask.shape == gt.shape else None))
+            per_frame.append(
+                (relative_depth_metrics if relative else metric_depth_metrics)(
+                    pred, gt, mask if mask is not None and mask.shape == gt.shape else None
+                )
+            )
         except ValueError:  # no pixel with GT and prediction in this frame
             continue
     if not per_frame:
@@ -95,8 +110,9 @@ def _depth_metrics(scene: BenchScene, depth: np.ndarray, relative: bool) -> dict
     return metrics
 
 
-def score_scene(scene: BenchScene, mode: str, depth: np.ndarray | None, intrinsics: np.ndarray,
-                extrinsics: np.ndarray) -> dict[str, float]:
+def score_scene(
+    scene: BenchScene, mode: str, depth: np.ndarray | None, intrinsics: np.ndarray, extrinsics: np.ndarray
+) -> dict[str, float]:
     """The metrics of ``mode`` for a prediction of ``scene`` ((N, H, W) depth, None for pose; N×3×3 intrinsics,
     N×3×4 w2c)."""
     from da3core.evaluation.pose import pose_auc

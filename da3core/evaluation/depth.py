@@ -40,7 +40,7 @@ def metric_depth_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | No
 
 
 def relative_depth_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> dict[str, float]:
-    """The metrics of :func:`metric_depth_metrics` after one least-squares scale fits ``pred`` to ``gt``; adds ``scale``."""
+    """:func:`metric_depth_metrics` after one least-squares scale fits ``pred`` to ``gt``; adds ``scale``."""
     pred_valid, gt_valid = _checked(pred, gt, mask)
     scale = least_squares_scale(pred_valid, gt_valid)
     out = metric_depth_metrics(pred_valid * scale, gt_valid)

@@ -43,8 +43,9 @@ def _dtu_mask(scene: BenchScene, index: int) -> np.ndarray:
     return mask
 
 
-def dtu_fusion_inputs(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np.ndarray,
-                      pred_extrinsics: np.ndarray, posed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def dtu_fusion_inputs(
+    scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np.ndarray, pred_extrinsics: np.ndarray, posed: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(depths (N, 1, H, W), projections (N, 4, 4)) at the mask resolution, scaled to the GT by a RANSAC Sim(3)."""
     scale, rot, trans = align_poses_umeyama(scene.extrinsics, pred_extrinsics, ransac=True, random_state=SEED)
     masks = np.stack([_dtu_mask(scene, i) for i in range(len(scene))])
@@ -65,12 +66,15 @@ def dtu_fusion_inputs(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics
         depths[~masks] = 0.0
     if posed:
         depths = depths * np.float32(scale)
-    return torch.from_numpy(np.ascontiguousarray(depths, dtype=np.float32))[:, None], _projections(intrinsics, extrinsics)
+    return torch.from_numpy(np.ascontiguousarray(depths, dtype=np.float32))[:, None], _projections(
+        intrinsics, extrinsics
+    )
 
 
 def _pixel_grid(height: int, width: int, batch: int) -> torch.Tensor:
-    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                          indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     x, y = x.reshape(-1), y.reshape(-1)
     return torch.stack((x, y, torch.ones_like(x)))[None].repeat(batch, 1, 1)
 
@@ -79,12 +83,15 @@ def backproject(depth: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
     """World points (B, 3, H, W) of (B, 1, H, W) depths through (B, 4, 4) projections."""
     batch, _, height, width = depth.shape
     inv = torch.inverse(proj)
-    points = inv[:, :3, :3] @ _pixel_grid(height, width, batch) * depth.view(batch, 1, -1) + inv[:, :3, 3:4].view(batch, 3, 1)
+    points = inv[:, :3, :3] @ _pixel_grid(height, width, batch) * depth.view(batch, 1, -1) + inv[:, :3, 3:4].view(
+        batch, 3, 1
+    )
     return points.view(batch, 3, height, width)
 
 
-def _warp_to_reference(src_points: torch.Tensor, src_proj: torch.Tensor, ref_proj: torch.Tensor,
-                       ref_depth: torch.Tensor) -> torch.Tensor:
+def _warp_to_reference(
+    src_points: torch.Tensor, src_proj: torch.Tensor, ref_proj: torch.Tensor, ref_depth: torch.Tensor
+) -> torch.Tensor:
     """Sample each source view's points at the pixels the reference depth projects to (bilinear, zeros outside)."""
     batch, channels, height, width = src_points.shape
     rel = src_proj @ torch.inverse(ref_proj)
@@ -92,8 +99,9 @@ def _warp_to_reference(src_points: torch.Tensor, src_proj: torch.Tensor, ref_pro
     cam = cam + rel[:, :3, 3:4].view(batch, 3, 1, 1)
     xy = cam[:, :2] / cam[:, 2:3]
     grid = torch.stack((xy[:, 0] / ((width - 1) / 2) - 1, xy[:, 1] / ((height - 1) / 2) - 1), dim=3)
-    warped = F.grid_sample(src_points, grid.view(batch, height, width, 2), mode="bilinear", padding_mode="zeros",
-                           align_corners=True)
+    warped = F.grid_sample(
+        src_points, grid.view(batch, height, width, 2), mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     return warped.view(batch, channels, height, width)
 
 
@@ -102,10 +110,10 @@ def consistent_points(depths: torch.Tensor, proj: torch.Tensor, index: int) -> n
     _, _, height, width = depths.shape
     total = torch.zeros((3, height, width))
     count = torch.zeros((1, height, width))
-    ref_depth, ref_proj = depths[index:index + 1], proj[index:index + 1]
+    ref_depth, ref_proj = depths[index : index + 1], proj[index : index + 1]
     ref_points = backproject(ref_depth, ref_proj)
     for start in range(0, len(depths), SOURCE_BATCH):
-        src_depth, src_proj = depths[start:start + SOURCE_BATCH], proj[start:start + SOURCE_BATCH]
+        src_depth, src_proj = depths[start : start + SOURCE_BATCH], proj[start : start + SOURCE_BATCH]
         warped = _warp_to_reference(backproject(src_depth, src_proj), src_proj, ref_proj, ref_depth)
         gap = ref_points - warped
         agree = (torch.sqrt(gap[:, 0] ** 2 + gap[:, 1] ** 2 + gap[:, 2] ** 2).unsqueeze(1) < CONSISTENCY_MM).float()
@@ -115,8 +123,9 @@ def consistent_points(depths: torch.Tensor, proj: torch.Tensor, index: int) -> n
     return torch.div(total, count).permute(1, 2, 0).numpy().reshape(-1, 3)[keep]
 
 
-def dtu_reconstruct(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np.ndarray,
-                    pred_extrinsics: np.ndarray, posed: bool) -> np.ndarray:
+def dtu_reconstruct(
+    scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np.ndarray, pred_extrinsics: np.ndarray, posed: bool
+) -> np.ndarray:
     """DTU's fused point cloud (mm), at most 4M points."""
     depths, proj = dtu_fusion_inputs(scene, pred_depth, pred_intrinsics, pred_extrinsics, posed)
     clouds = []
@@ -124,7 +133,7 @@ def dtu_reconstruct(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: 
         if posed:
             clouds.append(consistent_points(depths, proj, i))
         else:
-            cloud = backproject(depths[i:i + 1], proj[i:i + 1])[:, :, (depths[i:i + 1] > 0.001).squeeze()]
+            cloud = backproject(depths[i : i + 1], proj[i : i + 1])[:, :, (depths[i : i + 1] > 0.001).squeeze()]
             clouds.append(cloud.squeeze(0).permute(1, 0).numpy())
     points = np.concatenate(clouds).astype(np.float64)
     if len(points) > MAX_POINTS:

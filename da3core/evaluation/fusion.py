@@ -32,8 +32,10 @@ def tsdf_fuse(
 
     depths = np.asarray(depths, dtype=np.float32)
     if depths.ndim != 3 or len(intrinsics) != len(depths) or len(extrinsics) != len(depths):
-        raise ValueError(f"tsdf_fuse needs (N, H, W) depths with N intrinsics and extrinsics, got {depths.shape}, "
-                         f"{len(intrinsics)} and {len(extrinsics)}")
+        raise ValueError(
+            f"tsdf_fuse needs (N, H, W) depths with N intrinsics and extrinsics, got {depths.shape}, "
+            f"{len(intrinsics)} and {len(extrinsics)}"
+        )
     if images is None:
         images = np.zeros(depths.shape + (3,), dtype=np.uint8)
     volume = o3d.pipelines.integration.ScalableTSDFVolume(
@@ -42,8 +44,11 @@ def tsdf_fuse(
     for depth, image, K, ext in zip(depths, images, intrinsics, as_homogeneous(np.asarray(extrinsics, np.float64))):
         height, width = depth.shape
         rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-            o3d.geometry.Image(np.ascontiguousarray(image, dtype=np.uint8)), o3d.geometry.Image(np.ascontiguousarray(depth)),
-            depth_scale=1.0, depth_trunc=max_depth, convert_rgb_to_intensity=False,
+            o3d.geometry.Image(np.ascontiguousarray(image, dtype=np.uint8)),
+            o3d.geometry.Image(np.ascontiguousarray(depth)),
+            depth_scale=1.0,
+            depth_trunc=max_depth,
+            convert_rgb_to_intensity=False,
         )
         camera = o3d.camera.PinholeCameraIntrinsic(width, height, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
         volume.integrate(rgbd, camera, ext)
@@ -57,8 +62,10 @@ def sample_surface(mesh: TriangleMesh, n_points: int, seed: int = 0) -> np.ndarr
 
     if len(mesh.triangles) == 0:
         raise ValueError("cannot sample points from a mesh without triangles (did the fusion see any valid depth?)")
-    o3d_mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices),
-                                         o3d.utility.Vector3iVector(np.asarray(mesh.triangles, dtype=np.int32)))
+    o3d_mesh = o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(mesh.vertices),
+        o3d.utility.Vector3iVector(np.asarray(mesh.triangles, dtype=np.int32)),
+    )
     if len(mesh.colors):
         o3d_mesh.vertex_colors = o3d.utility.Vector3dVector(mesh.colors)
     o3d.utility.random.seed(seed)

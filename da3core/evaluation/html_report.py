@@ -39,7 +39,7 @@ def _svg(fig: Any) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside the HTML
+    return text[text.index("<svg") :]  # drop the XML prolog and doctype: the SVG sits inside the HTML
 
 
 def _metric_plot(tables: dict[str, dict[str, dict[str, float]]], mode: str) -> str:
@@ -56,8 +56,9 @@ def _metric_plot(tables: dict[str, dict[str, dict[str, float]]], mode: str) -> s
             if not scenes:
                 continue
             ax.bar(x, table["mean"][key], color="#9ec5e8", width=0.6)
-            ax.scatter(np.full(len(scenes), x) + np.linspace(-0.15, 0.15, len(scenes)), scenes, s=14, color="#1f4e79",
-                       zorder=3)
+            ax.scatter(
+                np.full(len(scenes), x) + np.linspace(-0.15, 0.15, len(scenes)), scenes, s=14, color="#1f4e79", zorder=3
+            )
         ax.set_xticks(range(len(datasets)), [DATASET_DISPLAY.get(d, d) for d in datasets], rotation=30, fontsize=8)
         ax.set_title(f"{label} ({'lower' if key in LOWER_IS_BETTER else 'higher'} is better)", fontsize=10)
         if key not in LOWER_IS_BETTER:  # AUCs, F-scores and δ are fractions: a fixed axis compares runs at a glance
@@ -79,8 +80,13 @@ def _pose_curves(results: BenchmarkResults) -> str:
         color = f"C{i}"
         for row in rows:
             ax.plot(range(len(row)), row, color=color, alpha=0.25, linewidth=0.8)
-        ax.plot(range(len(rows[0])), np.mean(rows, axis=0), color=color, linewidth=2,
-                label=DATASET_DISPLAY.get(dataset, dataset))
+        ax.plot(
+            range(len(rows[0])),
+            np.mean(rows, axis=0),
+            color=color,
+            linewidth=2,
+            label=DATASET_DISPLAY.get(dataset, dataset),
+        )
     ax.set_xlabel("error threshold (degrees, max of rotation and translation direction)")
     ax.set_ylabel("view pairs within")
     ax.set_ylim(0, 1.02)
@@ -127,8 +133,10 @@ def _table_html(key: str, table: dict[str, dict[str, float]]) -> str:
             cells.append(f"<td{cls}>{'' if value is None else f'{value:.4f}'}</td>")
         body.append(f"<tr{' class=mean' if scene == 'mean' else ''}><td>{html.escape(scene)}</td>{''.join(cells)}</tr>")
     dataset, mode = split_key(key)
-    return (f"<h3>{DATASET_DISPLAY.get(dataset, dataset)} · {mode}</h3>"
-            f"<table><tr><th>scene</th>{head}</tr>{''.join(body)}</table>")
+    return (
+        f"<h3>{DATASET_DISPLAY.get(dataset, dataset)} · {mode}</h3>"
+        f"<table><tr><th>scene</th>{head}</tr>{''.join(body)}</table>"
+    )
 
 
 def html_report(results: BenchmarkResults, summary: str) -> str:
@@ -138,21 +146,29 @@ def html_report(results: BenchmarkResults, summary: str) -> str:
     matplotlib.use("Agg")  # no display; the plots are only rendered to SVG
     tables = results.tables()
     info = results.info
-    parts = [f"<h1>DA3 benchmark: {html.escape(str(info.get('label', '')))}</h1>",
-             "<p class=meta>" + " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in info.items()
-                                          if k != "label") + "</p>"]
+    parts = [
+        f"<h1>DA3 benchmark: {html.escape(str(info.get('label', '')))}</h1>",
+        "<p class=meta>"
+        + " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in info.items() if k != "label")
+        + "</p>",
+    ]
     cards = []
     for key, table in tables.items():
         dataset, mode = split_key(key)
         for label, metric in SUMMARY_ROWS[mode]:
             if metric in table["mean"]:
-                cards.append(f"<div class=card>{DATASET_DISPLAY.get(dataset, dataset)} · {mode} · {label}"
-                             f"<b>{table['mean'][metric]:.4f}</b></div>")
+                cards.append(
+                    f"<div class=card>{DATASET_DISPLAY.get(dataset, dataset)} · {mode} · {label}"
+                    f"<b>{table['mean'][metric]:.4f}</b></div>"
+                )
     parts += ["<div class=cards>" + "".join(cards) + "</div>"]
     failures = results.failure_lines()
     if failures:
-        parts += [f"<h2 class=fail>Failures ({len(failures)})</h2><ul>"
-                  + "".join(f"<li class=fail>{html.escape(line)}</li>" for line in failures) + "</ul>"]
+        parts += [
+            f"<h2 class=fail>Failures ({len(failures)})</h2><ul>"
+            + "".join(f"<li class=fail>{html.escape(line)}</li>" for line in failures)
+            + "</ul>"
+        ]
     for mode in results.modes:
         if not any(split_key(k)[1] == mode for k in tables):
             continue
@@ -163,8 +179,13 @@ def html_report(results: BenchmarkResults, summary: str) -> str:
     if results.outcomes:
         parts += ["<h2>Time per scene</h2>", _timing_plot(results)]
     if results.not_applicable:
-        parts += ["<h2>Not scored</h2><ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
-                                                     for k, v in results.not_applicable.items()) + "</ul>"]
+        parts += [
+            "<h2>Not scored</h2><ul>"
+            + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in results.not_applicable.items())
+            + "</ul>"
+        ]
     parts += ["<h2>Summary (as printed)</h2>", f"<pre>{html.escape(summary)}</pre>"]
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>DA3 benchmark</title>"
-            f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>DA3 benchmark</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )

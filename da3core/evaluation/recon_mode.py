@@ -21,7 +21,7 @@ RANSAC_SEED = 42  # upstream fixes the RANSAC's random_state
 
 @dataclass
 class FusionInputs:
-    """What the TSDF integrates: (N, H, W) depths, (N, 3, 3) intrinsics, (N, 4, 4) w2c extrinsics, (N, H, W, 3) images."""
+    """What the TSDF integrates: (N, H, W) depths, (N, 3, 3) intrinsics, (N, 4, 4) w2c, (N, H, W, 3) images."""
 
     depths: np.ndarray
     intrinsics: np.ndarray
@@ -31,19 +31,24 @@ class FusionInputs:
 
 def _fusion_settings(scene: BenchScene):
     if scene.reader.fusion is None:
-        raise ValueError(f"{scene.dataset} has no TSDF reconstruction mode (dtu: use dtu_reconstruct/dtu_evaluate; "
-                         "dtu64 is pose-only)")
+        raise ValueError(
+            f"{scene.dataset} has no TSDF reconstruction mode (dtu: use dtu_reconstruct/dtu_evaluate; "
+            "dtu64 is pose-only)"
+        )
     return scene.reader.fusion
 
 
-def fusion_inputs(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np.ndarray, pred_extrinsics: np.ndarray,
-                  posed: bool) -> FusionInputs:
+def fusion_inputs(
+    scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np.ndarray, pred_extrinsics: np.ndarray, posed: bool
+) -> FusionInputs:
     """The depth maps and cameras the benchmark fuses for ``scene`` from a prediction at the model's resolution."""
     _fusion_settings(scene)
     pred_depth = np.asarray(pred_depth, dtype=np.float32)
     if not len(pred_depth) == len(pred_intrinsics) == len(pred_extrinsics) == len(scene):
-        raise ValueError(f"{scene.dataset}/{scene.name} has {len(scene)} frames but the prediction has "
-                         f"{len(pred_depth)} depths, {len(pred_intrinsics)} intrinsics, {len(pred_extrinsics)} extrinsics")
+        raise ValueError(
+            f"{scene.dataset}/{scene.name} has {len(scene)} frames but the prediction has "
+            f"{len(pred_depth)} depths, {len(pred_intrinsics)} intrinsics, {len(pred_extrinsics)} extrinsics"
+        )
     scale, rot, trans = align_poses_umeyama(scene.extrinsics, pred_extrinsics, ransac=True, random_state=RANSAC_SEED)
     model_h, model_w = pred_depth.shape[1:]
     depths, intrinsics, images = [], [], []
@@ -62,16 +67,31 @@ def fusion_inputs(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np
             intrinsics.append(K)
         images.append(image)
     extrinsics = scene.extrinsics if posed else apply_sim3_to_extrinsics(pred_extrinsics, scale, rot, trans)
-    return FusionInputs(np.stack(depths), np.stack(intrinsics), np.asarray(extrinsics, dtype=np.float64), np.stack(images))
+    return FusionInputs(
+        np.stack(depths), np.stack(intrinsics), np.asarray(extrinsics, dtype=np.float64), np.stack(images)
+    )
 
 
-def reconstruct(scene: BenchScene, pred_depth: np.ndarray, pred_intrinsics: np.ndarray, pred_extrinsics: np.ndarray,
-                posed: bool, seed: int = 0) -> np.ndarray:
+def reconstruct(
+    scene: BenchScene,
+    pred_depth: np.ndarray,
+    pred_intrinsics: np.ndarray,
+    pred_extrinsics: np.ndarray,
+    posed: bool,
+    seed: int = 0,
+) -> np.ndarray:
     """The benchmark's predicted point set for ``scene``: prepared inputs, TSDF fusion, uniform surface sampling."""
     settings = _fusion_settings(scene)
     inputs = fusion_inputs(scene, pred_depth, pred_intrinsics, pred_extrinsics, posed)
-    mesh = tsdf_fuse(inputs.depths, inputs.intrinsics, inputs.extrinsics, settings.voxel_length, settings.sdf_trunc,
-                     settings.max_depth, inputs.images)
+    mesh = tsdf_fuse(
+        inputs.depths,
+        inputs.intrinsics,
+        inputs.extrinsics,
+        settings.voxel_length,
+        settings.sdf_trunc,
+        settings.max_depth,
+        inputs.images,
+    )
     return sample_surface(mesh, settings.n_points, seed)
 
 

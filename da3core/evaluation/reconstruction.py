@@ -45,14 +45,26 @@ def reconstruction_metrics(
     if voxel_size is not None and voxel_size > 0:
         pred, gt = voxel_downsample(pred, voxel_size), voxel_downsample(gt, voxel_size)
     if len(pred) == 0 or len(gt) == 0:
-        return {"acc": float("inf"), "comp": float("inf"), "overall": float("inf"),
-                "precision": 0.0, "recall": 0.0, "fscore": 0.0}
+        return {
+            "acc": float("inf"),
+            "comp": float("inf"),
+            "overall": float("inf"),
+            "precision": 0.0,
+            "recall": 0.0,
+            "fscore": 0.0,
+        }
     to_gt, to_pred = nearest_distances(gt, pred), nearest_distances(pred, gt)
     acc, comp = float(to_gt.mean()), float(to_pred.mean())
     precision, recall = float((to_gt < threshold).mean()), float((to_pred < threshold).mean())
     fscore = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return {"acc": acc, "comp": comp, "overall": (acc + comp) / 2, "precision": precision, "recall": recall,
-            "fscore": fscore}
+    return {
+        "acc": acc,
+        "comp": comp,
+        "overall": (acc + comp) / 2,
+        "precision": precision,
+        "recall": recall,
+        "fscore": fscore,
+    }
 
 
 def crop_to_box(points: np.ndarray, reference: np.ndarray, margin: float) -> np.ndarray:

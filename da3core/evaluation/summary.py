@@ -17,8 +17,14 @@ import numpy as np
 from da3core.choices import EVAL_MODES
 
 DATASET_ORDER = ("hiroom", "eth3d", "dtu", "7scenes", "scannetpp", "dtu64")  # upstream's summary columns
-DATASET_DISPLAY = {"hiroom": "HiRoom", "eth3d": "ETH3D", "dtu": "DTU", "7scenes": "7Scenes", "scannetpp": "ScanNet++",
-                   "dtu64": "DTU-64"}
+DATASET_DISPLAY = {
+    "hiroom": "HiRoom",
+    "eth3d": "ETH3D",
+    "dtu": "DTU",
+    "7scenes": "7Scenes",
+    "scannetpp": "ScanNet++",
+    "dtu64": "DTU-64",
+}
 # The rows of the summary per mode: (label, metric key). Upstream prints Auc3/Auc30 and F-score/Overall.
 SUMMARY_ROWS = {
     "pose": (("Auc3", "auc03"), ("Auc30", "auc30")),
@@ -27,9 +33,13 @@ SUMMARY_ROWS = {
     "rel_depth": (("AbsRel", "abs_rel"), ("δ<1.25", "delta_1_25")),
     "metric_depth": (("AbsRel", "abs_rel"), ("δ<1.25", "delta_1_25")),
 }
-TITLES = {"pose": "POSE ESTIMATION", "recon_unposed": "RECON_UNPOSED (Pred Pose)",
-          "recon_posed": "RECON_POSED (GT Pose)",
-          "rel_depth": "REL_DEPTH (per-frame scale)", "metric_depth": "METRIC_DEPTH"}
+TITLES = {
+    "pose": "POSE ESTIMATION",
+    "recon_unposed": "RECON_UNPOSED (Pred Pose)",
+    "recon_posed": "RECON_POSED (GT Pose)",
+    "rel_depth": "REL_DEPTH (per-frame scale)",
+    "metric_depth": "METRIC_DEPTH",
+}
 LOWER_IS_BETTER = {"acc", "comp", "overall", "abs_rel"}
 
 
@@ -71,15 +81,23 @@ class BenchmarkResults:
         """One line per failed dataset, scene or scene-and-mode."""
         lines = [f"{name}: FAILED: {reason}" for name, reason in self.dataset_failures.items()]
         for o in self.outcomes:
-            lines += [f"{o.dataset}/{o.scene}" + ("" if what == "scene" else f" [{what}]") + f": FAILED: {reason}"
-                      for what, reason in o.failures.items()]
+            lines += [
+                f"{o.dataset}/{o.scene}" + ("" if what == "scene" else f" [{what}]") + f": FAILED: {reason}"
+                for what, reason in o.failures.items()
+            ]
         return lines
 
     def to_json(self) -> dict[str, Any]:
         """The whole run as JSON-ready data (tables, scenes, failures)."""
-        return {"info": self.info, "modes": self.modes, "results": self.tables(),
-                "scenes": [asdict(o) for o in self.outcomes], "dataset_failures": self.dataset_failures,
-                "not_applicable": self.not_applicable, "failures": self.failure_lines()}
+        return {
+            "info": self.info,
+            "modes": self.modes,
+            "results": self.tables(),
+            "scenes": [asdict(o) for o in self.outcomes],
+            "dataset_failures": self.dataset_failures,
+            "not_applicable": self.not_applicable,
+            "failures": self.failure_lines(),
+        }
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -89,8 +107,10 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 def _order(dataset: str, mode: str) -> tuple[int, int]:
-    return (EVAL_MODES.index(mode) if mode in EVAL_MODES else len(EVAL_MODES),
-            DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER))
+    return (
+        EVAL_MODES.index(mode) if mode in EVAL_MODES else len(EVAL_MODES),
+        DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER),
+    )
 
 
 def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -133,7 +153,8 @@ def summary_text(results: BenchmarkResults) -> str:
             continue
         averaged = [d for d in datasets if not (mode.startswith("recon") and d == "dtu")]
         header = f"{'Metric':<15}{'Avg' + ('*' if averaged != datasets else ''):<12}" + "".join(
-            f"{DATASET_DISPLAY.get(d, d):<12}" for d in datasets)
+            f"{DATASET_DISPLAY.get(d, d):<12}" for d in datasets
+        )
         lines += ["", TITLES.get(mode, mode.upper()), "-" * len(header), header, "-" * len(header)]
         for label, key in SUMMARY_ROWS[mode]:
             values = {d: tables[f"{d}_{mode}"]["mean"].get(key) for d in datasets}

@@ -47,9 +47,11 @@ def scaled_intrinsics(prediction: Prediction) -> np.ndarray:
 def check_colmap_options(process_res_method: str = "upper_bound_resize", **_: object) -> None:
     """Refuse preprocessing whose pixels cannot be mapped back to the source images (crops)."""
     if not process_res_method.endswith("resize"):
-        raise ValueError(f"colmap export maps pixels back to the source images only for resize preprocessing; "
-                         f"got process_res_method={process_res_method!r} "
-                         "(use upper_bound_resize or lower_bound_resize)")
+        raise ValueError(
+            f"colmap export maps pixels back to the source images only for resize preprocessing; "
+            f"got process_res_method={process_res_method!r} "
+            "(use upper_bound_resize or lower_bound_resize)"
+        )
 
 
 def write_colmap(
@@ -79,11 +81,12 @@ def write_colmap_model(prediction: Prediction, cloud: PointSet, target: ExportTa
     by_view = np.argsort(cloud.view, kind="stable")  # one sort, not a scan of every point per view
     bounds = np.searchsorted(cloud.view[by_view], np.arange(len(prediction) + 1))
     for i in range(len(prediction)):
-        camera = pycolmap.Camera.create_from_model_name(i + 1, "PINHOLE", float(K[i, 0, 0]),
-                                                        int(sizes[i, 1]), int(sizes[i, 0]))
+        camera = pycolmap.Camera.create_from_model_name(
+            i + 1, "PINHOLE", float(K[i, 0, 0]), int(sizes[i, 1]), int(sizes[i, 0])
+        )
         camera.params = [K[i, 0, 0], K[i, 1, 1], K[i, 0, 2], K[i, 1, 2]]
         rec.add_camera_with_trivial_rig(camera)
-        in_view = by_view[bounds[i]:bounds[i + 1]]
+        in_view = by_view[bounds[i] : bounds[i + 1]]
         slot[in_view] = np.arange(len(in_view))
         keypoints = cloud.pixel[in_view] * np.array([sizes[i, 1] / w, sizes[i, 0] / h]) + COLMAP_PIXEL_OFFSET
         image = pycolmap.Image(name=names[i], keypoints=keypoints.astype(np.float64), camera_id=i + 1, image_id=i + 1)

@@ -44,19 +44,26 @@ def pca_colors(features: np.ndarray, clip_percent: float = 10.0) -> np.ndarray:
 def feature_layers(prediction: Prediction) -> list[str]:
     """The ``feat_layer_L`` keys of ``prediction.aux`` in layer order."""
     keys = [k for k in prediction.aux if k.startswith(FEATURE_PREFIX)]
-    return sorted(keys, key=lambda k: int(k[len(FEATURE_PREFIX):]) if k[len(FEATURE_PREFIX):].isdigit() else k)
+    return sorted(keys, key=lambda k: int(k[len(FEATURE_PREFIX) :]) if k[len(FEATURE_PREFIX) :].isdigit() else k)
 
 
-def write_feat_vis(prediction: Prediction, target: ExportTarget, fps: float = 15, clip_percent: float = 10.0,
-                   video_quality: str = "medium") -> list[str]:
+def write_feat_vis(
+    prediction: Prediction,
+    target: ExportTarget,
+    fps: float = 15,
+    clip_percent: float = 10.0,
+    video_quality: str = "medium",
+) -> list[str]:
     """Write the per-frame JPEGs and the mp4 of every exported feature layer."""
     images = present(prediction.processed_images, "processed images")
     h, w = images.shape[1:3]
     paths = []
     for key in feature_layers(prediction):
         colors = (pca_colors(np.asarray(prediction.aux[key]), clip_percent) * 255).astype(np.uint8)
-        frames = [np.concatenate([images[i], cv2.resize(colors[i], (w, h), interpolation=cv2.INTER_NEAREST)], 1)
-                  for i in range(len(colors))]
+        frames = [
+            np.concatenate([images[i], cv2.resize(colors[i], (w, h), interpolation=cv2.INTER_NEAREST)], 1)
+            for i in range(len(colors))
+        ]
         for i, frame in enumerate(frames):
             relpath = f"feat_vis/{key}/{i:06d}.jpg"
             with target.staged(relpath) as local:

@@ -104,9 +104,12 @@ def build_scene(
         for i in range(n):
             verts = frustum_vertices(intrinsics[i], extrinsics[i], height, width, size)
             color = np.append(view_color(i, n), 255)
-            path = trimesh.path.Path3D(entities=[line.copy() for line in lines],
-                                       vertices=trimesh.transform_points(verts, align),
-                                       colors=np.tile(color, (len(lines), 1)), process=False)
+            path = trimesh.path.Path3D(
+                entities=[line.copy() for line in lines],
+                vertices=trimesh.transform_points(verts, align),
+                colors=np.tile(color, (len(lines), 1)),
+                process=False,
+            )
             scene.add_geometry(path, geom_name=f"camera_{i:03d}")
     return scene
 
@@ -120,8 +123,7 @@ def save_glb(scene: trimesh.Scene, path: str | Path) -> None:
     ``buffer_postprocessor`` hook.
     """
     clouds = {name: g for name, g in scene.geometry.items() if isinstance(g, trimesh.PointCloud)}
-    rest = trimesh.Scene(geometry={n: g for n, g in scene.geometry.items() if n not in clouds},
-                         metadata=scene.metadata)
+    rest = trimesh.Scene(geometry={n: g for n, g in scene.geometry.items() if n not in clouds}, metadata=scene.metadata)
 
     def add_clouds(buffers: dict, tree: dict) -> None:
         for name, cloud in clouds.items():
@@ -134,13 +136,25 @@ def save_glb(scene: trimesh.Scene, path: str | Path) -> None:
                 ("COLOR_0", rgb, "VEC3", {}),
             ):
                 buffers[f"da3pipe-{name}-{key}"] = data.tobytes()  # 12 bytes a point each: 4-byte aligned
-                accessor = {"bufferView": len(buffers) - 1, "byteOffset": 0, "count": len(data), "type": kind,
-                            "componentType": GL_FLOAT, **extra}
+                accessor = {
+                    "bufferView": len(buffers) - 1,
+                    "byteOffset": 0,
+                    "count": len(data),
+                    "type": kind,
+                    "componentType": GL_FLOAT,
+                    **extra,
+                }
                 tree["accessors"][f"da3pipe-{name}-{key}"] = accessor
                 attributes[key] = len(tree["accessors"]) - 1
             tree["materials"].append(POINT_MATERIAL)
-            tree["meshes"].append({"name": name, "primitives": [
-                {"attributes": attributes, "mode": GL_POINTS, "material": len(tree["materials"]) - 1}]})
+            tree["meshes"].append(
+                {
+                    "name": name,
+                    "primitives": [
+                        {"attributes": attributes, "mode": GL_POINTS, "material": len(tree["materials"]) - 1}
+                    ],
+                }
+            )
             tree.setdefault("nodes", []).append({"name": name, "mesh": len(tree["meshes"]) - 1})
             tree["scenes"][0].setdefault("nodes", []).append(len(tree["nodes"]) - 1)
 

@@ -27,7 +27,7 @@ def keep_mask(depth: np.ndarray, prune_by_depth_percent: float | None = 0.9, pru
     keep = np.ones(depth.shape, dtype=bool)
     if prune_border:
         bh, bw = int(8 / 256 * h), int(8 / 256 * w)
-        keep[:, :bh], keep[:, h - bh:], keep[:, :, :bw], keep[:, :, w - bw:] = False, False, False, False
+        keep[:, :bh], keep[:, h - bh :], keep[:, :, :bw], keep[:, :, w - bw :] = False, False, False, False
     if prune_by_depth_percent is not None and prune_by_depth_percent < 1:
         limit = np.quantile(depth.reshape(n, -1).astype(np.float32), prune_by_depth_percent, axis=1)
         keep &= depth <= limit[:, None, None]
@@ -36,22 +36,30 @@ def keep_mask(depth: np.ndarray, prune_by_depth_percent: float | None = 0.9, pru
 
 def ply_properties(n_rest: int) -> list[str]:
     """INRIA property names with ``n_rest`` f_rest entries."""
-    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(n_rest)]
-            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    return (
+        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        + [f"f_rest_{i}" for i in range(n_rest)]
+        + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    )
 
 
-def check_gs_ply_options(gs_views_interval: int | None = 1, prune_by_depth_percent: float | None = 0.9,
-                         sh_degree: int = 0, **_: object) -> None:
+def check_gs_ply_options(
+    gs_views_interval: int | None = 1, prune_by_depth_percent: float | None = 0.9, sh_degree: int = 0, **_: object
+) -> None:
     """Reject option values the writer cannot use, before inference."""
     if gs_views_interval is not None and (not isinstance(gs_views_interval, int) or gs_views_interval < 1):
-        raise ValueError(f"gs_views_interval must be a positive integer or None (about 12 views), "
-                         f"got {gs_views_interval!r}")
-    if prune_by_depth_percent is not None and not (isinstance(prune_by_depth_percent, (int, float))
-                                                   and 0 < prune_by_depth_percent <= 1):
+        raise ValueError(
+            f"gs_views_interval must be a positive integer or None (about 12 views), got {gs_views_interval!r}"
+        )
+    if prune_by_depth_percent is not None and not (
+        isinstance(prune_by_depth_percent, (int, float)) and 0 < prune_by_depth_percent <= 1
+    ):
         raise ValueError(f"prune_by_depth_percent must be in (0, 1] or None, got {prune_by_depth_percent!r}")
     if isinstance(sh_degree, bool) or not isinstance(sh_degree, int) or not 0 <= sh_degree <= MAX_SH_DEGREE:
-        raise ValueError(f"sh_degree must be an integer from 0 (DC colour only) to {MAX_SH_DEGREE} "
-                         f"(all the model predicts), got {sh_degree!r}")
+        raise ValueError(
+            f"sh_degree must be an integer from 0 (DC colour only) to {MAX_SH_DEGREE} "
+            f"(all the model predicts), got {sh_degree!r}"
+        )
 
 
 def write_gs_ply(
@@ -81,8 +89,13 @@ def write_gs_ply(
     rest = harmonics[:, :, 1:n_coeffs].reshape(len(idx), -1)  # (G, 3, K-1) flattened: channel-major, as INRIA
     opacity = np.clip(gs.opacities[idx].astype(np.float64), OPACITY_EPS, 1 - OPACITY_EPS)
     columns = [
-        gs.means[idx], np.zeros((len(idx), 3)), harmonics[:, :, 0], rest,
-        np.log(opacity / (1 - opacity))[:, None], np.log(gs.scales[idx]), gs.rotations[idx],
+        gs.means[idx],
+        np.zeros((len(idx), 3)),
+        harmonics[:, :, 0],
+        rest,
+        np.log(opacity / (1 - opacity))[:, None],
+        np.log(gs.scales[idx]),
+        gs.rotations[idx],
     ]
     data = np.concatenate([np.asarray(c, dtype=np.float32) for c in columns], axis=1)
     names = ply_properties(rest.shape[1])

@@ -69,17 +69,28 @@ def _camera_array(value: Any, name: str) -> np.ndarray:
         arr = arr[0]
     if name == "intrinsics" and arr.ndim == 2:
         arr = arr[None]
-    accepted, wanted = ({(3, 4), (4, 4)}, "(M, 3|4, 4) world-to-camera") if name == "extrinsics" else (
-        {(3, 3)}, "(M, 3, 3) or (3, 3)")
+    accepted, wanted = (
+        ({(3, 4), (4, 4)}, "(M, 3|4, 4) world-to-camera") if name == "extrinsics" else ({(3, 3)}, "(M, 3, 3) or (3, 3)")
+    )
     if arr.ndim != 3 or arr.shape[1:] not in accepted or not len(arr) or not np.isfinite(arr).all():
         raise ValueError(f"gs_video {name} must be finite {wanted} matrices, got shape {found}")
     return as_homogeneous(arr) if name == "extrinsics" else arr
 
 
-def check_gs_video_options(trj_mode: str = "extend", video_quality: str = "high", vis_depth: str | None = "hcat",
-                           color_mode: str = "RGB+ED", extrinsics: Any = None, intrinsics: Any = None,
-                           out_image_hw: Any = None, chunk_size: int | None = 4, output_name: str | None = None,
-                           enable_tqdm: bool = True, fps: float = 24, **_: object) -> None:
+def check_gs_video_options(
+    trj_mode: str = "extend",
+    video_quality: str = "high",
+    vis_depth: str | None = "hcat",
+    color_mode: str = "RGB+ED",
+    extrinsics: Any = None,
+    intrinsics: Any = None,
+    out_image_hw: Any = None,
+    chunk_size: int | None = 4,
+    output_name: str | None = None,
+    enable_tqdm: bool = True,
+    fps: float = 24,
+    **_: object,
+) -> None:
     """Reject every option value the writer would fail on, before anything is computed or rendered."""
     if trj_mode not in TRAJECTORY_MODES:
         raise ValueError(f"unknown trj_mode {trj_mode!r}; choose one of {', '.join(TRAJECTORY_MODES)}")
@@ -92,25 +103,32 @@ def check_gs_video_options(trj_mode: str = "extend", video_quality: str = "high"
     ext = None if extrinsics is None else _camera_array(extrinsics, "extrinsics")
     ixt = None if intrinsics is None else _camera_array(intrinsics, "intrinsics")
     if ext is not None and ixt is not None and len(ixt) not in (1, len(ext)):
-        raise ValueError(f"gs_video has {len(ext)} extrinsics but {len(ixt)} intrinsics; "
-                         "pass one per camera or one for all")
-    if out_image_hw is not None and (np.shape(out_image_hw) != (2,) or not all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in out_image_hw)):
+        raise ValueError(
+            f"gs_video has {len(ext)} extrinsics but {len(ixt)} intrinsics; pass one per camera or one for all"
+        )
+    if out_image_hw is not None and (
+        np.shape(out_image_hw) != (2,)
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in out_image_hw)
+    ):
         raise ValueError(f"out_image_hw must be two positive integers (height, width), got {out_image_hw!r}")
     if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None (all views at once), got {chunk_size!r}")
-    if output_name is not None and (not isinstance(output_name, str) or not output_name.strip(".")
-                                    or any(c in output_name for c in '/\\\0')):
-        raise ValueError(f"output_name must be a plain file name without folders (the video is "
-                         f"gs_video/<output_name>.mp4), got {output_name!r}")
+    if output_name is not None and (
+        not isinstance(output_name, str) or not output_name.strip(".") or any(c in output_name for c in "/\\\0")
+    ):
+        raise ValueError(
+            f"output_name must be a plain file name without folders (the video is "
+            f"gs_video/<output_name>.mp4), got {output_name!r}"
+        )
     if not isinstance(enable_tqdm, bool):
         raise ValueError(f"enable_tqdm must be true or false, got {enable_tqdm!r}")
     if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not fps > 0:
         raise ValueError(f"fps must be a positive number, got {fps!r}")
 
 
-def render_cameras(prediction: Prediction, extrinsics: Any = None, intrinsics: Any = None,
-                   out_image_hw: Any = None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def render_cameras(
+    prediction: Prediction, extrinsics: Any = None, intrinsics: Any = None, out_image_hw: Any = None
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """(w2c (M, 4, 4), intrinsics normalised by the render size (M, 3, 3), (H, W)) to build the path from."""
     h, w = prediction.depth.shape[1:]
     out_h, out_w = (int(v) for v in out_image_hw) if out_image_hw is not None else (h, w)
@@ -125,8 +143,10 @@ def render_cameras(prediction: Prediction, extrinsics: Any = None, intrinsics: A
     else:
         intr, size = present(prediction.intrinsics, "intrinsics").astype(np.float64), (w, h)
     if len(intr) not in (1, len(w2c)):
-        raise ValueError(f"gs_video renders {len(w2c)} cameras but has {len(intr)} intrinsics; "
-                         "pass intrinsics for the given extrinsics")
+        raise ValueError(
+            f"gs_video renders {len(w2c)} cameras but has {len(intr)} intrinsics; "
+            "pass intrinsics for the given extrinsics"
+        )
     intr = np.broadcast_to(intr, (len(w2c), 3, 3)).copy()
     intr[:, 0] /= size[0]
     intr[:, 1] /= size[1]
@@ -150,16 +170,35 @@ def write_gs_video(
     device: str | None = None,
 ) -> list[str]:
     """Render the trajectory and encode it (H.264 through PyAV); returns the mp4's location."""
-    check_gs_video_options(trj_mode, video_quality, vis_depth, color_mode, extrinsics, intrinsics, out_image_hw,
-                           chunk_size, output_name, enable_tqdm, fps)
+    check_gs_video_options(
+        trj_mode,
+        video_quality,
+        vis_depth,
+        color_mode,
+        extrinsics,
+        intrinsics,
+        out_image_hw,
+        chunk_size,
+        output_name,
+        enable_tqdm,
+        fps,
+    )
     w2c, intr, (h, w) = render_cameras(prediction, extrinsics, intrinsics, out_image_hw)
     if len(w2c) <= 1:
         trj_mode = "wander"
     c2w_path, intr_path = make_trajectory(trj_mode, affine_inverse(w2c), intr, w)
     intr_path = intr_path * np.array([w, h, 1.0])[:, None]
-    color, depth = render_gaussians(present(prediction.gaussians, "Gaussians (infer_gs=true)"), affine_inverse(c2w_path), intr_path, h, w,
-                                    chunk_size=chunk_size or len(c2w_path), render_mode=color_mode, device=device,
-                                    progress=enable_tqdm)
+    color, depth = render_gaussians(
+        present(prediction.gaussians, "Gaussians (infer_gs=true)"),
+        affine_inverse(c2w_path),
+        intr_path,
+        h,
+        w,
+        chunk_size=chunk_size or len(c2w_path),
+        render_mode=color_mode,
+        device=device,
+        progress=enable_tqdm,
+    )
     depth_rgb = depth_colors(depth) if vis_depth else [None] * len(color)
     relpath = f"gs_video/{output_name or f'0000_{trj_mode}'}.mp4"
     with target.staged(relpath) as local:

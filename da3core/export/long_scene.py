@@ -43,9 +43,15 @@ def frame_view(prediction: Prediction, index: int) -> Prediction:
     """View ``index`` of a (lazily read) prediction as a one-view prediction in memory."""
     one = slice(index, index + 1)
     pick = lambda values: None if values is None else np.asarray(values[one])  # noqa: E731
-    return Prediction(depth=np.asarray(prediction.depth[one]), conf=pick(prediction.conf), sky=pick(prediction.sky),
-                      extrinsics=pick(prediction.extrinsics), intrinsics=pick(prediction.intrinsics),
-                      processed_images=pick(prediction.processed_images), is_metric=prediction.is_metric)
+    return Prediction(
+        depth=np.asarray(prediction.depth[one]),
+        conf=pick(prediction.conf),
+        sky=pick(prediction.sky),
+        extrinsics=pick(prediction.extrinsics),
+        intrinsics=pick(prediction.intrinsics),
+        processed_images=pick(prediction.processed_images),
+        is_metric=prediction.is_metric,
+    )
 
 
 class VoxelSampler:
@@ -98,15 +104,25 @@ class VoxelSampler:
     def points(self) -> PointSet:
         """The kept points in view-major, row-major pixel order (as the in-memory selection orders them)."""
         if not self.kept:
-            return PointSet(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.int32),
-                            np.zeros((0, 2), np.int32))
+            return PointSet(
+                np.zeros((0, 3), np.float32),
+                np.zeros((0, 3), np.uint8),
+                np.zeros(0, np.int32),
+                np.zeros((0, 2), np.int32),
+            )
         self._merge()
         cloud = self.kept[0][0]
         return cloud.take(np.lexsort((cloud.pixel[:, 0], cloud.pixel[:, 1], cloud.view)))
 
 
-def sampled_threshold(prediction: Prediction, percentile: float, floor: float | None, ensure: float | None,
-                      filter_black_bg: bool = False, filter_white_bg: bool = False) -> float | None:
+def sampled_threshold(
+    prediction: Prediction,
+    percentile: float,
+    floor: float | None,
+    ensure: float | None,
+    filter_black_bg: bool = False,
+    filter_white_bg: bool = False,
+) -> float | None:
     """The point rule's confidence threshold from ``CONF_SAMPLES`` confidences spread evenly over all frames."""
     if prediction.conf is None:
         return None
@@ -119,9 +135,16 @@ def sampled_threshold(prediction: Prediction, percentile: float, floor: float | 
     return conf_threshold(np.concatenate(samples), percentile, floor, ensure)
 
 
-def voxel_points(prediction: Prediction, num_max_points: int | None = 1_000_000, conf_thresh: float | None = 1.05,
-                 conf_thresh_percentile: float = 40.0, ensure_thresh_percentile: float | None = 90.0,
-                 filter_black_bg: bool = False, filter_white_bg: bool = False, seed: int = 0) -> PointSet:
+def voxel_points(
+    prediction: Prediction,
+    num_max_points: int | None = 1_000_000,
+    conf_thresh: float | None = 1.05,
+    conf_thresh_percentile: float = 40.0,
+    ensure_thresh_percentile: float | None = 90.0,
+    filter_black_bg: bool = False,
+    filter_white_bg: bool = False,
+    seed: int = 0,
+) -> PointSet:
     """The points of :func:`~da3core.export.points.confident_points`, read a frame at a time and voxel-downsampled."""
     filters = {"filter_black_bg": filter_black_bg, "filter_white_bg": filter_white_bg}
     threshold = sampled_threshold(prediction, conf_thresh_percentile, conf_thresh, ensure_thresh_percentile, **filters)
@@ -142,28 +165,42 @@ def write_ply_frames(prediction: Prediction, target: ExportTarget, **options: An
     return [target.url("points.ply")]
 
 
-def write_colmap_frames(prediction: Prediction, target: ExportTarget, conf_thresh_percentile: float = 40.0,
-                        num_max_points: int | None = 1_000_000, process_res_method: str = "upper_bound_resize",
-                        seed: int = 0) -> list[str]:
+def write_colmap_frames(
+    prediction: Prediction,
+    target: ExportTarget,
+    conf_thresh_percentile: float = 40.0,
+    num_max_points: int | None = 1_000_000,
+    process_res_method: str = "upper_bound_resize",
+    seed: int = 0,
+) -> list[str]:
     """``sparse/0`` of a long scene: every view, and voxel-downsampled points under colmap's rule (no floor or cap)."""
     check_colmap_options(process_res_method)
     cloud = voxel_points(prediction, num_max_points, None, conf_thresh_percentile, None, seed=seed)
     return write_colmap_model(prediction, cloud, target)
 
 
-def write_nerfstudio_frames(prediction: Prediction, target: ExportTarget, num_points: int = 200_000, seed: int = 0,
-                            **point_options: Any) -> list[str]:
+def write_nerfstudio_frames(
+    prediction: Prediction, target: ExportTarget, num_points: int = 200_000, seed: int = 0, **point_options: Any
+) -> list[str]:
     """The nerfstudio dataset of a long scene: every view, voxel-downsampled seed points."""
     return write_dataset(prediction, voxel_points(prediction, num_points, seed=seed, **point_options), target)
 
 
-def write_glb_frames(prediction: Prediction, target: ExportTarget, export_depth_vis: bool = True,
-                     num_max_points: int = 1_000_000, show_cameras: bool = True, camera_size: float = 0.03,
-                     seed: int = 0, **point_rule: Any) -> list[str]:
+def write_glb_frames(
+    prediction: Prediction,
+    target: ExportTarget,
+    export_depth_vis: bool = True,
+    num_max_points: int = 1_000_000,
+    show_cameras: bool = True,
+    camera_size: float = 0.03,
+    seed: int = 0,
+    **point_rule: Any,
+) -> list[str]:
     """``scene.glb`` of a long scene (points and frustums as glb.build_scene places them), depth_vis/, scene.jpg."""
     cloud = voxel_points(prediction, num_max_points, seed=seed, **point_rule)
-    to_gltf = OPENCV_TO_GLTF @ as_homogeneous(np.asarray(present(prediction.extrinsics, "extrinsics")[0],
-                                                         dtype=np.float64))
+    to_gltf = OPENCV_TO_GLTF @ as_homogeneous(
+        np.asarray(present(prediction.extrinsics, "extrinsics")[0], dtype=np.float64)
+    )
     xyz = trimesh.transform_points(cloud.xyz, to_gltf)
     align = np.eye(4)
     align[:3, 3] = -(np.median(xyz, axis=0) if len(xyz) else np.zeros(3))
@@ -171,8 +208,9 @@ def write_glb_frames(prediction: Prediction, target: ExportTarget, export_depth_
     scene = trimesh.Scene()
     scene.metadata["hf_alignment"] = align.tolist()
     if len(cloud):
-        scene.add_geometry(trimesh.PointCloud(trimesh.transform_points(cloud.xyz, align), colors=cloud.rgb),
-                           geom_name="points")
+        scene.add_geometry(
+            trimesh.PointCloud(trimesh.transform_points(cloud.xyz, align), colors=cloud.rgb), geom_name="points"
+        )
     if show_cameras:
         scene.add_geometry(_frustums(prediction, scene_scale(cloud.xyz) * camera_size, align), geom_name="cameras")
     with target.staged("scene.glb") as local:
@@ -191,5 +229,6 @@ def _frustums(prediction: Prediction, size: float, align: np.ndarray) -> trimesh
     vertices = np.concatenate([frustum_vertices(intrinsics[i], extrinsics[i], height, width, size) for i in range(n)])
     entities = [Line(points=[5 * i + a, 5 * i + b]) for i in range(n) for a, b in FRUSTUM_SEGMENTS]
     colors = np.repeat([np.append(view_color(i, n), 255) for i in range(n)], len(FRUSTUM_SEGMENTS), axis=0)
-    return trimesh.path.Path3D(entities=entities, vertices=trimesh.transform_points(vertices, align), colors=colors,
-                               process=False)
+    return trimesh.path.Path3D(
+        entities=entities, vertices=trimesh.transform_points(vertices, align), colors=colors, process=False
+    )

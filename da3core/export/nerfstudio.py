@@ -37,15 +37,24 @@ def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) ->
     for i, path in enumerate(image_paths):
         c2w = affine_inverse(as_homogeneous(extrinsics[i].astype(np.float64))) @ OPENCV_TO_OPENGL
         K = intrinsics_to_colmap(intrinsics[i])
-        frames.append({
-            "file_path": path, "fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "w": w, "h": h,
-            "transform_matrix": c2w.tolist(),
-        })
+        frames.append(
+            {
+                "file_path": path,
+                "fl_x": K[0, 0],
+                "fl_y": K[1, 1],
+                "cx": K[0, 2],
+                "cy": K[1, 2],
+                "w": w,
+                "h": h,
+                "transform_matrix": c2w.tolist(),
+            }
+        )
     return {"camera_model": "OPENCV", "ply_file_path": ply_path, "frames": frames}
 
 
-def write_nerfstudio(prediction: Prediction, target: ExportTarget, num_points: int = 200_000, seed: int = 0,
-                     **point_options: Any) -> list[str]:
+def write_nerfstudio(
+    prediction: Prediction, target: ExportTarget, num_points: int = 200_000, seed: int = 0, **point_options: Any
+) -> list[str]:
     """Write the dataset (point options: see :func:`confident_points`); returns the written locations."""
     cloud = confident_points(prediction, num_max_points=num_points, seed=seed, **point_options)
     return write_dataset(prediction, cloud, target)

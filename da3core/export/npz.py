@@ -19,8 +19,14 @@ class _PerFrame:
 
     def write(self, f: Any) -> None:
         first = _round(self.frames[0], self.decimals)
-        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(first.dtype),
-                                                 "fortran_order": False, "shape": (len(self.frames), *first.shape)})
+        np.lib.format.write_array_header_1_0(
+            f,
+            {
+                "descr": np.lib.format.dtype_to_descr(first.dtype),
+                "fortran_order": False,
+                "shape": (len(self.frames), *first.shape),
+            },
+        )
         for i in range(len(self.frames)):  # the bytes np.save writes for the whole array, in C order
             f.write(np.ascontiguousarray(_round(self.frames[i], self.decimals)).tobytes())
 

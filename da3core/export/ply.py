@@ -19,8 +19,9 @@ from da3core.prediction import Prediction
 
 def save_point_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
     """Write (P, 3) points and (P, 3) uint8 colours as a binary PLY."""
-    vertex = np.empty(len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"),
-                                       ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    vertex = np.empty(
+        len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    )
     for j, name in enumerate(("x", "y", "z")):
         vertex[name] = xyz[:, j]
     for j, name in enumerate(("red", "green", "blue")):

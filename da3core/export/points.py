@@ -94,7 +94,9 @@ def valid_mask(
 
 def filtered_conf(prediction: Prediction, filter_black_bg: bool = False, filter_white_bg: bool = False) -> np.ndarray:
     """A copy of the confidence with the background filters applied (near-black / near-white pixels set to 1.0)."""
-    conf = present(prediction.conf, "confidence").copy()  # the background filters must not touch the caller's prediction
+    conf = present(
+        prediction.conf, "confidence"
+    ).copy()  # the background filters must not touch the caller's prediction
     if filter_black_bg or filter_white_bg:
         if prediction.processed_images is None:
             raise ValueError("the black/white background filters need prediction.processed_images")
@@ -157,6 +159,7 @@ def confident_points(
 
     Points are in the world frame, or in ``frame`` (4, 4 applied to world points) when given.
     """
-    mask = valid_mask(prediction, conf_thresh_percentile, conf_thresh, ensure_thresh_percentile,
-                      filter_black_bg, filter_white_bg)
+    mask = valid_mask(
+        prediction, conf_thresh_percentile, conf_thresh, ensure_thresh_percentile, filter_black_bg, filter_white_bg
+    )
     return select_points(prediction, mask, frame).downsample(num_max_points, seed)

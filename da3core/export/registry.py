@@ -31,8 +31,13 @@ FEATURE_HINT = "pass export_feat_layers=[...] to inference"
 
 # Options export() takes for every format that uses them, with their defaults.
 SHARED_DEFAULTS: dict[str, Any] = {
-    "conf_thresh_percentile": 40.0, "num_max_points": 1_000_000, "show_cameras": True, "feat_vis_fps": 15,
-    "render_exts": None, "render_ixts": None, "render_hw": None,
+    "conf_thresh_percentile": 40.0,
+    "num_max_points": 1_000_000,
+    "show_cameras": True,
+    "feat_vis_fps": 15,
+    "render_exts": None,
+    "render_ixts": None,
+    "render_hw": None,
 }
 # Numeric writer options and their ranges (inclusive; None: unbounded), checked before anything is written.
 OPTION_RANGES: dict[str, tuple[type[numbers.Real], float, float | None, str]] = {
@@ -100,8 +105,11 @@ class ExportFormat:
         """Raise TypeError/ValueError for options the writer would reject."""
         accepted = set()
         for fn in (self.write, *map(_function, self.forwards)):
-            accepted |= {p.name for p in inspect.signature(fn).parameters.values()
-                         if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+            accepted |= {
+                p.name
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            }
         accepted -= {"prediction", "target"}
         unknown = sorted(set(options) - accepted)
         if unknown:
@@ -116,35 +124,90 @@ _PERCENTILE = {"conf_thresh_percentile": "conf_thresh_percentile"}
 _POINT_SHARED = {**_PERCENTILE, "num_max_points": "num_max_points"}
 _POINTS = "da3core.export.points:confident_points"
 _LONG = "da3core.export.long_scene:"
-FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
-    ExportFormat("mini_npz", "da3core.export.npz:write_mini_npz", "exports/mini_npz/results.npz: depth, conf, cameras",
-                 frame_writer="da3core.export.npz:write_mini_npz"),
-    ExportFormat("npz", "da3core.export.npz:write_npz", "exports/npz/results.npz: images, depth, conf, cameras",
-                 needs=("processed_images",), frame_writer="da3core.export.npz:write_npz"),
-    ExportFormat("glb", "da3core.export.glb:write_glb", "scene.glb points + camera frustums, scene.jpg, depth_vis/",
-                 needs=_POINT_NEEDS, shared={**_POINT_SHARED, "show_cameras": "show_cameras"},
-                 forwards=("da3core.export.glb:build_scene", _POINTS), frame_writer=_LONG + "write_glb_frames"),
-    ExportFormat("depth_vis", "da3core.export.depth_vis:write_depth_vis", "depth_vis/NNNN.jpg image | depth",
-                 needs=("processed_images",), frame_writer="da3core.export.depth_vis:write_depth_vis"),
-    ExportFormat("feat_vis", "da3core.export.feat_vis:write_feat_vis",
-                 "feat_vis/: PCA of intermediate features, JPEGs + mp4", needs=("processed_images", "features"),
-                 shared={"feat_vis_fps": "fps"}),
-    ExportFormat("gs_ply", "da3core.export.gs_ply:write_gs_ply", "gs_ply/0000.ply 3DGS PLY (INRIA layout)",
-                 needs=("gaussians",), checker="da3core.export.gs_ply:check_gs_ply_options"),
-    ExportFormat("gs_video", "da3core.export.gs_video:write_gs_video",
-                 "gs_video/0000_<trajectory>.mp4 Gaussian fly-through", needs=("gaussians", "intrinsics", "extrinsics"),
-                 shared={"render_exts": "extrinsics", "render_ixts": "intrinsics", "render_hw": "out_image_hw"},
-                 checker="da3core.export.gs_video:check_gs_video_options"),
-    ExportFormat("colmap", "da3core.export.colmap:write_colmap", "sparse/0/*.bin COLMAP model at the source resolution",
-                 needs=_POINT_NEEDS, shared=_POINT_SHARED, checker="da3core.export.colmap:check_colmap_options",
-                 method_checker="da3core.export.colmap:check_colmap_options",
-                 frame_writer=_LONG + "write_colmap_frames"),
-    ExportFormat("nerfstudio", "da3core.export.nerfstudio:write_nerfstudio",
-                 "nerfstudio/: transforms.json, images, points3D.ply", needs=_POINT_NEEDS, shared=_PERCENTILE,
-                 forwards=(_POINTS,), frame_writer=_LONG + "write_nerfstudio_frames"),
-    ExportFormat("ply", "da3core.export.ply:write_ply", "points.ply coloured point cloud", needs=_POINT_NEEDS,
-                 shared=_POINT_SHARED, forwards=(_POINTS,), frame_writer=_LONG + "write_ply_frames"),
-)}
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat(
+            "mini_npz",
+            "da3core.export.npz:write_mini_npz",
+            "exports/mini_npz/results.npz: depth, conf, cameras",
+            frame_writer="da3core.export.npz:write_mini_npz",
+        ),
+        ExportFormat(
+            "npz",
+            "da3core.export.npz:write_npz",
+            "exports/npz/results.npz: images, depth, conf, cameras",
+            needs=("processed_images",),
+            frame_writer="da3core.export.npz:write_npz",
+        ),
+        ExportFormat(
+            "glb",
+            "da3core.export.glb:write_glb",
+            "scene.glb points + camera frustums, scene.jpg, depth_vis/",
+            needs=_POINT_NEEDS,
+            shared={**_POINT_SHARED, "show_cameras": "show_cameras"},
+            forwards=("da3core.export.glb:build_scene", _POINTS),
+            frame_writer=_LONG + "write_glb_frames",
+        ),
+        ExportFormat(
+            "depth_vis",
+            "da3core.export.depth_vis:write_depth_vis",
+            "depth_vis/NNNN.jpg image | depth",
+            needs=("processed_images",),
+            frame_writer="da3core.export.depth_vis:write_depth_vis",
+        ),
+        ExportFormat(
+            "feat_vis",
+            "da3core.export.feat_vis:write_feat_vis",
+            "feat_vis/: PCA of intermediate features, JPEGs + mp4",
+            needs=("processed_images", "features"),
+            shared={"feat_vis_fps": "fps"},
+        ),
+        ExportFormat(
+            "gs_ply",
+            "da3core.export.gs_ply:write_gs_ply",
+            "gs_ply/0000.ply 3DGS PLY (INRIA layout)",
+            needs=("gaussians",),
+            checker="da3core.export.gs_ply:check_gs_ply_options",
+        ),
+        ExportFormat(
+            "gs_video",
+            "da3core.export.gs_video:write_gs_video",
+            "gs_video/0000_<trajectory>.mp4 Gaussian fly-through",
+            needs=("gaussians", "intrinsics", "extrinsics"),
+            shared={"render_exts": "extrinsics", "render_ixts": "intrinsics", "render_hw": "out_image_hw"},
+            checker="da3core.export.gs_video:check_gs_video_options",
+        ),
+        ExportFormat(
+            "colmap",
+            "da3core.export.colmap:write_colmap",
+            "sparse/0/*.bin COLMAP model at the source resolution",
+            needs=_POINT_NEEDS,
+            shared=_POINT_SHARED,
+            checker="da3core.export.colmap:check_colmap_options",
+            method_checker="da3core.export.colmap:check_colmap_options",
+            frame_writer=_LONG + "write_colmap_frames",
+        ),
+        ExportFormat(
+            "nerfstudio",
+            "da3core.export.nerfstudio:write_nerfstudio",
+            "nerfstudio/: transforms.json, images, points3D.ply",
+            needs=_POINT_NEEDS,
+            shared=_PERCENTILE,
+            forwards=(_POINTS,),
+            frame_writer=_LONG + "write_nerfstudio_frames",
+        ),
+        ExportFormat(
+            "ply",
+            "da3core.export.ply:write_ply",
+            "points.ply coloured point cloud",
+            needs=_POINT_NEEDS,
+            shared=_POINT_SHARED,
+            forwards=(_POINTS,),
+            frame_writer=_LONG + "write_ply_frames",
+        ),
+    )
+}
 
 
 def reads_frames(prediction: Prediction) -> bool:
@@ -162,8 +225,15 @@ def parse_formats(spec: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_formats(formats: Sequence[str], *, has_conf: bool, has_gaussians: bool, has_features: bool,
-                  process_res_method: str | None = None, options: dict[str, Any] | None = None) -> None:
+def check_formats(
+    formats: Sequence[str],
+    *,
+    has_conf: bool,
+    has_gaussians: bool,
+    has_features: bool,
+    process_res_method: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
     """Fail before inference when a format needs data the model will not produce (or a preprocessing it cannot use).
 
     ``options``: the keyword arguments :func:`export` will get (shared options and per-format dicts), checked
@@ -189,11 +259,15 @@ def check_feature_layers(layers: Sequence[int], preset: str) -> None:
     from da3core.model.presets import VIT_SIZES, get_preset
 
     depth = VIT_SIZES[get_preset(preset).net.vit].depth
-    bad = [layer for layer in layers
-           if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < depth]
+    bad = [
+        layer
+        for layer in layers
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < depth
+    ]
     if bad:
-        raise ValueError(f"export_feat_layers {bad} are not blocks of {preset}'s backbone; "
-                         f"choose layers from 0 to {depth - 1}")
+        raise ValueError(
+            f"export_feat_layers {bad} are not blocks of {preset}'s backbone; choose layers from 0 to {depth - 1}"
+        )
 
 
 def plan_options(names: Sequence[str], kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -239,8 +313,10 @@ def export(
     for name in names:
         _check_prediction(name, prediction)
         if lazy and FORMATS[name].frame_writer is None:
-            raise ValueError(f"export format {name!r} needs every array of the prediction in memory; a long scene "
-                             f"exports {', '.join(n for n, f in FORMATS.items() if f.frame_writer)}")
+            raise ValueError(
+                f"export format {name!r} needs every array of the prediction in memory; a long scene "
+                f"exports {', '.join(n for n, f in FORMATS.items() if f.frame_writer)}"
+            )
     plan = plan_options(names, kwargs)
     target = ExportTarget(export_dir, storage_options)
     target.check_writable()

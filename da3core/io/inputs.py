@@ -53,8 +53,12 @@ class SceneInput:
     def manifest(self) -> dict:
         """JSON-ready description for provenance (no arrays beyond small per-view lists)."""
         return {
-            "kind": self.kind, "source": self.source, "names": self.names, "files": self.files,
-            "frame_indices": self.frame_indices, "timestamps": self.timestamps,
+            "kind": self.kind,
+            "source": self.source,
+            "names": self.names,
+            "files": self.files,
+            "frame_indices": self.frame_indices,
+            "timestamps": self.timestamps,
         }
 
 
@@ -98,12 +102,17 @@ def find_sparse_model(root: Path, sparse_subdir: str = "") -> Path | None:
     is looked at, so the error is the same whether or not the target exists.
     """
     base = root.resolve()
-    candidates = [root / sparse_subdir, root / "sparse" / sparse_subdir] if sparse_subdir else \
-        [root / "sparse" / "0", root / "sparse"]
+    candidates = (
+        [root / sparse_subdir, root / "sparse" / sparse_subdir]
+        if sparse_subdir
+        else [root / "sparse" / "0", root / "sparse"]
+    )
     for cand in candidates:
         if not cand.resolve().is_relative_to(base):
-            raise InputError(f"COLMAP model folder {sparse_subdir or cand.relative_to(root).as_posix()!r} is outside "
-                             f"the dataset {root}; input.sparse_subdir must name a folder inside it")
+            raise InputError(
+                f"COLMAP model folder {sparse_subdir or cand.relative_to(root).as_posix()!r} is outside "
+                f"the dataset {root}; input.sparse_subdir must name a folder inside it"
+            )
         if any((cand / f"images{ext}").is_file() for ext in (".bin", ".txt")):
             return cand
     return None
@@ -139,8 +148,9 @@ def _name_in(path: Path, root: Path) -> str:
         return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
 
 
-def _discover(path: Path, image_extensions: tuple[str, ...], sparse_subdir: str, fps: float | None,
-              max_frames: int | None) -> SceneInput:
+def _discover(
+    path: Path, image_extensions: tuple[str, ...], sparse_subdir: str, fps: float | None, max_frames: int | None
+) -> SceneInput:
     if not path.exists():
         raise InputError(f"input not found: {path}. Give an image, a folder of images, a video or a COLMAP dataset.")
     if path.is_file():
@@ -159,8 +169,10 @@ def _discover(path: Path, image_extensions: tuple[str, ...], sparse_subdir: str,
     if max_frames is not None and max_frames > 0:
         images = images[:max_frames]
     if not images and (path / "images").is_dir():
-        raise InputError(f"{path} has images/ but no COLMAP model (sparse/0 or sparse); run COLMAP first, or use "
-                         f"scene={path / 'images'} to reconstruct the images without their poses")
+        raise InputError(
+            f"{path} has images/ but no COLMAP model (sparse/0 or sparse); run COLMAP first, or use "
+            f"scene={path / 'images'} to reconstruct the images without their poses"
+        )
     if not images:
         raise InputError(
             f"no images in {path} (looked for {', '.join(image_extensions)}); "
@@ -168,8 +180,9 @@ def _discover(path: Path, image_extensions: tuple[str, ...], sparse_subdir: str,
         )
     for image in images:
         check_image_header(image)
-    return SceneInput("images", str(path), [p.name for p in images], [str(p) for p in images],
-                      files=[_file_record(p) for p in images])
+    return SceneInput(
+        "images", str(path), [p.name for p in images], [str(p) for p in images], files=[_file_record(p) for p in images]
+    )
 
 
 def _discover_video(path: Path, fps: float | None, max_frames: int | None) -> SceneInput:
@@ -178,8 +191,11 @@ def _discover_video(path: Path, fps: float | None, max_frames: int | None) -> Sc
         raise InputError(f"video {path} has no frames; check the file is complete")
     indices = video_io.sample_frame_indices(meta.n_frames, meta.fps, fps, max_frames)
     return SceneInput(
-        "video", str(path), [f"frame_{i:06d}.png" for i in indices],
-        frame_indices=[int(i) for i in indices], timestamps=[float(i) / meta.fps for i in indices],
+        "video",
+        str(path),
+        [f"frame_{i:06d}.png" for i in indices],
+        frame_indices=[int(i) for i in indices],
+        timestamps=[float(i) / meta.fps for i in indices],
         files=[_file_record(path)],
     )
 
@@ -190,14 +206,18 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
     model_dir = find_sparse_model(root, sparse_subdir)
     if model_dir is None:
         looked = sparse_subdir or "sparse/0 or sparse"
-        raise InputError(f"COLMAP dataset {root} has no model in {looked} (cameras/images .bin or .txt); "
-                         "run COLMAP first or set input.sparse_subdir")
+        raise InputError(
+            f"COLMAP dataset {root} has no model in {looked} (cameras/images .bin or .txt); "
+            "run COLMAP first or set input.sparse_subdir"
+        )
     try:
         rec = pycolmap.Reconstruction(str(model_dir))
     except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError on unreadable models
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise InputError(f"cannot read COLMAP model {model_dir} ({reason}): its files are damaged or incomplete; "
-                         "export the model from COLMAP again") from exc
+        raise InputError(
+            f"cannot read COLMAP model {model_dir} ({reason}): its files are damaged or incomplete; "
+            "export the model from COLMAP again"
+        ) from exc
     images = sorted(rec.images.values(), key=lambda im: im.name)
     if max_frames is not None and max_frames > 0:  # the first views by name, as for a folder of images
         images = images[:max_frames]
@@ -210,8 +230,10 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
         # Names come from the model's files: an absolute or ../ name, or a link out of images/, would make the
         # reader take another file as a view. Refused before the file is looked at, whether or not it exists.
         if not file.resolve().is_relative_to(images_dir):
-            raise InputError(f"COLMAP image name {image.name!r} in {model_dir} points outside {root / 'images'}; "
-                             "image names must be files inside images/ (fix the model's images.txt/.bin)")
+            raise InputError(
+                f"COLMAP image name {image.name!r} in {model_dir} points outside {root / 'images'}; "
+                "image names must be files inside images/ (fix the model's images.txt/.bin)"
+            )
         if not file.is_file():
             raise InputError(f"COLMAP image {image.name} is listed in {model_dir} but missing from {root / 'images'}")
         check_image_header(file)
@@ -220,8 +242,12 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
         ints.append(intrinsics_from_colmap(rec.cameras[image.camera_id].calibration_matrix()))
     model_files = [p for p in sorted(model_dir.iterdir()) if p.is_file()]
     return SceneInput(
-        "colmap", str(root), [im.name for im in images], [str(p) for p in paths],
-        extrinsics=np.stack(exts), intrinsics=np.stack(ints),
+        "colmap",
+        str(root),
+        [im.name for im in images],
+        [str(p) for p in paths],
+        extrinsics=np.stack(exts),
+        intrinsics=np.stack(ints),
         files=[_file_record(p) for p in paths + model_files],
     )
 
@@ -264,15 +290,18 @@ def _image_errors(path: str | Path) -> Iterator[None]:
     try:
         yield
     except Image.DecompressionBombError as exc:  # over Pillow's pixel limit, which guards against crafted files
-        raise InputError(f"image {path} is too large to read safely ({exc.args[0].split(',')[0]}); downscale it "
-                         "(e.g. to 8000 px on the long side) and try again") from exc
+        raise InputError(
+            f"image {path} is too large to read safely ({exc.args[0].split(',')[0]}); downscale it "
+            "(e.g. to 8000 px on the long side) and try again"
+        ) from exc
     except UnidentifiedImageError as exc:
         kind = "empty (0 bytes)" if os.path.getsize(path) == 0 else "not an image Pillow can read"
         raise InputError(f"cannot read image {path}: the file is {kind}. Replace or remove the file.") from exc
     except OSError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise InputError(f"cannot read image {path}: the file is damaged or cut short ({reason}). "
-                         "Replace or remove the file.") from exc
+        raise InputError(
+            f"cannot read image {path}: the file is damaged or cut short ({reason}). Replace or remove the file."
+        ) from exc
 
 
 def _deeper_than_8_bits(im, path: str | Path) -> bool:

@@ -54,12 +54,14 @@ def check_writable(root: str, storage_options: dict[str, Any] | None = None, wha
         fs.rm_file(path)
     except Exception as exc:  # botocore/aiohttp/OS errors vary by backend; all mean "cannot write here"
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise StorageError(f"cannot write to {what}={root}: {reason}; choose a writable {what} (for object storage "
-                           "check storage.options.client_kwargs.endpoint_url and the credentials)") from None
+        raise StorageError(
+            f"cannot write to {what}={root}: {reason}; choose a writable {what} (for object storage "
+            "check storage.options.client_kwargs.endpoint_url and the credentials)"
+        ) from None
 
 
 def check_free_space(root: str, needed_bytes: int, what: str = "storage.root") -> None:
-    """StorageError when the local filesystem under ``root`` has less than ``needed_bytes`` free (remote: unknowable)."""
+    """StorageError when the local filesystem under ``root`` has less than ``needed_bytes`` free (remote: unknown)."""
     if is_remote(root):
         return
     existing = Path(root).expanduser().absolute()
@@ -67,8 +69,10 @@ def check_free_space(root: str, needed_bytes: int, what: str = "storage.root") -
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     if free < needed_bytes:
-        raise StorageError(f"not enough free space at {what}={root}: {free / 2**20:.1f} MiB free, this run needs at "
-                           f"least {needed_bytes / 2**20:.1f} MiB; free space there or choose another {what}")
+        raise StorageError(
+            f"not enough free space at {what}={root}: {free / 2**20:.1f} MiB free, this run needs at "
+            f"least {needed_bytes / 2**20:.1f} MiB; free space there or choose another {what}"
+        )
 
 
 def cache_root() -> Path:
@@ -83,8 +87,10 @@ def localize(url: str, storage_options: dict[str, Any] | None = None) -> Path:
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if not fs.exists(path):
         raise FileNotFoundError(f"input not found: {url}")
-    listing = sorted((p, info.get("size"), str(info.get("ETag", info.get("mtime", ""))))
-                     for p, info in fs.find(path, detail=True, withdirs=False).items())
+    listing = sorted(
+        (p, info.get("size"), str(info.get("ETag", info.get("mtime", ""))))
+        for p, info in fs.find(path, detail=True, withdirs=False).items()
+    )
     key = hashlib.sha256(repr((url, listing)).encode()).hexdigest()[:16]
     target = cache_root() / key / Path(path.rstrip("/")).name
     done = target.parent / ".complete"

@@ -30,8 +30,9 @@ class VideoMeta:
     height: int
 
 
-def sample_frame_indices(n_frames: int, src_fps: float, target_fps: float | None, max_frames: int | None = None,
-                         integer_stride: bool = False) -> np.ndarray:
+def sample_frame_indices(
+    n_frames: int, src_fps: float, target_fps: float | None, max_frames: int | None = None, integer_stride: bool = False
+) -> np.ndarray:
     """Original frame indices for sampling at ``target_fps`` (every frame when None/<=0 or >= ``src_fps``).
 
     Indices are ``round(k * src_fps / target_fps)``, so sampling stays on time for non-integer ratios;
@@ -93,8 +94,9 @@ def fit_max_res(height: int, width: int, max_res: int) -> tuple[int, int]:
     return even(round(height * scale)), even(round(width * scale))
 
 
-def iter_frames(path: str | Path, indices: np.ndarray, size: tuple[int, int] | None = None,
-                chunk: int = 16) -> Iterator[tuple[int, float, np.ndarray]]:
+def iter_frames(
+    path: str | Path, indices: np.ndarray, size: tuple[int, int] | None = None, chunk: int = 16
+) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield (frame index, timestamp s, uint8 RGB frame) for ``indices`` in order, decoding ``chunk`` at a time.
 
     Memory stays bounded by one chunk whatever the video length; ``size`` = (H, W) resizes with INTER_AREA.
@@ -117,13 +119,15 @@ def iter_frames(path: str | Path, indices: np.ndarray, size: tuple[int, int] | N
     except Exception as exc:
         raise unreadable_video(path, exc) from exc
     for k in range(0, len(indices), chunk):
-        part = indices[k:k + chunk]
+        part = indices[k : k + chunk]
         try:
             frames = reader.get_batch(list(part)).asnumpy()
             stamps = reader.get_frame_timestamp(list(part))[:, 0]
         except Exception as exc:
-            raise VideoError(f"cannot decode frames {part[:3].tolist()}... of {path}: {_reason(exc)}. "
-                             "The file may be truncated or corrupt.") from exc
+            raise VideoError(
+                f"cannot decode frames {part[:3].tolist()}... of {path}: {_reason(exc)}. "
+                "The file may be truncated or corrupt."
+            ) from exc
         for i, t, frame in zip(part, stamps, frames):
             yield int(i), float(t), fit(frame)
 

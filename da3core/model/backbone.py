@@ -35,8 +35,10 @@ def _rope_tables(positions: Tensor, head_dim: int, dtype: torch.dtype) -> tuple[
     cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
     sign = torch.ones(half, dtype=dtype, device=positions.device)
     sign[: half // 2] = -1
-    return (torch.cat([cos[positions[:, 0]], cos[positions[:, 1]]], -1),
-            torch.cat([sin[positions[:, 0]] * sign, sin[positions[:, 1]] * sign], -1))
+    return (
+        torch.cat([cos[positions[:, 0]], cos[positions[:, 1]]], -1),
+        torch.cat([sin[positions[:, 0]] * sign, sin[positions[:, 1]] * sign], -1),
+    )
 
 
 def _apply_rope(t: Tensor, tables: RopeTables) -> Tensor:
@@ -74,8 +76,7 @@ class AlternatingViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 37 * 37 + 1, dim))
         # q/k norm and RoPE start where alternating attention starts (or never, for mono models).
         self.blocks = nn.ModuleList(
-            Block(dim, heads, swiglu=swiglu, qk_norm=self.alt_start != -1 and i >= self.alt_start)
-            for i in range(depth)
+            Block(dim, heads, swiglu=swiglu, qk_norm=self.alt_start != -1 and i >= self.alt_start) for i in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
 
@@ -83,7 +84,10 @@ class AlternatingViT(nn.Module):
         return self.alt_start != -1 and i >= self.alt_start and i % 2 == 1
 
     def forward(
-        self, x: Tensor, cam_token: Tensor | None = None, export_feat_layers: tuple[int, ...] = (),
+        self,
+        x: Tensor,
+        cam_token: Tensor | None = None,
+        export_feat_layers: tuple[int, ...] = (),
         ref_view_strategy: str = "saddle_balanced",
     ) -> tuple[list[tuple[Tensor, Tensor]], dict[int, Tensor], int | None]:
         """Images (B, S, 3, H, W) -> ([(patch features, camera token)] per out layer, {layer: features}, ref index).
@@ -120,8 +124,10 @@ class AlternatingViT(nn.Module):
                 tokens, local = reorder_views(tokens, order), reorder_views(local, order)
             if self.alt_start != -1 and i == self.alt_start:
                 if cam_token is None:
-                    cam_token = torch.cat([self.camera_token[:, :1].expand(b, 1, -1),
-                                           self.camera_token[:, 1:].expand(b, s - 1, -1)], dim=1)
+                    cam_token = torch.cat(
+                        [self.camera_token[:, :1].expand(b, 1, -1), self.camera_token[:, 1:].expand(b, s - 1, -1)],
+                        dim=1,
+                    )
                 tokens = torch.cat([cam_token[:, :, None].to(tokens.dtype), tokens[:, :, 1:]], dim=2)
             use_rope = self.alt_start != -1 and i >= self.alt_start
             if self._is_global(i):

@@ -22,11 +22,20 @@ def quat_to_mat(q: Tensor) -> Tensor:
     """Rotation matrices (..., 3, 3) from scalar-last quaternions (..., 4), which need not be unit."""
     i, j, k, r = q.unbind(-1)
     two_s = 2.0 / (q * q).sum(-1)
-    m = torch.stack([
-        1 - two_s * (j * j + k * k), two_s * (i * j - k * r), two_s * (i * k + j * r),
-        two_s * (i * j + k * r), 1 - two_s * (i * i + k * k), two_s * (j * k - i * r),
-        two_s * (i * k - j * r), two_s * (j * k + i * r), 1 - two_s * (i * i + j * j),
-    ], -1)
+    m = torch.stack(
+        [
+            1 - two_s * (j * j + k * k),
+            two_s * (i * j - k * r),
+            two_s * (i * k + j * r),
+            two_s * (i * j + k * r),
+            1 - two_s * (i * i + k * k),
+            two_s * (j * k - i * r),
+            two_s * (i * k - j * r),
+            two_s * (j * k + i * r),
+            1 - two_s * (i * i + j * j),
+        ],
+        -1,
+    )
     return m.reshape(q.shape[:-1] + (3, 3))
 
 
@@ -36,12 +45,15 @@ def mat_to_quat(m: Tensor) -> Tensor:
     q_abs = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
     q_abs = torch.where(q_abs > 0, q_abs.clamp(min=0).sqrt(), torch.zeros_like(q_abs))
     # Four candidate (r, i, j, k) quaternions; the one with the largest |component| is best conditioned.
-    cands = torch.stack([
-        torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], -1),
-        torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], -1),
-        torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], -1),
-        torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], -1),
-    ], -2)
+    cands = torch.stack(
+        [
+            torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], -1),
+            torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], -1),
+            torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], -1),
+            torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], -1),
+        ],
+        -2,
+    )
     cands = cands / (2.0 * q_abs[..., None].clamp(min=0.1))
     best = F.one_hot(q_abs.argmax(-1), 4) > 0.5
     rijk = cands[best].reshape(m.shape[:-2] + (4,))
@@ -75,7 +87,9 @@ class CameraEnc(nn.Module):
         super().__init__()
         self.pose_branch = Mlp(9, dim_out // 2, out_dim=dim_out)
         self.token_norm = nn.LayerNorm(dim_out)
-        self.trunk = nn.Sequential(*(Block(dim_out, num_heads, init_values=0.01, norm_eps=1e-5) for _ in range(trunk_depth)))
+        self.trunk = nn.Sequential(
+            *(Block(dim_out, num_heads, init_values=0.01, norm_eps=1e-5) for _ in range(trunk_depth))
+        )
         self.trunk_norm = nn.LayerNorm(dim_out)
 
     def forward(self, extrinsics: Tensor, intrinsics: Tensor, image_hw: tuple[int, int]) -> Tensor:

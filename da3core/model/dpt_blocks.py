@@ -49,12 +49,14 @@ def make_projects(dim_in: int, out_channels: list[int]) -> nn.ModuleList:
 def make_resize_layers(out_channels: list[int]) -> nn.ModuleList:
     """Stage resampling to 4x, 2x, 1x and 1/2x of the patch grid."""
     c = out_channels
-    return nn.ModuleList([
-        nn.ConvTranspose2d(c[0], c[0], kernel_size=4, stride=4),
-        nn.ConvTranspose2d(c[1], c[1], kernel_size=2, stride=2),
-        nn.Identity(),
-        nn.Conv2d(c[3], c[3], kernel_size=3, stride=2, padding=1),
-    ])
+    return nn.ModuleList(
+        [
+            nn.ConvTranspose2d(c[0], c[0], kernel_size=4, stride=4),
+            nn.ConvTranspose2d(c[1], c[1], kernel_size=2, stride=2),
+            nn.Identity(),
+            nn.Conv2d(c[3], c[3], kernel_size=3, stride=2, padding=1),
+        ]
+    )
 
 
 class Scratch(nn.Module):

@@ -23,7 +23,7 @@ SCALE_MIN, SCALE_MAX = 1e-5, 30.0
 def _sh_mask(device: torch.device) -> Tensor:
     mask = torch.ones((SH_DEGREE + 1) ** 2, device=device)
     for degree in range(1, SH_DEGREE + 1):
-        mask[degree**2:(degree + 1) ** 2] = 0.1 * 0.25**degree
+        mask[degree**2 : (degree + 1) ** 2] = 0.1 * 0.25**degree
     return mask
 
 
@@ -42,12 +42,16 @@ def rotate_sh(sh: Tensor, rotations: Tensor) -> Tensor:
     for degree in range(int(sh.shape[-1] ** 0.5)):
         with torch.device(sh.device):
             D = wigner_D(degree, alpha, -beta, gamma).to(sh.dtype)
-        out.append(torch.einsum("...ij,...j->...i", D, sh[..., degree**2:(degree + 1) ** 2]))
+        out.append(torch.einsum("...ij,...j->...i", D, sh[..., degree**2 : (degree + 1) ** 2]))
     return torch.cat(out, dim=-1)
 
 
 def gaussians_from_raw(
-    raw: Tensor, opacity: Tensor, depth: Tensor, extrinsics: Tensor, intrinsics: Tensor,
+    raw: Tensor,
+    opacity: Tensor,
+    depth: Tensor,
+    extrinsics: Tensor,
+    intrinsics: Tensor,
     input_extrinsics: Tensor | None = None,
 ) -> Gaussians:
     """Raw GSDPT output (B, S, H, W, 37) + opacity, depth (B, S, H, W), predicted w2c (B, S, 4, 4), K -> Gaussians.
@@ -70,8 +74,9 @@ def gaussians_from_raw(
     ys, xs = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     pixel = 1 / torch.tensor((W, H), dtype=raw.dtype, device=dev)
     xy = torch.stack([(xs + 0.5) / W, (ys + 0.5) / H], -1) + raw[..., :2] * pixel
-    dirs = torch.einsum("bsij,bshwj->bshwi", k_norm.float().inverse().to(k_norm),
-                        torch.cat([xy, torch.ones_like(xy[..., :1])], -1))
+    dirs = torch.einsum(
+        "bsij,bshwj->bshwi", k_norm.float().inverse().to(k_norm), torch.cat([xy, torch.ones_like(xy[..., :1])], -1)
+    )
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     dirs = torch.einsum("bsij,bshwj->bshwi", c2w[..., :3, :3], dirs)
     means = c2w[:, :, None, None, :3, 3] + dirs * ray_len[..., None]
@@ -92,5 +97,6 @@ def gaussians_from_raw(
     def flat(t: Tensor) -> np.ndarray:
         return t.reshape(b, s * H * W, *t.shape[4:])[0].float().cpu().numpy()
 
-    return Gaussians(means=flat(means), scales=flat(scale), rotations=flat(quats), harmonics=flat(sh),
-                     opacities=flat(opacity))
+    return Gaussians(
+        means=flat(means), scales=flat(scale), rotations=flat(quats), harmonics=flat(sh), opacities=flat(opacity)
+    )

@@ -36,8 +36,9 @@ def _uv_embedding(ph: int, pw: int, channels: int, aspect: float, device: torch.
     """(channels, ph, pw) sin/cos embedding of a centred UV grid spanning the image diagonal, times 0.1."""
     diag = (aspect**2 + 1.0) ** 0.5
     sx, sy = aspect / diag * (pw - 1) / pw, 1.0 / diag * (ph - 1) / ph
-    u, v = torch.meshgrid(torch.linspace(-sx, sx, pw, device=device), torch.linspace(-sy, sy, ph, device=device),
-                          indexing="xy")
+    u, v = torch.meshgrid(
+        torch.linspace(-sx, sx, pw, device=device), torch.linspace(-sy, sy, ph, device=device), indexing="xy"
+    )
 
     def sincos(pos: Tensor, dim: int) -> Tensor:
         omega = torch.arange(dim // 2, dtype=torch.float32, device=device) / (dim / 2.0)
@@ -115,9 +116,16 @@ class _DPTBase(nn.Module):
         flat = [f.flatten(0, 1) for f in feats]
         extra = {k: v.flatten(0, 1) for k, v in kwargs.items() if isinstance(v, Tensor)}
         flags = {k: v for k, v in kwargs.items() if not isinstance(v, Tensor)}
-        parts = [self._decode([f[i:i + CHUNK_FRAMES] for f in flat], H, W,
-                              **{k: v[i:i + CHUNK_FRAMES] for k, v in extra.items()}, **flags)
-                 for i in range(0, b * s, CHUNK_FRAMES)]
+        parts = [
+            self._decode(
+                [f[i : i + CHUNK_FRAMES] for f in flat],
+                H,
+                W,
+                **{k: v[i : i + CHUNK_FRAMES] for k, v in extra.items()},
+                **flags,
+            )
+            for i in range(0, b * s, CHUNK_FRAMES)
+        ]
         return {k: torch.cat([p[k] for p in parts]).unflatten(0, (b, s)) for k in parts[0]}
 
 
@@ -134,12 +142,18 @@ class DualDPT(_DPTBase):
             setattr(self.scratch, f"refinenet{k}_aux", FeatureFusionBlock(features, has_residual=k != 4))
 
         def aux_stack() -> nn.Sequential:
-            return nn.Sequential(*(nn.Conv2d(features if i % 2 == 0 else half, half if i % 2 == 0 else features,
-                                             3, padding=1) for i in range(5)))
+            return nn.Sequential(
+                *(
+                    nn.Conv2d(features if i % 2 == 0 else half, half if i % 2 == 0 else features, 3, padding=1)
+                    for i in range(5)
+                )
+            )
 
         # Checkpoints hold one aux output stack per pyramid level; only the finest one shapes the rays.
         self.scratch.output_conv1_aux = nn.ModuleList(aux_stack() for _ in range(self.AUX_LEVELS))
-        self.scratch.output_conv2_aux = nn.ModuleList(_output_conv(half, 7, layer_norm=True) for _ in range(self.AUX_LEVELS))
+        self.scratch.output_conv2_aux = nn.ModuleList(
+            _output_conv(half, 7, layer_norm=True) for _ in range(self.AUX_LEVELS)
+        )
 
     def _decode(self, tokens: list[Tensor], H: int, W: int, with_rays: bool = True) -> dict[str, Tensor]:
         maps = self._reassemble(tokens, H, W)
@@ -167,8 +181,10 @@ class MonoDPT(_DPTBase):
 
     def _decode(self, tokens: list[Tensor], H: int, W: int) -> dict[str, Tensor]:
         feat = self._upsample(self.scratch.output_conv1(self._fuse(self._reassemble(tokens, H, W))[-1]), H, W)
-        return {"depth": torch.exp(self.scratch.output_conv2(feat)[:, 0]),
-                "sky": torch.relu(self.scratch.sky_output_conv2(feat)[:, 0])}
+        return {
+            "depth": torch.exp(self.scratch.output_conv2(feat)[:, 0]),
+            "sky": torch.relu(self.scratch.sky_output_conv2(feat)[:, 0]),
+        }
 
 
 class GSDPT(_DPTBase):
@@ -182,8 +198,12 @@ class GSDPT(_DPTBase):
         half = features // 2
         self.scratch.output_conv2 = _output_conv(half, raw_dim + 1)
         self.images_merger = nn.Sequential(
-            nn.Conv2d(3, half // 4, 3, padding=1), nn.GELU(), nn.Conv2d(half // 4, half // 2, 3, padding=1), nn.GELU(),
-            nn.Conv2d(half // 2, half, 3, padding=1), nn.GELU(),
+            nn.Conv2d(3, half // 4, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(half // 4, half // 2, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(half // 2, half, 3, padding=1),
+            nn.GELU(),
         )
 
     def _decode(self, tokens: list[Tensor], H: int, W: int, images: Tensor) -> dict[str, Tensor]:

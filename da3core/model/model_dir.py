@@ -44,13 +44,17 @@ def _local_model_dir(source: str | os.PathLike) -> Path | None:
         if not (path / CONFIG_FILE).is_file():
             raise WeightsError(f"{path} has no {CONFIG_FILE}; a DA3 model dir holds {CONFIG_FILE} and {WEIGHTS_FILE}")
         if not (path / WEIGHTS_FILE).is_file():
-            raise WeightsError(f"{path} has no {WEIGHTS_FILE}; download the checkpoint into it "
-                               f"(huggingface-cli download <repo> --local-dir {path})")
+            raise WeightsError(
+                f"{path} has no {WEIGHTS_FILE}; download the checkpoint into it "
+                f"(huggingface-cli download <repo> --local-dir {path})"
+            )
         return path
     source = str(source)
     if source.count("/") != 1 or source.startswith((".", "/", "~")):
-        raise WeightsError(f"model dir not found: {source}; give a local dir with {CONFIG_FILE} + {WEIGHTS_FILE} "
-                           "or a hub id such as depth-anything/DA3-LARGE")
+        raise WeightsError(
+            f"model dir not found: {source}; give a local dir with {CONFIG_FILE} + {WEIGHTS_FILE} "
+            "or a hub id such as depth-anything/DA3-LARGE"
+        )
     return None
 
 
@@ -73,8 +77,9 @@ def tune_random_weights(state: dict[str, torch.Tensor]) -> None:
             value.mul_(0.05)
 
 
-def write_random_model_dir(net: nn.Module, preset: str, out_dir: str | os.PathLike, seed: int = 0,
-                           dtype: torch.dtype = torch.float32) -> Path:
+def write_random_model_dir(
+    net: nn.Module, preset: str, out_dir: str | os.PathLike, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> Path:
     """Write ``net`` filled with seeded random weights as an official-layout model dir (stamped as random).
 
     ``dtype`` float16 halves the file (handy for tests of the giant models); official checkpoints are fp32.
@@ -82,7 +87,8 @@ def write_random_model_dir(net: nn.Module, preset: str, out_dir: str | os.PathLi
     out = Path(out_dir)
     state = seeded_state_dict(net, seed)
     tune_random_weights(state)
-    write_checkpoint({KEY_PREFIX + k: v.to(dtype) for k, v in state.items()}, out / WEIGHTS_FILE,
-                     random_stamp(seed, preset=preset))
+    write_checkpoint(
+        {KEY_PREFIX + k: v.to(dtype) for k, v in state.items()}, out / WEIGHTS_FILE, random_stamp(seed, preset=preset)
+    )
     (out / CONFIG_FILE).write_text(json.dumps({"model_name": preset}, indent=2))
     return out

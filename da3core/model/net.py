@@ -54,10 +54,17 @@ class DepthAnything3Net(nn.Module):
             self.gs_head = GSDPT(2 * c, spec.head_features, spec.head_channels)
 
     def forward(
-        self, x: Tensor, extrinsics: Tensor | None = None, intrinsics: Tensor | None = None,
-        export_feat_layers: tuple[int, ...] = (), infer_gs: bool = False, use_ray_pose: bool = False,
-        ref_view_strategy: str = "saddle_balanced", autocast_dtype: torch.dtype | None = None,
-        generator: torch.Generator | None = None, return_rays: bool = False,
+        self,
+        x: Tensor,
+        extrinsics: Tensor | None = None,
+        intrinsics: Tensor | None = None,
+        export_feat_layers: tuple[int, ...] = (),
+        infer_gs: bool = False,
+        use_ray_pose: bool = False,
+        ref_view_strategy: str = "saddle_balanced",
+        autocast_dtype: torch.dtype | None = None,
+        generator: torch.Generator | None = None,
+        return_rays: bool = False,
     ) -> dict[str, Any]:
         """See the module docstring; ``extrinsics`` (B, S, 4, 4) w2c + ``intrinsics`` condition the cameras."""
         H, W = x.shape[-2:]
@@ -70,15 +77,21 @@ class DepthAnything3Net(nn.Module):
                 cam_token = self.cam_enc(extrinsics, intrinsics, (H, W))
         amp = torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
         with amp:
-            feats, aux, ref_idx = self.backbone(x, cam_token=cam_token, export_feat_layers=tuple(export_feat_layers),
-                                                ref_view_strategy=ref_view_strategy)
+            feats, aux, ref_idx = self.backbone(
+                x,
+                cam_token=cam_token,
+                export_feat_layers=tuple(export_feat_layers),
+                ref_view_strategy=ref_view_strategy,
+            )
         with fp32:
             feats = [(f.float(), c.float()) for f, c in feats]
             patches = [f for f, _ in feats]
             if self.spec.any_view:
                 out = self.head(patches, H, W, with_rays=use_ray_pose or return_rays)
                 if use_ray_pose:
-                    out["extrinsics"], out["intrinsics"] = rays_to_cameras(out["ray"], out["ray_conf"], (H, W), generator)
+                    out["extrinsics"], out["intrinsics"] = rays_to_cameras(
+                        out["ray"], out["ray_conf"], (H, W), generator
+                    )
                 else:
                     c2w, out["intrinsics"] = decode_pose(self.cam_dec(feats[-1][1]), (H, W))
                     out["extrinsics"] = affine_inverse(c2w)
@@ -101,8 +114,13 @@ class DepthAnything3Net(nn.Module):
         gs = self.gs_head(patches, H, W, images=x.float())
         p = gs["raw_gs_conf"]
         opacity = 0.5 * (1 - (1 - p) ** 1 + p ** (1 / 1))  # upstream's pdf -> opacity map at step 0
-        ext44 = torch.cat([out["extrinsics"], torch.tensor([0, 0, 0, 1.0], device=x.device).expand(
-            *out["extrinsics"].shape[:2], 1, 4)], dim=-2)
+        ext44 = torch.cat(
+            [
+                out["extrinsics"],
+                torch.tensor([0, 0, 0, 1.0], device=x.device).expand(*out["extrinsics"].shape[:2], 1, 4),
+            ],
+            dim=-2,
+        )
         return gaussians_from_raw(gs["raw_gs"], opacity, out["depth"], ext44, out["intrinsics"], input_extrinsics)
 
     @staticmethod
@@ -124,8 +142,14 @@ class NestedDepthAnything3Net(nn.Module):
         self.da3 = DepthAnything3Net(anyview)
         self.da3_metric = DepthAnything3Net(metric)
 
-    def forward(self, x: Tensor, *args, generator: torch.Generator | None = None,
-                autocast_dtype: torch.dtype | None = None, **kwargs) -> dict[str, Any]:
+    def forward(
+        self,
+        x: Tensor,
+        *args,
+        generator: torch.Generator | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        **kwargs,
+    ) -> dict[str, Any]:
         """Same inputs and outputs as DepthAnything3Net, plus ``is_metric`` = 1 and ``scale_factor``."""
         out = self.da3(x, *args, generator=generator, autocast_dtype=autocast_dtype, **kwargs)
         metric = self.da3_metric(x, generator=generator, autocast_dtype=autocast_dtype)
@@ -138,7 +162,9 @@ class NestedDepthAnything3Net(nn.Module):
                 raise ValueError("metric scaling failed: fewer than 10 non-sky pixels in the input")
             conf_ns = out["depth_conf"][non_sky]
             if conf_ns.numel() > QUANTILE_SAMPLES:
-                conf_ns = conf_ns.flatten()[torch.randperm(conf_ns.numel(), device=x.device, generator=generator)[:QUANTILE_SAMPLES]]
+                conf_ns = conf_ns.flatten()[
+                    torch.randperm(conf_ns.numel(), device=x.device, generator=generator)[:QUANTILE_SAMPLES]
+                ]
             median_conf = torch.quantile(conf_ns, 0.5)
             mask = (out["depth_conf"] >= median_conf) & non_sky & (metric_depth > 1e-2) & (out["depth"] > 1e-3)
             a, d = metric_depth[mask], out["depth"][mask]

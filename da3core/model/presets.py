@@ -16,8 +16,12 @@ class ViTSize(NamedTuple):
     swiglu: bool
 
 
-VIT_SIZES = {"vits": ViTSize(384, 12, 6, False), "vitb": ViTSize(768, 12, 12, False),
-             "vitl": ViTSize(1024, 24, 16, False), "vitg": ViTSize(1536, 40, 24, True)}
+VIT_SIZES = {
+    "vits": ViTSize(384, 12, 6, False),
+    "vitb": ViTSize(768, 12, 12, False),
+    "vitl": ViTSize(1024, 24, 16, False),
+    "vitg": ViTSize(1536, 40, 24, True),
+}
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,18 @@ _LARGE = NetSpec("vitl", (11, 15, 19, 23), 8, 256, (256, 512, 1024, 1024), True)
 _GIANT = NetSpec("vitg", (19, 27, 33, 39), 13, 256, (256, 512, 1024, 1024), True, gaussians=True)
 _MONO = NetSpec("vitl", (4, 11, 17, 23), -1, 256, (256, 512, 1024, 1024), False)
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("da3-small", "depth-anything/DA3-SMALL", _SMALL),
-    Preset("da3-base", "depth-anything/DA3-BASE", _BASE),
-    Preset("da3-large", "depth-anything/DA3-LARGE-1.1", _LARGE),
-    Preset("da3-giant", "depth-anything/DA3-GIANT-1.1", _GIANT),
-    Preset("da3mono-large", "depth-anything/DA3MONO-LARGE", _MONO),
-    Preset("da3metric-large", "depth-anything/DA3METRIC-LARGE", _MONO),
-    Preset("da3nested-giant-large", "depth-anything/DA3NESTED-GIANT-LARGE-1.1", _GIANT, metric=_MONO),
-)}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("da3-small", "depth-anything/DA3-SMALL", _SMALL),
+        Preset("da3-base", "depth-anything/DA3-BASE", _BASE),
+        Preset("da3-large", "depth-anything/DA3-LARGE-1.1", _LARGE),
+        Preset("da3-giant", "depth-anything/DA3-GIANT-1.1", _GIANT),
+        Preset("da3mono-large", "depth-anything/DA3MONO-LARGE", _MONO),
+        Preset("da3metric-large", "depth-anything/DA3METRIC-LARGE", _MONO),
+        Preset("da3nested-giant-large", "depth-anything/DA3NESTED-GIANT-LARGE-1.1", _GIANT, metric=_MONO),
+    )
+}
 
 # The model every entry point uses when none is named (the da3 commands, `da3 backend`, `da3 gradio`): upstream's
 # CLI default, so `--use-backend` and a local run compute with the same network.

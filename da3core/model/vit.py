@@ -6,7 +6,7 @@ Parameter names follow the official checkpoints (``patch_embed.proj``, ``attn.qk
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +71,9 @@ class SwiGLUFFN(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention through SDPA, with optional q/k LayerNorm and a rotary embedding."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False, norm_eps: float = 1e-5) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False, norm_eps: float = 1e-5
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")

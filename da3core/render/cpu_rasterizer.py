@@ -42,9 +42,15 @@ def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tens
     # Entry by entry on contiguous (G,) rows: CPU batched 3x3 products and strided columns are several times slower.
     w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).T.contiguous()
     rot = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        1 - 2 * (y * y + z * z),
+        2 * (x * y - w * z),
+        2 * (x * z + w * y),
+        2 * (x * y + w * z),
+        1 - 2 * (x * x + z * z),
+        2 * (y * z - w * x),
+        2 * (x * z - w * y),
+        2 * (y * z + w * x),
+        1 - 2 * (x * x + y * y),
     ]
     s = scales.T.contiguous()
     m = [rot[3 * i + k] * s[k] for i in range(3) for k in range(3)]  # R S, row-major
@@ -56,8 +62,16 @@ def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tens
 
 
 def project(
-    means: torch.Tensor, covars: torch.Tensor, opacities: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
-    width: int, height: int, eps2d: float = 0.3, near_plane: float = 0.01, far_plane: float = 1e10,
+    means: torch.Tensor,
+    covars: torch.Tensor,
+    opacities: torch.Tensor,
+    viewmat: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+    eps2d: float = 0.3,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
 ) -> dict[str, torch.Tensor]:
     """Project (G,) Gaussians into one pinhole camera (viewmat (4, 4) w2c, K (3, 3)).
 
@@ -135,8 +149,14 @@ def any_live(live: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
 
 def composite_tiles(
-    packed: torch.Tensor, owner: torch.Tensor, offsets: torch.Tensor, origin: torch.Tensor, live_t: torch.Tensor,
-    out: torch.Tensor, batch: int, group_size: int,
+    packed: torch.Tensor,
+    owner: torch.Tensor,
+    offsets: torch.Tensor,
+    origin: torch.Tensor,
+    live_t: torch.Tensor,
+    out: torch.Tensor,
+    batch: int,
+    group_size: int,
 ) -> None:
     """Composite each tile's Gaussians (rows of ``packed``, listed by ``owner``/``offsets``) into ``out``/``live_t``.
 
@@ -147,15 +167,21 @@ def composite_tiles(
     tile = live_t.shape[-1]
     counts = offsets[1:] - offsets[:-1]
     # Tiles go in groups of similar list length, small enough for the round's tensors to stay in cache.
-    todo = torch.argsort(counts, descending=True)[:int((counts > 0).sum())]
+    todo = torch.argsort(counts, descending=True)[: int((counts > 0).sum())]
     per_group = max(group_size // (batch * tile * tile), 1)
     for first in range(0, len(todo), per_group):
-        composite_group(packed, owner, offsets, todo[first:first + per_group], origin, live_t, out, batch)
+        composite_group(packed, owner, offsets, todo[first : first + per_group], origin, live_t, out, batch)
 
 
 def composite_group(
-    packed: torch.Tensor, owner: torch.Tensor, offsets: torch.Tensor, tiles: torch.Tensor, origin: torch.Tensor,
-    live_t: torch.Tensor, out: torch.Tensor, batch: int,
+    packed: torch.Tensor,
+    owner: torch.Tensor,
+    offsets: torch.Tensor,
+    tiles: torch.Tensor,
+    origin: torch.Tensor,
+    live_t: torch.Tensor,
+    out: torch.Tensor,
+    batch: int,
 ) -> None:
     """Rounds of :func:`composite_tiles` for ``tiles`` until each finishes.
 
@@ -208,8 +234,15 @@ def composite_group(
 
 
 def composite(
-    proj: dict[str, torch.Tensor], values: torch.Tensor, opacities: torch.Tensor, width: int, height: int,
-    tile: int = 16, batch: int = 32, first_chunk: int = 1 << 16, group_size: int = 1 << 18,
+    proj: dict[str, torch.Tensor],
+    values: torch.Tensor,
+    opacities: torch.Tensor,
+    width: int,
+    height: int,
+    tile: int = 16,
+    batch: int = 32,
+    first_chunk: int = 1 << 16,
+    group_size: int = 1 << 18,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Alpha-composite per-Gaussian ``values`` (G, D) front to back; returns (H, W, D) sums and (H, W) alpha.
 
@@ -228,8 +261,16 @@ def composite(
     # One row per Gaussian, so a round gathers one tensor: x, y, 0.5 a, b, 0.5 c, log(opacity), values, 1.
     # The trailing 1 makes the weighted sum also return each pixel's accumulated alpha.
     conics = proj["conics"].index_select(0, ids) * torch.tensor([0.5, 1.0, 0.5])
-    packed = torch.cat([means2d, conics, torch.log(opacities.index_select(0, ids))[:, None],
-                        values.index_select(0, ids), torch.ones(len(ids), 1)], dim=1).float()
+    packed = torch.cat(
+        [
+            means2d,
+            conics,
+            torch.log(opacities.index_select(0, ids))[:, None],
+            values.index_select(0, ids),
+            torch.ones(len(ids), 1),
+        ],
+        dim=1,
+    ).float()
     tiles_x, tiles_y, dim = -(-width // tile), -(-height // tile), values.shape[1]
     n_tiles = tiles_x * tiles_y
     origin = torch.stack([torch.arange(n_tiles) % tiles_x, torch.arange(n_tiles) // tiles_x], dim=-1) * tile
@@ -296,17 +337,31 @@ def auto_tile_size(radii: torch.Tensor) -> int:
     shown = radii[(radii > 0).all(dim=-1)]
     if not len(shown):
         return 8
-    median = float(shown[::max(1, len(shown) // 65536)].float().median())  # a sample is enough to pick a size
+    median = float(shown[:: max(1, len(shown) // 65536)].float().median())  # a sample is enough to pick a size
     return 4 if median <= 3 else 8 if median <= 8 else 16
 
 
 @torch.no_grad()
 def rasterization(
-    means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor, colors: torch.Tensor,
-    viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int, near_plane: float = 0.01,
-    far_plane: float = 1e10, eps2d: float = 0.3, sh_degree: int | None = None, packed: bool = False,
-    tile_size: int | None = None, backgrounds: torch.Tensor | None = None, render_mode: str = "RGB",
-    covars: torch.Tensor | None = None, **unsupported: Any,
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    sh_degree: int | None = None,
+    packed: bool = False,
+    tile_size: int | None = None,
+    backgrounds: torch.Tensor | None = None,
+    render_mode: str = "RGB",
+    covars: torch.Tensor | None = None,
+    **unsupported: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """CPU stand-in for ``gsplat.rasterization`` (same arguments and outputs, single scene, no gradients).
 
@@ -330,8 +385,9 @@ def rasterization(
             # OpenMP's thread count is per thread: without this a worker's ops (and GEMM blocking, hence
             # rounding) would use every core, and a frame would differ from the same frame rendered alone.
             torch.set_num_threads(1)
-            proj = project(means, covars, opacities, viewmats[cam], Ks[cam], width, height, eps2d, near_plane,
-                           far_plane)
+            proj = project(
+                means, covars, opacities, viewmats[cam], Ks[cam], width, height, eps2d, near_plane, far_plane
+            )
             rgb = colors
             if sh_degree is not None:
                 rgb = torch.clamp_min(eval_sh(sh_degree, means - campos[cam], colors) + 0.5, 0.0)

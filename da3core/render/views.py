@@ -48,7 +48,9 @@ def render_gaussians(
     degree = int(round(np.sqrt(gaussians.harmonics.shape[-1]))) - 1
     tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
     params = {
-        "means": tensor(gaussians.means), "quats": tensor(gaussians.rotations), "scales": tensor(gaussians.scales),
+        "means": tensor(gaussians.means),
+        "quats": tensor(gaussians.rotations),
+        "scales": tensor(gaussians.scales),
         "opacities": tensor(gaussians.opacities),
         "colors": tensor(gaussians.harmonics).transpose(1, 2).contiguous(),  # (G, K, 3) as gsplat expects
     }
@@ -58,10 +60,17 @@ def render_gaussians(
     colors, depths = [], []
     starts = range(0, len(viewmats), chunk_size)
     for s in tqdm(starts, desc="Rendering Gaussians", disable=not progress, leave=False):
-        n = len(viewmats[s:s + chunk_size])
+        n = len(viewmats[s : s + chunk_size])
         out, _, _ = rasterize(
-            **params, viewmats=viewmats[s:s + chunk_size], Ks=Ks[s:s + chunk_size], width=width, height=height,
-            backgrounds=torch.zeros(n, 3, device=device), render_mode=render_mode, packed=False, sh_degree=degree,
+            **params,
+            viewmats=viewmats[s : s + chunk_size],
+            Ks=Ks[s : s + chunk_size],
+            width=width,
+            height=height,
+            backgrounds=torch.zeros(n, 3, device=device),
+            render_mode=render_mode,
+            packed=False,
+            sh_degree=degree,
         )
         colors.append(out[..., :3].cpu().numpy())
         depths.append(out[..., 3].cpu().numpy())

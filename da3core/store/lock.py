@@ -47,9 +47,12 @@ class StoreLockedError(StoreError):
 
 def holder_info() -> dict[str, Any]:
     """Who is asking for the lock: host, pid, start time (UTC) and command line."""
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv)[:300]}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv)[:300],
+    }
 
 
 def describe_holder(holder: dict[str, Any] | None) -> str:
@@ -127,8 +130,9 @@ class _S3Lease:
 
     def _put(self, **condition: str) -> str:
         body = json.dumps({**self._info, "renewed_at": time.time()}).encode()  # new ETag on every renewal
-        out = self.fs.call_s3("put_object", Bucket=self.bucket, Key=self.key, Body=body,
-                              Metadata={"ttl": str(self.ttl)}, **condition)
+        out = self.fs.call_s3(
+            "put_object", Bucket=self.bucket, Key=self.key, Body=body, Metadata={"ttl": str(self.ttl)}, **condition
+        )
         return out["ETag"]
 
     def try_acquire(self) -> bool | None:
@@ -149,8 +153,13 @@ class _S3Lease:
                 self.etag = self._put(IfMatch=head["ETag"])
             except OSError:  # another run took it over first
                 return None
-            log.warning("took over the stale lock s3://%s/%s of %s (not renewed for %.0fs)", self.bucket, self.key,
-                        describe_holder(stale), age)
+            log.warning(
+                "took over the stale lock s3://%s/%s of %s (not renewed for %.0fs)",
+                self.bucket,
+                self.key,
+                describe_holder(stale),
+                age,
+            )
         self._thread = threading.Thread(target=self._renew, name=f"lease-{self.key}", daemon=True)
         self._thread.start()
         return True
@@ -215,7 +224,8 @@ def store_lock(store: SceneStore, timeout: float = 0.0, ttl: float = LEASE_TTL) 
         if time.monotonic() >= deadline:
             raise StoreLockedError(
                 f"scene store {store.url} is being written by {describe_holder(impl.holder())}; wait for that run "
-                "to finish, or set storage.lock_timeout=SECONDS to wait for it")
+                "to finish, or set storage.lock_timeout=SECONDS to wait for it"
+            )
         time.sleep(_POLL)
     try:
         yield Lock(impl)

@@ -60,8 +60,11 @@ COORDINATES = ("timestamp", "source_name")  # per-frame arrays xarray shows as c
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.bitshuffle)
 TMP_TAG, OLD_TAG = ".tmp-", ".old-"  # sibling names: <store>.tmp-<run> (being built), <store>.old-<run> (replaced)
 _GAUSSIAN_DIMS = {
-    "means": ["gaussian", "xyz"], "scales": ["gaussian", "xyz"], "rotations": ["gaussian", "wxyz"],
-    "harmonics": ["gaussian", "rgb", "sh"], "opacities": ["gaussian"],
+    "means": ["gaussian", "xyz"],
+    "scales": ["gaussian", "xyz"],
+    "rotations": ["gaussian", "wxyz"],
+    "harmonics": ["gaussian", "rgb", "sh"],
+    "opacities": ["gaussian"],
 }
 
 
@@ -75,8 +78,10 @@ def array_attrs(is_metric: bool, conventions: dict[str, str]) -> dict[str, dict[
         "conf": {"units": "1", "long_name": "confidence, larger = more reliable"},
         "sky": {"units": "1", "long_name": "sky mask"},
         "images": {"units": "1", "long_name": CONVENTIONS["images"]},
-        "extrinsics": cameras, "input_extrinsics": {**cameras, "long_name": "the input cameras, world-to-camera"},
-        "intrinsics": pixels, "input_intrinsics": {**pixels, "long_name": "the input cameras' intrinsics"},
+        "extrinsics": cameras,
+        "input_extrinsics": {**cameras, "long_name": "the input cameras, world-to-camera"},
+        "intrinsics": pixels,
+        "input_intrinsics": {**pixels, "long_name": "the input cameras' intrinsics"},
         "frame": {"units": "1", "long_name": "original frame index in the input"},
         "timestamp": {"units": "s", "long_name": "seconds from the start of the video; NaN for still images"},
         "source_name": {"long_name": "input file of the view"},
@@ -99,8 +104,9 @@ class SceneStore:
 
     def _open(self, mode: Literal["r", "r+", "a", "w", "w-"]) -> zarr.Group:
         try:
-            return zarr.open_group(self.url, mode=mode, storage_options=self.storage_options or None,
-                                   use_consolidated=False)
+            return zarr.open_group(
+                self.url, mode=mode, storage_options=self.storage_options or None, use_consolidated=False
+            )
         except FileNotFoundError as exc:
             raise StoreError(f"no scene store at {self.url}") from exc
 
@@ -163,10 +169,12 @@ class SceneStore:
             zarr.consolidate_metadata(group.store, path=group.path)
         # The marker goes into the consolidated root in one write (the group opened with its consolidated metadata
         # keeps it). Later updates through _open drop the consolidation again, so only marked stores carry it.
-        consolidated = zarr.open_group(self.url, mode="r+", storage_options=self.storage_options or None,
-                                       use_consolidated=True)
-        consolidated.attrs.update(complete={"config_hash": config_hash, "finished_at": time.time(),
-                                            "run": uuid.uuid4().hex})
+        consolidated = zarr.open_group(
+            self.url, mode="r+", storage_options=self.storage_options or None, use_consolidated=True
+        )
+        consolidated.attrs.update(
+            complete={"config_hash": config_hash, "finished_at": time.time(), "run": uuid.uuid4().hex}
+        )
 
     def staging(self) -> SceneStore:
         """A fresh sibling URL (``<url>.tmp-<run>``) to build this store's replacement in (see :meth:`replace_with`)."""
@@ -188,7 +196,7 @@ class SceneStore:
         if self.is_complete():
             self.update_attrs(complete=None)
         files = fs.find(src)
-        new = [path + f[len(src):] for f in files]
+        new = [path + f[len(src) :] for f in files]
         fs.copy(files, new)  # in parallel
         stale = sorted(set(fs.find(path)) - set(new))
         if stale:
@@ -214,7 +222,9 @@ class SceneStore:
             entries = fs.ls(parent, detail=False, refresh=True)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        leftovers = [e for e in entries if e.rstrip("/").rsplit("/", 1)[-1].startswith((name + TMP_TAG, name + OLD_TAG))]
+        leftovers = [
+            e for e in entries if e.rstrip("/").rsplit("/", 1)[-1].startswith((name + TMP_TAG, name + OLD_TAG))
+        ]
         for entry in leftovers:
             fs.rm(entry, recursive=True)
         return leftovers
@@ -225,8 +235,9 @@ class SceneStore:
         if fs.exists(path):
             fs.rm(path, recursive=True)
 
-    def write_prediction(self, pred: Prediction, frame_index: np.ndarray | None = None,
-                         timestamps: np.ndarray | None = None) -> None:
+    def write_prediction(
+        self, pred: Prediction, frame_index: np.ndarray | None = None, timestamps: np.ndarray | None = None
+    ) -> None:
         """Write every array of ``pred`` (one frame per chunk) and its scalar fields as attributes."""
         group = self._open("r+")
         n = len(pred)
@@ -240,11 +251,16 @@ class SceneStore:
             per_view = len(pred.gaussians) // max(n, 1)
             for name, dims in _GAUSSIAN_DIMS.items():
                 _put(gs_group, name, getattr(pred.gaussians, name), dims, chunk0=per_view)
-        group.attrs.update({
-            "n_frames": n, "is_metric": int(pred.is_metric), "scale_factor": pred.scale_factor,
-            "ref_view_idx": pred.ref_view_idx, "source_names": pred.source_names,
-            "source_sizes": None if pred.source_sizes is None else np.asarray(pred.source_sizes).tolist(),
-        })
+        group.attrs.update(
+            {
+                "n_frames": n,
+                "is_metric": int(pred.is_metric),
+                "scale_factor": pred.scale_factor,
+                "ref_view_idx": pred.ref_view_idx,
+                "source_names": pred.source_names,
+                "source_sizes": None if pred.source_sizes is None else np.asarray(pred.source_sizes).tolist(),
+            }
+        )
 
     def append_frames(self, pred: Prediction, frame_index: np.ndarray, timestamps: np.ndarray | None = None) -> None:
         """Append ``pred``'s views to the per-frame arrays of a store begun with :meth:`write_prediction` (a long
@@ -268,12 +284,14 @@ class SceneStore:
         """One array's values."""
         return np.asarray(_array(self._open("r"), name)[...])
 
-    def create_array(self, name: str, shape: tuple[int, ...], dtype: Any, dims: list[str],
-                     chunk0: int = 1) -> zarr.Array:
+    def create_array(
+        self, name: str, shape: tuple[int, ...], dtype: Any, dims: list[str], chunk0: int = 1
+    ) -> zarr.Array:
         """An empty array to fill frame by frame as results stream in (same chunking and codecs as the rest)."""
         chunks = (max(1, min(chunk0, shape[0])),) + tuple(shape[1:])
-        return self._open("r+").create_array(name, shape=shape, dtype=dtype, chunks=chunks,
-                                             compressors=_COMPRESSOR, dimension_names=dims, overwrite=True)
+        return self._open("r+").create_array(
+            name, shape=shape, dtype=dtype, chunks=chunks, compressors=_COMPRESSOR, dimension_names=dims, overwrite=True
+        )
 
     def iter_array(self, name: str) -> Iterator[np.ndarray]:
         """One array's values a frame at a time, so long videos are read back in constant memory."""
@@ -281,8 +299,9 @@ class SceneStore:
         for i in range(array.shape[0]):
             yield np.asarray(array[i])
 
-    def read_prediction(self, features: bool = True, gaussians: bool = True, frames: slice = slice(None),
-                        lazy: bool = False) -> Prediction:
+    def read_prediction(
+        self, features: bool = True, gaussians: bool = True, frames: slice = slice(None), lazy: bool = False
+    ) -> Prediction:
         """Rebuild the Prediction this store holds (for exports without re-running inference).
 
         ``frames`` reads some views only (features and Gaussians then stay unread). ``lazy`` leaves the image-like
@@ -307,10 +326,17 @@ class SceneStore:
             gs = Gaussians(**{name: np.asarray(_array(stored, name)[...]) for name in _GAUSSIAN_DIMS})
         sizes, names = attrs.get("source_sizes"), attrs.get("source_names")
         return Prediction(
-            depth=get("depth"), is_metric=int(attrs.get("is_metric", 0)), sky=get("sky"),
-            conf=get("conf"), extrinsics=get("extrinsics", False), intrinsics=get("intrinsics", False),
-            processed_images=get("images"), gaussians=gs, aux=aux,
-            scale_factor=attrs.get("scale_factor"), ref_view_idx=attrs.get("ref_view_idx"),
+            depth=get("depth"),
+            is_metric=int(attrs.get("is_metric", 0)),
+            sky=get("sky"),
+            conf=get("conf"),
+            extrinsics=get("extrinsics", False),
+            intrinsics=get("intrinsics", False),
+            processed_images=get("images"),
+            gaussians=gs,
+            aux=aux,
+            scale_factor=attrs.get("scale_factor"),
+            ref_view_idx=attrs.get("ref_view_idx"),
             source_sizes=None if sizes is None else np.asarray(sizes)[frames],
             source_names=None if names is None else names[frames],
         )
@@ -376,19 +402,31 @@ def _frame_arrays(pred: Prediction, frame_index: np.ndarray | None, timestamps: 
         "intrinsics": (pred.intrinsics, ["frame", "k_row", "k_col"], np.float32, n),
         "frame": (index.astype(np.int64), ["frame"], None, n),
         "timestamp": (stamps, ["frame"], None, n),
-        "source_name": (None if pred.source_names is None else np.asarray(pred.source_names, dtype=str), ["frame"],
-                        None, n),
+        "source_name": (
+            None if pred.source_names is None else np.asarray(pred.source_names, dtype=str),
+            ["frame"],
+            None,
+            n,
+        ),
     }
 
 
-def _put(group: zarr.Group, name: str, values: np.ndarray | None, dims: list[str],
-         dtype: Any = None, chunk0: int = 1) -> None:
+def _put(
+    group: zarr.Group, name: str, values: np.ndarray | None, dims: list[str], dtype: Any = None, chunk0: int = 1
+) -> None:
     if values is None:
         return
     values = np.asarray(values, dtype=dtype)
     chunks = (max(1, min(chunk0, values.shape[0])),) + values.shape[1:] if values.ndim else ()
     # Text as zarr's variable-length UTF-8 (its fixed-width type has no v3 spec and warns on every write).
     dtype = str if values.dtype.kind == "U" else values.dtype
-    array = group.create_array(name, shape=values.shape, dtype=dtype, chunks=chunks,
-                               compressors=_COMPRESSOR, dimension_names=dims, overwrite=True)
+    array = group.create_array(
+        name,
+        shape=values.shape,
+        dtype=dtype,
+        chunks=chunks,
+        compressors=_COMPRESSOR,
+        dimension_names=dims,
+        overwrite=True,
+    )
     array[...] = values

@@ -50,15 +50,22 @@ class ChunkCache:
         except Exception:  # a root killed mid-write is unreadable in backend-specific ways: simply not finished
             return None
 
-    def write(self, name: str, frames: np.ndarray, prediction: Prediction, descriptors: np.ndarray | None,
-              record: dict[str, Any]) -> None:
+    def write(
+        self,
+        name: str,
+        frames: np.ndarray,
+        prediction: Prediction,
+        descriptors: np.ndarray | None,
+        record: dict[str, Any],
+    ) -> None:
         """Store a chunk's prediction (views = ``frames``), its per-frame descriptors and ``record``; marker last."""
         store = self.store(name)
         store.reset({"chunk": record})  # also removes what a killed attempt left
         store.write_prediction(prediction, frame_index=np.asarray(frames))
         if descriptors is not None:
-            store.write_array("descriptors", np.asarray(descriptors, dtype=np.float32), ["frame", "channel"],
-                              chunk0=len(frames))
+            store.write_array(
+                "descriptors", np.asarray(descriptors, dtype=np.float32), ["frame", "channel"], chunk0=len(frames)
+            )
         store.mark_complete(_frames_hash(self.key, frames))
 
     def read(self, name: str, views: slice = slice(None)) -> Prediction:

@@ -33,7 +33,9 @@ def plan_chunks(n_frames: int, chunk_size: int, overlap: int) -> list[np.ndarray
     """
     check_chunking(chunk_size, overlap)
     if n_frames < 1:
-        raise StreamingInputError(f"the sequence has {n_frames} frames; give at least one frame (check the input and fps)")
+        raise StreamingInputError(
+            f"the sequence has {n_frames} frames; give at least one frame (check the input and fps)"
+        )
     if n_frames <= chunk_size:
         return [np.arange(n_frames)]
     step = chunk_size - overlap
@@ -76,6 +78,8 @@ def check_frames(frames: Sequence[np.ndarray], n_chunks: int) -> list[np.ndarray
         if f.ndim != 1 or len(f) == 0 or not np.issubdtype(f.dtype, np.integer):
             raise StreamingInputError(f"frames[{ci}] must be a non-empty 1-D int array of global frame indices")
         if (f < 0).any() or (np.diff(f) <= 0).any():
-            raise StreamingInputError(f"frames[{ci}] must be non-negative and strictly increasing; sort the chunk's frames")
+            raise StreamingInputError(
+                f"frames[{ci}] must be non-negative and strictly increasing; sort the chunk's frames"
+            )
         out.append(f.astype(np.int64))
     return out

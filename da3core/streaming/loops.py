@@ -62,7 +62,9 @@ def find_loop_candidates(
     if desc.ndim != 2 or len(desc) == 0:
         raise StreamingInputError(f"descriptors must be an (N, D) array with N >= 1, got shape {desc.shape}")
     if min_gap < 1 or top_k < 1 or nms_radius < 0:
-        raise StreamingInputError(f"need min_gap >= 1, top_k >= 1, nms_radius >= 0; got {min_gap}, {top_k}, {nms_radius}")
+        raise StreamingInputError(
+            f"need min_gap >= 1, top_k >= 1, nms_radius >= 0; got {min_gap}, {top_k}, {nms_radius}"
+        )
     n = len(desc)
     desc -= desc.mean(axis=0)
     faiss.normalize_L2(desc)
@@ -73,7 +75,7 @@ def find_loop_candidates(
     k = min(n, top_k + 2 * min_gap)
     pairs: dict[tuple[int, int], float] = {}
     for start in range(0, n, QUERY_BLOCK):
-        sims, idx = index.search(desc[start:start + QUERY_BLOCK], k)
+        sims, idx = index.search(desc[start : start + QUERY_BLOCK], k)
         rows = np.arange(start, start + len(idx))[:, None]
         far = (idx >= 0) & (np.abs(idx - rows) >= min_gap)
         rank = np.cumsum(far, axis=1)
@@ -122,7 +124,7 @@ def _window(chunk_frames: np.ndarray, frame: int, half_window: int) -> np.ndarra
     pos = int(np.searchsorted(chunk_frames, frame))
     size = min(len(chunk_frames), 2 * half_window + 1)
     start = min(max(pos - half_window, 0), len(chunk_frames) - size)
-    return chunk_frames[start:start + size]
+    return chunk_frames[start : start + size]
 
 
 def plan_loop_closures(
@@ -144,7 +146,9 @@ def plan_loop_closures(
             continue
         if (ca, cb) in best and best[(ca, cb)].similarity >= c.similarity:
             continue
-        loop_frames = np.union1d(_window(frames[ca], c.frame_a, half_window), _window(frames[cb], c.frame_b, half_window))
+        loop_frames = np.union1d(
+            _window(frames[ca], c.frame_a, half_window), _window(frames[cb], c.frame_b, half_window)
+        )
         best[(ca, cb)] = LoopPlan(ca, cb, loop_frames, c.similarity)
     return sorted(best.values(), key=lambda p: (p.chunk_a, p.chunk_b))
 
@@ -161,7 +165,8 @@ def loop_link(
     """The chunk link of a verified loop: ``loop_prediction`` (over ``plan.frames``) aligned to both chunks."""
     if len(loop_prediction) != len(plan.frames):
         raise StreamingInputError(
-            f"the loop prediction has {len(loop_prediction)} views for {len(plan.frames)} planned frames; infer plan.frames"
+            f"the loop prediction has {len(loop_prediction)} views for {len(plan.frames)} planned frames; "
+            "infer plan.frames"
         )
     a_from_loop = align_chunks(chunk_a, frames_a, loop_prediction, plan.frames)
     b_from_loop = align_chunks(chunk_b, frames_b, loop_prediction, plan.frames)

@@ -35,7 +35,12 @@ MAX_POINTS = 200_000  # enough for a well-determined fit; bounds time and memory
 
 
 def fit_sim3_irls(
-    src: np.ndarray, dst: np.ndarray, init: Sim3, depth: np.ndarray | None = None, max_iters: int = 50, tol: float = 1e-12
+    src: np.ndarray,
+    dst: np.ndarray,
+    init: Sim3,
+    depth: np.ndarray | None = None,
+    max_iters: int = 50,
+    tol: float = 1e-12,
 ) -> Sim3:
     """Robust Sim(3) with dst ≈ S(src) for corresponding (N, 3) points: Cauchy IRLS from ``init`` (see module doc).
 
@@ -111,8 +116,10 @@ def align_chunks(chunk_a: Prediction, frames_a: np.ndarray, chunk_b: Prediction,
     depth_a, conf_a, K_a, c2w_a = _chunk_view(chunk_a, ia, "chunk a")
     depth_b, conf_b, K_b, c2w_b = _chunk_view(chunk_b, ib, "chunk b")
     if depth_a.shape != depth_b.shape:
-        raise StreamingInputError(f"chunks have depth maps of {depth_a.shape[1:]} and {depth_b.shape[1:]}; infer all "
-                                  "chunks at the same processing resolution")
+        raise StreamingInputError(
+            f"chunks have depth maps of {depth_a.shape[1:]} and {depth_b.shape[1:]}; infer all "
+            "chunks at the same processing resolution"
+        )
     mask = _confident(depth_a, conf_a) & _confident(depth_b, conf_b)
     if mask.sum() < 3:
         raise StreamingInputError(

@@ -95,7 +95,11 @@ def solve_chunk_transforms(
     initial = gtsam.Values()
     for ci, (t, a) in enumerate(zip(chained, anchors)):
         initial.insert(ci, _to_gtsam(t @ a.inverse()))
-    graph.add(gtsam.PriorFactorSimilarity3(0, _to_gtsam(anchors[0].inverse()), gtsam.noiseModel.Isotropic.Sigma(7, PRIOR_SIGMA)))
+    graph.add(
+        gtsam.PriorFactorSimilarity3(
+            0, _to_gtsam(anchors[0].inverse()), gtsam.noiseModel.Isotropic.Sigma(7, PRIOR_SIGMA)
+        )
+    )
     edges = [ChunkLink(i, i + 1, s) for i, s in enumerate(sequential)] + list(loops)
     for e in edges:
         measured = _to_gtsam(anchors[e.i] @ e.sim3 @ anchors[e.j].inverse())

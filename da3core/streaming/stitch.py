@@ -21,13 +21,18 @@ def _check_chunks(chunks: Sequence[Prediction], frames: Sequence[np.ndarray]) ->
     shape = chunks[0].depth.shape[1:]
     for ci, (chunk, f) in enumerate(zip(chunks, frames)):
         if chunk.extrinsics is None or chunk.intrinsics is None:
-            raise StreamingInputError(f"chunk {ci} has no cameras (mono/metric preset); streaming needs an any-view model")
+            raise StreamingInputError(
+                f"chunk {ci} has no cameras (mono/metric preset); streaming needs an any-view model"
+            )
         if len(chunk) != len(f):
-            raise StreamingInputError(f"chunk {ci} has {len(chunk)} views but frames[{ci}] lists {len(f)}; pass one "
-                                      "global index per view")
+            raise StreamingInputError(
+                f"chunk {ci} has {len(chunk)} views but frames[{ci}] lists {len(f)}; pass one global index per view"
+            )
         if chunk.depth.shape[1:] != shape:
-            raise StreamingInputError(f"chunk {ci} has {chunk.depth.shape[1:]} depth maps, chunk 0 {shape}; infer all "
-                                      "chunks at the same processing resolution")
+            raise StreamingInputError(
+                f"chunk {ci} has {chunk.depth.shape[1:]} depth maps, chunk 0 {shape}; infer all "
+                "chunks at the same processing resolution"
+            )
 
 
 def chunk_transforms(

@@ -18,7 +18,14 @@ from scipy.io import savemat
 from scipy.spatial.transform import Rotation
 
 from da3core.geometry import affine_inverse, as_homogeneous, intrinsics_from_fov
-from da3core.synthetic.scene import SyntheticScene, make_scene, orbit_extrinsics, render_view, scene_mesh, surface_points
+from da3core.synthetic.scene import (
+    SyntheticScene,
+    make_scene,
+    orbit_extrinsics,
+    render_view,
+    scene_mesh,
+    surface_points,
+)
 
 GT_CLOUD_SPACING = 0.025  # metres between the points of the GT point clouds (HiRoom, DTU)
 
@@ -62,8 +69,9 @@ def _occlusion_block(shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def write_eth3d(root: Path, scenes: Sequence[str] = ("courtyard", "electro"), n_views: int = 4,
-                size: tuple[int, int] = (96, 64)) -> Path:
+def write_eth3d(
+    root: Path, scenes: Sequence[str] = ("courtyard", "electro"), n_views: int = 4, size: tuple[int, int] = (96, 64)
+) -> Path:
     """ETH3D: COLMAP-text calibration, JPEG frames, raw float32 depth (+inf = none), occlusion masks, GT mesh.
 
     The ``electro`` scene also gets view DSC_9289.JPG, which the benchmark excludes.
@@ -73,17 +81,27 @@ def write_eth3d(root: Path, scenes: Sequence[str] = ("courtyard", "electro"), n_
         scene, K, exts = _cameras(n_views + (name == "electro"), width, height, seed=s)
         images, depth = _render(scene, K, exts, height, width)
         folder = root / "eth3d" / name
-        names = [f"dslr_images/DSC_{1000 + i:04d}.JPG" for i in range(n_views)] + (["dslr_images/DSC_9289.JPG"]
-                                                                                    if name == "electro" else [])
-        cam_lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
-                     "# Number of cameras: 1", f"0 PINHOLE {width} {height} " + " ".join(repr(float(v)) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))]
-        image_lines = ["# Image list with two lines of data per image:",
-                       "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME", "#   POINTS2D[] as (X, Y, POINT3D_ID)",
-                       f"# Number of images: {len(names)}"]
+        names = [f"dslr_images/DSC_{1000 + i:04d}.JPG" for i in range(n_views)] + (
+            ["dslr_images/DSC_9289.JPG"] if name == "electro" else []
+        )
+        cam_lines = [
+            "# Camera list with one line of data per camera:",
+            "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
+            "# Number of cameras: 1",
+            f"0 PINHOLE {width} {height} " + " ".join(repr(float(v)) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2])),
+        ]
+        image_lines = [
+            "# Image list with two lines of data per image:",
+            "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+            "#   POINTS2D[] as (X, Y, POINT3D_ID)",
+            f"# Number of images: {len(names)}",
+        ]
         for i, (image_name, ext) in enumerate(zip(names, exts)):
             qx, qy, qz, qw = Rotation.from_matrix(ext[:3, :3]).as_quat()
-            image_lines += [" ".join(repr(float(v)) for v in (qw, qx, qy, qz, *ext[:3, 3])).join([f"{i} ", f" 0 {image_name}"]),
-                            ""]
+            image_lines += [
+                " ".join(repr(float(v)) for v in (qw, qx, qy, qz, *ext[:3, 3])).join([f"{i} ", f" 0 {image_name}"]),
+                "",
+            ]
             stem = Path(image_name).name
             (folder / "images" / "dslr_images").mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i]).save(folder / "images" / image_name, quality=95)
@@ -115,8 +133,9 @@ def write_7scenes(root: Path, scenes: Sequence[str] = ("chess", "stairs"), n_vie
     return root / "7scenes"
 
 
-def write_scannetpp(root: Path, scenes: Sequence[str] = ("09c1414f1b", "1ada7a0617"), n_views: int = 4,
-                    size: tuple[int, int] = (64, 48)) -> Path:
+def write_scannetpp(
+    root: Path, scenes: Sequence[str] = ("09c1414f1b", "1ada7a0617"), n_views: int = 4, size: tuple[int, int] = (64, 48)
+) -> Path:
     """ScanNet++: a binary COLMAP model (OPENCV cameras, zero distortion) of iPhone frames plus one DSLR frame the
     benchmark skips, 16-bit mm render depth, GT mesh."""
     import pycolmap
@@ -144,8 +163,12 @@ def write_scannetpp(root: Path, scenes: Sequence[str] = ("09c1414f1b", "1ada7a06
     return root / "scannetpp"
 
 
-def write_hiroom(root: Path, scenes: Sequence[str] = ("synthetic/room_00/cam_00", "synthetic/room_01/cam_00"),
-                 n_views: int = 4, size: tuple[int, int] = (64, 48)) -> Path:
+def write_hiroom(
+    root: Path,
+    scenes: Sequence[str] = ("synthetic/room_00/cam_00", "synthetic/room_01/cam_00"),
+    n_views: int = 4,
+    size: tuple[int, int] = (64, 48),
+) -> Path:
     """HiRoom: w2c pose .npy per frame, shared cam_K.npy, depth PNGs over [0, 100] m, aliasing masks, GT point cloud,
     the scene list; each scene also has one image without a pose, which the benchmark skips."""
     width, height = size
@@ -164,14 +187,23 @@ def write_hiroom(root: Path, scenes: Sequence[str] = ("synthetic/room_00/cam_00"
             _save(folder / "depth" / f"{i:05d}.png", _depth_u16(depth[i], 65535.0 / 100.0))
             aliasing = _occlusion_block((height, width)) if i == 0 else np.zeros((height, width), bool)
             _save(folder / "aliasing_mask" / f"{i:05d}.png", aliasing.astype(np.uint8) * 255)
-        _write_cloud(surface_points(scene, GT_CLOUD_SPACING), dataset / "fused_pcd" / ("-".join(name.split("/")[-3:]) + ".ply"))
+        _write_cloud(
+            surface_points(scene, GT_CLOUD_SPACING), dataset / "fused_pcd" / ("-".join(name.split("/")[-3:]) + ".ply")
+        )
     (dataset / "selected_scene_list_val.txt").write_text("\n".join(scenes) + "\n")
     return dataset
 
 
 def _write_mvsnet_cam(path: Path, K: np.ndarray, ext: np.ndarray, depth_range: tuple[float, float]) -> None:
-    rows = ["extrinsic", *(" ".join(repr(float(v)) for v in row) for row in as_homogeneous(ext)), "", "intrinsic",
-            *(" ".join(repr(float(v)) for v in row) for row in K), "", f"{depth_range[0]} {depth_range[1]}"]
+    rows = [
+        "extrinsic",
+        *(" ".join(repr(float(v)) for v in row) for row in as_homogeneous(ext)),
+        "",
+        "intrinsic",
+        *(" ".join(repr(float(v)) for v in row) for row in K),
+        "",
+        f"{depth_range[0]} {depth_range[1]}",
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(rows) + "\n")
 
@@ -191,8 +223,9 @@ def _mm_render(seed: int, K: np.ndarray, exts_mm: np.ndarray, height: int, width
     return scene, *_render(scene, K, exts_m, height, width)
 
 
-def write_dtu(root: Path, scenes: Sequence[str] = ("scan1", "scan4"), n_views: int = 35,
-              size: tuple[int, int] = (48, 36)) -> Path:
+def write_dtu(
+    root: Path, scenes: Sequence[str] = ("scan1", "scan4"), n_views: int = 35, size: tuple[int, int] = (48, 36)
+) -> Path:
     """DTU (MVSNet evaluation layout, millimetres): rectified frames, shared camera files, depth_visual masks, the
     stl point cloud and an observation mask / ground plane that keep every point."""
     width, height = size
@@ -204,7 +237,10 @@ def write_dtu(root: Path, scenes: Sequence[str] = ("scan1", "scan4"), n_views: i
         scene, images, depth = _mm_render(s, K, exts, height, width)
         for v in range(n_views):
             _save(dataset / "Rectified" / name / f"rect_{v + 1:03d}_3_r5000.png", images[v])
-            _save(dataset / "depth_raw" / "Depths" / name / f"depth_visual_{v:04d}.png", (depth[v] > 0).astype(np.uint8) * 255)
+            _save(
+                dataset / "depth_raw" / "Depths" / name / f"depth_visual_{v:04d}.png",
+                (depth[v] > 0).astype(np.uint8) * 255,
+            )
         points = surface_points(scene, GT_CLOUD_SPACING) * 1000.0
         scan_id = int(name[4:])
         _write_cloud(points, dataset / "Points" / "stl" / f"stl{scan_id:03d}_total.ply")
@@ -213,14 +249,17 @@ def write_dtu(root: Path, scenes: Sequence[str] = ("scan1", "scan4"), n_views: i
         grid = np.ones(np.ceil((points.max(0) + res - lo) / res).astype(int) + 1, dtype=bool)
         obs = dataset / "SampleSet" / "mvs_data" / "ObsMask"
         obs.mkdir(parents=True, exist_ok=True)
-        savemat(obs / f"ObsMask{scan_id}_10.mat", {"ObsMask": grid, "BB": np.stack([lo, lo + res * np.array(grid.shape)]),
-                                                   "Res": np.array([[res]])})
+        savemat(
+            obs / f"ObsMask{scan_id}_10.mat",
+            {"ObsMask": grid, "BB": np.stack([lo, lo + res * np.array(grid.shape)]), "Res": np.array([[res]])},
+        )
         savemat(obs / f"Plane{scan_id}.mat", {"P": np.array([[0.0], [0.0], [1.0], [1000.0]])})  # z > -1 m: all above
     return dataset
 
 
-def write_dtu64(root: Path, scenes: Sequence[str] = ("scan105", "scan114"), n_views: int = 36,
-                size: tuple[int, int] = (48, 36)) -> Path:
+def write_dtu64(
+    root: Path, scenes: Sequence[str] = ("scan105", "scan114"), n_views: int = 36, size: tuple[int, int] = (48, 36)
+) -> Path:
     """DTU-64 (pose only, millimetres): frames per scan and shared camera files; the last view has no camera file,
     so the benchmark skips it."""
     width, height = size
@@ -236,8 +275,12 @@ def write_dtu64(root: Path, scenes: Sequence[str] = ("scan105", "scan114"), n_vi
 
 
 MINIATURE_WRITERS: dict[str, Callable[[Path], Path]] = {
-    "eth3d": write_eth3d, "7scenes": write_7scenes, "scannetpp": write_scannetpp, "hiroom": write_hiroom,
-    "dtu": write_dtu, "dtu64": write_dtu64,
+    "eth3d": write_eth3d,
+    "7scenes": write_7scenes,
+    "scannetpp": write_scannetpp,
+    "hiroom": write_hiroom,
+    "dtu": write_dtu,
+    "dtu64": write_dtu64,
 }
 
 

@@ -30,8 +30,14 @@ DRIFT_BIAS = np.array([0.0, 0.0, 1.0, 0.3, 0.0, 0.0, 0.5])  # (rotvec, translati
 class GaugePredictor:
     """Callable on a list of global frame indices; returns their exact prediction in a seeded random gauge."""
 
-    def __init__(self, sequence: SyntheticCapture, seed: int = 0, drift: float = 0.0, pose_noise: float = 0.0,
-                 depth_noise: float = 0.0) -> None:
+    def __init__(
+        self,
+        sequence: SyntheticCapture,
+        seed: int = 0,
+        drift: float = 0.0,
+        pose_noise: float = 0.0,
+        depth_noise: float = 0.0,
+    ) -> None:
         self.sequence = sequence
         self.seed = seed
         self.drift = drift
@@ -60,7 +66,7 @@ class GaugePredictor:
             # x -> scale * rot (x - pivot) + pivot + shift: the bend about the call's first camera, plus the noise.
             shift = k * xi[3:6] + noise[3:]
             trans = pivot + shift - scale * rot.as_matrix() @ pivot
-            ext[k] = apply_sim3_to_extrinsics(ext[k:k + 1], scale, rot.as_matrix(), trans)[0]
+            ext[k] = apply_sim3_to_extrinsics(ext[k : k + 1], scale, rot.as_matrix(), trans)[0]
             depth[k] *= scale
         if self.depth_noise:
             depth *= np.exp(self.depth_noise * rng.standard_normal(depth.shape))
@@ -76,7 +82,7 @@ class GaugePredictor:
         )
 
     def descriptors(self) -> np.ndarray:
-        """(N, D) per-frame place descriptors: which surfaces each cell of the image sees (equal views, equal vectors)."""
+        """(N, D) per-frame place descriptors: the surfaces each image cell sees (equal views, equal vectors)."""
         ids = self.sequence.surface_ids
         n, h, w = ids.shape
         n_rects = len(self.sequence.scene.rects) + 1  # + "no hit"

@@ -35,12 +35,15 @@ def open_path(n_frames: int, height: float = 1.3) -> np.ndarray:
     return np.stack([look_at(e, e + d + np.array([0.0, 0.0, -0.25])) for e, d in zip(eyes, heading)])
 
 
-def make_sequence(path: str = "loop", n_frames: int = 600, width: int = 32, height: int = 24, seed: int = 0,
-                  fov_deg: float = 70.0) -> SyntheticCapture:
+def make_sequence(
+    path: str = "loop", n_frames: int = 600, width: int = 32, height: int = 24, seed: int = 0, fov_deg: float = 70.0
+) -> SyntheticCapture:
     """Render ``n_frames`` views of the seed's room along ``path`` ('loop' or 'open')."""
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
     if n_frames < 2 or width < 2 or height < 2:
-        raise ValueError(f"make_sequence needs n_frames >= 2 and a size of at least 2x2, got {n_frames}, {width}x{height}")
+        raise ValueError(
+            f"make_sequence needs n_frames >= 2 and a size of at least 2x2, got {n_frames}, {width}x{height}"
+        )
     extrinsics = loop_path(n_frames) if path == "loop" else open_path(n_frames)
     return render_capture(make_scene(seed), intrinsics_from_fov(width, height, fov_deg), extrinsics, height, width)

@@ -173,9 +173,7 @@ def orbit_extrinsics(
     """World-to-camera (N, 3, 4) poses on an arc around ``target``, gently bobbing in height."""
     angles = np.deg2rad(start_deg + arc_deg * np.linspace(0.0, 1.0, n_views))
     phase = np.linspace(0.0, 2 * np.pi, n_views, endpoint=False)
-    eyes = np.stack(
-        [radius * np.cos(angles), radius * np.sin(angles), height + height_wobble * np.sin(phase)], axis=-1
-    )
+    eyes = np.stack([radius * np.cos(angles), radius * np.sin(angles), height + height_wobble * np.sin(phase)], axis=-1)
     return np.stack([look_at(eye, target) for eye in eyes])
 
 
@@ -191,12 +189,18 @@ def make_capture(
     if n_views < 1 or width < 2 or height < 2:
         raise ValueError(f"make_capture needs n_views >= 1 and a size of at least 2x2, got {n_views}, {width}x{height}")
     scene = make_scene(seed)
-    return render_capture(scene, intrinsics_from_fov(width, height, fov_deg),
-                          orbit_extrinsics(n_views, scene.target, arc_deg=arc_deg), height, width)
+    return render_capture(
+        scene,
+        intrinsics_from_fov(width, height, fov_deg),
+        orbit_extrinsics(n_views, scene.target, arc_deg=arc_deg),
+        height,
+        width,
+    )
 
 
-def render_capture(scene: SyntheticScene, intrinsics: np.ndarray, extrinsics: np.ndarray, height: int,
-                   width: int) -> SyntheticCapture:
+def render_capture(
+    scene: SyntheticScene, intrinsics: np.ndarray, extrinsics: np.ndarray, height: int, width: int
+) -> SyntheticCapture:
     """Ray-cast every w2c camera of ``extrinsics`` (N, 3, 4) with one pinhole ``intrinsics`` (3, 3)."""
     views = [render_view(scene, intrinsics, ext, height, width) for ext in extrinsics]
     return SyntheticCapture(
@@ -211,8 +215,10 @@ def render_capture(scene: SyntheticScene, intrinsics: np.ndarray, extrinsics: np
 
 def scene_mesh(scene: SyntheticScene) -> tuple[np.ndarray, np.ndarray]:
     """The room's exact surface as a triangle mesh: (vertices (4R, 3) float64, triangles (2R, 3) int32)."""
-    corners = [np.stack([r.origin, r.origin + r.edge_u, r.origin + r.edge_u + r.edge_v, r.origin + r.edge_v])
-               for r in scene.rects]
+    corners = [
+        np.stack([r.origin, r.origin + r.edge_u, r.origin + r.edge_u + r.edge_v, r.origin + r.edge_v])
+        for r in scene.rects
+    ]
     quads = 4 * np.arange(len(scene.rects))[:, None]
     triangles = np.concatenate([quads + [0, 1, 2], quads + [0, 2, 3]])
     return np.concatenate(corners), triangles.astype(np.int32)

@@ -25,7 +25,9 @@ class VideoInfo:
     timestamps: np.ndarray
 
 
-def write_image_folder(capture: SyntheticCapture, folder: str | Path, ext: str = "png", quality: int = 95) -> list[Path]:
+def write_image_folder(
+    capture: SyntheticCapture, folder: str | Path, ext: str = "png", quality: int = 95
+) -> list[Path]:
     """Save frames as ``frame_0000.<ext>``...; PNG is lossless, JPEG uses ``quality``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,7 +45,10 @@ def write_ground_truth(capture: SyntheticCapture, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
-        path, depth=capture.depth, intrinsics=capture.intrinsics, extrinsics=capture.extrinsics,
+        path,
+        depth=capture.depth,
+        intrinsics=capture.intrinsics,
+        extrinsics=capture.extrinsics,
         surface_ids=capture.surface_ids,
     )
     return path
@@ -62,7 +67,7 @@ def pattern_frames(n_frames: int, height: int, width: int) -> Iterator[np.ndarra
         frame = np.stack([np.sin(u / 7 + phase), np.cos(v / 5 - phase), np.sin((u + v) / 11 + 2 * phase)], axis=-1)
         frame = ((frame + 1) * 100).astype(np.uint8)
         top, left = (i * 3) % max(1, height - height // 4), (i * 5) % max(1, width - width // 4)
-        frame[top:top + height // 4, left:left + width // 4] = 255
+        frame[top : top + height // 4, left : left + width // 4] = 255
         yield frame
 
 

@@ -12,10 +12,17 @@ models loaded from them have ``random_weights = True``.
 """
 
 from da3core.video_depth.checkpoints import CHECKPOINTS, ENCODERS
+from da3core.video_depth.loading import load_model, write_random_checkpoint
 from da3core.video_depth.model import VideoDepthAnything
 from da3core.video_depth.streaming import infer_streaming
-from da3core.video_depth.loading import load_model, write_random_checkpoint
 from da3core.video_depth.windowed import infer_windows
 
-__all__ = ["CHECKPOINTS", "ENCODERS", "VideoDepthAnything", "infer_streaming", "infer_windows", "load_model",
-           "write_random_checkpoint"]
+__all__ = [
+    "CHECKPOINTS",
+    "ENCODERS",
+    "VideoDepthAnything",
+    "infer_streaming",
+    "infer_windows",
+    "load_model",
+    "write_random_checkpoint",
+]

@@ -69,8 +69,11 @@ class CheckpointInfo:
         return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
 
 
-_SIZES = {"vits": ("Small", 28.4, "Apache-2.0"), "vitb": ("Base", 113.1, "CC-BY-NC-4.0"),
-          "vitl": ("Large", 381.8, "CC-BY-NC-4.0")}
+_SIZES = {
+    "vits": ("Small", 28.4, "Apache-2.0"),
+    "vitb": ("Base", 113.1, "CC-BY-NC-4.0"),
+    "vitl": ("Large", 381.8, "CC-BY-NC-4.0"),
+}
 
 
 def checkpoint_name(encoder: str, metric: bool) -> str:

@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from da3core.weights import WeightsError
 from da3core.video_depth.checkpoints import CHECKPOINTS
 from da3core.video_depth.loading import DEFAULT_CHECKPOINT_DIR, download_checkpoint
+from da3core.weights import WeightsError
 
 
 def format_list() -> str:
@@ -32,8 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--list", action="store_true", help="list the official checkpoints")
     action.add_argument("--model", choices=sorted(CHECKPOINTS), help="checkpoint to download")
-    parser.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINT_DIR,
-                        help="where to put the file (default: ./checkpoints)")
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=DEFAULT_CHECKPOINT_DIR,
+        help="where to put the file (default: ./checkpoints)",
+    )
     args = parser.parse_args(argv)
     if args.list:
         print(format_list())

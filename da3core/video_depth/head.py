@@ -31,16 +31,23 @@ class TemporalDPTHead(nn.Module):
             setattr(self.scratch, f"refinenet{k}", FeatureFusionBlock(features))
         self.scratch.output_conv1 = nn.Conv2d(features, features // 2, 3, padding=1)
         self.scratch.output_conv2 = nn.Sequential(
-            nn.Conv2d(features // 2, OUTPUT_HIDDEN, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(OUTPUT_HIDDEN, 1, 1), nn.ReLU(),
+            nn.Conv2d(features // 2, OUTPUT_HIDDEN, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(OUTPUT_HIDDEN, 1, 1),
+            nn.ReLU(),
         )
         self.motion_modules = nn.ModuleList(
             TemporalModule(c) for c in (out_channels[2], out_channels[3], features, features)
         )
 
     def forward(
-        self, features: list[Tensor], patch_h: int, patch_w: int, frames: int,
-        cached: list[Tensor] | None = None, micro_batch: int = MICRO_BATCH,
+        self,
+        features: list[Tensor],
+        patch_h: int,
+        patch_w: int,
+        frames: int,
+        cached: list[Tensor] | None = None,
+        micro_batch: int = MICRO_BATCH,
     ) -> tuple[Tensor, list[Tensor]]:
         """Patch tokens [(B*T, h*w, C)] x 4 -> (depth (B*T, 1, 14h, 14w), 8 cacheable temporal states).
 
@@ -56,7 +63,7 @@ class TemporalDPTHead(nn.Module):
         states: list[Tensor] = []
 
         def temporal(k: int, x: Tensor) -> Tensor:
-            x, new = self.motion_modules[k](x, frames, None if cached is None else cached[2 * k:2 * k + 2])
+            x, new = self.motion_modules[k](x, frames, None if cached is None else cached[2 * k : 2 * k + 2])
             states.extend(new)
             return x
 
@@ -71,9 +78,10 @@ class TemporalDPTHead(nn.Module):
         out_size = (patch_h * PATCH_SIZE, patch_w * PATCH_SIZE)
         chunks = []
         for i in range(0, path_3.shape[0], micro_batch):
-            path_2 = s.refinenet2(path_3[i:i + micro_batch], layer_2_rn[i:i + micro_batch],
-                                  size=layer_1_rn.shape[2:])
-            path_1 = s.refinenet1(path_2, layer_1_rn[i:i + micro_batch])
+            path_2 = s.refinenet2(
+                path_3[i : i + micro_batch], layer_2_rn[i : i + micro_batch], size=layer_1_rn.shape[2:]
+            )
+            path_1 = s.refinenet1(path_2, layer_1_rn[i : i + micro_batch])
             out = F.interpolate(s.output_conv1(path_1), out_size, mode="bilinear", align_corners=True)
             # The last convolutions always run in fp32, as upstream does under fp16 autocast.
             with torch.autocast(device_type=out.device.type, enabled=False):

@@ -17,14 +17,25 @@ from da3core.model.seeded_init import seeded_state_dict
 from da3core.video_depth.checkpoints import CHECKPOINTS, ENCODER_CONFIGS, CheckpointInfo, checkpoint_name
 from da3core.video_depth.model import VideoDepthAnything
 from da3core.video_depth.temporal import sinusoid_table
-from da3core.weights import (CHECKPOINT_SUFFIXES, WeightsError, check_hub_file, hub_file, is_random, load_strict,
-                             open_checkpoint, random_stamp, read_stamp, write_checkpoint)
+from da3core.weights import (
+    CHECKPOINT_SUFFIXES,
+    WeightsError,
+    check_hub_file,
+    hub_file,
+    is_random,
+    load_strict,
+    open_checkpoint,
+    random_stamp,
+    read_stamp,
+    write_checkpoint,
+)
 
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 
 
-def write_random_checkpoint(path: str | os.PathLike, encoder: str = "vits", metric: bool = False,
-                            seed: int = 0) -> Path:
+def write_random_checkpoint(
+    path: str | os.PathLike, encoder: str = "vits", metric: bool = False, seed: int = 0
+) -> Path:
     """Write an official-layout checkpoint of seeded random weights (``.pth`` or ``.safetensors``), stamped random."""
     with torch.device("meta"):
         net = VideoDepthAnything(encoder, metric)
@@ -62,8 +73,9 @@ def load_model(source: str | os.PathLike, encoder: str | None = None, metric: bo
     return model.eval()
 
 
-def resolve_checkpoint(source: str | os.PathLike, encoder: str | None = None, metric: bool | None = None,
-                       download: bool = True) -> Path | None:
+def resolve_checkpoint(
+    source: str | os.PathLike, encoder: str | None = None, metric: bool | None = None, download: bool = True
+) -> Path | None:
     """The local checkpoint file ``source`` names (see :func:`load_model`), downloading a hub one when online.
 
     ``download=False`` checks instead: WeightsError where resolving would fail, None for a hub file to fetch.
@@ -82,8 +94,10 @@ def resolve_checkpoint(source: str | os.PathLike, encoder: str | None = None, me
     elif path.name in CHECKPOINTS:
         info, folder = CHECKPOINTS[path.name], (None if str(path.parent) == "." else path.parent)
     else:
-        raise WeightsError(f"checkpoint not found: {source}. Give a .pth/.safetensors file, a directory holding one, "
-                           f"or one of {', '.join(CHECKPOINTS)}")
+        raise WeightsError(
+            f"checkpoint not found: {source}. Give a .pth/.safetensors file, a directory holding one, "
+            f"or one of {', '.join(CHECKPOINTS)}"
+        )
     local = (folder or DEFAULT_CHECKPOINT_DIR) / info.filename
     if local.is_file():
         return local
@@ -101,8 +115,10 @@ def download_checkpoint(info: CheckpointInfo, checkpoint_dir: str | os.PathLike 
 def offline_guidance(info: CheckpointInfo, checkpoint_dir: str | os.PathLike | None) -> str:
     """How to supply a checkpoint by hand."""
     where = Path(checkpoint_dir or DEFAULT_CHECKPOINT_DIR) / info.filename
-    return (f"On a connected machine download {info.url} (licence {info.licence}) and put it at {where}, "
-            "or pass the file's path as the model source.")
+    return (
+        f"On a connected machine download {info.url} (licence {info.licence}) and put it at {where}, "
+        "or pass the file's path as the model source."
+    )
 
 
 def _encoder_of(state: Mapping[str, torch.Tensor], file: Path) -> str:
@@ -124,5 +140,7 @@ def _file_in_dir(folder: Path, encoder: str | None, metric: bool | None) -> Path
     if len(found) == 1 and encoder is None:
         return found[0]
     wanted = checkpoint_name(encoder, bool(metric)) if encoder else "a single checkpoint (or pass encoder=)"
-    raise WeightsError(f"{folder} holds {[p.name for p in found]}; expected {wanted}. "
-                       "Download one with: python -m da3core.video_depth.download_weights --model NAME")
+    raise WeightsError(
+        f"{folder} holds {[p.name for p in found]}; expected {wanted}. "
+        "Download one with: python -m da3core.video_depth.download_weights --model NAME"
+    )

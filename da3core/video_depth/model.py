@@ -69,7 +69,10 @@ class VideoDepthAnything(nn.Module):
         return self.pretrained(x.flatten(0, 1), self.layers)
 
     def forward_depth(
-        self, features: list[Tensor], shape: torch.Size, cached: list[Tensor] | None = None,
+        self,
+        features: list[Tensor],
+        shape: torch.Size,
+        cached: list[Tensor] | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """Head + ReLU at input resolution: (depth (B, T, H, W), temporal states for streaming)."""
         b, t, _, h, w = shape

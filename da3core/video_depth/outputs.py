@@ -37,7 +37,9 @@ from da3core.export.target import ExportTarget
 NDJSON_NAME = "depth.ndjson"
 RECORD_VERSION = "Depth-Anything"
 DEFAULT_FOCAL = 470.4  # Annolid's / upstream's default in pixels, whatever the resolution
-_INFERNO = (np.asarray(cast(ListedColormap, matplotlib.colormaps["inferno"]).colors) * 255).astype(np.uint8)  # upstream's 256-entry LUT
+_INFERNO = (np.asarray(cast(ListedColormap, matplotlib.colormaps["inferno"]).colors) * 255).astype(
+    np.uint8
+)  # upstream's 256-entry LUT
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,21 @@ def depth_record(depth: np.ndarray, frame_index: int, video_name: str) -> dict[s
     buffer = io.BytesIO()
     Image.fromarray(quantized).save(buffer, format="PNG")  # uint16 → 16-bit grayscale PNG
     return {
-        "version": RECORD_VERSION, "flags": {}, "shapes": [], "imagePath": "",
-        "imageHeight": int(depth.shape[0]), "imageWidth": int(depth.shape[1]),
-        "otherData": {"depth_map": {"image_data": base64.b64encode(buffer.getvalue()).decode("ascii"),
-                                    "scale": {"min": d_min, "max": d_max}, "dtype": "uint16"}},
-        "frame_index": int(frame_index), "video_name": video_name,
+        "version": RECORD_VERSION,
+        "flags": {},
+        "shapes": [],
+        "imagePath": "",
+        "imageHeight": int(depth.shape[0]),
+        "imageWidth": int(depth.shape[1]),
+        "otherData": {
+            "depth_map": {
+                "image_data": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                "scale": {"min": d_min, "max": d_max},
+                "dtype": "uint16",
+            }
+        },
+        "frame_index": int(frame_index),
+        "video_name": video_name,
     }
 
 
@@ -95,16 +107,28 @@ def colorize(depth: np.ndarray, lo: float, hi: float, grayscale: bool = False) -
 
 def point_cloud_info(height: int, width: int, options: OutputOptions, is_metric: bool) -> dict[str, Any]:
     """What the point-cloud CSV columns mean and the pinhole intrinsics used."""
-    z = ("metric depth in metres (the model output)" if is_metric else
-         "relative depth = 1 / relative disparity (the model output); unknown scale and shift, not metres; "
-         "nan where the disparity is 0")
+    z = (
+        "metric depth in metres (the model output)"
+        if is_metric
+        else "relative depth = 1 / relative disparity (the model output); unknown scale and shift, not metres; "
+        "nan where the disparity is 0"
+    )
     return {
         "columns": ["x", "y", "z", "intensity", "red", "green", "blue"],
-        "z": z, "z_kind": "metric_depth" if is_metric else "inverse_relative_disparity",
+        "z": z,
+        "z_kind": "metric_depth" if is_metric else "inverse_relative_disparity",
         "intensity": "the raw model output: " + ("metres" if is_metric else "relative disparity, larger = nearer"),
-        "x": "(u - cx) / fx * z, u = pixel column", "y": "(v - cy) / fy * z, v = pixel row",
-        "intrinsics": {"fx": options.focal_length_x, "fy": options.focal_length_y, "cx": width / 2, "cy": height / 2,
-                       "width": width, "height": height, "units": "pixels of the processed frame"},
+        "x": "(u - cx) / fx * z, u = pixel column",
+        "y": "(v - cy) / fy * z, v = pixel row",
+        "intrinsics": {
+            "fx": options.focal_length_x,
+            "fy": options.focal_length_y,
+            "cx": width / 2,
+            "cy": height / 2,
+            "width": width,
+            "height": height,
+            "units": "pixels of the processed frame",
+        },
         "rows": "one per pixel in row-major order (reshape to height x width)",
     }
 
@@ -157,8 +181,14 @@ class StreamingOutputs:
                 info = point_cloud_info(depth.shape[0], depth.shape[1], self.options, self.is_metric)
                 (self._dirs["points"] / "point_cloud_info.json").write_text(json.dumps(info, indent=1))
             rows = point_cloud_rows(depth, rgb, self.options, self.is_metric)
-            np.savetxt(self._dirs["points"] / f"point_{self.count:04d}.csv", rows, delimiter=",", comments="",
-                       header="x,y,z,intensity,red,green,blue", fmt=["%.6f"] * 4 + ["%d"] * 3)
+            np.savetxt(
+                self._dirs["points"] / f"point_{self.count:04d}.csv",
+                rows,
+                delimiter=",",
+                comments="",
+                header="x,y,z,intensity,red,green,blue",
+                fmt=["%.6f"] * 4 + ["%d"] * 3,
+            )
         self.count += 1
 
     def __exit__(self, *exc: Any) -> None:
@@ -214,8 +244,15 @@ def prune(target: ExportTarget, reldir: str, count: int, pattern: str, keep: tup
         fs.rm(stale)
 
 
-def write_depth_video(target: ExportTarget, stem: str, depths: Iterable[np.ndarray], lo: float, hi: float,
-                      fps: float, grayscale: bool = False) -> list[str]:
+def write_depth_video(
+    target: ExportTarget,
+    stem: str,
+    depths: Iterable[np.ndarray],
+    lo: float,
+    hi: float,
+    fps: float,
+    grayscale: bool = False,
+) -> list[str]:
     """``<stem>_vis.mp4``: H.264 crf 18 over the global depth range (upstream's ``save_video``)."""
     relpath = f"{stem}_vis.mp4"
     with target.staged(relpath) as local:
@@ -223,8 +260,9 @@ def write_depth_video(target: ExportTarget, stem: str, depths: Iterable[np.ndarr
     return [target.url(relpath)]
 
 
-def write_depth_frames(target: ExportTarget, depths: Iterable[np.ndarray], lo: float, hi: float,
-                       grayscale: bool = False) -> list[str]:
+def write_depth_frames(
+    target: ExportTarget, depths: Iterable[np.ndarray], lo: float, hi: float, grayscale: bool = False
+) -> list[str]:
     """``depth_frames/depth_00000.png``: 8-bit over the global range, inferno RGB or gray."""
     count = 0
     with target.staged_dir("depth_frames") as folder:
@@ -247,8 +285,13 @@ def write_npz(target: ExportTarget, stem: str, depths: Iterable[np.ndarray], sha
         with zipfile.ZipFile(local, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             with archive.open("depths.npy", "w", force_zip64=True) as member:
                 npy_format.write_array_header_2_0(
-                    member, {"descr": npy_format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
-                             "shape": tuple(int(s) for s in shape)})
+                    member,
+                    {
+                        "descr": npy_format.dtype_to_descr(np.dtype("<f4")),
+                        "fortran_order": False,
+                        "shape": tuple(int(s) for s in shape),
+                    },
+                )
                 written = 0
                 for depth in depths:
                     member.write(np.ascontiguousarray(depth, dtype="<f4").tobytes())

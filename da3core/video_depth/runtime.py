@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -58,8 +58,11 @@ class FrameSource:
 
 def precision(device: torch.device, fp32: bool) -> contextlib.AbstractContextManager:
     """fp16 autocast on CUDA unless ``fp32``; fp32 elsewhere."""
-    return torch.autocast(device_type="cuda", dtype=torch.float16) if device.type == "cuda" and not fp32 \
+    return (
+        torch.autocast(device_type="cuda", dtype=torch.float16)
+        if device.type == "cuda" and not fp32
         else contextlib.nullcontext()
+    )
 
 
 def to_frame_size(depth: torch.Tensor, frame_size: tuple[int, int]) -> np.ndarray:

@@ -9,7 +9,7 @@ keeps 42 entries. There is no scale/shift alignment; upstream reports lower accu
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -25,8 +25,12 @@ GAP = (INFER_LEN - OVERLAP) * 2 - 1 - (OVERLAP - INTERP_LEN)  # 41
 
 @torch.no_grad()
 def infer_streaming(
-    model: VideoDepthAnything, frames: Iterable[np.ndarray], *, input_size: int = 518,
-    device: str | torch.device = "cpu", fp32: bool = False,
+    model: VideoDepthAnything,
+    frames: Iterable[np.ndarray],
+    *,
+    input_size: int = 518,
+    device: str | torch.device = "cpu",
+    fp32: bool = False,
 ) -> Iterator[np.ndarray]:
     """Depth of every frame (HxW float32), each yielded right after its frame arrives.
 

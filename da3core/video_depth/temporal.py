@@ -63,7 +63,7 @@ class TemporalAttention(nn.Module):
         """(S, F, C) -> (S, F, C); with ``cached`` (S, Fc, C) only the new F frames are queried."""
         seq = x if cached is None else torch.cat([cached, x], dim=1)
         seq = self.pos_encoder(seq)
-        q = self._split(self.to_q(seq[:, seq.shape[1] - x.shape[1]:]))
+        q = self._split(self.to_q(seq[:, seq.shape[1] - x.shape[1] :]))
         k, v = self._split(self.to_k(seq)), self._split(self.to_v(seq))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out[0](out.transpose(1, 2).flatten(2))

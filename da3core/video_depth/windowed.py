@@ -12,7 +12,7 @@ Unlike upstream, neither the frames nor the depths of the whole video are held: 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -65,8 +65,8 @@ class WindowAligner:
         """One window's (32, H, W) depths -> the frames that no later window changes."""
         if self.ref is None:
             self.ref = [depth[0], depth[REF_SLOT]]
-            self.tail = list(depth[INFER_LEN - INTERP_LEN:])
-            return list(depth[:INFER_LEN - INTERP_LEN])
+            self.tail = list(depth[INFER_LEN - INTERP_LEN :])
+            return list(depth[: INFER_LEN - INTERP_LEN])
         scale: float | np.floating
         shift: float | np.floating
         if self.metric:
@@ -77,8 +77,10 @@ class WindowAligner:
         def aligned(slot: int) -> np.ndarray:
             return np.maximum(depth[slot] * scale + shift, 0)
 
-        done = [pre * (1 - w) + aligned(ANCHOR_SLOTS + i) * w
-                for i, (pre, w) in enumerate(zip(self.tail, crossfade_weights()))]
+        done = [
+            pre * (1 - w) + aligned(ANCHOR_SLOTS + i) * w
+            for i, (pre, w) in enumerate(zip(self.tail, crossfade_weights()))
+        ]
         done += [aligned(i) for i in range(OVERLAP, INFER_LEN - INTERP_LEN)]
         self.tail = [aligned(i) for i in range(INFER_LEN - INTERP_LEN, INFER_LEN)]
         self.ref = [self.ref[0], aligned(REF_SLOT)]
@@ -92,8 +94,13 @@ class WindowAligner:
 
 @torch.no_grad()
 def infer_windows(
-    model: VideoDepthAnything, frames: Iterable[np.ndarray], *, input_size: int = 518,
-    device: str | torch.device = "cpu", fp32: bool = False, windows_per_batch: int = 1,
+    model: VideoDepthAnything,
+    frames: Iterable[np.ndarray],
+    *,
+    input_size: int = 518,
+    device: str | torch.device = "cpu",
+    fp32: bool = False,
+    windows_per_batch: int = 1,
 ) -> Iterator[np.ndarray]:
     """Depth of every frame (HxW float32, in order) by upstream's windowed offline scheme.
 

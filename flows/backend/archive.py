@@ -37,8 +37,13 @@ def pack_contents(folder: str | Path, out: BinaryIO) -> None:
             tar.add(child, arcname=child.name, recursive=True)
 
 
-_SPECIAL = {tarfile.SYMTYPE: "symbolic link", tarfile.LNKTYPE: "hard link", tarfile.CHRTYPE: "character device",
-            tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}
+_SPECIAL = {
+    tarfile.SYMTYPE: "symbolic link",
+    tarfile.LNKTYPE: "hard link",
+    tarfile.CHRTYPE: "character device",
+    tarfile.BLKTYPE: "block device",
+    tarfile.FIFOTYPE: "fifo",
+}
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
@@ -54,8 +59,9 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise ArchiveError(f"archive entry {name!r} is a {kind}; only files and folders are accepted")
 
 
-def safe_extract(archive: str | Path | BinaryIO, dest: str | Path, max_bytes: int | None = None,
-                 max_files: int | None = None) -> list[str]:
+def safe_extract(
+    archive: str | Path | BinaryIO, dest: str | Path, max_bytes: int | None = None, max_files: int | None = None
+) -> list[str]:
     """Extract a tar into ``dest`` after checking every entry; returns the top-level names it held.
 
     ``max_bytes`` caps the total size of the files and ``max_files`` the number of entries; both are checked
@@ -65,8 +71,11 @@ def safe_extract(archive: str | Path | BinaryIO, dest: str | Path, max_bytes: in
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
     try:
-        tar = tarfile.open(archive, mode="r:") if isinstance(archive, (str, os.PathLike)) else \
-            tarfile.open(fileobj=archive, mode="r:")
+        tar = (
+            tarfile.open(archive, mode="r:")
+            if isinstance(archive, (str, os.PathLike))
+            else tarfile.open(fileobj=archive, mode="r:")
+        )
     except tarfile.TarError as exc:
         raise ArchiveError(f"not an uncompressed tar archive: {exc}") from exc
     members: list[tarfile.TarInfo] = []

@@ -59,8 +59,12 @@ def submit_job(client: httpx.Client, overrides: list[str], scene_path: str | Pat
     with tempfile.TemporaryFile() as archive:
         pack(scene, archive)
         archive.seek(0)
-        response = client.post("/jobs", params=[("override", o) for o in overrides], content=archive,
-                               headers={"Content-Type": "application/x-tar"})
+        response = client.post(
+            "/jobs",
+            params=[("override", o) for o in overrides],
+            content=archive,
+            headers={"Content-Type": "application/x-tar"},
+        )
     if response.status_code == 503:
         raise BackendError(f"the backend is busy: {_detail(response)}")
     return _check(response, "job submission").json()
@@ -72,8 +76,13 @@ def wait_for_job(client: httpx.Client, job_id: str, progress: bool = True) -> di
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        bar = Progress(TextColumn("[bold]backend[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                       TimeElapsedColumn(), transient=False)
+        bar = Progress(
+            TextColumn("[bold]backend[/] {task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            transient=False,
+        )
         bar.start()
         task = bar.add_task("queued", total=1.0)
     try:
@@ -105,8 +114,14 @@ def download_result(client: httpx.Client, job_id: str, dest_dir: str | Path) -> 
         return safe_extract(archive, dest_dir)
 
 
-def run_on_backend(backend_url: str, overrides: list[str], scene_path: str, dest_dir: str,
-                   token: str | None = None, progress: bool = True) -> dict[str, Any]:
+def run_on_backend(
+    backend_url: str,
+    overrides: list[str],
+    scene_path: str,
+    dest_dir: str,
+    token: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the reconstruct flow for ``scene_path`` on the backend and put its outputs in ``dest_dir``.
 
     ``overrides`` are reconstruct-flow overrides without ``scene=``/``output_dir=`` (the backend sets those)
@@ -115,8 +130,10 @@ def run_on_backend(backend_url: str, overrides: list[str], scene_path: str, dest
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
         if key in ("scene", "output_dir"):
-            raise BackendError(f"override {item!r}: the backend sets {key} itself; pass the input as scene_path "
-                               "and the destination as dest_dir")
+            raise BackendError(
+                f"override {item!r}: the backend sets {key} itself; pass the input as scene_path "
+                "and the destination as dest_dir"
+            )
     url = backend_url.rstrip("/")
     backend_status(url, token)
     with httpx.Client(base_url=url, headers=_headers(token), timeout=REQUEST_TIMEOUT) as client:

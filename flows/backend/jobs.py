@@ -13,15 +13,16 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from flows.backend.archive import pack_contents
+from flows.backend.policy import JobRequestError
 from flows.config import ReconstructConfig, load_config
 from flows.errors import user_message
 from flows.progress import progress_to
-from flows.backend.archive import pack_contents
-from flows.backend.policy import JobRequestError
 
 log = logging.getLogger(__name__)
 MAX_HISTORY = 100  # finished jobs kept (with their outputs); older ones are pruned, as upstream does
@@ -117,8 +118,12 @@ def new_job(workspace_root: Path, overrides: list[str]) -> Job:
 
 def server_overrides(job: Job, pinned: list[str]) -> list[str]:
     """What the backend sets for ``job``: input, output location, pinned model (the client's overrides go after)."""
-    return [f"scene={quote_path(job.source)}", f"output_dir={quote_path(job.output_dir)}",
-            f"storage.root={quote_path(job.workspace)}", *pinned]
+    return [
+        f"scene={quote_path(job.source)}",
+        f"output_dir={quote_path(job.output_dir)}",
+        f"storage.root={quote_path(job.workspace)}",
+        *pinned,
+    ]
 
 
 def run_job(job: Job) -> dict[str, Any]:
@@ -139,16 +144,25 @@ def run_job(job: Job) -> dict[str, Any]:
     shutil.rmtree(job.output_dir)  # the archive is what is served; keeping both would double the disk use
     out_dir = str(job.output_dir)
     relative = lambda p: str(Path(p).relative_to(out_dir)) if str(p).startswith(out_dir) else str(p)  # noqa: E731
-    return {"name": result.name, "status": result.status, "seconds": result.seconds,
-            "exports": {fmt: [relative(p) for p in paths] for fmt, paths in result.exports.items()},
-            "archive_bytes": job.archive.stat().st_size}
+    return {
+        "name": result.name,
+        "status": result.status,
+        "seconds": result.seconds,
+        "exports": {fmt: [relative(p) for p in paths] for fmt, paths in result.exports.items()},
+        "archive_bytes": job.archive.stat().st_size,
+    }
 
 
 class JobQueue:
     """A bounded FIFO of jobs and one worker thread running them in order."""
 
-    def __init__(self, runner: Callable[[Job], dict[str, Any]], max_queue: int,
-                 warm: Callable[[], Any] | None = None, history: int = MAX_HISTORY) -> None:
+    def __init__(
+        self,
+        runner: Callable[[Job], dict[str, Any]],
+        max_queue: int,
+        warm: Callable[[], Any] | None = None,
+        history: int = MAX_HISTORY,
+    ) -> None:
         self.runner, self.max_queue, self.warm, self.history = runner, max_queue, warm, history
         self.jobs: dict[str, Job] = {}  # insertion order = submission order
         self._queue: deque[Job] = deque()

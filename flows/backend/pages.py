@@ -12,35 +12,43 @@ font-size:.9rem}code{background:#eee;padding:0 .2rem}.failed{color:#a51d2d}.comp
 .bar{display:inline-block;height:.6rem;background:#1a5fb4;vertical-align:middle}"""
 
 # Shown by every page of a service or gallery whose model has seeded random weights.
-UNTRAINED_BANNER = ("Untrained weights: this model has seeded random weights (--weights random), so depth, cameras "
-                    "and points are not meaningful. Start it with pretrained weights for real results.")
+UNTRAINED_BANNER = (
+    "Untrained weights: this model has seeded random weights (--weights random), so depth, cameras "
+    "and points are not meaningful. Start it with pretrained weights for real results."
+)
 
 
 def untrained_banner(weights: str | None) -> str:
     """The banner as HTML when ``weights`` is ``random``; else an empty string."""
     if weights != "random":
         return ""
-    return ("<p class='untrained' role='alert' style='background:#fdecc8;border:2px solid #c64600;padding:.6rem;"
-            f"font-weight:bold'>{html.escape(UNTRAINED_BANNER)}</p>")
+    return (
+        "<p class='untrained' role='alert' style='background:#fdecc8;border:2px solid #c64600;padding:.6rem;"
+        f"font-weight:bold'>{html.escape(UNTRAINED_BANNER)}</p>"
+    )
 
 
 def _page(title: str, body: str, refresh: int | None = None) -> str:
     meta = f"<meta http-equiv='refresh' content='{int(refresh)}'>" if refresh else ""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{meta}"
-            f"<style>{_STYLE}</style></head><body>{body}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{meta}"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    )
 
 
 def home_page(status: dict[str, Any]) -> str:
     """Links to the dashboard, the JSON status, the jobs and the gallery, and how to submit work."""
     model = status.get("model") or {}
     gallery = "<li><a href='/gallery/'>gallery</a></li>" if status["gallery"] else ""
-    body = (f"<h1>da3pipe backend</h1>{untrained_banner(status['weights'])}"
-            f"<p>Model <b>{html.escape(str(model.get('preset', '?')))}</b> "
-            f"({html.escape(str(model.get('weights', '?')))} weights) on <b>{html.escape(str(status['device']))}</b>; "
-            f"{status['queue']['length']} job(s) waiting.</p><ul><li><a href='/dashboard'>dashboard</a></li>"
-            f"<li><a href='/status'>status (JSON)</a></li><li><a href='/jobs'>jobs (JSON)</a></li>{gallery}</ul>"
-            "<p>Submit work with <code>da3 ... --use-backend --backend-url URL</code>, or from Python with "
-            "<code>flows.backend.client.run_on_backend(url, overrides, scene_path, dest_dir)</code>.</p>")
+    body = (
+        f"<h1>da3pipe backend</h1>{untrained_banner(status['weights'])}"
+        f"<p>Model <b>{html.escape(str(model.get('preset', '?')))}</b> "
+        f"({html.escape(str(model.get('weights', '?')))} weights) on <b>{html.escape(str(status['device']))}</b>; "
+        f"{status['queue']['length']} job(s) waiting.</p><ul><li><a href='/dashboard'>dashboard</a></li>"
+        f"<li><a href='/status'>status (JSON)</a></li><li><a href='/jobs'>jobs (JSON)</a></li>{gallery}</ul>"
+        "<p>Submit work with <code>da3 ... --use-backend --backend-url URL</code>, or from Python with "
+        "<code>flows.backend.client.run_on_backend(url, overrides, scene_path, dest_dir)</code>.</p>"
+    )
     return _page("da3pipe backend", body)
 
 
@@ -56,27 +64,51 @@ def dashboard_page(status: dict[str, Any], jobs: list[dict[str, Any]], refresh: 
     """Model, device, memory, queue and the recent jobs with status, progress and times."""
     model, mem, queue = status.get("model") or {}, status["memory"], status["queue"]
     cuda = mem.get("cuda")
-    cuda_row = (f"<tr><th>CUDA memory</th><td>{cuda['allocated_mb']:.0f} MB allocated, {cuda['reserved_mb']:.0f} MB "
-                f"reserved, {cuda['free_mb']:.0f} / {cuda['total_mb']:.0f} MB free</td></tr>") if cuda else ""
-    loaded = "yes" if status["model_loaded"] else ("failed: " + str(status["model_error"]) if status["model_error"]
-                                                   else "loading")
-    rows = [("model", f"{model.get('preset', '?')} ({model.get('weights', '?')} weights, {model.get('source', '?')})"),
-            ("device", f"{status['device']} ({model.get('precision', '?')})"), ("model loaded", loaded),
-            ("process RSS", f"{mem['rss_mb']:.0f} MB"), ("uptime", _fmt_secs(status["uptime_seconds"])),
-            ("queue", f"{queue['length']} waiting of {queue['max']}; running: {queue['running'] or 'none'}"),
-            ("jobs", ", ".join(f"{k} {v}" for k, v in status["jobs"].items()))]
+    cuda_row = (
+        (
+            f"<tr><th>CUDA memory</th><td>{cuda['allocated_mb']:.0f} MB allocated, {cuda['reserved_mb']:.0f} MB "
+            f"reserved, {cuda['free_mb']:.0f} / {cuda['total_mb']:.0f} MB free</td></tr>"
+        )
+        if cuda
+        else ""
+    )
+    loaded = (
+        "yes"
+        if status["model_loaded"]
+        else ("failed: " + str(status["model_error"]) if status["model_error"] else "loading")
+    )
+    rows = [
+        ("model", f"{model.get('preset', '?')} ({model.get('weights', '?')} weights, {model.get('source', '?')})"),
+        ("device", f"{status['device']} ({model.get('precision', '?')})"),
+        ("model loaded", loaded),
+        ("process RSS", f"{mem['rss_mb']:.0f} MB"),
+        ("uptime", _fmt_secs(status["uptime_seconds"])),
+        ("queue", f"{queue['length']} waiting of {queue['max']}; running: {queue['running'] or 'none'}"),
+        ("jobs", ", ".join(f"{k} {v}" for k, v in status["jobs"].items())),
+    ]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows) + cuda_row
     job_rows = "".join(
         f"<tr><td><a href='/jobs/{j['id']}'>{j['id'][:8]}</a></td><td>{html.escape(j['scene'])}</td>"
         f"<td class='{j['status']}'>{j['status']}</td><td><span class='bar' style='width:{int(60 * j['progress'])}px'>"
         f"</span> {100 * j['progress']:.0f}%</td><td>{html.escape(j['error'] or j['message'])}</td>"
         f"<td>{_fmt_time(j['created_at'])}</td><td>{_fmt_secs(j['queued_seconds'])}</td>"
-        f"<td>{_fmt_secs(j['run_seconds'])}</td></tr>" for j in jobs)
-    jobs_table = ("<table><tr><th>job</th><th>scene</th><th>status</th><th>progress</th><th>message</th>"
-                  f"<th>submitted</th><th>waited</th><th>ran</th></tr>{job_rows}</table>" if jobs else "<p>No jobs yet.</p>")
-    again = ("<a href='/dashboard'>stop refreshing</a>" if refresh
-             else "<a href='/dashboard?refresh=5'>refresh every 5 s</a>")
-    body = (f"<p><a href='/'>&larr; home</a> · {again}</p><h1>Dashboard</h1>{untrained_banner(status['weights'])}"
-            f"<table>{table}</table>"
-            f"<h2>Recent jobs</h2>{jobs_table}")
+        f"<td>{_fmt_secs(j['run_seconds'])}</td></tr>"
+        for j in jobs
+    )
+    jobs_table = (
+        "<table><tr><th>job</th><th>scene</th><th>status</th><th>progress</th><th>message</th>"
+        f"<th>submitted</th><th>waited</th><th>ran</th></tr>{job_rows}</table>"
+        if jobs
+        else "<p>No jobs yet.</p>"
+    )
+    again = (
+        "<a href='/dashboard'>stop refreshing</a>"
+        if refresh
+        else "<a href='/dashboard?refresh=5'>refresh every 5 s</a>"
+    )
+    body = (
+        f"<p><a href='/'>&larr; home</a> · {again}</p><h1>Dashboard</h1>{untrained_banner(status['weights'])}"
+        f"<table>{table}</table>"
+        f"<h2>Recent jobs</h2>{jobs_table}"
+    )
     return _page("da3pipe backend dashboard", body, refresh)

@@ -24,8 +24,17 @@ from flows.config import ReconstructConfig, composed_data, load_config
 
 # Top-level config keys a client may set: what to compute and export. Input, output location, storage and
 # the model are the server's (a client cannot read or write elsewhere, nor switch the resident model).
-CLIENT_KEYS = ("export", "processing", "ref_view_strategy", "pose", "infer_gs", "export_feat_layers", "input",
-               "exporters", "force")
+CLIENT_KEYS = (
+    "export",
+    "processing",
+    "ref_view_strategy",
+    "pose",
+    "infer_gs",
+    "export_feat_layers",
+    "input",
+    "exporters",
+    "force",
+)
 # Client keys whose value names a path: resolved (links and ``..`` included) and confined to the job's input.
 # A changed value anywhere else that looks like a path is refused.
 PATH_KEYS = ("input.sparse_subdir",)
@@ -82,8 +91,9 @@ def parse_path_job(body: Any) -> PathJob:
     try:
         return PathJob.model_validate(body)
     except ValidationError as exc:
-        raise JobRequestError(f"bad job body ({_one_line(exc)}); send {{'path': str, 'overrides': [str, ...]}}") \
-            from None
+        raise JobRequestError(
+            f"bad job body ({_one_line(exc)}); send {{'path': str, 'overrides': [str, ...]}}"
+        ) from None
 
 
 def check_overrides(overrides: Any, model: dict[str, str]) -> list[str]:
@@ -107,22 +117,27 @@ def check_overrides(overrides: Any, model: dict[str, str]) -> list[str]:
         key = parsed.key_or_group
         top = re.split(r"[./]", key, maxsplit=1)[0]
         if top in ("scene", "output_dir"):
-            raise JobRequestError(f"override {item!r}: the backend sets {top} itself (to the uploaded input and the "
-                                  "job's workspace)")
+            raise JobRequestError(
+                f"override {item!r}: the backend sets {top} itself (to the uploaded input and the job's workspace)"
+            )
         if (key == "model" and parsed.value() != model["model"]) or key.startswith("model/"):
             raise _model_error(item, model)
         if "/" in key or parsed.package is not None:
-            raise JobRequestError(f"override {item!r}: config-group and package (@) overrides are not accepted by "
-                                  "the backend")
+            raise JobRequestError(
+                f"override {item!r}: config-group and package (@) overrides are not accepted by the backend"
+            )
         if top not in (*CLIENT_KEYS, "model"):
-            raise JobRequestError(f"override {item!r}: key {key!r} is fixed by the backend; a client may set "
-                                  f"{', '.join(CLIENT_KEYS)}")
+            raise JobRequestError(
+                f"override {item!r}: key {key!r} is fixed by the backend; a client may set {', '.join(CLIENT_KEYS)}"
+            )
     return overrides
 
 
 def _model_error(item: str, model: dict[str, str]) -> JobRequestError:
-    return JobRequestError(f"override {item!r}: this backend runs {model['model']} with {model['model.weights']} "
-                           "weights and cannot switch models")
+    return JobRequestError(
+        f"override {item!r}: this backend runs {model['model']} with {model['model.weights']} "
+        "weights and cannot switch models"
+    )
 
 
 _ABSENT = object()
@@ -169,8 +184,9 @@ def check_composed(base: dict[str, Any], job: dict[str, Any], source: Path, mode
         if top == "model":
             raise _model_error(f"{key}={shown}", model)
         if top not in CLIENT_KEYS:
-            raise JobRequestError(f"the overrides change {key}, which the backend sets itself; a client may set "
-                                  f"{', '.join(CLIENT_KEYS)}")
+            raise JobRequestError(
+                f"the overrides change {key}, which the backend sets itself; a client may set {', '.join(CLIENT_KEYS)}"
+            )
         texts = list(_strings(value))
         if any("${" in t for t in texts):
             raise JobRequestError(f"{key}={shown}: interpolations are not accepted by the backend")
@@ -179,8 +195,9 @@ def check_composed(base: dict[str, Any], job: dict[str, Any], source: Path, mode
         if key in PATH_KEYS and isinstance(value, str):
             confine(source, value, key)
         elif any(_looks_like_path(t) for t in texts):
-            raise JobRequestError(f"{key}={shown} looks like a path; only {', '.join(PATH_KEYS)} may name one "
-                                  "(inside the job's input)")
+            raise JobRequestError(
+                f"{key}={shown} looks like a path; only {', '.join(PATH_KEYS)} may name one (inside the job's input)"
+            )
 
 
 def _view_sizes(cfg: ReconstructConfig, source: Path) -> list[tuple[int, int]]:
@@ -191,9 +208,13 @@ def _view_sizes(cfg: ReconstructConfig, source: Path) -> list[tuple[int, int]]:
     from da3core.io.inputs import InputError, discover_scene
 
     try:
-        scene = discover_scene(source, image_extensions=tuple(cfg.input.image_extensions),
-                               sparse_subdir=cfg.input.sparse_subdir, fps=cfg.input.fps,
-                               max_frames=cfg.input.max_frames)
+        scene = discover_scene(
+            source,
+            image_extensions=tuple(cfg.input.image_extensions),
+            sparse_subdir=cfg.input.sparse_subdir,
+            fps=cfg.input.fps,
+            max_frames=cfg.input.max_frames,
+        )
         if scene.kind == "video":
             meta = video_io.probe_video(scene.source)
             return [(meta.height, meta.width)] * len(scene)
@@ -221,26 +242,33 @@ def check_size(cfg: ReconstructConfig, source: Path, limits: JobLimits) -> None:
     """Refuse a job over the resolution, processed-pixel or input-pixel caps."""
     res, method = cfg.processing.process_res, cfg.processing.method.value
     if res > limits.max_process_res:
-        raise JobRequestError(f"processing.process_res={res} is over this backend's cap of {limits.max_process_res} "
-                              "(--max-process-res)")
+        raise JobRequestError(
+            f"processing.process_res={res} is over this backend's cap of {limits.max_process_res} (--max-process-res)"
+        )
     sizes = _view_sizes(cfg, source)
     processed = sum(processed_pixels(h, w, res, method) for h, w in sizes)
     if processed > limits.max_pixels:
-        raise JobRequestError(f"the job needs {processed:,} processed pixels ({len(sizes)} views at process_res "
-                              f"{res}), over this backend's cap of {limits.max_pixels:,} (--max-pixels); use fewer "
-                              "views or a lower processing.process_res")
+        raise JobRequestError(
+            f"the job needs {processed:,} processed pixels ({len(sizes)} views at process_res "
+            f"{res}), over this backend's cap of {limits.max_pixels:,} (--max-pixels); use fewer "
+            "views or a lower processing.process_res"
+        )
     decoded = sum(h * w for h, w in sizes)
     if decoded > limits.max_input_pixels:
-        raise JobRequestError(f"the job's {len(sizes)} input views hold {decoded:,} pixels, over this backend's cap "
-                              f"of {limits.max_input_pixels:,} (--max-input-pixels); downscale them or send fewer")
+        raise JobRequestError(
+            f"the job's {len(sizes)} input views hold {decoded:,} pixels, over this backend's cap "
+            f"of {limits.max_input_pixels:,} (--max-input-pixels); downscale them or send fewer"
+        )
 
 
-def check_job(client: list[str], server: list[str], source: Path, model: dict[str, str],
-              limits: JobLimits) -> ReconstructConfig:
+def check_job(
+    client: list[str], server: list[str], source: Path, model: dict[str, str], limits: JobLimits
+) -> ReconstructConfig:
     """Every check of a job before it is queued (composed overrides, the typed config's values, the size caps);
     returns the config the worker will run."""
-    check_composed(composed_data("reconstruct", server), composed_data("reconstruct", [*server, *client]), source,
-                   model)
+    check_composed(
+        composed_data("reconstruct", server), composed_data("reconstruct", [*server, *client]), source, model
+    )
     cfg = load_config("reconstruct", [*server, *client])
     check_size(cfg, source, limits)
     return cfg

@@ -16,9 +16,10 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
@@ -27,8 +28,17 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from da3core.errors import UserError
 from flows.backend.archive import ArchiveError, safe_extract
-from flows.backend.jobs import (JOB_ID, Job, JobQueue, QueueFull, new_job, pinned_model_overrides, run_job,
-                                server_overrides, warm_model)
+from flows.backend.jobs import (
+    JOB_ID,
+    Job,
+    JobQueue,
+    QueueFull,
+    new_job,
+    pinned_model_overrides,
+    run_job,
+    server_overrides,
+    warm_model,
+)
 from flows.backend.pages import dashboard_page, home_page
 from flows.backend.policy import JobLimits, JobRequestError, check_job, check_overrides, parse_path_job
 from flows.config import ConfigError, load_config
@@ -76,8 +86,11 @@ class TokenGate:
         if self._valid(bearer) or (cookie is not None and self._valid(cookie.value)):
             return await self.app(scope, receive, send)
         if not self._valid(query):
-            response = JSONResponse({"detail": "missing or wrong token: send 'Authorization: Bearer <token>'"},
-                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            response = JSONResponse(
+                {"detail": "missing or wrong token: send 'Authorization: Bearer <token>'"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
             return await response(scope, receive, send)
 
         async def send_with_cookie(message: dict) -> None:
@@ -92,9 +105,20 @@ class TokenGate:
 class Service:
     """The backend's state: pinned model, job queue, workspace and limits."""
 
-    def __init__(self, model_dir: str | None, preset: str | None, weights: str, device: str, max_queue: int,
-                 max_upload_mb: int, allowed_roots: list[str] | None, workspace_dir: str | None,
-                 gallery_dir: str | None, token: str | None, limits: JobLimits) -> None:
+    def __init__(
+        self,
+        model_dir: str | None,
+        preset: str | None,
+        weights: str,
+        device: str,
+        max_queue: int,
+        max_upload_mb: int,
+        allowed_roots: list[str] | None,
+        workspace_dir: str | None,
+        gallery_dir: str | None,
+        token: str | None,
+        limits: JobLimits,
+    ) -> None:
         self.pinned = pinned_model_overrides(model_dir, preset, weights, device)
         # What a client may restate (not change): the resolved preset and the weights kind.
         self.model = {"model": load_config("reconstruct", self.pinned).model.preset, "model.weights": weights}
@@ -122,16 +146,32 @@ class Service:
         """What /status reports."""
         running = self.queue.running
         return {
-            "service": "da3pipe backend", "model_loaded": self.model_info is not None, "model": self.model_info,
-            "model_error": self.queue.warm_error, "model_overrides": self.pinned, "weights": self.model["model.weights"],
-            "device": (self.model_info or {}).get("device", "loading"), "load_seconds": self.load_seconds,
+            "service": "da3pipe backend",
+            "model_loaded": self.model_info is not None,
+            "model": self.model_info,
+            "model_error": self.queue.warm_error,
+            "model_overrides": self.pinned,
+            "weights": self.model["model.weights"],
+            "device": (self.model_info or {}).get("device", "loading"),
+            "load_seconds": self.load_seconds,
             "uptime_seconds": time.time() - self.started_at,
-            "queue": {"length": self.queue.queued(), "max": self.queue.max_queue,
-                      "running": running.id if running else None},
-            "jobs": dict(self.queue.counts), "memory": memory(), "max_upload_mb": self.max_upload // (1024 * 1024),
-            "limits": {"max_files": self.max_files, "max_process_res": self.limits.max_process_res,
-                       "max_pixels": self.limits.max_pixels, "max_input_pixels": self.limits.max_input_pixels},
-            "gallery": self.gallery_dir is not None, "auth": self.auth, "server_paths": bool(self.allowed_roots),
+            "queue": {
+                "length": self.queue.queued(),
+                "max": self.queue.max_queue,
+                "running": running.id if running else None,
+            },
+            "jobs": dict(self.queue.counts),
+            "memory": memory(),
+            "max_upload_mb": self.max_upload // (1024 * 1024),
+            "limits": {
+                "max_files": self.max_files,
+                "max_process_res": self.limits.max_process_res,
+                "max_pixels": self.limits.max_pixels,
+                "max_input_pixels": self.limits.max_input_pixels,
+            },
+            "gallery": self.gallery_dir is not None,
+            "auth": self.auth,
+            "server_paths": bool(self.allowed_roots),
         }
 
     def allowed_path(self, path: str) -> Path:
@@ -164,9 +204,12 @@ def memory() -> dict[str, Any]:
     out: dict[str, Any] = {"rss_mb": psutil.Process().memory_info().rss / 2**20, "cuda": None}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         free, total = torch.cuda.mem_get_info()
-        out["cuda"] = {"allocated_mb": torch.cuda.memory_allocated() / 2**20,
-                       "reserved_mb": torch.cuda.memory_reserved() / 2**20, "free_mb": free / 2**20,
-                       "total_mb": total / 2**20}
+        out["cuda"] = {
+            "allocated_mb": torch.cuda.memory_allocated() / 2**20,
+            "reserved_mb": torch.cuda.memory_reserved() / 2**20,
+            "free_mb": free / 2**20,
+            "total_mb": total / 2**20,
+        }
     return out
 
 
@@ -195,13 +238,33 @@ async def _read_small(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def create_app(model_dir: str | None, preset: str | None, weights: str, device: str, gallery_dir: str | None = None,
-               token: str | None = None, max_queue: int = 8, max_upload_mb: int = 512,
-               allowed_roots: list[str] | None = None, workspace_dir: str | None = None,
-               limits: JobLimits | None = None) -> FastAPI:
+def create_app(
+    model_dir: str | None,
+    preset: str | None,
+    weights: str,
+    device: str,
+    gallery_dir: str | None = None,
+    token: str | None = None,
+    max_queue: int = 8,
+    max_upload_mb: int = 512,
+    allowed_roots: list[str] | None = None,
+    workspace_dir: str | None = None,
+    limits: JobLimits | None = None,
+) -> FastAPI:
     """The backend app; its worker starts (and warms the model) with the app's lifespan."""
-    service = Service(model_dir, preset, weights, device, max_queue, max_upload_mb, allowed_roots, workspace_dir,
-                      gallery_dir, token, limits or JobLimits())
+    service = Service(
+        model_dir,
+        preset,
+        weights,
+        device,
+        max_queue,
+        max_upload_mb,
+        allowed_roots,
+        workspace_dir,
+        gallery_dir,
+        token,
+        limits or JobLimits(),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -233,7 +296,7 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
 
     @app.post("/jobs", status_code=202)
     async def submit(request: Request) -> dict[str, Any]:
-        """Queue a job: a tar upload (overrides as repeated ``override`` query parameters) or JSON ``{path, overrides}``."""
+        """Queue a job: a tar upload (overrides as repeated ``override`` query parameters) or ``{path, overrides}``."""
         try:
             service.queue.check_room()  # before reading the body: a busy server should not take the upload
         except QueueFull as exc:
@@ -244,16 +307,18 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
                 try:
                     body = parse_path_job(json.loads(await _read_small(request, 1 << 20)))
                 except (ValueError, RecursionError) as exc:  # JobRequestError is a ValueError too
-                    raise HTTPException(400, str(exc) if isinstance(exc, JobRequestError) else
-                                        f"request body is not JSON: {exc}") from exc
+                    raise HTTPException(
+                        400, str(exc) if isinstance(exc, JobRequestError) else f"request body is not JSON: {exc}"
+                    ) from exc
                 overrides = check_overrides(body.overrides, service.model)
                 source = service.allowed_path(body.path)
                 job = new_job(service.workspace, overrides)
                 job.source = str(source)
             elif kind in TAR_TYPES:
                 # Before the upload is stored: keys a client may never set are refused without reading it.
-                job = new_job(service.workspace, check_overrides(request.query_params.getlist("override"),
-                                                                 service.model))
+                job = new_job(
+                    service.workspace, check_overrides(request.query_params.getlist("override"), service.model)
+                )
                 await _prepare_upload(request, job)
             else:
                 raise HTTPException(415, "send the input as application/x-tar, or JSON {path, overrides}")
@@ -261,8 +326,14 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
             raise HTTPException(400, str(exc)) from exc
         try:
             # The whole config now, composed as the worker will: a bad job is a 400 here, not a failed job later.
-            job.config = await run_in_threadpool(check_job, job.overrides, server_overrides(job, service.pinned),
-                                                 Path(job.source), service.model, service.limits)
+            job.config = await run_in_threadpool(
+                check_job,
+                job.overrides,
+                server_overrides(job, service.pinned),
+                Path(job.source),
+                service.model,
+                service.limits,
+            )
             service.queue.submit(job)
         except (ConfigError, JobRequestError) as exc:
             shutil.rmtree(job.workspace, ignore_errors=True)
@@ -276,8 +347,13 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
         """Receive and safely extract the uploaded tar; its single top-level entry is the scene."""
         try:
             job.upload_bytes = await _receive_upload(request, job.workspace / "upload.tar", service.max_upload)
-            names = await run_in_threadpool(safe_extract, job.workspace / "upload.tar", job.workspace / "input",
-                                            service.max_upload, service.max_files)
+            names = await run_in_threadpool(
+                safe_extract,
+                job.workspace / "upload.tar",
+                job.workspace / "input",
+                service.max_upload,
+                service.max_files,
+            )
         except (HTTPException, ArchiveError) as exc:
             shutil.rmtree(job.workspace, ignore_errors=True)
             if isinstance(exc, ArchiveError):
@@ -293,8 +369,11 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
     @app.get("/jobs")
     def jobs(limit: int = 50) -> dict[str, Any]:
         """The most recent jobs, newest first, and the totals."""
-        return {"jobs": [j.record() for j in service.queue.recent(limit)], "counts": dict(service.queue.counts),
-                "queue_length": service.queue.queued()}
+        return {
+            "jobs": [j.record() for j in service.queue.recent(limit)],
+            "counts": dict(service.queue.counts),
+            "queue_length": service.queue.queued(),
+        }
 
     @app.get("/jobs/{job_id}")
     def job_status(job_id: str) -> dict[str, Any]:
@@ -325,18 +404,42 @@ def create_app(model_dir: str | None, preset: str | None, weights: str, device: 
     return app
 
 
-def serve(model_dir: str | None, preset: str | None, weights: str, device: str, host: str = "127.0.0.1",
-          port: int = 8008, gallery_dir: str | None = None, token: str | None = None, max_queue: int = 8,
-          max_upload_mb: int = 512, allowed_roots: list[str] | None = None, workspace_dir: str | None = None,
-          limits: JobLimits | None = None) -> None:
+def serve(
+    model_dir: str | None,
+    preset: str | None,
+    weights: str,
+    device: str,
+    host: str = "127.0.0.1",
+    port: int = 8008,
+    gallery_dir: str | None = None,
+    token: str | None = None,
+    max_queue: int = 8,
+    max_upload_mb: int = 512,
+    allowed_roots: list[str] | None = None,
+    workspace_dir: str | None = None,
+    limits: JobLimits | None = None,
+) -> None:
     """Run the backend with uvicorn until interrupted; the model is loaded before the port opens."""
     import uvicorn
 
     if not is_loopback(host) and not token:
-        raise BackendConfigError(f"refusing to listen on {host} without a token: pass a token (clients send "
-                                 "'Authorization: Bearer <token>') or bind 127.0.0.1")
-    app = create_app(model_dir, preset, weights, device, gallery_dir, token, max_queue, max_upload_mb,
-                     allowed_roots, workspace_dir, limits)
+        raise BackendConfigError(
+            f"refusing to listen on {host} without a token: pass a token (clients send "
+            "'Authorization: Bearer <token>') or bind 127.0.0.1"
+        )
+    app = create_app(
+        model_dir,
+        preset,
+        weights,
+        device,
+        gallery_dir,
+        token,
+        max_queue,
+        max_upload_mb,
+        allowed_roots,
+        workspace_dir,
+        limits,
+    )
     with prefect_runtime():  # the jobs' flow runs report to it; it ends with this process, however that ends
         app.state.service.warm()  # a model that cannot load stops the service here, with its error
         _import_before_serving()
@@ -349,16 +452,18 @@ def _import_before_serving() -> None:
     """Imports with process-wide side effects that uvicorn's own setup (next) must override, not follow."""
     # Importing Prefect's flow API configures logging, uvicorn's loggers included (WARNING level): at the
     # first job that would silence the access log. Imported now, uvicorn's log config is applied after it.
-    import flows.reconstruct  # noqa: F401
     # Importing pycolmap installs glog's fatal-signal handlers, SIGTERM included: at the first COLMAP job
     # that would turn SIGTERM into an instant kill. Imported now, uvicorn's signal handlers replace them.
     import pycolmap  # noqa: F401
+
+    import flows.reconstruct  # noqa: F401
 
 
 class _RedactToken(logging.Filter):
     """Keep a ``?token=`` (a browser's first visit) out of the access log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.args = tuple(re.sub(r"token=[^&\s]*", "token=***", a) if isinstance(a, str) else a
-                            for a in record.args or ())
+        record.args = tuple(
+            re.sub(r"token=[^&\s]*", "token=***", a) if isinstance(a, str) else a for a in record.args or ()
+        )
         return True

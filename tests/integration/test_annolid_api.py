@@ -27,8 +27,10 @@ FAST = {"weights": "random", "input_size": 28}
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """12 frames of 70x56 at 30 fps."""
-    return write_video(make_capture(n_views=12, width=70, height=56, arc_deg=20.0, seed=4),
-                       tmp_path_factory.mktemp("videos") / "mice.mp4")
+    return write_video(
+        make_capture(n_views=12, width=70, height=56, arc_deg=20.0, seed=4),
+        tmp_path_factory.mktemp("videos") / "mice.mp4",
+    )
 
 
 def files_under(folder: Path) -> set[str]:
@@ -56,9 +58,18 @@ def test_annolid_call_from_plain_python_names_every_output(tmp_path, clip):
     out = tmp_path / "mice_depth"
     percents: list[int] = []
     result = run_video_depth_anything(
-        input_video=str(clip.path), output_dir=str(out), encoder="vits", streaming=True, target_fps=15, max_res=1280,
-        save_depth_video=True, save_depth_frames=True, save_point_clouds=False, progress_callback=percents.append,
-        **FAST)
+        input_video=str(clip.path),
+        output_dir=str(out),
+        encoder="vits",
+        streaming=True,
+        target_fps=15,
+        max_res=1280,
+        save_depth_video=True,
+        save_depth_frames=True,
+        save_point_clouds=False,
+        progress_callback=percents.append,
+        **FAST,
+    )
     assert result.get("depth_ndjson") == [str(out / "depth.ndjson")]
     assert set(result) == {"output_dir", "depth_ndjson", "depth_visualization", "depth_frames", "depth_zarr"}
     listed = {p for key, paths in result.items() if key not in ("output_dir", "depth_zarr") for p in paths}
@@ -73,8 +84,16 @@ def test_annolid_call_from_plain_python_names_every_output(tmp_path, clip):
     assert len(result["depth_frames"]) == 6
     assert percents[0] == 0 and percents[-1] == 100 and percents == sorted(percents)
 
-    again = run_video_depth_anything(input_video=str(clip.path), output_dir=str(out), encoder="vits", streaming=True,
-                                     target_fps=15, save_depth_video=True, save_depth_frames=True, **FAST)
+    again = run_video_depth_anything(
+        input_video=str(clip.path),
+        output_dir=str(out),
+        encoder="vits",
+        streaming=True,
+        target_fps=15,
+        save_depth_video=True,
+        save_depth_frames=True,
+        **FAST,
+    )
     assert again == result  # a complete earlier run is reused and reported with the same outputs
 
 
@@ -100,17 +119,24 @@ def test_annolid_settings_file_sets_defaults_under_the_call(tmp_path, clip):
         "video_depth_anything:\n"
         "  encoder: vits\n  streaming: false\n  target_fps: 10\n  max_len: 3\n  save_depth_frames: true\n"
         "  save_point_clouds: false\n  show_preview: true\n  include_region_labels: false\n"
-        f"  output_dir: {out}\n")
+        f"  output_dir: {out}\n"
+    )
     result = run_video_depth_anything(input_video=str(clip.path), defaults_file=str(settings), **FAST)
-    assert result["output_dir"] == [str(out)] and set(result) == {"output_dir", "depth_ndjson", "depth_frames",
-                                                                   "depth_zarr"}
+    assert result["output_dir"] == [str(out)] and set(result) == {
+        "output_dir",
+        "depth_ndjson",
+        "depth_frames",
+        "depth_zarr",
+    }
     assert ndjson_depths(result["depth_ndjson"][0])[0] == [0, 3, 6]  # 30 fps at 10: every 3rd frame, max_len 3
     config = zarr.open_group(result["depth_zarr"][0], mode="r").attrs["config"]
     assert (config["streaming"], config["max_frames"], config["defaults_file"]) == (False, 3, str(settings))
 
     # The same file on the command line; an explicit override wins over the file.
-    assert main([f"video={clip.path}", f"defaults_file={settings}", "max_frames=2", "weights=random",
-                 "input_size=28"]) == 0
+    assert (
+        main([f"video={clip.path}", f"defaults_file={settings}", "max_frames=2", "weights=random", "input_size=28"])
+        == 0
+    )
     assert ndjson_depths(str(out / "depth.ndjson"))[0] == [0, 3]
 
 

@@ -41,8 +41,14 @@ def backend(tmp_path_factory, capture):
     write_image_folder(make_capture(2, 64, 48, seed=3), allowed / "pair")
     (allowed / "escape").symlink_to(root / "secret", target_is_directory=True)
     write_image_folder(make_capture(2, 64, 48, seed=5), root / "secret")
-    app = create_app(**MODEL, gallery_dir=str(gallery), max_queue=4, max_upload_mb=1, allowed_roots=[str(allowed)],
-                     workspace_dir=str(root / "workspace"))
+    app = create_app(
+        **MODEL,
+        gallery_dir=str(gallery),
+        max_queue=4,
+        max_upload_mb=1,
+        allowed_roots=[str(allowed)],
+        workspace_dir=str(root / "workspace"),
+    )
     with backend_server(app) as url:
         yield url, root
 
@@ -61,8 +67,14 @@ def _assert_same_outputs(local: Path, remote: Path) -> None:
     for key in ("config_hash", "inference_hash", "ref_view_idx"):
         assert a.attrs[key] == b.attrs[key], key
     # The inputs are the same files (names, sizes, hashes); only the folder differs (the backend's upload copy).
-    ins = [{**x.attrs["inputs"], "source": None, "files": [{**f, "path": Path(f["path"]).name}
-                                                          for f in x.attrs["inputs"]["files"]]} for x in (a, b)]
+    ins = [
+        {
+            **x.attrs["inputs"],
+            "source": None,
+            "files": [{**f, "path": Path(f["path"]).name} for f in x.attrs["inputs"]["files"]],
+        }
+        for x in (a, b)
+    ]
     assert ins[0] == ins[1]
     assert a.attrs["model"]["weights_sha256"] == b.attrs["model"]["weights_sha256"]
     local_files = {k: v for k, v in _files(local).items() if not k.startswith("scene.zarr/")}
@@ -107,14 +119,16 @@ def test_failing_job_records_reason_and_worker_continues(backend, tmp_path):
     damaged = broken / "frame_0001.png"
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
     with pytest.raises(BackendError, match="frame_0001.png"):
-        run_on_backend(url, ["export=mini_npz", "processing.process_res=28"], str(broken), str(tmp_path / "o1"),
-                       progress=False)
+        run_on_backend(
+            url, ["export=mini_npz", "processing.process_res=28"], str(broken), str(tmp_path / "o1"), progress=False
+        )
     failed = httpx.get(url + "/jobs").json()["jobs"][0]
     assert failed["status"] == "failed" and "frame_0001.png" in failed["error"] and "\n" not in failed["error"]
     good = tmp_path / "good"
     write_image_folder(make_capture(2, 64, 48), good)
-    job = run_on_backend(url, ["export=mini_npz", "processing.process_res=28"], str(good), str(tmp_path / "o2"),
-                         progress=False)
+    job = run_on_backend(
+        url, ["export=mini_npz", "processing.process_res=28"], str(good), str(tmp_path / "o2"), progress=False
+    )
     assert job["status"] == "completed" and (tmp_path / "o2" / "exports" / "mini_npz" / "results.npz").is_file()
     # A finished job can be deleted (its files too); a second delete finds nothing.
     assert httpx.delete(f"{url}/jobs/{job['id']}").status_code == 200
@@ -124,11 +138,21 @@ def test_failing_job_records_reason_and_worker_continues(backend, tmp_path):
 def test_server_paths_only_inside_allowed_roots(backend, tmp_path):
     url, root = backend
     allowed = root / "allowed"
-    ok = httpx.post(url + "/jobs", json={"path": str(allowed / "pair"), "overrides": [
-        "export=mini_npz", "processing.process_res=28", "model=da3-small", "model.weights=random"]})  # same model: ok
+    ok = httpx.post(
+        url + "/jobs",
+        json={
+            "path": str(allowed / "pair"),
+            "overrides": ["export=mini_npz", "processing.process_res=28", "model=da3-small", "model.weights=random"],
+        },
+    )  # same model: ok
     assert ok.status_code == 202, ok.text
-    for path in (str(root / "secret"), str(allowed / ".." / "secret"), str(allowed / "escape"), "/etc",
-                 f"{allowed}/../../{root.name}/secret"):
+    for path in (
+        str(root / "secret"),
+        str(allowed / ".." / "secret"),
+        str(allowed / "escape"),
+        "/etc",
+        f"{allowed}/../../{root.name}/secret",
+    ):
         response = httpx.post(url + "/jobs", json={"path": path, "overrides": []})
         assert response.status_code == 403, (path, response.text)
     deadline = time.time() + 60
@@ -165,22 +189,42 @@ def test_traversal_and_bad_requests_refused(backend, tmp_path):
         assert response.status_code == 400, (name, response.text)
     assert not (tmp_path / "evil.png").exists() and not (root / "evil.png").exists()
     assert not list((root / "workspace").rglob("evil*"))
-    for path in ("/jobs/..%2f..%2fetc%2fpasswd", "/jobs/%2e%2e/%2e%2e/etc/passwd/result", "/jobs/../../etc/passwd",
-                 "/gallery/files/%2e%2e/%2e%2e/etc/passwd", "/gallery/files/..%2F..%2Fetc%2Fpasswd",
-                 "/gallery/scene/..%2F..%2Fetc"):
+    for path in (
+        "/jobs/..%2f..%2fetc%2fpasswd",
+        "/jobs/%2e%2e/%2e%2e/etc/passwd/result",
+        "/jobs/../../etc/passwd",
+        "/gallery/files/%2e%2e/%2e%2e/etc/passwd",
+        "/gallery/files/..%2F..%2Fetc%2Fpasswd",
+        "/gallery/scene/..%2F..%2Fetc",
+    ):
         response = httpx.get(url + path)
         assert 400 <= response.status_code < 500 and "root:" not in response.text, path
     one = io.BytesIO()
     pack(root / "allowed" / "pair", one)
-    for override in ("scene=/etc", "output_dir=/tmp/x", "storage.root=/tmp", "model.weights=pretrained",
-                     "+storage.options.key=x", "model=da3-large", "export=${oc.env:HOME}", "processing.process_res=5",
-                     "input.sparse_subdir=../../etc", "input.sparse_subdir=/etc", "hydra.run.dir=/tmp"):
+    for override in (
+        "scene=/etc",
+        "output_dir=/tmp/x",
+        "storage.root=/tmp",
+        "model.weights=pretrained",
+        "+storage.options.key=x",
+        "model=da3-large",
+        "export=${oc.env:HOME}",
+        "processing.process_res=5",
+        "input.sparse_subdir=../../etc",
+        "input.sparse_subdir=/etc",
+        "hydra.run.dir=/tmp",
+    ):
         response = httpx.post(url + "/jobs", params={"override": override}, content=one.getvalue(), headers=tar_headers)
         assert response.status_code == 400, (override, response.text)
     assert httpx.post(url + "/jobs", content=b"{}", headers={"Content-Type": "text/plain"}).status_code == 415
-    refused = httpx.post(url + "/jobs", params={"override": "model=da3-large"}, content=one.getvalue(), headers=tar_headers)
+    refused = httpx.post(
+        url + "/jobs", params={"override": "model=da3-large"}, content=one.getvalue(), headers=tar_headers
+    )
     assert "runs da3-small with random weights and cannot switch models" in refused.json()["detail"]
-    assert httpx.post(url + "/jobs", content=b" " * (2 << 20), headers={"Content-Type": "application/json"}).status_code == 413
+    assert (
+        httpx.post(url + "/jobs", content=b" " * (2 << 20), headers={"Content-Type": "application/json"}).status_code
+        == 413
+    )
 
 
 def test_upload_limit_and_gallery_and_pages(backend, tmp_path):
@@ -192,7 +236,7 @@ def test_upload_limit_and_gallery_and_pages(backend, tmp_path):
     pack(big, archive)
     headers = {"Content-Type": "application/x-tar"}
     assert httpx.post(url + "/jobs", content=archive.getvalue(), headers=headers).status_code == 413
-    chunks = (archive.getvalue()[i:i + 65536] for i in range(0, len(archive.getvalue()), 65536))
+    chunks = (archive.getvalue()[i : i + 65536] for i in range(0, len(archive.getvalue()), 65536))
     assert httpx.post(url + "/jobs", content=chunks, headers=headers).status_code == 413  # chunked: no length
     manifest = httpx.get(url + "/gallery/manifest.json").json()
     assert [s["id"] for s in manifest["scenes"]] == ["room"]
@@ -252,8 +296,15 @@ def test_token_required_on_every_route_but_static(tmp_path):
     assert anonymous.get("/gallery/static/vendor/missing.js").status_code == 404  # static: open, no 401
     with pytest.raises(BackendConfigError, match="without a token"):
         serve(**MODEL, host="0.0.0.0", port=free_port())
-    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:5", "GET", "/dashboard?token=s3cret&refresh=5", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/dashboard?token=s3cret&refresh=5", "1.1", 200),
+        None,
+    )
     _RedactToken().filter(record)
     assert "s3cret" not in record.getMessage() and "refresh=5" in record.getMessage()
 
@@ -265,10 +316,23 @@ def test_cli_use_backend_matches_cli_local(backend, tmp_path, image_folder):
     from flows import cli
 
     url, _ = backend
-    flags = ["images", str(image_folder), "--weights", "random", "--preset", "da3-small", "--process-res", "56",
-             "--export-format", "mini_npz-glb", "--num-max-points", "2000"]
+    flags = [
+        "images",
+        str(image_folder),
+        "--weights",
+        "random",
+        "--preset",
+        "da3-small",
+        "--process-res",
+        "56",
+        "--export-format",
+        "mini_npz-glb",
+        "--num-max-points",
+        "2000",
+    ]
     local = CliRunner().invoke(cli.app, [*flags, "--device", "cpu", "--export-dir", str(tmp_path / "local")])
-    remote = CliRunner().invoke(cli.app, [*flags, "--use-backend", "--backend-url", url,
-                                          "--export-dir", str(tmp_path / "remote")])
+    remote = CliRunner().invoke(
+        cli.app, [*flags, "--use-backend", "--backend-url", url, "--export-dir", str(tmp_path / "remote")]
+    )
     assert local.exit_code == 0 and remote.exit_code == 0, (local.output, remote.output)
     _assert_same_outputs(tmp_path / "local", tmp_path / "remote")

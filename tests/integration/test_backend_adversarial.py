@@ -118,8 +118,14 @@ def adversary(tmp_path_factory):
     linked_sparse = _colmap(allowed / "linked_sparse")
     shutil.rmtree(linked_sparse / "sparse")
     (linked_sparse / "sparse").symlink_to(server_model.parent, target_is_directory=True)
-    app = create_app(**MODEL, max_queue=8, max_upload_mb=2, allowed_roots=[str(allowed)],
-                     workspace_dir=str(root / "workspace"), limits=LIMITS)
+    app = create_app(
+        **MODEL,
+        max_queue=8,
+        max_upload_mb=2,
+        allowed_roots=[str(allowed)],
+        workspace_dir=str(root / "workspace"),
+        limits=LIMITS,
+    )
     with backend_server(app) as url:
         yield Adversary(url, root, secret, token, server_model)
 
@@ -135,8 +141,13 @@ def _refused(response: httpx.Response, *fragments: str) -> str:
 def test_crafted_colmap_names_refused_alike_whether_or_not_the_file_exists(adversary, tmp_path):
     secret = adversary.secret
     up = "../" * 64  # more than enough to reach / from the job's images/ folder
-    names = {"absolute": str(secret), "dotdot": up + str(secret)[1:], "absolute missing": str(secret) + ".gone",
-             "dotdot missing": up + str(secret)[1:] + ".gone", "one level up": "../secret.png"}
+    names = {
+        "absolute": str(secret),
+        "dotdot": up + str(secret)[1:],
+        "absolute missing": str(secret) + ".gone",
+        "dotdot missing": up + str(secret)[1:] + ".gone",
+        "one level up": "../secret.png",
+    }
     details = {}
     for case, name in names.items():
         dataset = _colmap(tmp_path / case.replace(" ", "_") / "scene", names={"frame_0000.png": name})
@@ -312,8 +323,9 @@ def test_jobs_over_the_caps_are_400(adversary, image_folder, video_file, tmp_pat
     strip = tmp_path / "strip"
     strip.mkdir()
     Image.new("RGB", (2000, 20)).save(strip / "strip.png")
-    _refused(adversary.upload(strip, ["processing.process_res=112", "processing.method=lower_bound_resize"]),
-             "--max-pixels")
+    _refused(
+        adversary.upload(strip, ["processing.process_res=112", "processing.method=lower_bound_resize"]), "--max-pixels"
+    )
     # A small file that decodes to a million pixels: over the input-pixel cap before anything is decoded.
     flat = tmp_path / "flat"
     flat.mkdir()

@@ -88,8 +88,11 @@ def test_images_writes_what_the_flow_writes(tmp_path, image_folder, capture):
         assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
     attrs = zarr.open_group(str(out / "scene.zarr"), mode="r").attrs.asdict()
     assert attrs["model"]["weights"] == "random" and attrs["config"]["model"]["preset"] == "da3-small"
-    assert attrs["config"]["exporters"]["glb"] == {"conf_thresh_percentile": 40.0, "num_max_points": 1_000_000,
-                                                   "show_cameras": True}
+    assert attrs["config"]["exporters"]["glb"] == {
+        "conf_thresh_percentile": 40.0,
+        "num_max_points": 1_000_000,
+        "show_cameras": True,
+    }
 
 
 def test_video_samples_at_fps(tmp_path, video_file):
@@ -118,15 +121,27 @@ def test_image_through_the_console_script(tmp_path, single_image):
     cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "flows.cli"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120"}
     out = tmp_path / "out"
-    proc = subprocess.run([*cmd, "image", str(single_image), *FAST, "--export-dir", str(out),
-                           "--export-format", "glb+depth_vis"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [*cmd, "image", str(single_image), *FAST, "--export-dir", str(out), "--export-format", "glb+depth_vis"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "scene.glb").is_file() and (out / "depth_vis" / "0000.jpg").is_file()
     assert zarr.open_group(str(out / "scene.zarr"), mode="r")["depth"].shape[0] == 1
     assert "da3 image: 1 view (image)" in proc.stderr
-    again = subprocess.run([*cmd, "image", str(single_image), *FAST, "--export-dir", str(out)], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    again = subprocess.run(
+        [*cmd, "image", str(single_image), *FAST, "--export-dir", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert again.returncode == 2 and again.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "--auto-cleanup" in again.stderr and "Traceback" not in again.stderr
 
@@ -172,8 +187,7 @@ def test_auto_cleanup_never_deletes_the_input(tmp_path, capture):
 def test_auto_cleanup_keeps_the_old_result_when_a_view_cannot_be_decoded(tmp_path, capture):
     """A truncated JPEG passes the listing but not the decoding: the run fails, the old result is untouched."""
     old = tmp_path / "out"
-    _ok(da3("images", _jpegs(capture, tmp_path / "good"), *FAST, "--export-dir", old,
-            "--export-format", "mini_npz"))
+    _ok(da3("images", _jpegs(capture, tmp_path / "good"), *FAST, "--export-dir", old, "--export-format", "mini_npz"))
     (old / "notes.txt").write_text("keep me")
     before = {p: p.read_bytes() for p in old.rglob("*") if p.is_file()}
     bad = _jpegs(capture, tmp_path / "bad")
@@ -223,8 +237,9 @@ def test_auto_cleanup_refuses_home_cwd_input_and_roots(tmp_path, image_folder, m
 
 def test_backend_result_replaces_the_old_contents_after_download(tmp_path, image_folder, monkeypatch):
     """With --use-backend the result is downloaded beside the old contents and swapped in only once complete."""
-    from da3core.store import SceneStore
     from store_scripts.replace_store import main as write_store
+
+    from da3core.store import SceneStore
 
     old = _old_export(tmp_path / "out")
     write_store([str(old / "scene.zarr"), "8", "0"])
@@ -269,14 +284,18 @@ def test_bad_input_is_one_line(tmp_path, image_folder, single_image, video_file)
         "unknown format": (["images", image_folder, *FAST, "--export-format", "glb-obj"], "'obj'"),
         "unknown preset": (["image", single_image, "--weights", "random", "--preset", "da3-tiny"], "da3-small"),
         "no weights": (["image", single_image, "--model-dir", tmp_path / "model"], "no model.safetensors"),
-        "preset mismatch": (["image", single_image, "--model-dir", tmp_path / "model", "--preset", "da3-large"],
-                            "does not match"),
+        "preset mismatch": (
+            ["image", single_image, "--model-dir", tmp_path / "model", "--preset", "da3-large"],
+            "does not match",
+        ),
         "wrong command": (["image", image_folder, *FAST], "use `da3 images`"),
         "video as images": (["images", video_file, *FAST], "use `da3 video`"),
         "bad layers": (["images", image_folder, *FAST, "--export-feat", "a,b"], "--export-feat"),
         "gaussians on small": (["images", image_folder, *FAST, "--infer-gs"], "use --preset da3-giant"),
-        "gs_video without gaussians": (["images", image_folder, *FAST, "--export-format", "glb-gs_video"],
-                                       "with --infer-gs"),
+        "gs_video without gaussians": (
+            ["images", image_folder, *FAST, "--export-format", "glb-gs_video"],
+            "with --infer-gs",
+        ),
         "feat_vis without layers": (["images", image_folder, *FAST, "--export-format", "feat_vis"], "--export-feat"),
     }
     for name, (args, expected) in cases.items():
@@ -287,8 +306,20 @@ def test_bad_input_is_one_line(tmp_path, image_folder, single_image, video_file)
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is present")
 def test_unavailable_device(single_image, tmp_path):
-    line = _error(da3("image", single_image, "--weights", "random", "--preset", "da3-small", "--device", "cuda",
-                      "--export-dir", tmp_path / "out"))
+    line = _error(
+        da3(
+            "image",
+            single_image,
+            "--weights",
+            "random",
+            "--preset",
+            "da3-small",
+            "--device",
+            "cuda",
+            "--export-dir",
+            tmp_path / "out",
+        )
+    )
     assert "--device cuda" in line and "CUDA is not available" in line
 
 
@@ -328,12 +359,43 @@ def test_backend_command_passes_its_flags(monkeypatch):
     calls = []
     _fake_module(monkeypatch, "flows.backend", __path__=[])
     _fake_module(monkeypatch, "flows.backend.server", serve=lambda **k: calls.append(k))
-    _ok(da3("backend", "--preset", "da3-small", "--weights", "random", "--port", "9001", "--allowed-root", "/a",
-            "--allowed-root", "/b", "--token", "t", "--max-files", "99", "--max-pixels", "1000"))
-    assert calls == [{"model_dir": None, "preset": "da3-small", "weights": "random", "device": "auto",
-                      "host": "127.0.0.1", "port": 9001, "gallery_dir": "workspace/gallery", "token": "t",
-                      "max_queue": 8, "max_upload_mb": 512, "allowed_roots": ["/a", "/b"],
-                      "limits": JobLimits(max_files=99, max_pixels=1000)}]
+    _ok(
+        da3(
+            "backend",
+            "--preset",
+            "da3-small",
+            "--weights",
+            "random",
+            "--port",
+            "9001",
+            "--allowed-root",
+            "/a",
+            "--allowed-root",
+            "/b",
+            "--token",
+            "t",
+            "--max-files",
+            "99",
+            "--max-pixels",
+            "1000",
+        )
+    )
+    assert calls == [
+        {
+            "model_dir": None,
+            "preset": "da3-small",
+            "weights": "random",
+            "device": "auto",
+            "host": "127.0.0.1",
+            "port": 9001,
+            "gallery_dir": "workspace/gallery",
+            "token": "t",
+            "max_queue": 8,
+            "max_upload_mb": 512,
+            "allowed_roots": ["/a", "/b"],
+            "limits": JobLimits(max_files=99, max_pixels=1000),
+        }
+    ]
 
 
 def test_gradio_command(monkeypatch):
@@ -345,9 +407,21 @@ def test_gradio_command(monkeypatch):
     calls = []
     _fake_module(monkeypatch, "flows.gradio_app", launch=lambda **k: calls.append(k))
     _ok(da3("gradio", "--model-dir", "/m", "--port", "7000", "--share", "--cache-gs-tag", "dl3dv"))
-    assert calls == [{"model_dir": "/m", "preset": None, "weights": "pretrained", "workspace_dir": "workspace/gradio",
-                      "gallery_dir": "workspace/gallery", "host": "127.0.0.1", "port": 7000, "share": True,
-                      "debug": False, "cache_examples": False, "cache_gs_tag": "dl3dv"}]
+    assert calls == [
+        {
+            "model_dir": "/m",
+            "preset": None,
+            "weights": "pretrained",
+            "workspace_dir": "workspace/gradio",
+            "gallery_dir": "workspace/gallery",
+            "host": "127.0.0.1",
+            "port": 7000,
+            "share": True,
+            "debug": False,
+            "cache_examples": False,
+            "cache_gs_tag": "dl3dv",
+        }
+    ]
 
 
 def test_gallery_serves_the_gallery_app(tmp_path, monkeypatch):
@@ -364,23 +438,62 @@ def test_gallery_serves_the_gallery_app(tmp_path, monkeypatch):
     assert "does not exist" in _error(da3("gallery", "--gallery-dir", tmp_path / "nope"))
 
 
-@pytest.mark.parametrize("command, options", [
-    ("auto", ["--fps", "--sparse-subdir", "--align-to-input-ext-scale"]), ("image", []),
-    ("images", ["--image-extensions"]), ("video", ["--fps"]),
-    ("colmap", ["--sparse-subdir", "--align-to-input-ext-scale"]),
-    ("backend", ["--host", "--port", "--gallery-dir", "--max-queue", "--max-upload-mb", "--allowed-root", "--token",
-                 "--max-files", "--max-process-res", "--max-pixels", "--max-input-pixels"]),
-    ("gradio", ["--workspace-dir", "--share", "--debug", "--cache-examples", "--cache-gs-tag"]),
-    ("gallery", ["--gallery-dir", "--open-browser"]),
-])
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ("auto", ["--fps", "--sparse-subdir", "--align-to-input-ext-scale"]),
+        ("image", []),
+        ("images", ["--image-extensions"]),
+        ("video", ["--fps"]),
+        ("colmap", ["--sparse-subdir", "--align-to-input-ext-scale"]),
+        (
+            "backend",
+            [
+                "--host",
+                "--port",
+                "--gallery-dir",
+                "--max-queue",
+                "--max-upload-mb",
+                "--allowed-root",
+                "--token",
+                "--max-files",
+                "--max-process-res",
+                "--max-pixels",
+                "--max-input-pixels",
+            ],
+        ),
+        ("gradio", ["--workspace-dir", "--share", "--debug", "--cache-examples", "--cache-gs-tag"]),
+        ("gallery", ["--gallery-dir", "--open-browser"]),
+    ],
+)
 def test_help(command, options, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     result = da3(command, "--help")
     _ok(result)
-    shared = ["--model-dir", "--preset", "--weights", "--device", "--export-dir", "--export-format", "--use-backend",
-              "--backend-url", "--process-res", "--process-res-method", "--export-feat", "--auto-cleanup",
-              "--use-ray-pose", "--ref-view-strategy", "--conf-thresh-percentile", "--num-max-points",
-              "--show-cameras", "--feat-vis-fps", "--infer-gs"] if command in ("auto", "image", "images", "video",
-                                                                               "colmap") else []
+    shared = (
+        [
+            "--model-dir",
+            "--preset",
+            "--weights",
+            "--device",
+            "--export-dir",
+            "--export-format",
+            "--use-backend",
+            "--backend-url",
+            "--process-res",
+            "--process-res-method",
+            "--export-feat",
+            "--auto-cleanup",
+            "--use-ray-pose",
+            "--ref-view-strategy",
+            "--conf-thresh-percentile",
+            "--num-max-points",
+            "--show-cameras",
+            "--feat-vis-fps",
+            "--infer-gs",
+        ]
+        if command in ("auto", "image", "images", "video", "colmap")
+        else []
+    )
     for option in options + shared:
         assert option in result.output, f"{command}: {option}"

@@ -1,6 +1,7 @@
-"""Batch and evaluation deployments against a real Prefect server on 127.0.0.1: the served deployment (deployments/serve.py) and the
-README's `prefect deploy --all` with the repository's prefect.yaml and a process work pool. Both runs must honour
-the batch options, the task runner and concurrency included (read back from the task runs and the stores)."""
+"""Batch and evaluation deployments against a real Prefect server on 127.0.0.1: the served deployment
+(deployments/serve.py) and the README's `prefect deploy --all` with the repository's prefect.yaml and a process work
+pool. Both runs must honour the batch options, the task runner and concurrency included (read back from the task
+runs and the stores)."""
 
 from __future__ import annotations
 
@@ -64,9 +65,13 @@ def prefect_server(tmp_path):
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_http(f"http://127.0.0.1:{port}/api/health", 120)
         yield {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
@@ -76,8 +81,9 @@ def prefect_server(tmp_path):
 
 
 def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        argv, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -86,8 +92,14 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _run(env: dict[str, str], name: str, parameters: dict, scenes: list[str]) -> dict:
-    result = subprocess.run([sys.executable, "-c", RUN_SCRIPT, name, json.dumps(parameters), *scenes], env=env,
-                            capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_SCRIPT, name, json.dumps(parameters), *scenes],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO_ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -107,8 +119,10 @@ def test_served_deployment_runs_on_dask_workers(prefect_server, tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     _two_scenes(data, ("porch", "deck"))
     overrides = [f"dataset={data}", f"storage.root={out}", "runner=dask", "dask_workers=2", *FAST]
-    serve = _start([sys.executable, "deployments/serve.py", "--name", "nightly-test", "--cron", "0 3 * * *",
-                    *overrides], prefect_server)
+    serve = _start(
+        [sys.executable, "deployments/serve.py", "--name", "nightly-test", "--cron", "0 3 * * *", *overrides],
+        prefect_server,
+    )
     try:
         run = _run(prefect_server, "batch/nightly-test", {}, ["porch", "deck"])
     finally:
@@ -124,17 +138,32 @@ def test_prefect_deploy_all_with_a_process_work_pool(prefect_server, tmp_path):
     _two_scenes(tmp_path / "one", ("attic", "cellar"))
     _two_scenes(tmp_path / "two", ("loft", "shed"))
     env = {**prefect_server, "PYTHONPATH": str(REPO_ROOT)}  # the worker's flow process imports this checkout
-    subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "da3-process", "--type", "process"],
-                   env=env, check=True, capture_output=True, timeout=120)
-    deploy = subprocess.run([sys.executable, "-m", "prefect", "deploy", "--all"], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "prefect", "work-pool", "create", "da3-process", "--type", "process"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    deploy = subprocess.run(
+        [sys.executable, "-m", "prefect", "deploy", "--all"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
     worker = _start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "da3-process"], env)
     runs = {}
     try:
         for dataset, scenes, concurrency in (("one", ["attic", "cellar"], 1), ("two", ["loft", "shed"], 2)):
-            cfg = resolved(load_config("batch", [f"dataset={tmp_path / dataset}", f"storage.root={out}",
-                                                 f"concurrency={concurrency}", *FAST]))
+            cfg = resolved(
+                load_config(
+                    "batch",
+                    [f"dataset={tmp_path / dataset}", f"storage.root={out}", f"concurrency={concurrency}", *FAST],
+                )
+            )
             runs[concurrency] = _run(env, "batch/nightly-batch", {"cfg": cfg}, scenes)
     finally:
         _stop(worker)
@@ -148,9 +177,24 @@ def test_prefect_deploy_all_with_a_process_work_pool(prefect_server, tmp_path):
 def test_served_evaluation_deployment_scores_the_benchmark(prefect_server, tmp_path):
     out = tmp_path / "eval"
     write_miniature("7scenes", tmp_path / "bench")
-    serve = _start([sys.executable, "deployments/serve.py", "--flow", "evaluate", "--name", "weekly-test", "--cron",
-                    "0 3 * * *", "benchmark=[7scenes]", f"bench_root={tmp_path / 'bench'}", "modes=[pose]",
-                    f"output_dir={out}", *FAST[:3]], prefect_server)
+    serve = _start(
+        [
+            sys.executable,
+            "deployments/serve.py",
+            "--flow",
+            "evaluate",
+            "--name",
+            "weekly-test",
+            "--cron",
+            "0 3 * * *",
+            "benchmark=[7scenes]",
+            f"bench_root={tmp_path / 'bench'}",
+            "modes=[pose]",
+            f"output_dir={out}",
+            *FAST[:3],
+        ],
+        prefect_server,
+    )
     try:
         run = _run(prefect_server, "evaluate/weekly-test", {}, [])
     finally:

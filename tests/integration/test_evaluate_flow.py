@@ -26,8 +26,11 @@ from flows.evaluate import main
 
 MODEL = ["model=da3-small", "model.weights=random", "processing.process_res=56"]
 # A similarity of the world (rotation, translation, scale 3): poses in any frame and scale score perfectly.
-WORLD = as_homogeneous(np.concatenate([Rotation.from_euler("xyz", [15, -40, 70], degrees=True).as_matrix(),
-                                       [[0.3], [-0.8], [1.5]]], axis=1))
+WORLD = as_homogeneous(
+    np.concatenate(
+        [Rotation.from_euler("xyz", [15, -40, 70], degrees=True).as_matrix(), [[0.3], [-0.8], [1.5]]], axis=1
+    )
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +60,14 @@ def _table(out: Path, dataset: str, mode: str) -> pd.DataFrame:
 @pytest.mark.slow
 def test_ground_truth_fed_back_scores_perfectly(bench, tmp_path, capsys):
     out = tmp_path / "gt"
-    code, stdout, _ = _run(capsys, "benchmark=[hiroom,eth3d]", f"bench_root={bench}", "predictor=ground_truth",
-                           "modes=[pose,rel_depth,metric_depth,recon_posed]", f"output_dir={out}")
+    code, stdout, _ = _run(
+        capsys,
+        "benchmark=[hiroom,eth3d]",
+        f"bench_root={bench}",
+        "predictor=ground_truth",
+        "modes=[pose,rel_depth,metric_depth,recon_posed]",
+        f"output_dir={out}",
+    )
     assert code == 0, stdout
     for dataset in ("hiroom", "eth3d"):
         assert (_table(out, dataset, "pose")[["auc03", "auc05", "auc15", "auc30"]] == 1.0).all().all()
@@ -95,8 +104,13 @@ def _perturb_stores(bench: Path, out: Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_stored_predictions_are_reused_and_a_known_perturbation_scores_as_it_must(bench, tmp_path, capsys):
     out = tmp_path / "model"
-    argv = ["benchmark=[hiroom]", f"bench_root={bench}", "modes=[pose,rel_depth,metric_depth]", f"output_dir={out}",
-            *MODEL]
+    argv = [
+        "benchmark=[hiroom]",
+        f"bench_root={bench}",
+        "modes=[pose,rel_depth,metric_depth]",
+        f"output_dir={out}",
+        *MODEL,
+    ]
     code, stdout, _ = _run(capsys, *argv)
     assert code == 0, stdout
     first = json.loads((out / "summary.json").read_text())
@@ -124,21 +138,32 @@ def test_bad_data_is_reported_per_scene_and_the_others_go_on(bench, tmp_path, ca
     shutil.rmtree(without_gt)
     (root / "hiroom").mkdir(parents=True)  # a wrong layout: no scene list, no data/
     out = tmp_path / "out"
-    code, stdout, stderr = _run(capsys, "benchmark=[eth3d,hiroom,7scenes]", f"bench_root={root}",
-                                "predictor=ground_truth", "modes=[pose,metric_depth]", f"output_dir={out}")
+    code, stdout, stderr = _run(
+        capsys,
+        "benchmark=[eth3d,hiroom,7scenes]",
+        f"bench_root={root}",
+        "predictor=ground_truth",
+        "modes=[pose,metric_depth]",
+        f"output_dir={out}",
+    )
     assert code == 1 and "error: 3 failures" in stderr
     failures = json.loads((out / "summary.json").read_text())["failures"]
     assert len(failures) == 3 and all("\n" not in line for line in failures)
     assert any(line.startswith("7scenes: FAILED") and str(root / "7scenes") in line for line in failures)
     assert any(line.startswith("hiroom: FAILED") and str(root / "hiroom") in line for line in failures)
-    assert any(line.startswith("eth3d/electro [metric_depth]: FAILED") and str(without_gt) in line
-               for line in failures)
+    assert any(line.startswith("eth3d/electro [metric_depth]: FAILED") and str(without_gt) in line for line in failures)
     assert set(_table(out, "eth3d", "pose").index) == {"courtyard", "electro", "mean"}  # its poses still score
     assert set(_table(out, "eth3d", "metric_depth").index) == {"courtyard", "mean"}
     assert "FAILURES (3)" in stdout and "report.html" in stdout
 
-    code, _, stderr = _run(capsys, "benchmark=[7scenes]", f"bench_root={root}", "predictor=ground_truth",
-                           "modes=[pose]", f"output_dir={tmp_path / 'nothing'}")
+    code, _, stderr = _run(
+        capsys,
+        "benchmark=[7scenes]",
+        f"bench_root={root}",
+        "predictor=ground_truth",
+        "modes=[pose]",
+        f"output_dir={tmp_path / 'nothing'}",
+    )
     assert code == 2 and "nothing could be evaluated" in stderr
 
 
@@ -146,7 +171,8 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     code, _, stderr = _run(capsys, "benchmark=[kitti]", f"bench_root={tmp_path}", f"output_dir={tmp_path}")
     assert code == 2 and stderr.strip().splitlines() == [
         "error: config error at benchmark: unknown dataset 'kitti'; "
-        "choose from [eth3d,7scenes,scannetpp,hiroom,dtu,dtu64]"]
+        "choose from [eth3d,7scenes,scannetpp,hiroom,dtu,dtu64]"
+    ]
 
 
 @pytest.mark.slow
@@ -155,11 +181,21 @@ def test_dataset_and_reports_on_s3(bench, s3_options, capsys):
 
     fs = s3fs.S3FileSystem(**s3_options)
     fs.put(str(bench / "7scenes"), "da3-test/eval-bench/7scenes", recursive=True)
-    options = [f"+storage.options.key={s3_options['key']}", f"+storage.options.secret={s3_options['secret']}",
-               f"+storage.options.client_kwargs.endpoint_url={s3_options['client_kwargs']['endpoint_url']}"]
+    options = [
+        f"+storage.options.key={s3_options['key']}",
+        f"+storage.options.secret={s3_options['secret']}",
+        f"+storage.options.client_kwargs.endpoint_url={s3_options['client_kwargs']['endpoint_url']}",
+    ]
     out = "s3://da3-test/eval-out"
-    code, stdout, _ = _run(capsys, "benchmark=[7scenes]", "bench_root=s3://da3-test/eval-bench", "modes=[pose]",
-                           f"output_dir={out}", *options, *MODEL)
+    code, stdout, _ = _run(
+        capsys,
+        "benchmark=[7scenes]",
+        "bench_root=s3://da3-test/eval-bench",
+        "modes=[pose]",
+        f"output_dir={out}",
+        *options,
+        *MODEL,
+    )
     assert code == 0, stdout
     with fs.open(f"{out}/metric_results/7scenes_pose.csv") as f:
         table = pd.read_csv(f, index_col="scene")
@@ -171,8 +207,16 @@ def test_dataset_and_reports_on_s3(bench, s3_options, capsys):
 @pytest.mark.slow
 def test_dask_runner_spreads_scenes_over_workers(bench, tmp_path, capsys):
     out = tmp_path / "dask"
-    code, stdout, _ = _run(capsys, "benchmark=[hiroom]", f"bench_root={bench}", "modes=[pose]", f"output_dir={out}",
-                           "runner=dask", "dask_workers=2", *MODEL)
+    code, stdout, _ = _run(
+        capsys,
+        "benchmark=[hiroom]",
+        f"bench_root={bench}",
+        "modes=[pose]",
+        f"output_dir={out}",
+        "runner=dask",
+        "dask_workers=2",
+        *MODEL,
+    )
     assert code == 0, stdout
     scenes = json.loads((out / "summary.json").read_text())["scenes"]
     pids = {SceneStore(s["predictions"]["unposed"]["store"]).attrs()["worker"]["pid"] for s in scenes}
@@ -192,8 +236,16 @@ def _finished(out: Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_a_killed_evaluation_resumes_without_recomputing_finished_scenes(bench, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "flows.evaluate", "benchmark=[hiroom,eth3d]", f"bench_root={bench}", "modes=[pose]",
-           f"output_dir={out}", *MODEL]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.evaluate",
+        "benchmark=[hiroom,eth3d]",
+        f"bench_root={bench}",
+        "modes=[pose]",
+        f"output_dir={out}",
+        *MODEL,
+    ]
     kill_when(cmd, lambda: _finished(out))
     before = _finished(out)
     assert 1 <= len(before) < 4, before

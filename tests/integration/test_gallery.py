@@ -13,15 +13,22 @@ import pytest
 import trimesh
 import uvicorn
 from PIL import Image
+from s3server import free_port
 
 from flows.gallery import VIEWER, create_gallery_app
-from s3server import free_port
 
 pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"]
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +57,13 @@ def gallery(tmp_path_factory, capture):
 
 def test_traversal_is_refused(gallery):
     url, _ = gallery
-    for path in ("/files/../../etc/passwd", "/files/%2e%2e/%2e%2e/etc/passwd", "/files/..%2F..%2Fetc%2Fpasswd",
-                 "/scene/..%2F..%2Fetc", "/scene/../../etc"):
+    for path in (
+        "/files/../../etc/passwd",
+        "/files/%2e%2e/%2e%2e/etc/passwd",
+        "/files/..%2F..%2Fetc%2Fpasswd",
+        "/scene/..%2F..%2Fetc",
+        "/scene/../../etc",
+    ):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(url + path)
         assert info.value.code == 404, path
@@ -83,8 +95,9 @@ def test_gallery_in_headless_chromium(gallery, tmp_path):
         text = page.inner_text("body")
         assert "indoor/room_a" in text and "room_b" in text
         page.click("text=indoor/room_a")
-        page.wait_for_function("() => { const mv = document.querySelector('model-viewer'); return mv && mv.loaded; }",
-                               timeout=60_000)
+        page.wait_for_function(
+            "() => { const mv = document.querySelector('model-viewer'); return mv && mv.loaded; }", timeout=60_000
+        )
         page.screenshot(path=str(tmp_path / "gallery_scene.png"))
         browser.close()
     assert errors == []

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from oracle import run_oracle
 
 from da3core.api import DepthAnything3, write_random_model_dir
-from oracle import run_oracle
 
 pytestmark = pytest.mark.parity
 

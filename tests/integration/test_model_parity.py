@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from oracle import run_oracle
 
 from da3core.api import DepthAnything3, write_random_model_dir
 from da3core.synthetic import make_capture
-from oracle import run_oracle
 
 pytestmark = pytest.mark.parity
 
@@ -47,10 +47,24 @@ INFERENCE_CASES = {
     "api_posed_ransac": (10, {"process_res": 56, "posed": True}),
 }
 # Max relative error for positive maps, max absolute error for signed/unit-scale ones (see closing notes).
-REL_TOL = {"depth": 1e-4, "depth_conf": 1e-4, "conf": 1e-4, "ray_conf": 1e-4, "intrinsics": 1e-5,
-           "gs_scales": 1e-4, "gs_opacities": 1e-4}
-ABS_TOL = {"extrinsics": 1e-5, "ray": 1e-5, "sky": 1e-5, "gs_means": 1e-4, "gs_rotations": 1e-4,
-           "gs_harmonics": 1e-5, "feat": 1e-4}
+REL_TOL = {
+    "depth": 1e-4,
+    "depth_conf": 1e-4,
+    "conf": 1e-4,
+    "ray_conf": 1e-4,
+    "intrinsics": 1e-5,
+    "gs_scales": 1e-4,
+    "gs_opacities": 1e-4,
+}
+ABS_TOL = {
+    "extrinsics": 1e-5,
+    "ray": 1e-5,
+    "sky": 1e-5,
+    "gs_means": 1e-4,
+    "gs_rotations": 1e-4,
+    "gs_harmonics": 1e-5,
+    "feat": 1e-4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +78,9 @@ def model_dirs(tmp_path_factory) -> dict[str, Path]:
     metric = root / "da3metric-large"
     metric.mkdir()
     os.link(dirs["da3mono-large"] / "model.safetensors", metric / "model.safetensors")
-    (metric / "config.json").write_text((dirs["da3mono-large"] / "config.json").read_text().replace("da3mono-large", "da3metric-large"))
+    (metric / "config.json").write_text(
+        (dirs["da3mono-large"] / "config.json").read_text().replace("da3mono-large", "da3metric-large")
+    )
     dirs["da3metric-large"] = metric
     yield dirs
     shutil.rmtree(root, ignore_errors=True)
@@ -102,8 +118,14 @@ def cases(model_dirs):
             inputs[f"{name}/extrinsics"], inputs[f"{name}/intrinsics"] = ext, ixt
             case.update(extrinsics=ext, intrinsics=ixt)
         ours_inputs[name] = case
-        specs.append({"name": name, "model_dir": str(model_dirs["da3-small"]), "mode": "inference",
-                      "options": {**opts, "n_images": views}})
+        specs.append(
+            {
+                "name": name,
+                "model_dir": str(model_dirs["da3-small"]),
+                "mode": "inference",
+                "options": {**opts, "n_images": views},
+            }
+        )
     ref = run_oracle("model_cases.py", inputs, timeout=1800, cases=specs)
     return ours_inputs, ref
 
@@ -117,6 +139,7 @@ def models(model_dirs):
             loaded.clear()  # keep at most one large model in memory
             loaded[preset] = DepthAnything3.from_pretrained(model_dirs[preset]).set_precision("fp32")
         return loaded[preset]
+
     return get
 
 
@@ -145,11 +168,16 @@ def test_forward_matches_reference(name, cases, models):
     model = models(case["preset"])
     opts = case["options"]
     ext = case.get("extrinsics")
-    out = model.forward(torch.from_numpy(case["x"]), None if ext is None else torch.from_numpy(ext),
-                        None if ext is None else torch.from_numpy(case["intrinsics"]),
-                        export_feat_layers=opts.get("export_feat_layers", ()), infer_gs=opts.get("infer_gs", False),
-                        use_ray_pose=opts.get("use_ray_pose", False),
-                        ref_view_strategy=opts.get("ref_view_strategy", "saddle_balanced"), return_rays=True)
+    out = model.forward(
+        torch.from_numpy(case["x"]),
+        None if ext is None else torch.from_numpy(ext),
+        None if ext is None else torch.from_numpy(case["intrinsics"]),
+        export_feat_layers=opts.get("export_feat_layers", ()),
+        infer_gs=opts.get("infer_gs", False),
+        use_ray_pose=opts.get("use_ray_pose", False),
+        ref_view_strategy=opts.get("ref_view_strategy", "saddle_balanced"),
+        return_rays=True,
+    )
     ref_idx = int(ref["ref_view_idx"][0]) if "ref_view_idx" in ref else None
     assert out["ref_view_idx"] == ref_idx
     compared = []
@@ -183,9 +211,12 @@ def test_inference_api_matches_reference(name, cases, models):
     ref = {k.split("/", 1)[1]: v for k, v in ref.items() if k.startswith(f"{name}/")}
     opts = case["options"]
     pred = models("da3-small").inference(
-        case["images"], extrinsics=case.get("extrinsics"), intrinsics=case.get("intrinsics"),
+        case["images"],
+        extrinsics=case.get("extrinsics"),
+        intrinsics=case.get("intrinsics"),
         align_to_input_ext_scale=opts.get("align_to_input_ext_scale", True),
-        process_res=opts.get("process_res", 504), process_res_method=opts.get("process_res_method", "upper_bound_resize"),
+        process_res=opts.get("process_res", 504),
+        process_res_method=opts.get("process_res_method", "upper_bound_resize"),
     )
     np.testing.assert_array_equal(pred.processed_images, ref["processed_images"])
     for key in ("depth", "conf", "intrinsics"):

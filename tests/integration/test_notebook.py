@@ -47,11 +47,17 @@ def test_notebook_on_s3_store(capture, tmp_path, monkeypatch, s3_options):
     url = "s3://da3-test/nb/scene.zarr"
     store = SceneStore(url, s3_options)
     store.reset({"config": {"scene": "synthetic"}, "model": {"preset": "da3-small", "weights": "random"}})
-    store.write_prediction(Prediction(
-        depth=capture.depth, conf=np.full_like(capture.depth, 2.0), extrinsics=capture.extrinsics.astype(np.float32),
-        intrinsics=capture.intrinsics.astype(np.float32), processed_images=capture.images, ref_view_idx=1,
-        source_names=[f"view_{i}.png" for i in range(8)],
-    ))
+    store.write_prediction(
+        Prediction(
+            depth=capture.depth,
+            conf=np.full_like(capture.depth, 2.0),
+            extrinsics=capture.extrinsics.astype(np.float32),
+            intrinsics=capture.intrinsics.astype(np.float32),
+            processed_images=capture.images,
+            ref_view_idx=1,
+            source_names=[f"view_{i}.png" for i in range(8)],
+        )
+    )
     store.mark_complete("h")
     monkeypatch.setenv("DA3_SCENE_STORE", url)
     monkeypatch.setenv("DA3_STORAGE_OPTIONS", json.dumps(s3_options))

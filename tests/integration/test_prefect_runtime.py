@@ -55,14 +55,21 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def _reconstruct(image: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.reconstruct", f"scene={image}", f"storage.root={out}",
-                             *FAST], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.reconstruct", f"scene={image}", f"storage.root={out}", *FAST],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _recorded_runs(home: Path) -> list[list]:
-    done = subprocess.run([sys.executable, "-c", READ_RUNS], env=_env(home), cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", READ_RUNS], env=_env(home), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -77,8 +84,11 @@ def _leftovers(home: Path, pids: set[int]) -> list[str]:
             if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
             try:
-                mine = proc.pid in pids or str(home) in " ".join(proc.info["cmdline"] or []) \
+                mine = (
+                    proc.pid in pids
+                    or str(home) in " ".join(proc.info["cmdline"] or [])
                     or proc.environ().get("PREFECT_HOME") == str(home)
+                )
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             if mine:
@@ -182,17 +192,30 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("service,sig", [("backend", signal.SIGTERM), ("backend", signal.SIGINT),
-                                         ("backend", signal.SIGKILL), ("gradio", signal.SIGTERM),
-                                         ("gradio", signal.SIGINT)])
+@pytest.mark.parametrize(
+    "service,sig",
+    [
+        ("backend", signal.SIGTERM),
+        ("backend", signal.SIGINT),
+        ("backend", signal.SIGKILL),
+        ("gradio", signal.SIGTERM),
+        ("gradio", signal.SIGINT),
+    ],
+)
 def test_stopped_service_leaves_no_process(service, sig, tmp_path):
     """A service whose Prefect API is up (its model warm-up reached it), stopped by a signal: nothing outlives it."""
     home, port = tmp_path / "prefect", free_port()
     args = ["--preset", "da3-small", "--weights", "random", "--port", str(port), "--gallery-dir", str(tmp_path / "g")]
     if service == "gradio":
         args += ["--workspace-dir", str(tmp_path / "ws")]
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", service, *args], env=_env(home), cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", service, *args],
+        env=_env(home),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         _wait_http(f"http://127.0.0.1:{port}/", proc, 600)
         children = {child.pid for child in psutil.Process(proc.pid).children(recursive=True)}

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from da3core.synthetic import make_capture, make_sequence, write_image_folder, write_video
 from paths import REPO_ROOT
 from s3server import moto_s3
+
+from da3core.synthetic import make_capture, make_sequence, write_image_folder, write_video
 
 pytestmark = pytest.mark.slow
 
@@ -63,11 +63,14 @@ def _video(rel: str) -> Callable[[Path, dict], None]:
     def write(cwd: Path, s3: dict) -> None:
         (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
         write_video(make_capture(n_views=6, height=48, width=64, seed=3), cwd / rel, fps=6)
+
     return write
 
 
 def _walk(cwd: Path, s3: dict) -> None:
-    write_video(make_sequence("open", 90, height=48, width=64), cwd / "walk.mp4", fps=12)  # > chunk_size views at fps 10
+    write_video(
+        make_sequence("open", 90, height=48, width=64), cwd / "walk.mp4", fps=12
+    )  # > chunk_size views at fps 10
 
 
 def _scene_folders(cwd: Path, s3: dict) -> None:
@@ -116,45 +119,70 @@ def _every_view_stored(cwd: Path) -> None:
 
 
 CASES: dict[str, Case] = {
-    "python -m flows.reconstruct scene=samples/room export=glb+gs_video model=da3-giant infer_gs=true":
-        Case(_copy_samples, outputs=("outputs/room/scene.zarr/zarr.json", "outputs/room/scene.glb",
-                                     "outputs/room/gs_video/*.mp4")),
-    "python -m flows.reconstruct scene=path/to/video.mp4 input.fps=2 model=da3-base export=mini_npz+glb+depth_vis":
-        Case(_video("path/to/video.mp4"), outputs=("outputs/video/exports/mini_npz/results.npz",
-                                                    "outputs/video/scene.glb", "outputs/video/depth_vis/*")),
+    "python -m flows.reconstruct scene=samples/room export=glb+gs_video model=da3-giant infer_gs=true": Case(
+        _copy_samples,
+        outputs=("outputs/room/scene.zarr/zarr.json", "outputs/room/scene.glb", "outputs/room/gs_video/*.mp4"),
+    ),
+    "python -m flows.reconstruct scene=path/to/video.mp4 input.fps=2 model=da3-base "
+    "export=mini_npz+glb+depth_vis": Case(
+        _video("path/to/video.mp4"),
+        outputs=("outputs/video/exports/mini_npz/results.npz", "outputs/video/scene.glb", "outputs/video/depth_vis/*"),
+    ),
     "python -m flows.reconstruct scene=s3://bucket/scenes/kitchen storage.root=s3://bucket/out "
-    "storage.options.client_kwargs.endpoint_url=http://127.0.0.1:9000":
-        Case(_s3_scene, outputs=("s3://bucket/out/kitchen/scene.zarr/zarr.json",)),
-    "python -m flows.batch dataset=path/to/folder_of_scenes concurrency=2":
-        Case(_scene_folders, outputs=("outputs/s0/scene.zarr/zarr.json", "outputs/s1/scene.zarr/zarr.json")),
-    "python -m flows.batch dataset=s3://bucket/scenes runner=dask dask_workers=4":
-        Case(_s3_scenes, outputs=("outputs/s0/scene.zarr/zarr.json", "outputs/s1/scene.zarr/zarr.json")),
+    "storage.options.client_kwargs.endpoint_url=http://127.0.0.1:9000": Case(
+        _s3_scene, outputs=("s3://bucket/out/kitchen/scene.zarr/zarr.json",)
+    ),
+    "python -m flows.batch dataset=path/to/folder_of_scenes concurrency=2": Case(
+        _scene_folders, outputs=("outputs/s0/scene.zarr/zarr.json", "outputs/s1/scene.zarr/zarr.json")
+    ),
+    "python -m flows.batch dataset=s3://bucket/scenes runner=dask dask_workers=4": Case(
+        _s3_scenes, outputs=("outputs/s0/scene.zarr/zarr.json", "outputs/s1/scene.zarr/zarr.json")
+    ),
     "python -m flows.reconstruct --cfg": Case(extra=(), stdout="process_res"),
     "python -m flows.reconstruct scene=walk.mp4 input.fps=10 streaming.enabled=true streaming.chunk_size=60 "
-    "streaming.overlap=30 streaming.loop_closure=true export=glb+colmap":
-        Case(_walk, outputs=("outputs/walk/scene.zarr/zarr.json", "outputs/walk/scene.glb",
-                             "outputs/walk/**/images.bin"), check=_every_view_stored),
-    "python -m flows.reconstruct -m model=da3-small,da3-base scene=samples/room":
-        Case(_copy_samples, outputs=("outputs/model=da3-small/room/scene.zarr/zarr.json",
-                                     "outputs/model=da3-base/room/scene.zarr/zarr.json")),
-    "python -m flows.video_depth video=videos/mice.mp4 encoder=vits streaming=true target_fps=15 max_res=1280":
-        Case(_video("videos/mice.mp4"), extra=("weights=random",) + VIDEO_TINY, outputs=("videos/mice/depth.ndjson",)),
+    "streaming.overlap=30 streaming.loop_closure=true export=glb+colmap": Case(
+        _walk,
+        outputs=("outputs/walk/scene.zarr/zarr.json", "outputs/walk/scene.glb", "outputs/walk/**/images.bin"),
+        check=_every_view_stored,
+    ),
+    "python -m flows.reconstruct -m model=da3-small,da3-base scene=samples/room": Case(
+        _copy_samples,
+        outputs=(
+            "outputs/model=da3-small/room/scene.zarr/zarr.json",
+            "outputs/model=da3-base/room/scene.zarr/zarr.json",
+        ),
+    ),
+    "python -m flows.video_depth video=videos/mice.mp4 encoder=vits streaming=true target_fps=15 max_res=1280": Case(
+        _video("videos/mice.mp4"), extra=("weights=random",) + VIDEO_TINY, outputs=("videos/mice/depth.ndjson",)
+    ),
     "python -m flows.video_depth video=s3://bucket/videos/mice.mp4 weights=checkpoints/ save_npz=true "
-    "save_depth_video=true":
-        Case(_s3_video_and_checkpoint, extra=VIDEO_TINY,
-             outputs=("s3://bucket/videos/mice/depth.ndjson", "s3://bucket/videos/mice/mice_depths.npz",
-                      "s3://bucket/videos/mice/mice_vis.mp4")),
-    "python -m flows.video_depth video=clip.mp4 weights=random input_size=56":
-        Case(_video("clip.mp4"), extra=("max_frames=6",), outputs=("clip/depth.ndjson",)),
+    "save_depth_video=true": Case(
+        _s3_video_and_checkpoint,
+        extra=VIDEO_TINY,
+        outputs=(
+            "s3://bucket/videos/mice/depth.ndjson",
+            "s3://bucket/videos/mice/mice_depths.npz",
+            "s3://bucket/videos/mice/mice_vis.mp4",
+        ),
+    ),
+    "python -m flows.video_depth video=clip.mp4 weights=random input_size=56": Case(
+        _video("clip.mp4"), extra=("max_frames=6",), outputs=("clip/depth.ndjson",)
+    ),
     "python -c \"from da3core.synthetic import write_miniature; [write_miniature(d, 'bench') for d in "
     "('hiroom', 'eth3d')]\"": Case(extra=(), outputs=("bench/hiroom/*", "bench/eth3d/*")),
     "python -m flows.evaluate benchmark=[hiroom,eth3d] bench_root=bench model=da3-small model.weights=random "
-    "processing.process_res=56 modes=[pose,recon_unposed,recon_posed,rel_depth] storage.root=out":
-        Case(_miniatures, extra=(), outputs=("out/evaluation/da3-small-random/report.html",
-                                             "out/evaluation/da3-small-random/metric_results/hiroom_pose.csv")),
+    "processing.process_res=56 modes=[pose,recon_unposed,recon_posed,rel_depth] storage.root=out": Case(
+        _miniatures,
+        extra=(),
+        outputs=(
+            "out/evaluation/da3-small-random/report.html",
+            "out/evaluation/da3-small-random/metric_results/hiroom_pose.csv",
+        ),
+    ),
     "python -m flows.evaluate benchmark=[hiroom,eth3d] bench_root=bench predictor=ground_truth "
-    "modes=[pose,rel_depth,metric_depth] storage.root=out":
-        Case(_miniatures, extra=(), outputs=("out/evaluation/ground_truth/report.html",), check=_gt_scores_perfectly),
+    "modes=[pose,rel_depth,metric_depth] storage.root=out": Case(
+        _miniatures, extra=(), outputs=("out/evaluation/ground_truth/report.html",), check=_gt_scores_perfectly
+    ),
 }
 # Commands this test does not run itself, and where they are run instead.
 ELSEWHERE = {
@@ -169,8 +197,9 @@ ELSEWHERE = {
     "prefect deploy --all": "test_deployment.py",
     "prefect server start --analytics-off &": "test_deployment.py starts a server like this (stopped after the test)",
     "export PREFECT_API_URL=http://127.0.0.1:4200/api": "test_prefect_runtime.py: a configured API is used as is",
-    'for f in photos/*.jpg; do da3 image "$f" --export-dir "out/$(basename "$f" .jpg)"; done':
-        "test_cli.py runs da3 image; test_prefect_runtime.py a run against a configured API",
+    'for f in photos/*.jpg; do da3 image "$f" --export-dir "out/$(basename "$f" .jpg)"; done': (
+        "test_cli.py runs da3 image; test_prefect_runtime.py a run against a configured API"
+    ),
     "prefect worker start --pool da3-process": "test_deployment.py",
     "prefect deployment run 'batch/nightly-batch'": "test_deployment.py (run_deployment on batch/nightly-batch)",
 }
@@ -189,15 +218,25 @@ def bucket():
     import s3fs
 
     with moto_s3("bucket") as options:
-        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_ENDPOINT_URL": options["client_kwargs"]["endpoint_url"], "AWS_DEFAULT_REGION": "us-east-1"}
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL": options["client_kwargs"]["endpoint_url"],
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         yield {"fs": s3fs.S3FileSystem(**options), "env": env, "endpoint": env["AWS_ENDPOINT_URL"]}
 
 
 def _run(command: str, cwd: Path, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return subprocess.run(["bash", "-c", command], cwd=cwd, env={**os.environ, **env, "PATH": path,
-                          "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env={**os.environ, **env, "PATH": path, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("command", list(CASES), ids=lambda c: re.sub(r"\W+", "_", c.removeprefix("python -m "))[:70])
@@ -217,8 +256,11 @@ def test_readme_command_runs(command: str, tmp_path: Path, bucket: dict):
 
 def test_demo_command(tmp_path: Path):
     """scripts/demo.sh's own reconstruct line (after its install step) writes the sample scene's outputs."""
-    line = next(ln for ln in (REPO_ROOT / "scripts/demo.sh").read_text().replace("\\\n", " ").splitlines()
-                if ln.startswith("exec "))
+    line = next(
+        ln
+        for ln in (REPO_ROOT / "scripts/demo.sh").read_text().replace("\\\n", " ").splitlines()
+        if ln.startswith("exec ")
+    )
     command = line.removeprefix("exec ").replace('"$@"', "").replace(".venv/bin/python", sys.executable)
     out = _run(f"{command} processing.process_res=56 output_dir={tmp_path}/sample", REPO_ROOT, {})
     assert out.returncode == 0, out.stderr[-3000:]

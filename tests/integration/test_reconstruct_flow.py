@@ -10,14 +10,16 @@ import zarr
 
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_colmap, write_image_folder
-from flows.reconstruct import main, reconstruct
 from flows.config import load_config
+from flows.reconstruct import main, reconstruct
 
 FAST = ["model=da3-small", "model.weights=random", "processing.process_res=112"]
 
 
 def _run(tmp_path, scene, *extra):
-    return reconstruct(load_config("reconstruct", [f"scene={scene}", f"storage.root={tmp_path / 'out'}", *FAST, *extra]))
+    return reconstruct(
+        load_config("reconstruct", [f"scene={scene}", f"storage.root={tmp_path / 'out'}", *FAST, *extra])
+    )
 
 
 def _group(result):
@@ -71,10 +73,17 @@ def test_s3_storage_and_s3_scene(tmp_path, image_folder, s3_options):
 
     fs = s3fs.S3FileSystem(**s3_options)
     fs.put(str(image_folder) + "/", "da3-test/scenes/room/", recursive=True)
-    options = [f"+storage.options.key={s3_options['key']}", f"+storage.options.secret={s3_options['secret']}",
-               f"+storage.options.client_kwargs.endpoint_url={s3_options['client_kwargs']['endpoint_url']}"]
-    result = reconstruct(load_config("reconstruct", ["scene=s3://da3-test/scenes/room", "storage.root=s3://da3-test/out", *FAST,
-                          "export=mini_npz", *options]))
+    options = [
+        f"+storage.options.key={s3_options['key']}",
+        f"+storage.options.secret={s3_options['secret']}",
+        f"+storage.options.client_kwargs.endpoint_url={s3_options['client_kwargs']['endpoint_url']}",
+    ]
+    result = reconstruct(
+        load_config(
+            "reconstruct",
+            ["scene=s3://da3-test/scenes/room", "storage.root=s3://da3-test/out", *FAST, "export=mini_npz", *options],
+        )
+    )
     store = SceneStore(result.store_url, s3_options)
     assert result.store_url == "s3://da3-test/out/room/scene.zarr" and store.is_complete()
     assert store.read_prediction().depth.shape == (8, 84, 112)
@@ -117,8 +126,15 @@ def test_bad_inputs_fail_with_one_line(tmp_path, capsys, image_folder, video_fil
         "colmap without sparse": ([f"scene={no_sparse}", *out], "has no model"),
         "unknown export": ([f"scene={image_folder}", *out, "export=glb+obj"], "obj"),
         "unknown preset": ([f"scene={image_folder}", *out, "model=da3-tiny"], "da3-small"),
-        "unreachable s3": ([f"scene={image_folder}", *FAST, "storage.root=s3://bucket/x",
-                            "+storage.options.client_kwargs.endpoint_url=http://127.0.0.1:9"], "cannot write to storage"),
+        "unreachable s3": (
+            [
+                f"scene={image_folder}",
+                *FAST,
+                "storage.root=s3://bucket/x",
+                "+storage.options.client_kwargs.endpoint_url=http://127.0.0.1:9",
+            ],
+            "cannot write to storage",
+        ),
     }
     for name, (argv, expected) in cases.items():
         line = _error_line(capsys, argv)

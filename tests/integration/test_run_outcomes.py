@@ -26,8 +26,9 @@ FAST = ["model=da3-small", "model.weights=random", "processing.process_res=56", 
 
 def artifacts_of(flow_run_id) -> list:
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(
-            any_=[flow_run_id])))
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
 
 
 def test_skipped_scene_ends_cached_and_each_run_publishes_its_outputs(tmp_path):
@@ -52,12 +53,14 @@ def test_skipped_scene_ends_cached_and_each_run_publishes_its_outputs(tmp_path):
 def test_batch_scene_tasks_end_cached_on_rerun_and_the_batch_publishes_a_table(tmp_path):
     for i, name in enumerate(("deckcached", "yardcached")):
         write_image_folder(make_capture(3, 64, 48, seed=10 + i), tmp_path / "data" / name)
-    cfg = load_config("batch", [f"dataset={tmp_path / 'data'}", f"storage.root={tmp_path / 'out'}", "concurrency=2",
-                                *FAST])
+    cfg = load_config(
+        "batch", [f"dataset={tmp_path / 'data'}", f"storage.root={tmp_path / 'out'}", "concurrency=2", *FAST]
+    )
     runs = [batch(cfg, return_state=True) for _ in range(2)]
     with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(
-            any_=["scene-deckcached", "scene-yardcached"])))
+        tasks = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["scene-deckcached", "scene-yardcached"]))
+        )
     by_start = sorted(tasks, key=lambda t: t.start_time)
     assert [t.state.name for t in by_start] == ["Completed", "Completed", "Cached", "Cached"]
     assert [r.status for r in runs[1].result().results] == ["skipped", "skipped"]
@@ -74,9 +77,17 @@ def test_multirun_sweeps_models_and_scenes_into_separate_folders(tmp_path, capsy
     for i, name in enumerate(("alpha", "beta")):
         write_image_folder(make_capture(3, 64, 48, seed=20 + i), tmp_path / name)
     scenes = f"{tmp_path / 'alpha'},{tmp_path / 'beta'}"
-    code = reconstruct_module.main(["-m", "model=da3-small,da3-base", f"scene={scenes}",
-                                    f"storage.root={tmp_path / 'out'}", "model.weights=random",
-                                    "processing.process_res=56", "export=mini_npz"])
+    code = reconstruct_module.main(
+        [
+            "-m",
+            "model=da3-small,da3-base",
+            f"scene={scenes}",
+            f"storage.root={tmp_path / 'out'}",
+            "model.weights=random",
+            "processing.process_res=56",
+            "export=mini_npz",
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "[multirun 1/4] model=da3-small" in err and "[multirun 4/4] model=da3-base" in err
@@ -89,8 +100,9 @@ def test_multirun_sweeps_models_and_scenes_into_separate_folders(tmp_path, capsy
 
 def test_multirun_reports_a_failing_job_and_runs_the_rest(tmp_path, capsys):
     write_image_folder(make_capture(3, 64, 48, seed=30), tmp_path / "gamma")
-    code = reconstruct_module.main(["-m", f"scene={tmp_path / 'missing'},{tmp_path / 'gamma'}",
-                                    f"storage.root={tmp_path / 'out'}", *FAST])
+    code = reconstruct_module.main(
+        ["-m", f"scene={tmp_path / 'missing'},{tmp_path / 'gamma'}", f"storage.root={tmp_path / 'out'}", *FAST]
+    )
     assert code == 2  # a user error in one job: exit 2, after the other job ran
     assert SceneStore(str(tmp_path / "out" / "gamma" / "scene.zarr")).is_complete()
     assert not (tmp_path / "out" / "missing").exists()

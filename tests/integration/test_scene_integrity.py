@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from live import kill_group
+from paths import REPO_ROOT
 from PIL import Image
 
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_image_folder
-from flows.reconstruct import main, reconstruct
 from flows.config import load_config
-from live import kill_group
-from paths import REPO_ROOT
+from flows.reconstruct import main, reconstruct
 
 FAST = ["model=da3-small", "model.weights=random", "export=mini_npz"]
 
@@ -53,8 +53,13 @@ def _flow_process(argv: list[str], log: Path, prefix: tuple[str, ...] = ()) -> s
     """``python -m flows.reconstruct ARGV`` in its own session, output to ``log`` (a pipe would be held open by the
     Prefect server that a killed flow leaves behind)."""
     with open(log, "w") as out:
-        return subprocess.Popen([*prefix, sys.executable, "-m", "flows.reconstruct", *argv], cwd=REPO_ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [*prefix, sys.executable, "-m", "flows.reconstruct", *argv],
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _end_of_traced_flow(proc: subprocess.Popen, strace_log: Path, timeout: float = 600) -> str:
@@ -66,8 +71,11 @@ def _end_of_traced_flow(proc: subprocess.Popen, strace_log: Path, timeout: float
         while not (pids := children.read_text().split()) and time.time() < deadline:
             time.sleep(0.05)
         while time.time() < deadline:
-            ends = [line.split("+++")[1].strip() for line in strace_log.read_text().splitlines()
-                    if line.split()[:2] == [pids[0], "+++"]]
+            ends = [
+                line.split("+++")[1].strip()
+                for line in strace_log.read_text().splitlines()
+                if line.split()[:2] == [pids[0], "+++"]
+            ]
             if ends:
                 return ends[0]
             time.sleep(0.2)
@@ -88,8 +96,19 @@ def test_issue_kill_in_depth_delete_during_rerun_then_rerun_first_command(room, 
     store = out / "room" / "scene.zarr"
     arrays = _arrays(store)
     strace_log = tmp_path / "strace.log"
-    strace = ("strace", "-f", "-q", "-o", str(strace_log), "-e", "trace=unlink,unlinkat,rmdir", "-e",
-              "inject=unlink,unlinkat,rmdir:signal=KILL:when=1", "-P", str(store / "depth"))
+    strace = (
+        "strace",
+        "-f",
+        "-q",
+        "-o",
+        str(strace_log),
+        "-e",
+        "trace=unlink,unlinkat,rmdir",
+        "-e",
+        "inject=unlink,unlinkat,rmdir:signal=KILL:when=1",
+        "-P",
+        str(store / "depth"),
+    )
     rerun = _end_of_traced_flow(_flow_process(_argv(room, out, 112), tmp_path / "rerun.log", strace), strace_log)
     assert rerun in ("killed by SIGKILL", "exited with 0"), (tmp_path / "rerun.log").read_text()[-3000:]
     again = reconstruct(load_config("reconstruct", first))
@@ -140,10 +159,18 @@ def test_two_runs_on_one_scene(room, tmp_path, capsys):
         if first.poll() is None:
             kill_group(first.pid)
             first.wait()
-    reference = reconstruct(load_config("reconstruct", [f"scene={room}", f"output_dir={tmp_path / 'ref56'}", *FAST, "processing.process_res=56"]))
+    reference = reconstruct(
+        load_config(
+            "reconstruct", [f"scene={room}", f"output_dir={tmp_path / 'ref56'}", *FAST, "processing.process_res=56"]
+        )
+    )
     np.testing.assert_array_equal(_depth(store), _depth(Path(reference.store_url)))
     other = reconstruct(load_config("reconstruct", _argv(room, out, 112, "storage.lock_timeout=5")))
-    reference = reconstruct(load_config("reconstruct", [f"scene={room}", f"output_dir={tmp_path / 'ref112'}", *FAST, "processing.process_res=112"]))
+    reference = reconstruct(
+        load_config(
+            "reconstruct", [f"scene={room}", f"output_dir={tmp_path / 'ref112'}", *FAST, "processing.process_res=112"]
+        )
+    )
     assert other.status == "done"
     np.testing.assert_array_equal(_depth(store), _depth(Path(reference.store_url)))
 
@@ -182,14 +209,18 @@ def test_force_with_fewer_views_replaces_the_export_set(room, tmp_path, monkeypa
     folder = out / "room"
     assert reconstruct(load_config("reconstruct", _argv(room, out, 56, "export=mini_npz+depth_vis"))).status == "done"
     assert sorted(p.name for p in (folder / "depth_vis").iterdir()) == [f"{i:04d}.jpg" for i in range(4)]
-    assert reconstruct(load_config("reconstruct", _argv(room, out, 56, "export=mini_npz+depth_vis+npz"))).status == "exported"
+    assert (
+        reconstruct(load_config("reconstruct", _argv(room, out, 56, "export=mini_npz+depth_vis+npz"))).status
+        == "exported"
+    )
     for view in sorted(room.iterdir())[2:]:
         view.unlink()
     result = reconstruct(load_config("reconstruct", _argv(room, out, 56, "export=mini_npz+depth_vis", "force=true")))
     assert result.status == "done" and len(export_calls) == 7 and all(m is None for m in export_calls)
     assert sorted(p.name for p in (folder / "depth_vis").iterdir()) == ["0000.jpg", "0001.jpg"]
-    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if "scene.zarr" not in p.parts
-               and p.is_file()}
+    on_disk = {
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if "scene.zarr" not in p.parts and p.is_file()
+    }
     attrs = SceneStore(result.store_url).attrs()
     assert on_disk == set(attrs["export_files"]) and attrs["stale_exports"] == []
     assert not (folder / "exports" / "npz").exists()  # from the replaced inference: gone with it

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-
-from da3core.prediction import Gaussians, Prediction
-from da3core.io.storage import join_url
-from da3core.store import SceneStore
 from store_scripts.replace_store import marker_hash, prediction, replace
+
+from da3core.io.storage import join_url
+from da3core.prediction import Gaussians, Prediction
+from da3core.store import SceneStore
 
 
 def _prediction(capture) -> Prediction:
@@ -22,13 +22,23 @@ def _prediction(capture) -> Prediction:
     g = n * h * w
     rng = np.random.default_rng(0)
     return Prediction(
-        depth=capture.depth, conf=1 + rng.random(capture.depth.shape, dtype=np.float32),
-        extrinsics=capture.extrinsics.astype(np.float32), intrinsics=capture.intrinsics.astype(np.float32),
-        processed_images=capture.images, sky=capture.depth > 7.0,
-        gaussians=Gaussians(rng.random((g, 3), np.float32), rng.random((g, 3), np.float32),
-                            rng.random((g, 4), np.float32), rng.random((g, 3, 9), np.float32), rng.random(g, np.float32)),
-        aux={"feat_layer_5": rng.random((n, 4, 5, 16), np.float32)}, ref_view_idx=2,
-        source_sizes=np.array([[h, w]] * n), source_names=[f"v{i}.png" for i in range(n)],
+        depth=capture.depth,
+        conf=1 + rng.random(capture.depth.shape, dtype=np.float32),
+        extrinsics=capture.extrinsics.astype(np.float32),
+        intrinsics=capture.intrinsics.astype(np.float32),
+        processed_images=capture.images,
+        sky=capture.depth > 7.0,
+        gaussians=Gaussians(
+            rng.random((g, 3), np.float32),
+            rng.random((g, 3), np.float32),
+            rng.random((g, 4), np.float32),
+            rng.random((g, 3, 9), np.float32),
+            rng.random(g, np.float32),
+        ),
+        aux={"feat_layer_5": rng.random((n, 4, 5, 16), np.float32)},
+        ref_view_idx=2,
+        source_sizes=np.array([[h, w]] * n),
+        source_names=[f"v{i}.png" for i in range(n)],
     )
 
 
@@ -67,14 +77,23 @@ def test_round_trip(capture, tmp_path, request, where):
     assert list(ds["source_name"].values) == pred.source_names
     assert ds.sel(frame=6)["source_name"].values == "v2.png"  # selected with the frame index, labelled by file
     assert (ds["depth"].attrs["units"], ds["timestamp"].attrs["units"], ds["intrinsics"].attrs["units"]) == (
-        "relative", "s", "pixels")
+        "relative",
+        "s",
+        "pixels",
+    )
 
 
 def test_metric_store_states_metres_and_an_unmarked_store_is_not_consolidated(capture, tmp_path):
     store = SceneStore(str(tmp_path / "scene.zarr"))
     store.reset({})
-    store.write_prediction(Prediction(depth=capture.depth, is_metric=1, intrinsics=capture.intrinsics.astype(np.float32),
-                                      extrinsics=capture.extrinsics.astype(np.float32)))
+    store.write_prediction(
+        Prediction(
+            depth=capture.depth,
+            is_metric=1,
+            intrinsics=capture.intrinsics.astype(np.float32),
+            extrinsics=capture.extrinsics.astype(np.float32),
+        )
+    )
     with pytest.warns(RuntimeWarning, match="consolidated"):  # not complete: no consolidated metadata yet
         xr.open_zarr(store.url)
     store.mark_complete("h")
@@ -117,8 +136,13 @@ def _replace(url: str, options: dict, views: int, seed: int) -> None:
 def _s3_client(options: dict):
     import boto3
 
-    return boto3.client("s3", endpoint_url=options["client_kwargs"]["endpoint_url"], region_name="us-east-1",
-                        aws_access_key_id=options["key"], aws_secret_access_key=options["secret"])
+    return boto3.client(
+        "s3",
+        endpoint_url=options["client_kwargs"]["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id=options["key"],
+        aws_secret_access_key=options["secret"],
+    )
 
 
 def test_s3_replacement_shows_a_marker_only_on_one_runs_objects(s3_options, monkeypatch):

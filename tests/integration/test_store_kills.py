@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from paths import REPO_ROOT
+from store_scripts.replace_store import KILL_POINTS, marker_hash, prediction
+from store_scripts.replace_store import main as replace_store
 
 from da3core.store import SceneStore
-from paths import REPO_ROOT
-from store_scripts.replace_store import KILL_POINTS, main as replace_store, marker_hash, prediction
 
 pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
 
@@ -29,8 +30,13 @@ OLD, NEW = (8, 0), (3, 1)  # (views, seed): the new store is smaller, so stale o
 ARRAYS = {"images", "depth", "conf", "sky", "extrinsics", "intrinsics", "frame", "timestamp", "source_name"}
 
 # What a reader finds after the kill: the old complete store, no store, or the new one without its marker.
-EXPECTED = {"staging": "old", "before-swap": "old", "between-renames": "none", "deleting-old": "new-unmarked",
-            "before-marker": "new-unmarked"}
+EXPECTED = {
+    "staging": "old",
+    "before-swap": "old",
+    "between-renames": "none",
+    "deleting-old": "new-unmarked",
+    "before-marker": "new-unmarked",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +52,14 @@ def assert_holds(url: Path, views: int, seed: int) -> None:
     group = zarr.open_group(str(url), mode="r")
     assert {name for name, _ in group.arrays()} == ARRAYS
     expected = prediction(views, seed)
-    for name, field in (("images", "processed_images"), ("depth", "depth"), ("conf", "conf"), ("sky", "sky"),
-                        ("extrinsics", "extrinsics"), ("intrinsics", "intrinsics")):
+    for name, field in (
+        ("images", "processed_images"),
+        ("depth", "depth"),
+        ("conf", "conf"),
+        ("sky", "sky"),
+        ("extrinsics", "extrinsics"),
+        ("intrinsics", "intrinsics"),
+    ):
         np.testing.assert_array_equal(group[name][...], getattr(expected, field), err_msg=name)
 
 
@@ -89,6 +101,17 @@ def test_kill_at_each_step_of_a_replacement(tmp_path, old_store, point):
 def test_kill_by_strace_when_the_old_store_is_renamed(tmp_path, old_store):
     """The same point driven from outside: SIGKILL on entry to rename(2) of the store path."""
     url = tmp_path / "scene.zarr"
-    strace = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2", "-e",
-              "inject=rename,renameat,renameat2:signal=KILL:when=1", "-P", str(url)]
+    strace = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=rename,renameat,renameat2",
+        "-e",
+        "inject=rename,renameat,renameat2:signal=KILL:when=1",
+        "-P",
+        str(url),
+    ]
     assert kill_then_recover(tmp_path, old_store, [*strace, sys.executable, str(SCRIPT)]) == "old"

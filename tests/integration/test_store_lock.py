@@ -16,9 +16,9 @@ import time
 import uuid
 
 import pytest
+from paths import REPO_ROOT
 
 from da3core.store import SceneStore, StoreLockedError, store_lock
-from paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each
 
@@ -37,9 +37,13 @@ class Holder:
     """``hold_lock.py`` in its own process, holding ``store``'s lock."""
 
     def __init__(self, store: SceneStore, ttl: float = 60.0) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(SCRIPT), store.url, json.dumps(store.storage_options),
-                                      str(ttl)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), store.url, json.dumps(store.storage_options), str(ttl)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
         assert self.proc.stdout.readline().strip() == "held"
 
     def say(self, line: str) -> str:

@@ -22,20 +22,24 @@ import pycolmap
 import pytest
 import trimesh
 import zarr
+from live import kill_group
+from paths import REPO_ROOT
+from trajectory_error import ate_rmse
 
 from da3core.store import SceneStore
 from da3core.streaming.chunk_cache import ChunkCache
 from da3core.synthetic import make_capture, make_sequence, write_image_folder, write_video
 from flows.config import load_config
 from flows.reconstruct import main, reconstruct
-from live import kill_group
-from paths import REPO_ROOT
-from trajectory_error import ate_rmse
 
 FAST = ["model=da3-small", "model.weights=random", "processing.process_res=56"]
 STREAM = ["model=da3-small", "streaming.enabled=true", "streaming.chunk_size=60", "streaming.overlap=30"]
-NOISE = ["streaming.synthetic.seed=3", "streaming.synthetic.drift=1e-3", "streaming.synthetic.pose_noise=2e-3",
-         "streaming.synthetic.depth_noise=0.01"]
+NOISE = [
+    "streaming.synthetic.seed=3",
+    "streaming.synthetic.drift=1e-3",
+    "streaming.synthetic.pose_noise=2e-3",
+    "streaming.synthetic.depth_noise=0.01",
+]
 POINTS = 20_000  # point budget of the exports here (the 600 frames have 460,800 pixels)
 KILLER = REPO_ROOT / "tests" / "store_scripts" / "kill_streaming.py"
 
@@ -62,13 +66,25 @@ def _group(result) -> zarr.Group:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["loop", "open"])
-def test_noise_free_chunks_give_the_true_trajectory_and_exports_cover_every_frame(path, sequences, loop_sequence,
-                                                                                 open_sequence, tmp_path):
+def test_noise_free_chunks_give_the_true_trajectory_and_exports_cover_every_frame(
+    path, sequences, loop_sequence, open_sequence, tmp_path
+):
     seq = loop_sequence if path == "loop" else open_sequence
-    result = reconstruct(load_config("reconstruct", [
-        f"scene={sequences / path}", f"storage.root={tmp_path}", *STREAM, "streaming.loop_closure=true",
-        f"streaming.predictor=synthetic:{path}", "export=glb+colmap", f"+exporters.glb.num_max_points={POINTS}",
-        f"+exporters.colmap.num_max_points={POINTS}"]))
+    result = reconstruct(
+        load_config(
+            "reconstruct",
+            [
+                f"scene={sequences / path}",
+                f"storage.root={tmp_path}",
+                *STREAM,
+                "streaming.loop_closure=true",
+                f"streaming.predictor=synthetic:{path}",
+                "export=glb+colmap",
+                f"+exporters.glb.num_max_points={POINTS}",
+                f"+exporters.colmap.num_max_points={POINTS}",
+            ],
+        )
+    )
     g = _group(result)
     assert g["depth"].shape == (600, 24, 32)
     np.testing.assert_array_equal(g["frame"][...], np.arange(600))
@@ -96,9 +112,20 @@ def test_noise_free_chunks_give_the_true_trajectory_and_exports_cover_every_fram
 def test_loop_closure_at_least_halves_the_drift_through_the_flow(sequences, loop_sequence, tmp_path):
     ate = {}
     for closure in (False, True):
-        result = reconstruct(load_config("reconstruct", [
-            f"scene={sequences / 'loop'}", f"storage.root={tmp_path / str(closure)}", *STREAM, *NOISE,
-            "streaming.predictor=synthetic:loop", f"streaming.loop_closure={closure}", "export=mini_npz"]))
+        result = reconstruct(
+            load_config(
+                "reconstruct",
+                [
+                    f"scene={sequences / 'loop'}",
+                    f"storage.root={tmp_path / str(closure)}",
+                    *STREAM,
+                    *NOISE,
+                    "streaming.predictor=synthetic:loop",
+                    f"streaming.loop_closure={closure}",
+                    "export=mini_npz",
+                ],
+            )
+        )
         ate[closure], length, _ = ate_rmse(loop_sequence.extrinsics, _group(result)["extrinsics"][...])
         assert _group(result).attrs["stages"]["streaming"]["loops"] == ([[0, 18]] if closure else [])
     assert ate[False] > 1e-3 * length  # the noise really drifts the chain
@@ -107,11 +134,26 @@ def test_loop_closure_at_least_halves_the_drift_through_the_flow(sequences, loop
 
 @pytest.mark.slow
 def test_a_chunk_longer_than_the_scene_gives_the_arrays_of_the_normal_mode(image_folder, tmp_path):
-    normal = reconstruct(load_config("reconstruct", [f"scene={image_folder}", f"storage.root={tmp_path / 'normal'}",
-                                                     *FAST, "export=mini_npz"]))
-    streamed = reconstruct(load_config("reconstruct", [
-        f"scene={image_folder}", f"storage.root={tmp_path / 'streamed'}", *FAST, "export=mini_npz",
-        "streaming.enabled=true", "streaming.chunk_size=60", "streaming.overlap=4", "streaming.loop_closure=true"]))
+    normal = reconstruct(
+        load_config(
+            "reconstruct", [f"scene={image_folder}", f"storage.root={tmp_path / 'normal'}", *FAST, "export=mini_npz"]
+        )
+    )
+    streamed = reconstruct(
+        load_config(
+            "reconstruct",
+            [
+                f"scene={image_folder}",
+                f"storage.root={tmp_path / 'streamed'}",
+                *FAST,
+                "export=mini_npz",
+                "streaming.enabled=true",
+                "streaming.chunk_size=60",
+                "streaming.overlap=4",
+                "streaming.loop_closure=true",
+            ],
+        )
+    )
     a, b = _group(normal), _group(streamed)
     names = {name for name, _ in a.arrays()}
     assert names == {name for name, _ in b.arrays()} >= {"images", "depth", "conf", "extrinsics", "intrinsics", "frame"}
@@ -126,12 +168,18 @@ def test_a_chunk_longer_than_the_scene_gives_the_arrays_of_the_normal_mode(image
 def test_bad_streaming_settings_are_refused_with_one_line(image_folder, colmap_dataset, tmp_path, capsys):
     base = [f"storage.root={tmp_path}", *FAST, "streaming.enabled=true", "export=mini_npz"]
     cases = {
-        "overlap >= chunk size": ([f"scene={image_folder}", "streaming.chunk_size=10", "streaming.overlap=10"],
-                                  "streaming.overlap=10 must be between 1 and chunk_size - 1"),
-        "chunk size < 2": ([f"scene={image_folder}", "streaming.chunk_size=1", "streaming.overlap=1"],
-                           "streaming.chunk_size=1 is too small"),
-        "too short": ([f"scene={image_folder}", "streaming.chunk_size=60", "streaming.overlap=30"],
-                      "has 8 views, no more than streaming.overlap=30"),
+        "overlap >= chunk size": (
+            [f"scene={image_folder}", "streaming.chunk_size=10", "streaming.overlap=10"],
+            "streaming.overlap=10 must be between 1 and chunk_size - 1",
+        ),
+        "chunk size < 2": (
+            [f"scene={image_folder}", "streaming.chunk_size=1", "streaming.overlap=1"],
+            "streaming.chunk_size=1 is too small",
+        ),
+        "too short": (
+            [f"scene={image_folder}", "streaming.chunk_size=60", "streaming.overlap=30"],
+            "has 8 views, no more than streaming.overlap=30",
+        ),
         "no cameras": ([f"scene={image_folder}", "model=da3mono-large"], "predicts no cameras"),
         "colmap input": ([f"scene={colmap_dataset}"], "reconstruct it without streaming"),
     }
@@ -144,10 +192,23 @@ def test_bad_streaming_settings_are_refused_with_one_line(image_folder, colmap_d
 
 
 def test_the_real_model_on_a_video_writes_every_sampled_frame(walk_video, tmp_path):
-    result = reconstruct(load_config("reconstruct", [
-        f"scene={walk_video}", f"storage.root={tmp_path}", *FAST, "input.fps=10", "streaming.enabled=true",
-        "streaming.chunk_size=6", "streaming.overlap=2", "streaming.loop_closure=true",
-        "streaming.loop_min_similarity=0", "export=glb+colmap"]))
+    result = reconstruct(
+        load_config(
+            "reconstruct",
+            [
+                f"scene={walk_video}",
+                f"storage.root={tmp_path}",
+                *FAST,
+                "input.fps=10",
+                "streaming.enabled=true",
+                "streaming.chunk_size=6",
+                "streaming.overlap=2",
+                "streaming.loop_closure=true",
+                "streaming.loop_min_similarity=0",
+                "export=glb+colmap",
+            ],
+        )
+    )
     g = _group(result)
     sampled = np.arange(0, 48, 3)
     np.testing.assert_array_equal(g["frame"][...], sampled)
@@ -172,12 +233,25 @@ def _chunk_records(cache: Path) -> dict[str, dict | None]:
 def test_a_killed_run_resumes_without_recomputing_finished_chunks(when, walk_video, tmp_path):
     """SIGKILL of a real flow process when chunk 2's marker has just been written (a chunk boundary) or is about to
     be (its arrays written): the rerun reads back exactly the chunks that were finished and recomputes the rest."""
-    argv = [f"scene={walk_video}", f"storage.root={tmp_path}", *FAST, "input.fps=0", "streaming.enabled=true",
-            "streaming.chunk_size=12", "streaming.overlap=4", "export=mini_npz"]
+    argv = [
+        f"scene={walk_video}",
+        f"storage.root={tmp_path}",
+        *FAST,
+        "input.fps=0",
+        "streaming.enabled=true",
+        "streaming.chunk_size=12",
+        "streaming.overlap=4",
+        "export=mini_npz",
+    ]
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, str(KILLER), when, "2", *argv], cwd=REPO_ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        proc = subprocess.Popen(
+            [sys.executable, str(KILLER), when, "2", *argv],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
     try:
         assert proc.wait(timeout=600) == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
     finally:
@@ -203,8 +277,15 @@ def test_a_killed_run_resumes_without_recomputing_finished_chunks(when, walk_vid
 
 @pytest.mark.slow
 def test_force_recomputes_the_chunks_a_previous_run_left(image_folder, tmp_path, monkeypatch):
-    argv = [f"scene={image_folder}", f"storage.root={tmp_path}", *FAST, "streaming.enabled=true",
-            "streaming.chunk_size=6", "streaming.overlap=2", "export=mini_npz"]
+    argv = [
+        f"scene={image_folder}",
+        f"storage.root={tmp_path}",
+        *FAST,
+        "streaming.enabled=true",
+        "streaming.chunk_size=6",
+        "streaming.overlap=2",
+        "export=mini_npz",
+    ]
     with monkeypatch.context() as patch:  # the cache stays as a killed run leaves it: every chunk finished
         patch.setattr(ChunkCache, "discard", lambda self: None)
         reconstruct(load_config("reconstruct", argv))
@@ -219,8 +300,11 @@ def _watch_prefect_servers(stop: threading.Event, seen: dict[int, psutil.Process
     while not stop.wait(0.2):
         for proc in psutil.process_iter():
             try:
-                if (proc.ppid() != os.getpid() and "prefect.server.api.server" in " ".join(proc.cmdline())
-                        and proc.environ().get("PREFECT_HOME") == os.environ["PREFECT_HOME"]):
+                if (
+                    proc.ppid() != os.getpid()
+                    and "prefect.server.api.server" in " ".join(proc.cmdline())
+                    and proc.environ().get("PREFECT_HOME") == os.environ["PREFECT_HOME"]
+                ):
                     seen[proc.pid] = proc
             except psutil.Error:  # gone meanwhile, or another user's
                 continue
@@ -235,10 +319,23 @@ def test_two_dask_workers_share_the_chunks(tmp_path):
     watcher = threading.Thread(target=_watch_prefect_servers, args=(stop, servers))
     watcher.start()
     try:
-        result = reconstruct(load_config("reconstruct", [
-            f"scene={tmp_path / 'in' / 'walk'}", f"storage.root={tmp_path / 'out'}", "model=da3-small",
-            "streaming.enabled=true", "streaming.chunk_size=20", "streaming.overlap=10",
-            "streaming.predictor=synthetic:open", "runner=dask", "dask_workers=2", "export=mini_npz"]))
+        result = reconstruct(
+            load_config(
+                "reconstruct",
+                [
+                    f"scene={tmp_path / 'in' / 'walk'}",
+                    f"storage.root={tmp_path / 'out'}",
+                    "model=da3-small",
+                    "streaming.enabled=true",
+                    "streaming.chunk_size=20",
+                    "streaming.overlap=10",
+                    "streaming.predictor=synthetic:open",
+                    "runner=dask",
+                    "dask_workers=2",
+                    "export=mini_npz",
+                ],
+            )
+        )
     finally:
         stop.set()
         watcher.join()

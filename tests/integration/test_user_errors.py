@@ -37,8 +37,18 @@ from flows.progress import progress_to
 
 FAST = ["model=da3-small", "model.weights=random", "processing.process_res=56", "export=mini_npz", "model.device=cpu"]
 VIDEO_FAST = ["weights=random", "input_size=56", "max_res=64", "device=cpu"]
-DA3_FAST = ["--weights", "random", "--preset", "da3-small", "--process-res", "56", "--device", "cpu",
-            "--export-format", "mini_npz"]
+DA3_FAST = [
+    "--weights",
+    "random",
+    "--preset",
+    "da3-small",
+    "--process-res",
+    "56",
+    "--device",
+    "cpu",
+    "--export-format",
+    "mini_npz",
+]
 FLOWS = {"reconstruct": flows.reconstruct, "batch": flows.batch, "video_depth": flows.video_depth}
 FLOW_FUNCTION = {"reconstruct": "reconstruct", "batch": "batch", "video_depth": "video_depth", "da3": "reconstruct"}
 
@@ -67,13 +77,22 @@ class Case:
 
 
 def _scene(builder: str, stage: str = "before", expect: str = "") -> Case:
-    return Case(f"reconstruct: {builder}", "reconstruct",
-                lambda w: [f"scene={BUILDERS[builder](w.tmp)}", f"output_dir={w.out}", *FAST], expect, stage)
+    return Case(
+        f"reconstruct: {builder}",
+        "reconstruct",
+        lambda w: [f"scene={BUILDERS[builder](w.tmp)}", f"output_dir={w.out}", *FAST],
+        expect,
+        stage,
+    )
 
 
 def _video(builder: str, expect: str) -> Case:
-    return Case(f"video_depth: {builder}", "video_depth",
-                lambda w: [f"video={BUILDERS[builder](w.tmp)}", f"output_dir={w.out}", *VIDEO_FAST], expect)
+    return Case(
+        f"video_depth: {builder}",
+        "video_depth",
+        lambda w: [f"video={BUILDERS[builder](w.tmp)}", f"output_dir={w.out}", *VIDEO_FAST],
+        expect,
+    )
 
 
 def _cfg(entry: str, flag: list[str], override: str, expect: str) -> Case:
@@ -111,87 +130,273 @@ CASES: list[Case] = [
     _video("truncated mp4", "clip.mp4"),
     _video("audio-only mp4", "no video stream"),
     _video("non-video mp4", "not a video file"),
-    Case("batch: missing dataset", "batch", lambda w: [f"dataset={w.tmp / 'nope'}", f"storage.root={w.out}", *FAST],
-         "dataset not found"),
-    Case("batch: empty dataset", "batch",
-         lambda w: [f"dataset={BUILDERS['empty folder'](w.tmp)}", f"storage.root={w.out}", *FAST], "no scenes in"),
+    Case(
+        "batch: missing dataset",
+        "batch",
+        lambda w: [f"dataset={w.tmp / 'nope'}", f"storage.root={w.out}", *FAST],
+        "dataset not found",
+    ),
+    Case(
+        "batch: empty dataset",
+        "batch",
+        lambda w: [f"dataset={BUILDERS['empty folder'](w.tmp)}", f"storage.root={w.out}", *FAST],
+        "no scenes in",
+    ),
     # config ranges, as overrides and as da3 flags
-    Case("reconstruct: glb percentile 150", "reconstruct", lambda w: [
-        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=glb",
-        "+exporters.glb.conf_thresh_percentile=150"], "conf_thresh_percentile=150 is out of range"),
-    Case("reconstruct: glb percentile 150 without +", "reconstruct", lambda w: [
-        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=glb",
-        "exporters.glb.conf_thresh_percentile=150"],
-        "conf_thresh_percentile=150 is out of range"),
-    Case("batch: concurrency 0", "batch",
-         lambda w: [f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "concurrency=0"],
-         "config error at concurrency"),
-    Case("reconstruct: num_max_points -5", "reconstruct", lambda w: [
-        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "export=ply", "+exporters.ply.num_max_points=-5"],
-        "num_max_points=-5 is out of range"),
-    Case("batch: num_max_points -5", "batch", lambda w: [
-        f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "export=glb", "+exporters.glb.num_max_points=-5"],
-        "num_max_points=-5 is out of range"),
-    Case("da3: --conf-thresh-percentile 150", "da3", lambda w: [
-        "images", str(w.good_images), *DA3_FAST, "--export-format", "glb", "--export-dir", str(w.out), "--auto-cleanup",
-        "--conf-thresh-percentile", "150"], "--conf-thresh-percentile 150.0"),
-    Case("da3: --num-max-points -1", "da3", lambda w: [
-        "images", str(w.good_images), *DA3_FAST, "--export-format", "glb", "--export-dir", str(w.out), "--auto-cleanup",
-        "--num-max-points", "-1"], "--num-max-points -1"),
+    Case(
+        "reconstruct: glb percentile 150",
+        "reconstruct",
+        lambda w: [
+            f"scene={w.good_images}",
+            f"output_dir={w.out}",
+            *FAST,
+            "export=glb",
+            "+exporters.glb.conf_thresh_percentile=150",
+        ],
+        "conf_thresh_percentile=150 is out of range",
+    ),
+    Case(
+        "reconstruct: glb percentile 150 without +",
+        "reconstruct",
+        lambda w: [
+            f"scene={w.good_images}",
+            f"output_dir={w.out}",
+            *FAST,
+            "export=glb",
+            "exporters.glb.conf_thresh_percentile=150",
+        ],
+        "conf_thresh_percentile=150 is out of range",
+    ),
+    Case(
+        "batch: concurrency 0",
+        "batch",
+        lambda w: [f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "concurrency=0"],
+        "config error at concurrency",
+    ),
+    Case(
+        "reconstruct: num_max_points -5",
+        "reconstruct",
+        lambda w: [
+            f"scene={w.good_images}",
+            f"output_dir={w.out}",
+            *FAST,
+            "export=ply",
+            "+exporters.ply.num_max_points=-5",
+        ],
+        "num_max_points=-5 is out of range",
+    ),
+    Case(
+        "batch: num_max_points -5",
+        "batch",
+        lambda w: [
+            f"dataset={w.tmp}",
+            f"storage.root={w.out}",
+            *FAST,
+            "export=glb",
+            "+exporters.glb.num_max_points=-5",
+        ],
+        "num_max_points=-5 is out of range",
+    ),
+    Case(
+        "da3: --conf-thresh-percentile 150",
+        "da3",
+        lambda w: [
+            "images",
+            str(w.good_images),
+            *DA3_FAST,
+            "--export-format",
+            "glb",
+            "--export-dir",
+            str(w.out),
+            "--auto-cleanup",
+            "--conf-thresh-percentile",
+            "150",
+        ],
+        "--conf-thresh-percentile 150.0",
+    ),
+    Case(
+        "da3: --num-max-points -1",
+        "da3",
+        lambda w: [
+            "images",
+            str(w.good_images),
+            *DA3_FAST,
+            "--export-format",
+            "glb",
+            "--export-dir",
+            str(w.out),
+            "--auto-cleanup",
+            "--num-max-points",
+            "-1",
+        ],
+        "--num-max-points -1",
+    ),
     # devices, weights, model paths
-    Case("reconstruct: model.device=cuda", "reconstruct", lambda w: [
-        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.device=cuda"], "CUDA is not available"),
-    Case("batch: model.device=cuda", "batch", lambda w: [
-        f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "model.device=cuda"], "CUDA is not available"),
-    Case("video_depth: device=cuda", "video_depth", lambda w: [
-        f"video={w.good_video}", f"output_dir={w.out}", *VIDEO_FAST, "device=cuda"], "CUDA is not available"),
-    Case("da3: --device cuda", "da3", lambda w: [
-        "images", str(w.good_images), *DA3_FAST, "--export-dir", str(w.out), "--auto-cleanup", "--device", "cuda"],
-        "--device cuda"),
-    Case("reconstruct: weights offline", "reconstruct", lambda w: [
-        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.weights=pretrained"],
-        "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
-    Case("video_depth: weights offline", "video_depth", lambda w: [
-        f"video={w.good_video}", f"output_dir={w.out}", "input_size=56", "device=cpu"],
-        "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
-    Case("da3: weights offline", "da3", lambda w: [
-        "images", str(w.good_images), "--preset", "da3-small", "--process-res", "56", "--export-dir", str(w.out),
-        "--auto-cleanup"], "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
-    Case("reconstruct: model.path missing", "reconstruct", lambda w: [
-        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.weights=pretrained",
-        f"model.path={w.tmp / 'models' / 'DA3-SMALL'}"], "model dir not found"),
-    Case("video_depth: weights file missing", "video_depth", lambda w: [
-        f"video={w.good_video}", f"output_dir={w.out}", "input_size=56", f"weights={w.tmp / 'vda.pth'}"],
-        "checkpoint not found"),
-    Case("da3: --model-dir missing", "da3", lambda w: [
-        "images", str(w.good_images), "--model-dir", str(w.tmp / "models" / "DA3"), "--export-dir", str(w.out),
-        "--auto-cleanup"], "not found"),
-    Case("reconstruct: damaged weights file", "reconstruct", lambda w: [
-        f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.weights=pretrained",
-        f"model.path={BUILDERS['damaged model dir'](w.tmp)}"], "damaged or incomplete download", stage="flow"),
+    Case(
+        "reconstruct: model.device=cuda",
+        "reconstruct",
+        lambda w: [f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.device=cuda"],
+        "CUDA is not available",
+    ),
+    Case(
+        "batch: model.device=cuda",
+        "batch",
+        lambda w: [f"dataset={w.tmp}", f"storage.root={w.out}", *FAST, "model.device=cuda"],
+        "CUDA is not available",
+    ),
+    Case(
+        "video_depth: device=cuda",
+        "video_depth",
+        lambda w: [f"video={w.good_video}", f"output_dir={w.out}", *VIDEO_FAST, "device=cuda"],
+        "CUDA is not available",
+    ),
+    Case(
+        "da3: --device cuda",
+        "da3",
+        lambda w: [
+            "images",
+            str(w.good_images),
+            *DA3_FAST,
+            "--export-dir",
+            str(w.out),
+            "--auto-cleanup",
+            "--device",
+            "cuda",
+        ],
+        "--device cuda",
+    ),
+    Case(
+        "reconstruct: weights offline",
+        "reconstruct",
+        lambda w: [f"scene={w.good_images}", f"output_dir={w.out}", *FAST, "model.weights=pretrained"],
+        "Hugging Face Hub is unreachable",
+        prepare=_no_hub_cache,
+    ),
+    Case(
+        "video_depth: weights offline",
+        "video_depth",
+        lambda w: [f"video={w.good_video}", f"output_dir={w.out}", "input_size=56", "device=cpu"],
+        "Hugging Face Hub is unreachable",
+        prepare=_no_hub_cache,
+    ),
+    Case(
+        "da3: weights offline",
+        "da3",
+        lambda w: [
+            "images",
+            str(w.good_images),
+            "--preset",
+            "da3-small",
+            "--process-res",
+            "56",
+            "--export-dir",
+            str(w.out),
+            "--auto-cleanup",
+        ],
+        "Hugging Face Hub is unreachable",
+        prepare=_no_hub_cache,
+    ),
+    Case(
+        "reconstruct: model.path missing",
+        "reconstruct",
+        lambda w: [
+            f"scene={w.good_images}",
+            f"output_dir={w.out}",
+            *FAST,
+            "model.weights=pretrained",
+            f"model.path={w.tmp / 'models' / 'DA3-SMALL'}",
+        ],
+        "model dir not found",
+    ),
+    Case(
+        "video_depth: weights file missing",
+        "video_depth",
+        lambda w: [f"video={w.good_video}", f"output_dir={w.out}", "input_size=56", f"weights={w.tmp / 'vda.pth'}"],
+        "checkpoint not found",
+    ),
+    Case(
+        "da3: --model-dir missing",
+        "da3",
+        lambda w: [
+            "images",
+            str(w.good_images),
+            "--model-dir",
+            str(w.tmp / "models" / "DA3"),
+            "--export-dir",
+            str(w.out),
+            "--auto-cleanup",
+        ],
+        "not found",
+    ),
+    Case(
+        "reconstruct: damaged weights file",
+        "reconstruct",
+        lambda w: [
+            f"scene={w.good_images}",
+            f"output_dir={w.out}",
+            *FAST,
+            "model.weights=pretrained",
+            f"model.path={BUILDERS['damaged model dir'](w.tmp)}",
+        ],
+        "damaged or incomplete download",
+        stage="flow",
+    ),
     # --cfg with an unknown key or a bad value, on all three flows
-    *[_cfg(entry, flag, override, expect) for entry, bad_value, expect_bad in (
-        ("reconstruct", "model.device=gpu", "gpu"), ("batch", "concurrency=abc", "abc"),
-        ("video_depth", "encoder=vitx", "vitx"))
-      for flag in (["--cfg"], ["--cfg", "job"])
-      for override, expect in (("no_such_key=1", "no_such_key"), (bad_value, expect_bad))],
+    *[
+        _cfg(entry, flag, override, expect)
+        for entry, bad_value, expect_bad in (
+            ("reconstruct", "model.device=gpu", "gpu"),
+            ("batch", "concurrency=abc", "abc"),
+            ("video_depth", "encoder=vitx", "vitx"),
+        )
+        for flag in (["--cfg"], ["--cfg", "job"])
+        for override, expect in (("no_such_key=1", "no_such_key"), (bad_value, expect_bad))
+    ],
     # services
-    Case("da3 backend: 0.0.0.0 without a token", "da3", lambda w: [
-        "backend", "--host", "0.0.0.0", "--weights", "random", "--preset", "da3-small"], "without a token"),
-    Case("da3 backend: model dir missing", "da3", lambda w: [
-        "backend", "--model-dir", str(w.tmp / "models" / "DA3")], "DA3 not found; give a local model dir"),
-    Case("da3 backend: weights offline", "da3", lambda w: ["backend", "--preset", "da3-small", "--port", "1"],
-         "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
-    Case("da3 gradio: model dir missing", "da3", lambda w: [
-        "gradio", "--model-dir", str(w.tmp / "models" / "DA3")], "DA3 not found; give a local model dir"),
-    Case("da3 backend: damaged weights file", "da3", lambda w: [
-        "backend", "--model-dir", str(BUILDERS["damaged model dir"](w.tmp)), "--port", "1"],
-        "damaged or incomplete download"),
-    Case("da3 gradio: damaged weights file", "da3", lambda w: [
-        "gradio", "--model-dir", str(BUILDERS["damaged model dir"](w.tmp)), "--port", "1"],
-        "damaged or incomplete download"),
-    Case("da3 gradio: weights offline", "da3", lambda w: ["gradio", "--preset", "da3-small", "--port", "1"],
-         "Hugging Face Hub is unreachable", prepare=_no_hub_cache),
+    Case(
+        "da3 backend: 0.0.0.0 without a token",
+        "da3",
+        lambda w: ["backend", "--host", "0.0.0.0", "--weights", "random", "--preset", "da3-small"],
+        "without a token",
+    ),
+    Case(
+        "da3 backend: model dir missing",
+        "da3",
+        lambda w: ["backend", "--model-dir", str(w.tmp / "models" / "DA3")],
+        "DA3 not found; give a local model dir",
+    ),
+    Case(
+        "da3 backend: weights offline",
+        "da3",
+        lambda w: ["backend", "--preset", "da3-small", "--port", "1"],
+        "Hugging Face Hub is unreachable",
+        prepare=_no_hub_cache,
+    ),
+    Case(
+        "da3 gradio: model dir missing",
+        "da3",
+        lambda w: ["gradio", "--model-dir", str(w.tmp / "models" / "DA3")],
+        "DA3 not found; give a local model dir",
+    ),
+    Case(
+        "da3 backend: damaged weights file",
+        "da3",
+        lambda w: ["backend", "--model-dir", str(BUILDERS["damaged model dir"](w.tmp)), "--port", "1"],
+        "damaged or incomplete download",
+    ),
+    Case(
+        "da3 gradio: damaged weights file",
+        "da3",
+        lambda w: ["gradio", "--model-dir", str(BUILDERS["damaged model dir"](w.tmp)), "--port", "1"],
+        "damaged or incomplete download",
+    ),
+    Case(
+        "da3 gradio: weights offline",
+        "da3",
+        lambda w: ["gradio", "--preset", "da3-small", "--port", "1"],
+        "Hugging Face Hub is unreachable",
+        prepare=_no_hub_cache,
+    ),
 ]
 
 
@@ -233,8 +438,10 @@ def _invoke(entry: str, argv: list[str]) -> int:
 def test_user_error(case: Case, good, tmp_path, terminal, monkeypatch):
     where = Where(tmp_path / "work", tmp_path / "out", good["images"], good["video"], monkeypatch)
     where.tmp.mkdir()
-    shutil.copytree(good["video_result" if case.entry == "video_depth" else "scene"],
-                    where.out / "earlier" if case.entry == "batch" else where.out)
+    shutil.copytree(
+        good["video_result" if case.entry == "video_depth" else "scene"],
+        where.out / "earlier" if case.entry == "batch" else where.out,
+    )
     if case.prepare is not None:
         case.prepare(where)
     argv = case.args(where)
@@ -282,9 +489,11 @@ def test_full_disk_before_and_during_the_run(good, tmp_path, terminal, monkeypat
         before = file_tree(out)
         used = os.statvfs(disk).f_bsize * (os.statvfs(disk).f_blocks - os.statvfs(disk).f_bfree)
         # Room for the pre-check's lower bound, not for a second store beside the first.
-        room = flows.preflight.store_bytes(len(CAPTURE), 56 ** 2) + 2 * 4096
-        for size, stage, expect in ((used + 4096, "before", "not enough free space"),
-                                    (used + room, "flow", "no space left on the device")):
+        room = flows.preflight.store_bytes(len(CAPTURE), 56**2) + 2 * 4096
+        for size, stage, expect in (
+            (used + 4096, "before", "not enough free space"),
+            (used + room, "flow", "no space left on the device"),
+        ):
             subprocess.run(["mount", "-o", f"remount,size={size}", "tmpfs", disk], check=True)
             if stage == "before":
                 monkeypatch.setattr(flows.reconstruct, "reconstruct", _must_not_run)
@@ -317,9 +526,14 @@ def test_s3_endpoint_dies_mid_run(good, terminal):
     """The moto server is stopped when inference starts: one line, exit 2, the earlier store on S3 unharmed."""
     with moto_server() as (server, options):
         endpoint = options["client_kwargs"]["endpoint_url"]
-        argv = [f"scene={good['images']}", "storage.root=s3://da3-test/dying", *FAST,
-                f"+storage.options.key={options['key']}", f"+storage.options.secret={options['secret']}",
-                f"+storage.options.client_kwargs.endpoint_url={endpoint}"]
+        argv = [
+            f"scene={good['images']}",
+            "storage.root=s3://da3-test/dying",
+            *FAST,
+            f"+storage.options.key={options['key']}",
+            f"+storage.options.secret={options['secret']}",
+            f"+storage.options.client_kwargs.endpoint_url={endpoint}",
+        ]
         assert flows.reconstruct.main(argv) == 0
         store = SceneStore(f"s3://da3-test/dying/{good['images'].name}/scene.zarr", options)
         earlier = store.attrs()["complete"]
@@ -345,10 +559,18 @@ def test_terminal_of_a_real_process(tmp_path):
     """Outside pytest: a mistake caught in the flow and one caught before it, as separate processes."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PREFECT_LOGGING_LEVEL": "INFO"}
     truncated = BUILDERS["truncated image"](tmp_path)
-    for argv, expect in (([f"scene={truncated}"], "damaged or cut short"),
-                         ([f"scene={tmp_path / 'nope'}"], "input not found")):
-        proc = subprocess.run([sys.executable, "-m", "flows.reconstruct", *argv, f"storage.root={tmp_path / 'out'}",
-                               *FAST], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    for argv, expect in (
+        ([f"scene={truncated}"], "damaged or cut short"),
+        ([f"scene={tmp_path / 'nope'}"], "input not found"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "flows.reconstruct", *argv, f"storage.root={tmp_path / 'out'}", *FAST],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         check_one_error(proc.returncode, proc.stdout, proc.stderr, expect)
 
 

@@ -16,19 +16,26 @@ from PIL import Image
 
 from da3core.store import SceneStore
 from da3core.synthetic import encode_frames, make_capture, pattern_frames, write_video
-from flows.video_depth import main, video_depth
 from flows.config import load_config
+from flows.video_depth import main, video_depth
 
 FAST = ["weights=random", "input_size=28"]
-ALL_OUTPUTS = ["save_depth_video=true", "save_depth_frames=true", "save_point_clouds=true", "save_npz=true",
-               "save_exr=true"]
+ALL_OUTPUTS = [
+    "save_depth_video=true",
+    "save_depth_frames=true",
+    "save_point_clouds=true",
+    "save_npz=true",
+    "save_exr=true",
+]
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """40 frames of 70x56 at 30 fps: two 32-frame windows."""
-    return write_video(make_capture(n_views=40, width=70, height=56, arc_deg=30.0, seed=3),
-                       tmp_path_factory.mktemp("videos") / "clip.mp4")
+    return write_video(
+        make_capture(n_views=40, width=70, height=56, arc_deg=30.0, seed=3),
+        tmp_path_factory.mktemp("videos") / "clip.mp4",
+    )
 
 
 def decord_frames(path, indices):
@@ -87,8 +94,15 @@ def test_local_video_windowed_all_outputs(tmp_path, clip):
     assert attrs["depth_range"] == {"min": float(depth.min()), "max": float(depth.max())}
     assert attrs["inputs"]["files"][0]["sha256"] == __import__("hashlib").sha256(video.read_bytes()).hexdigest()
     assert {"decode", "inference", "write", "export_npz", "export_depth_video"} <= set(attrs["timings"])
-    assert set(result.outputs) == {"output_dir", "depth_ndjson", "depth_visualization", "depth_frames", "npz", "exr",
-                                   "point_cloud_csv"}
+    assert set(result.outputs) == {
+        "output_dir",
+        "depth_ndjson",
+        "depth_visualization",
+        "depth_frames",
+        "npz",
+        "exr",
+        "point_cloud_csv",
+    }
     assert attrs["outputs"]["depth_frames"] == attrs["outputs"]["point_cloud_csv"] == 40
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # consolidated metadata: no fallback warning
@@ -117,7 +131,9 @@ def test_local_video_windowed_all_outputs(tmp_path, clip):
     np.testing.assert_allclose(table[:, 0], (u - 35) / 470.4 * z, rtol=1e-4, atol=1e-6)
     info = json.loads((out / "point_clouds" / "point_cloud_info.json").read_text())
     assert info["z_kind"] == "inverse_relative_disparity" and info["intrinsics"]["fx"] == 470.4
-    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.name.startswith("depth.zarr.")], "staging left behind"
+    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.name.startswith("depth.zarr.")], (
+        "staging left behind"
+    )
 
 
 @pytest.mark.slow
@@ -128,8 +144,11 @@ def test_s3_video_streaming(tmp_path, clip, s3_options):
 
     fs = s3fs.S3FileSystem(**s3_options)
     fs.put(str(clip.path), "da3-test/videos/clip.mp4")
-    opts = [f"+storage.options.key={s3_options['key']}", f"+storage.options.secret={s3_options['secret']}",
-            f"+storage.options.client_kwargs.endpoint_url={s3_options['client_kwargs']['endpoint_url']}"]
+    opts = [
+        f"+storage.options.key={s3_options['key']}",
+        f"+storage.options.secret={s3_options['secret']}",
+        f"+storage.options.client_kwargs.endpoint_url={s3_options['client_kwargs']['endpoint_url']}",
+    ]
     argv = ["video=s3://da3-test/videos/clip.mp4", *FAST, "target_fps=15", "max_frames=4", "save_npz=true", *opts]
     result = video_depth(load_config("video_depth", argv))
     assert result.status == "done" and result.output_dir == "s3://da3-test/videos/clip"
@@ -160,13 +179,28 @@ def test_reruns_replace_records_and_redo_half_written_stores(tmp_path, clip):
     shorter = video_depth(load_config("video_depth", [*argv[:-2], "max_frames=2", "save_exr=true"]))
     assert shorter.status == "done"
     assert [json.loads(x)["frame_index"] for x in ndjson.read_text().splitlines()] == [0, 1]
-    assert sorted(p.name for p in (tmp_path / "out" / "clip_depths_exr").iterdir()) == \
-        [f"frame_{i:05d}.exr" for i in range(2)]
+    assert sorted(p.name for p in (tmp_path / "out" / "clip_depths_exr").iterdir()) == [
+        f"frame_{i:05d}.exr" for i in range(2)
+    ]
 
 
 def test_metric_model_at_max_res_writes_metric_depth_and_point_clouds(tmp_path, clip):
-    result = video_depth(load_config("video_depth", [f"video={clip.path}", f"output_dir={tmp_path}", *FAST, "metric=true", "max_frames=2",
-                          "max_res=40", "save_point_clouds=true", "focal_length_x=100", "focal_length_y=80"]))
+    result = video_depth(
+        load_config(
+            "video_depth",
+            [
+                f"video={clip.path}",
+                f"output_dir={tmp_path}",
+                *FAST,
+                "metric=true",
+                "max_frames=2",
+                "max_res=40",
+                "save_point_clouds=true",
+                "focal_length_x=100",
+                "focal_length_y=80",
+            ],
+        )
+    )
     store = SceneStore(result.store_url)
     attrs, depth = store.attrs(), store.read_array("depth")
     assert attrs["model"]["metric"] is True and attrs["depth_kind"] == "metric_depth"
@@ -199,8 +233,9 @@ def test_bad_inputs_fail_with_one_line_and_keep_outputs(tmp_path, capsys, clip, 
         assert code == 2 and err and err[-1].startswith("error:"), (argv, err)
         return err[-1]
 
-    assert "video not found" in error_line([f"video={tmp_path / 'nope.mp4'}", *FAST]) and "video=" in \
-        error_line([f"video={tmp_path / 'nope.mp4'}", *FAST])
+    assert "video not found" in error_line([f"video={tmp_path / 'nope.mp4'}", *FAST]) and "video=" in error_line(
+        [f"video={tmp_path / 'nope.mp4'}", *FAST]
+    )
     assert "available: vits, vitb, vitl" in error_line([f"video={video}", *FAST, "encoder=vitx"])
     assert "video" in error_line(FAST)  # no video given
     assert "checkpoint not found" in error_line([f"video={video}", "weights=/no/such.pth", "input_size=28"])
@@ -213,6 +248,7 @@ def test_bad_inputs_fail_with_one_line_and_keep_outputs(tmp_path, capsys, clip, 
     assert "cannot write to output_dir" in error_line([*good, f"output_dir={tmp_path / 'a_file' / 'out'}"])
 
     import da3core.io.video as video_io
+
     real = video_io.iter_frames
 
     def dies_midway(*args, **kwargs):
@@ -251,7 +287,11 @@ def test_pipeline_memory_is_flat_in_video_length(tmp_path, monkeypatch):
 
     monkeypatch.setattr(vd, "_depth_stream", fake_model)
     argv = [*FAST, "save_npz=true", "save_depth_video=true", "save_exr=true", "save_depth_frames=true"]
-    video_depth(load_config("video_depth", [f"video={encode_frames(pattern_frames(8, 192, 240), tmp_path / 'short.mp4').path}", *argv]))  # warm-up
+    video_depth(
+        load_config(
+            "video_depth", [f"video={encode_frames(pattern_frames(8, 192, 240), tmp_path / 'short.mp4').path}", *argv]
+        )
+    )  # warm-up
     video = encode_frames(pattern_frames(240, 192, 240), tmp_path / "long.mp4").path
     tracemalloc.start()
     try:
@@ -271,9 +311,19 @@ def test_second_run_on_an_output_being_written_fails_naming_the_holder(tmp_path,
     from paths import REPO_ROOT
 
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "store_scripts" / "hold_lock.py"),
-                               str(out / "depth.zarr"), "{}", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO_ROOT / "tests" / "store_scripts" / "hold_lock.py"),
+            str(out / "depth.zarr"),
+            "{}",
+            "60",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         argv = [f"video={clip.path}", f"output_dir={out}", *FAST, "max_frames=2"]

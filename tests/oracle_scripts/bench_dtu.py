@@ -24,8 +24,12 @@ out = {}
 for i, case in enumerate(args["cases"]):
     with tempfile.TemporaryDirectory() as tmp:
         result, fused = os.path.join(tmp, "results.npz"), os.path.join(tmp, "pcd.ply")
-        np.savez(result, depth=inputs[case["depth"]], intrinsics=inputs[case["intrinsics"]],
-                 extrinsics=inputs[case["extrinsics"]])
+        np.savez(
+            result,
+            depth=inputs[case["depth"]],
+            intrinsics=inputs[case["intrinsics"]],
+            extrinsics=inputs[case["extrinsics"]],
+        )
         dataset.fuse3d(case["scene"], result, fused, case["mode"])
         out[f"case{i}_points"] = np.asarray(o3d.io.read_point_cloud(fused).points)
         out.update({f"case{i}_{k}": np.array(float(v)) for k, v in dataset.eval3d(case["scene"], fused).items()})

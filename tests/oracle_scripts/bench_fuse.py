@@ -27,6 +27,7 @@ def recording(sample):
     def wrapped(mesh, *a, **k):
         meshes.append(np.asarray(mesh.vertices).copy())
         return sample(mesh, *a, **k)
+
     return wrapped
 
 
@@ -40,8 +41,12 @@ for i, case in enumerate(args["cases"]):
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "exports", "mini_npz", "results.npz")
         os.makedirs(os.path.dirname(result))
-        np.savez(result, depth=inputs[case["depth"]], intrinsics=inputs[case["intrinsics"]],
-                 extrinsics=inputs[case["extrinsics"]])
+        np.savez(
+            result,
+            depth=inputs[case["depth"]],
+            intrinsics=inputs[case["intrinsics"]],
+            extrinsics=inputs[case["extrinsics"]],
+        )
         o3d.utility.random.seed(case["seed"])
         dataset.fuse3d(case["scene"], result, os.path.join(tmp, "pcd.ply"), case["mode"])
         out[f"case{i}_points"] = np.asarray(o3d.io.read_point_cloud(os.path.join(tmp, "pcd.ply")).points)

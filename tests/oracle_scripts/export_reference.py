@@ -17,15 +17,18 @@ inputs, args = dict(np.load(sys.argv[1])), json.loads(open(sys.argv[2]).read())
 
 import torch  # noqa: E402
 import trimesh  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from depth_anything_3.specs import Gaussians, Prediction  # noqa: E402
 from depth_anything_3.utils.export import export  # noqa: E402
 from depth_anything_3.utils.visualize import visualize_depth  # noqa: E402
+from PIL import Image  # noqa: E402
 
 pred = Prediction(
-    depth=inputs["depth"], is_metric=0, conf=inputs["conf"], extrinsics=inputs["extrinsics"],
-    intrinsics=inputs["intrinsics"], processed_images=inputs["images"],
+    depth=inputs["depth"],
+    is_metric=0,
+    conf=inputs["conf"],
+    extrinsics=inputs["extrinsics"],
+    intrinsics=inputs["intrinsics"],
+    processed_images=inputs["images"],
 )
 if "gs_means" in inputs:
     t = lambda k: torch.from_numpy(inputs[k])[None]  # noqa: E731
@@ -59,8 +62,9 @@ with tempfile.TemporaryDirectory() as tmp:
     if "depth_vis" in args["formats"] or "glb" in args["formats"]:
         for i in range(len(pred.depth)):
             out[f"depth_vis_colors_{i}"] = visualize_depth(pred.depth[i])
-            out[f"depth_vis_jpg_{i}"] = np.frombuffer(open(os.path.join(root, f"depth_vis/{i:04d}.jpg"), "rb").read(),
-                                                      np.uint8)
+            out[f"depth_vis_jpg_{i}"] = np.frombuffer(
+                open(os.path.join(root, f"depth_vis/{i:04d}.jpg"), "rb").read(), np.uint8
+            )
     if "gs_ply" in args["formats"]:
         from plyfile import PlyData
 
@@ -73,8 +77,9 @@ with tempfile.TemporaryDirectory() as tmp:
         rec = pycolmap.Reconstruction(root)
         ids = sorted(rec.images)
         out["colmap_K"] = np.stack([rec.cameras[rec.images[i].camera_id].calibration_matrix() for i in ids])
-        out["colmap_size"] = np.array([[rec.cameras[rec.images[i].camera_id].height,
-                                        rec.cameras[rec.images[i].camera_id].width] for i in ids])
+        out["colmap_size"] = np.array(
+            [[rec.cameras[rec.images[i].camera_id].height, rec.cameras[rec.images[i].camera_id].width] for i in ids]
+        )
         out["colmap_w2c"] = np.stack([rec.images[i].cam_from_world().matrix() for i in ids])
         pids = sorted(rec.points3D)
         out["colmap_xyz"] = np.stack([rec.points3D[p].xyz for p in pids])

@@ -12,7 +12,6 @@ import numpy as np
 inputs, args = dict(np.load(sys.argv[1])), json.loads(open(sys.argv[2]).read())
 
 import torch  # noqa: E402
-
 from depth_anything_3.model.utils import gs_renderer  # noqa: E402
 
 captured = []
@@ -28,9 +27,13 @@ out = {}
 for mode in args["modes"]:
     captured.clear()
     gs_renderer.run_renderer_in_chunk_w_trj_mode(
-        gaussians=None, extrinsics=torch.from_numpy(inputs["extrinsics"]).float()[None],
+        gaussians=None,
+        extrinsics=torch.from_numpy(inputs["extrinsics"]).float()[None],
         intrinsics=torch.from_numpy(inputs["intrinsics"]).float()[None],
-        image_shape=(args["height"], args["width"]), chunk_size=100000, trj_mode=mode)
+        image_shape=(args["height"], args["width"]),
+        chunk_size=100000,
+        trj_mode=mode,
+    )
     out[f"{mode}_w2c"] = np.concatenate([c[0] for c in captured])
     out[f"{mode}_intr"] = np.concatenate([c[1] for c in captured])
 np.savez(sys.argv[3], **out)

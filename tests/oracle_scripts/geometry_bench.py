@@ -11,7 +11,6 @@ import time
 import numpy as np
 import torch
 from addict import Dict
-
 from depth_anything_3.model.da3 import DepthAnything3Net
 from depth_anything_3.utils.io.input_processor import InputProcessor
 
@@ -32,7 +31,10 @@ def best_of(fn):
 ray, conf = torch.from_numpy(inputs[args["ray_key"]]), torch.from_numpy(inputs[args["conf_key"]])
 out = {
     "preprocess_s": best_of(lambda: InputProcessor()(image=list(args["image_paths"]), process_res=args["process_res"])),
-    "ray_pose_s": best_of(lambda: DepthAnything3Net._process_ray_pose_estimation(
-        None, Dict(ray=ray.clone(), ray_conf=conf.clone()), *args["ray_hw"])),
+    "ray_pose_s": best_of(
+        lambda: DepthAnything3Net._process_ray_pose_estimation(
+            None, Dict(ray=ray.clone(), ray_conf=conf.clone()), *args["ray_hw"]
+        )
+    ),
 }
 np.savez(sys.argv[3], **{k: np.array(v) for k, v in out.items()})

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import torch
 from addict import Dict
-
 from depth_anything_3.model.da3 import DepthAnything3Net
 
 inputs, args = np.load(sys.argv[1]), json.loads(open(sys.argv[2]).read())

@@ -5,7 +5,6 @@ import json
 import sys
 
 import numpy as np
-
 from depth_anything_3.utils.io.input_processor import InputProcessor
 
 inputs, args = np.load(sys.argv[1]), json.loads(open(sys.argv[2]).read())

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,11 +33,15 @@ def prediction(n: int, seed: int) -> Prediction:
     rng = np.random.default_rng(seed)
     h, w = 6 + seed, 8 + seed  # other sizes for other seeds: a mix of two stores cannot pass for either
     return Prediction(
-        depth=rng.random((n, h, w), np.float32) + 1, conf=rng.random((n, h, w), np.float32),
-        sky=rng.random((n, h, w)) > 0.8, processed_images=rng.integers(0, 256, (n, h, w, 3), np.uint8),
+        depth=rng.random((n, h, w), np.float32) + 1,
+        conf=rng.random((n, h, w), np.float32),
+        sky=rng.random((n, h, w)) > 0.8,
+        processed_images=rng.integers(0, 256, (n, h, w, 3), np.uint8),
         extrinsics=np.tile(np.eye(4, dtype=np.float32)[:3], (n, 1, 1)) + seed,
         intrinsics=np.tile(np.eye(3, dtype=np.float32), (n, 1, 1)) * (seed + 1),
-        is_metric=0, ref_view_idx=0, source_names=[f"view{i}.png" for i in range(n)],
+        is_metric=0,
+        ref_view_idx=0,
+        source_names=[f"view{i}.png" for i in range(n)],
     )
 
 
@@ -49,8 +54,12 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _wrap(module: Any, name: str, before: Callable[..., bool] = lambda *a, **k: False,
-          after: Callable[..., bool] = lambda *a, **k: False) -> None:
+def _wrap(
+    module: Any,
+    name: str,
+    before: Callable[..., bool] = lambda *a, **k: False,
+    after: Callable[..., bool] = lambda *a, **k: False,
+) -> None:
     real = getattr(module, name)
 
     def hooked(*args: Any, **kwargs: Any) -> Any:
@@ -68,8 +77,11 @@ def install_kill(point: str, final: str) -> None:
     """Arrange for this process to SIGKILL itself at ``point`` of replacing the store at ``final``."""
     staged_writes = []
     if point == "staging":
-        _wrap(os, "replace", after=lambda src, dst, **_: TMP_TAG in str(dst) and
-              (staged_writes.append(dst) or len(staged_writes) == 3))
+        _wrap(
+            os,
+            "replace",
+            after=lambda src, dst, **_: TMP_TAG in str(dst) and (staged_writes.append(dst) or len(staged_writes) == 3),
+        )
     elif point == "before-swap":
         _wrap(os, "rename", before=lambda src, dst, **_: str(src) == final)
     elif point == "between-renames":

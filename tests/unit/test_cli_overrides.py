@@ -34,11 +34,25 @@ def test_seed_defaults_map_to_the_config(tmp_path):
 
 
 def test_every_flag_reaches_its_key(tmp_path):
-    opts = replace(BASE, model_dir="depth-anything/DA3-SMALL", weights="pretrained", device="cpu",
-                   export_format="glb-feat_vis+ply", process_res=280, process_res_method="upper_bound_crop",
-                   export_feat="3, 7", use_ray_pose=True, ref_view_strategy="middle", conf_thresh_percentile=10,
-                   num_max_points=5000, show_cameras=False, feat_vis_fps=4, fps=2.5, sparse_subdir="sparse/1",
-                   align_to_input_ext_scale=False)
+    opts = replace(
+        BASE,
+        model_dir="depth-anything/DA3-SMALL",
+        weights="pretrained",
+        device="cpu",
+        export_format="glb-feat_vis+ply",
+        process_res=280,
+        process_res_method="upper_bound_crop",
+        export_feat="3, 7",
+        use_ray_pose=True,
+        ref_view_strategy="middle",
+        conf_thresh_percentile=10,
+        num_max_points=5000,
+        show_cameras=False,
+        feat_vis_fps=4,
+        fps=2.5,
+        sparse_subdir="sparse/1",
+        align_to_input_ext_scale=False,
+    )
     cfg = _cfg(overrides_for("auto", tmp_path / "video.mp4", opts))
     assert cfg["export"] == "glb+feat_vis+ply" and cfg["model"]["path"] == "depth-anything/DA3-SMALL"
     assert cfg["model"]["device"] == "cpu" and cfg["processing"] == {"process_res": 280, "method": "upper_bound_crop"}
@@ -46,8 +60,11 @@ def test_every_flag_reaches_its_key(tmp_path):
     assert cfg["pose"] == {"use_ray_pose": True, "align_to_input_ext_scale": False}
     assert cfg["ref_view_strategy"] == "middle"
     assert cfg["input"]["fps"] == 2.5 and cfg["input"]["sparse_subdir"] == "sparse/1"
-    assert cfg["exporters"] == {"glb": {"conf_thresh_percentile": 10.0, "num_max_points": 5000, "show_cameras": False},
-                                "feat_vis": {"fps": 4}, "ply": {"conf_thresh_percentile": 10.0, "num_max_points": 5000}}
+    assert cfg["exporters"] == {
+        "glb": {"conf_thresh_percentile": 10.0, "num_max_points": 5000, "show_cameras": False},
+        "feat_vis": {"fps": 4},
+        "ply": {"conf_thresh_percentile": 10.0, "num_max_points": 5000},
+    }
 
 
 def test_command_specific_flags_only_where_they_exist(tmp_path):
@@ -75,8 +92,9 @@ def test_backend_overrides_describe_only_the_work(tmp_path):
     assert not any(o.startswith("model=") for o in unnamed) and "model.weights=random" in unnamed
 
 
-@pytest.mark.parametrize("path", ["/tmp/a b/c", "/tmp/x,y=z", "/tmp/it's", "/tmp/${HOME}", "C:\\dir\\", "1e5",
-                                  "true", ""])
+@pytest.mark.parametrize(
+    "path", ["/tmp/a b/c", "/tmp/x,y=z", "/tmp/it's", "/tmp/${HOME}", "C:\\dir\\", "1e5", "true", ""]
+)
 def test_paths_read_back_verbatim(path):
     assert load_config("reconstruct", ["model=da3-small", f"output_dir={hydra_value(path)}"]).output_dir == path
 
@@ -113,14 +131,17 @@ def test_resolve_model(tmp_path):
     assert resolve_model(None, "da3-base", "random") == ("da3-base", None)
 
 
-@pytest.mark.parametrize("model_dir, preset, weights, message", [
-    (None, "da3-tiny", "pretrained", "unknown preset 'da3-tiny'"),
-    ("small", "da3-large", "pretrained", "does not match"),
-    ("noweights", None, "pretrained", "no model.safetensors"),
-    ("noconfig", None, "pretrained", "no config.json"),
-    ("missing/dir/x", None, "pretrained", "not found"),
-    ("someone/custom-model", None, "pretrained", "pass --preset"),
-])
+@pytest.mark.parametrize(
+    "model_dir, preset, weights, message",
+    [
+        (None, "da3-tiny", "pretrained", "unknown preset 'da3-tiny'"),
+        ("small", "da3-large", "pretrained", "does not match"),
+        ("noweights", None, "pretrained", "no model.safetensors"),
+        ("noconfig", None, "pretrained", "no config.json"),
+        ("missing/dir/x", None, "pretrained", "not found"),
+        ("someone/custom-model", None, "pretrained", "pass --preset"),
+    ],
+)
 def test_resolve_model_errors(tmp_path, model_dir, preset, weights, message):
     _model_dir(tmp_path / "small", "da3-small")
     _model_dir(tmp_path / "noweights", "da3-small", weights=False)

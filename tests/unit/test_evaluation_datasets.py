@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from da3core.evaluation.datasets import (
-    DATASETS, BenchmarkDataError, DatasetNotFoundError, GroundTruthMissingError, LayoutError, open_dataset,
+    DATASETS,
+    BenchmarkDataError,
+    DatasetNotFoundError,
+    GroundTruthMissingError,
+    LayoutError,
+    open_dataset,
 )
 from da3core.geometry import as_homogeneous, intrinsics_from_fov
 from da3core.synthetic import make_scene, render_view
@@ -107,7 +112,10 @@ def test_missing_dataset_folder(tmp_path):
 
 
 def test_a_wrong_layout_names_the_expected_path(bench_root):
-    with pytest.raises(LayoutError, match=r"no eth3d scene found under .*/7scenes \(expected e.g. .*/<scene>/dslr_calibration_jpg/images.txt\)"):
+    with pytest.raises(
+        LayoutError,
+        match=r"no eth3d scene found under .*/7scenes \(expected e.g. .*/<scene>/dslr_calibration_jpg/images.txt\)",
+    ):
         open_dataset("eth3d", bench_root("7scenes")).scenes()
 
 
@@ -121,7 +129,9 @@ def test_scene_errors_are_one_line_and_leave_other_scenes_readable(bench_root, t
     assert "\n" not in str(err.value) and str(root / "data/synthetic/room_00/cam_00") in str(err.value)
     other = dataset.load("synthetic/room_01/cam_00")
     assert len(other) == 4
-    with pytest.raises(GroundTruthMissingError, match="reconstruction ground truth missing: .*synthetic-room_01-cam_00.ply"):
+    with pytest.raises(
+        GroundTruthMissingError, match="reconstruction ground truth missing: .*synthetic-room_01-cam_00.ply"
+    ):
         other.gt_points()
     with pytest.raises(GroundTruthMissingError, match="hiroom scene nowhere not found: no folder .*/data/nowhere"):
         dataset.load("nowhere")
@@ -139,7 +149,6 @@ def test_malformed_camera_files_are_layout_errors(bench_root, tmp_path):
 def test_readers_on_s3_match_the_local_copy(bench_root):
     """The same miniatures uploaded to a moto S3 server read back identically (frames are s3:// URLs)."""
     import s3fs
-
     from s3server import moto_s3
 
     with moto_s3() as options:
@@ -151,7 +160,9 @@ def test_readers_on_s3_match_the_local_copy(bench_root):
             assert remote.scenes() == local.scenes()
             scene_name = local.scenes()[0]
             a, b = local.load(scene_name), remote.load(scene_name)
-            assert [f.replace(str(bench_root(name)), f"s3://da3-test/bench/{name}") for f in a.image_files] == b.image_files
+            assert [
+                f.replace(str(bench_root(name)), f"s3://da3-test/bench/{name}") for f in a.image_files
+            ] == b.image_files
             np.testing.assert_array_equal(a.extrinsics, b.extrinsics)
             np.testing.assert_array_equal(a.intrinsics, b.intrinsics)
             mask_a, mask_b = a.valid_mask(0), b.valid_mask(0)

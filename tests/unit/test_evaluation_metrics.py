@@ -7,13 +7,21 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from da3core.evaluation import (
-    metric_depth_metrics, pose_auc, reconstruction_metrics, relative_depth_metrics, sample_surface, tsdf_fuse,
+    metric_depth_metrics,
+    pose_auc,
+    reconstruction_metrics,
+    relative_depth_metrics,
+    sample_surface,
+    tsdf_fuse,
 )
 from da3core.geometry import affine_inverse, as_homogeneous
 from da3core.synthetic import make_capture, make_scene, surface_points
 
-WORLD = as_homogeneous(np.concatenate([Rotation.from_euler("xyz", [20, -35, 50], degrees=True).as_matrix(),
-                                       [[0.4], [-1.1], [2.3]]], axis=1))
+WORLD = as_homogeneous(
+    np.concatenate(
+        [Rotation.from_euler("xyz", [20, -35, 50], degrees=True).as_matrix(), [[0.4], [-1.1], [2.3]]], axis=1
+    )
+)
 
 
 def _cameras_on_optical_axis(n: int) -> np.ndarray:
@@ -65,11 +73,19 @@ def _grid(n: int = 40, spacing: float = 0.01) -> np.ndarray:
 def test_reconstruction_metrics_of_the_ground_truth_and_a_known_offset():
     gt = _grid()
     assert reconstruction_metrics(gt, gt, threshold=0.005) == {
-        "acc": 0.0, "comp": 0.0, "overall": 0.0, "precision": 1.0, "recall": 1.0, "fscore": 1.0}
+        "acc": 0.0,
+        "comp": 0.0,
+        "overall": 0.0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "fscore": 1.0,
+    }
     # Lifting every point 4 mm off the plane: each point's nearest neighbour is its own original (grid step 10 mm).
     lifted = gt + [0, 0, 0.004]
     near = reconstruction_metrics(lifted, gt, threshold=0.005)
-    assert near == pytest.approx({"acc": 0.004, "comp": 0.004, "overall": 0.004, "precision": 1, "recall": 1, "fscore": 1})
+    assert near == pytest.approx(
+        {"acc": 0.004, "comp": 0.004, "overall": 0.004, "precision": 1, "recall": 1, "fscore": 1}
+    )
     far = reconstruction_metrics(lifted, gt, threshold=0.003)
     assert far["precision"] == far["recall"] == far["fscore"] == 0.0
 
@@ -79,8 +95,16 @@ def test_reconstruction_metrics_with_outliers():
     outliers = gt[:400] + [0, 0, 0.5]  # 400 points 0.5 m above the first 400 GT points
     got = reconstruction_metrics(np.concatenate([gt, outliers]), gt, threshold=0.05)
     precision = len(gt) / (len(gt) + 400)
-    assert got == pytest.approx({"acc": 400 * 0.5 / (len(gt) + 400), "comp": 0.0, "overall": 200 * 0.5 / (len(gt) + 400),
-                                 "precision": precision, "recall": 1.0, "fscore": 2 * precision / (precision + 1)})
+    assert got == pytest.approx(
+        {
+            "acc": 400 * 0.5 / (len(gt) + 400),
+            "comp": 0.0,
+            "overall": 200 * 0.5 / (len(gt) + 400),
+            "precision": precision,
+            "recall": 1.0,
+            "fscore": 2 * precision / (precision + 1),
+        }
+    )
 
 
 def test_reconstruction_metrics_of_an_empty_cloud():
@@ -105,7 +129,9 @@ def test_depth_metrics_mixed_errors_and_masks():
     pred[0, 0], gt[0, 1] = np.nan, 0.0  # pixels without a valid prediction or GT are left out
     mask = np.ones_like(gt, dtype=bool)
     mask[1] = False  # as are masked ones: 100 - 2 - 10 = 88 pixels remain, 44 at each error
-    assert metric_depth_metrics(pred, gt, mask) == pytest.approx({"abs_rel": 0.16, "delta_1_03": 0.5, "delta_1_25": 0.5})
+    assert metric_depth_metrics(pred, gt, mask) == pytest.approx(
+        {"abs_rel": 0.16, "delta_1_03": 0.5, "delta_1_25": 0.5}
+    )
     with pytest.raises(ValueError, match="no pixel"):
         metric_depth_metrics(pred, np.zeros_like(gt))
 
@@ -123,7 +149,9 @@ def test_tsdf_fusion_of_exact_depth_lies_on_the_scene_surface():
 
 
 def test_tsdf_fusion_without_valid_depth_has_no_surface():
-    mesh = tsdf_fuse(np.zeros((2, 8, 8)), np.tile(np.eye(3), (2, 1, 1)), np.tile(np.eye(4), (2, 1, 1)), 0.05, 0.15, 10.0)
+    mesh = tsdf_fuse(
+        np.zeros((2, 8, 8)), np.tile(np.eye(3), (2, 1, 1)), np.tile(np.eye(4), (2, 1, 1)), 0.05, 0.15, 10.0
+    )
     assert len(mesh.triangles) == 0
     with pytest.raises(ValueError, match="without triangles"):
         sample_surface(mesh, 100)

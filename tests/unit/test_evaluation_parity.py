@@ -6,15 +6,20 @@ import os
 
 import numpy as np
 import pytest
+from oracle import run_oracle
 from scipy.spatial.transform import Rotation
 
 from da3core.evaluation import (
-    crop_to_box, least_squares_scale, pose_auc, reconstruction_metrics, sample_surface, tsdf_fuse,
+    crop_to_box,
+    least_squares_scale,
+    pose_auc,
+    reconstruction_metrics,
+    sample_surface,
+    tsdf_fuse,
 )
 from da3core.evaluation.datasets import DATASETS, open_dataset
 from da3core.geometry import affine_inverse, as_homogeneous
 from da3core.synthetic import make_capture, make_scene, surface_points
-from oracle import run_oracle
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
 TOL = 1e-6
@@ -27,7 +32,9 @@ def _noisy_poses(n: int, rot_deg: float, trans_noise: float, seed: int) -> tuple
     gt = affine_inverse(c2w)
     noise = Rotation.from_rotvec(rng.normal(0, np.deg2rad(rot_deg), (n, 3))).as_matrix()
     noisy = np.concatenate([noise @ c2w[:, :, :3], c2w[:, :, 3:] + rng.normal(0, trans_noise, (n, 3, 1))], axis=2)
-    world = as_homogeneous(np.concatenate([Rotation.random(random_state=seed + 1).as_matrix(), [[1.0], [2.0], [3.0]]], 1))
+    world = as_homogeneous(
+        np.concatenate([Rotation.random(random_state=seed + 1).as_matrix(), [[1.0], [2.0], [3.0]]], 1)
+    )
     pred = as_homogeneous(affine_inverse(noisy)) @ affine_inverse(world)
     pred[:, :3, 3] *= 0.37
     return pred[:, :3], gt
@@ -72,11 +79,14 @@ def test_tsdf_fusion_and_sampling_match_upstream():
     depth = capture.depth.copy()
     depth[0, :5] = 0.0  # holes are skipped by both
     args = dict(voxel=0.05, trunc=0.15, max_depth=6.0, n_points=5000, seed=7)
-    ref = run_oracle("bench_metrics.py", {"depths": depth, "images": capture.images, "K": capture.intrinsics,
-                                          "ext": as_homogeneous(capture.extrinsics)},
-                     cases=[{"kind": "tsdf", "depths": "depths", "images": "images", "K": "K", "ext": "ext", **args}])
-    mesh = tsdf_fuse(depth, capture.intrinsics, capture.extrinsics, args["voxel"], args["trunc"], args["max_depth"],
-                     capture.images)
+    ref = run_oracle(
+        "bench_metrics.py",
+        {"depths": depth, "images": capture.images, "K": capture.intrinsics, "ext": as_homogeneous(capture.extrinsics)},
+        cases=[{"kind": "tsdf", "depths": "depths", "images": "images", "K": "K", "ext": "ext", **args}],
+    )
+    mesh = tsdf_fuse(
+        depth, capture.intrinsics, capture.extrinsics, args["voxel"], args["trunc"], args["max_depth"], capture.images
+    )
     np.testing.assert_array_equal(mesh.vertices, ref["case0_vertices"])
     np.testing.assert_array_equal(mesh.triangles, ref["case0_triangles"])
     np.testing.assert_array_equal(sample_surface(mesh, args["n_points"], seed=args["seed"]), ref["case0_points"])
@@ -107,8 +117,9 @@ def test_readers_match_upstream_dataset_classes(all_miniatures):
             np.testing.assert_allclose(scene.extrinsics, ref[prefix + "extrinsics"], atol=1e-6, rtol=0)
             np.testing.assert_array_equal(scene.intrinsics, ref[prefix + "intrinsics"])
             if prefix + "masks" in ref:
-                np.testing.assert_array_equal(np.stack([scene.valid_mask(i) for i in range(len(scene))]),
-                                              ref[prefix + "masks"])
+                np.testing.assert_array_equal(
+                    np.stack([scene.valid_mask(i) for i in range(len(scene))]), ref[prefix + "masks"]
+                )
 
 
 def test_dataset_reconstruction_evaluation_matches_upstream(all_miniatures):
@@ -125,8 +136,14 @@ def test_dataset_reconstruction_evaluation_matches_upstream(all_miniatures):
         gt, settings = scene.gt_points(seed=0), reader.fusion
         cropped = crop_to_box(pred, gt, settings.crop_margin) if settings.crop_margin else pred
         ours[name] = reconstruction_metrics(cropped, gt, settings.eval_threshold, settings.eval_voxel)
-    ref = run_oracle("bench_datasets.py", inputs, root=all_miniatures,
-                     scenes={n: [next(iter(evals[n]))] for n in names}, eval=evals, seed=0)
+    ref = run_oracle(
+        "bench_datasets.py",
+        inputs,
+        root=all_miniatures,
+        scenes={n: [next(iter(evals[n]))] for n in names},
+        eval=evals,
+        seed=0,
+    )
     for name in names:
         for key, value in ours[name].items():
             assert value == pytest.approx(float(ref[f"{name}/0/eval_{key}"]), abs=TOL), (name, key)
@@ -141,8 +158,12 @@ def _half_resolution_prediction(scene, seed: int, sim3: bool):
     height, width = scene.image(0).shape[:2]
     K = scene.intrinsics.astype(np.float64)
     K[:, :2] *= 0.5
-    depth = np.stack([render_view(make_scene(seed), K[i], scene.extrinsics[i].astype(np.float64), height // 2,
-                                  width // 2)[1] for i in range(len(scene))])
+    depth = np.stack(
+        [
+            render_view(make_scene(seed), K[i], scene.extrinsics[i].astype(np.float64), height // 2, width // 2)[1]
+            for i in range(len(scene))
+        ]
+    )
     if not sim3:
         return depth.astype(np.float32), K.astype(np.float32), scene.extrinsics[:, :3].copy()
     rot = Rotation.from_euler("xyz", [10, 20, 30], degrees=True).as_matrix()
@@ -168,13 +189,34 @@ def test_recon_modes_fuse_as_upstream_fuse3d(all_miniatures):
             depth, K, ext = _half_resolution_prediction(scene, seed=0, sim3=sim3)
             i = len(cases)
             inputs.update({f"depth{i}": depth, f"K{i}": K, f"ext{i}": ext})
-            cases.append({"dataset": name, "scene": scene.name, "mode": "recon_posed" if posed else "recon_unposed",
-                          "depth": f"depth{i}", "intrinsics": f"K{i}", "extrinsics": f"ext{i}", "seed": 0})
+            cases.append(
+                {
+                    "dataset": name,
+                    "scene": scene.name,
+                    "mode": "recon_posed" if posed else "recon_unposed",
+                    "depth": f"depth{i}",
+                    "intrinsics": f"K{i}",
+                    "extrinsics": f"ext{i}",
+                    "seed": 0,
+                }
+            )
             if sim3:
                 fused = fusion_inputs(scene, depth, K, ext, posed)
                 settings = scene.reader.fusion
-                ours.append((scene, sim3, tsdf_fuse(fused.depths, fused.intrinsics, fused.extrinsics,
-                                                    settings.voxel_length, settings.sdf_trunc, settings.max_depth).vertices))
+                ours.append(
+                    (
+                        scene,
+                        sim3,
+                        tsdf_fuse(
+                            fused.depths,
+                            fused.intrinsics,
+                            fused.extrinsics,
+                            settings.voxel_length,
+                            settings.sdf_trunc,
+                            settings.max_depth,
+                        ).vertices,
+                    )
+                )
             else:
                 ours.append((scene, sim3, reconstruct(scene, depth, K, ext, posed, seed=0)))
     ref = run_oracle("bench_fuse.py", inputs, root=all_miniatures, cases=cases)
@@ -204,21 +246,37 @@ def test_dtu_reconstruction_matches_upstream(all_miniatures):
     for scale, sim3, posed in ((1.0, False, True), (0.5, False, True), (1.0, False, False), (0.5, True, False)):
         K = scene.intrinsics.astype(np.float64) * [[scale], [scale], [1]]
         height, width = int(36 * scale), int(48 * scale)
-        depth = np.stack([render_view(make_scene(0), K[i], metres[i], height, width)[1] for i in range(len(scene))]) * 1000
+        depth = (
+            np.stack([render_view(make_scene(0), K[i], metres[i], height, width)[1] for i in range(len(scene))]) * 1000
+        )
         ext = scene.extrinsics[:, :3].copy()
         if sim3:
             rot = Rotation.from_euler("xyz", [10, 20, 30], degrees=True).as_matrix()
-            ext, depth = apply_sim3_to_extrinsics(scene.extrinsics, 0.5, rot, np.array([30.0, -20.0, 100.0])), depth * 0.5
+            ext, depth = (
+                apply_sim3_to_extrinsics(scene.extrinsics, 0.5, rot, np.array([30.0, -20.0, 100.0])),
+                depth * 0.5,
+            )
         depth, K, ext = depth.astype(np.float32), K.astype(np.float32), np.asarray(ext, np.float32)
         i = len(cases)
         inputs.update({f"depth{i}": depth, f"K{i}": K, f"ext{i}": ext})
-        cases.append({"scene": "scan1", "mode": "recon_posed" if posed else "recon_unposed", "depth": f"depth{i}",
-                      "intrinsics": f"K{i}", "extrinsics": f"ext{i}"})
+        cases.append(
+            {
+                "scene": "scan1",
+                "mode": "recon_posed" if posed else "recon_unposed",
+                "depth": f"depth{i}",
+                "intrinsics": f"K{i}",
+                "extrinsics": f"ext{i}",
+            }
+        )
         points = dtu_reconstruct(scene, depth, K, ext, posed)
         ours.append((posed, points, dtu_evaluate(scene, points)))
     ref = run_oracle("bench_dtu.py", inputs, root=all_miniatures, cases=cases)
     for i, (posed, points, metrics) in enumerate(ours):
-        theirs = {"acc": float(ref[f"case{i}_comp"]), "comp": float(ref[f"case{i}_acc"]), "overall": float(ref[f"case{i}_overall"])}
+        theirs = {
+            "acc": float(ref[f"case{i}_comp"]),
+            "comp": float(ref[f"case{i}_acc"]),
+            "overall": float(ref[f"case{i}_overall"]),
+        }
         if posed:
             np.testing.assert_array_equal(points, ref[f"case{i}_points"])
             assert metrics == pytest.approx(theirs, abs=TOL), i

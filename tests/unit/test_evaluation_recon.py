@@ -64,8 +64,15 @@ def test_dtu_exact_depth_fuses_onto_the_scan(bench_root):
     scene = open_dataset("dtu", bench_root("dtu")).load("scan4")
     metres = scene.extrinsics.astype(np.float64)
     metres[:, :3, 3] /= 1000
-    depth = np.stack([render_view(make_scene(1), scene.intrinsics[i].astype(np.float64), metres[i], 36, 48)[1]
-                      for i in range(len(scene))]) * 1000  # millimetres, at the mask resolution
+    depth = (
+        np.stack(
+            [
+                render_view(make_scene(1), scene.intrinsics[i].astype(np.float64), metres[i], 36, 48)[1]
+                for i in range(len(scene))
+            ]
+        )
+        * 1000
+    )  # millimetres, at the mask resolution
     spacing_mm = GT_CLOUD_SPACING * 1000
     for posed in (True, False):
         points = dtu_reconstruct(scene, depth.astype(np.float32), scene.intrinsics, scene.extrinsics, posed)

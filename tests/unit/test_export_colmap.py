@@ -35,7 +35,12 @@ def test_cameras_poses_and_points_match_the_scene(scene, model):
     prediction, capture = scene
     root, paths, rec = model
     assert sorted(p.rsplit("/", 1)[1] for p in paths["colmap"]) == [
-        "cameras.bin", "frames.bin", "images.bin", "points3D.bin", "rigs.bin"]
+        "cameras.bin",
+        "frames.bin",
+        "images.bin",
+        "points3D.bin",
+        "rigs.bin",
+    ]
     scale = np.diag([SOURCE_HW[1] / 70, SOURCE_HW[0] / 56, 1.0])
     assert sorted(rec.images) == [1, 2, 3]
     for i in range(3):
@@ -53,8 +58,7 @@ def test_cameras_poses_and_points_match_the_scene(scene, model):
     truth = world_points(capture)[keep]
     xyz = np.stack([rec.points3D[p].xyz for p in sorted(rec.points3D)])
     np.testing.assert_allclose(xyz, truth, atol=1e-4)
-    np.testing.assert_array_equal(np.stack([rec.points3D[p].color for p in sorted(rec.points3D)]),
-                                  capture.images[keep])
+    np.testing.assert_array_equal(np.stack([rec.points3D[p].color for p in sorted(rec.points3D)]), capture.images[keep])
 
 
 def test_every_point_reprojects_onto_its_observation_at_the_source_resolution(scene, model):
@@ -78,19 +82,31 @@ def test_every_point_reprojects_onto_its_observation_at_the_source_resolution(sc
 @pytest.mark.parity
 def test_equals_the_reference_exporter(scene, model):
     prediction = scene[0]
-    ref = run_oracle("export_reference.py", dict(depth=prediction.depth, conf=prediction.conf,
-                                                 extrinsics=prediction.extrinsics, intrinsics=prediction.intrinsics,
-                                                 images=prediction.processed_images, source_hw=prediction.source_sizes),
-                     formats=["colmap"])
+    ref = run_oracle(
+        "export_reference.py",
+        dict(
+            depth=prediction.depth,
+            conf=prediction.conf,
+            extrinsics=prediction.extrinsics,
+            intrinsics=prediction.intrinsics,
+            images=prediction.processed_images,
+            source_hw=prediction.source_sizes,
+        ),
+        formats=["colmap"],
+    )
     _, _, rec = model
     ids = sorted(rec.images)
     # Upstream writes this project's principal point unshifted; ours is COLMAP's, half a pixel further.
     shift = np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])
-    np.testing.assert_allclose(np.stack([rec.cameras[rec.images[i].camera_id].calibration_matrix() for i in ids]),
-                               ref["colmap_K"] + shift, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.stack([rec.cameras[rec.images[i].camera_id].calibration_matrix() for i in ids]),
+        ref["colmap_K"] + shift,
+        rtol=1e-6,
+    )
     np.testing.assert_array_equal([[rec.cameras[i].height, rec.cameras[i].width] for i in ids], ref["colmap_size"])
-    np.testing.assert_allclose(np.stack([rec.images[i].cam_from_world().matrix() for i in ids]), ref["colmap_w2c"],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack([rec.images[i].cam_from_world().matrix() for i in ids]), ref["colmap_w2c"], atol=1e-6
+    )
     xyz = np.stack([rec.points3D[p].xyz for p in sorted(rec.points3D)])
     np.testing.assert_allclose(xyz, ref["colmap_xyz"], atol=1e-5)
     np.testing.assert_array_equal(np.stack([rec.points3D[p].color for p in sorted(rec.points3D)]), ref["colmap_rgb"])

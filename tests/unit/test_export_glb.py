@@ -20,8 +20,8 @@ def gltf_colors(path, mesh_name: str) -> np.ndarray:
     """COLOR_0 of a mesh's first primitive, decoded straight from the GLB chunks (uint8 RGBA or float)."""
     data = path.read_bytes()
     json_len = struct.unpack("<I", data[12:16])[0]
-    gltf = json.loads(data[20:20 + json_len])
-    binary = data[20 + json_len + 8:]
+    gltf = json.loads(data[20 : 20 + json_len])
+    binary = data[20 + json_len + 8 :]
     mesh = next(m for m in gltf["meshes"] if m["name"] == mesh_name)
     accessor = gltf["accessors"][mesh["primitives"][0]["attributes"]["COLOR_0"]]
     view = gltf["bufferViews"][accessor["bufferView"]]
@@ -95,8 +95,9 @@ def test_points_colours_and_frustums_match_the_scene(scene, glb):
 
 def test_point_colours_are_linear_as_gltf_expects(tmp_path):
     prediction = synthetic_prediction(n_views=3, width=70, height=56)[0]
-    prediction.processed_images = np.broadcast_to(np.array([128, 10, 255], np.uint8),
-                                                  prediction.processed_images.shape).copy()
+    prediction.processed_images = np.broadcast_to(
+        np.array([128, 10, 255], np.uint8), prediction.processed_images.shape
+    ).copy()
     path = export(prediction, "glb", tmp_path, glb={"export_depth_vis": False})["glb"][0]
     colours = gltf_colors(tmp_path / "scene.glb", "points")
     assert colours.dtype == np.float32 and colours.shape[1] == 3
@@ -114,9 +115,17 @@ def test_scene_jpg_and_depth_vis_are_written_beside_it(glb):
 @pytest.mark.parity
 def test_point_set_and_frustums_equal_the_reference(scene, glb):
     prediction = scene[0]
-    ref = run_oracle("export_reference.py", dict(depth=prediction.depth, conf=prediction.conf,
-                                                 extrinsics=prediction.extrinsics, intrinsics=prediction.intrinsics,
-                                                 images=prediction.processed_images), formats=["glb"])
+    ref = run_oracle(
+        "export_reference.py",
+        dict(
+            depth=prediction.depth,
+            conf=prediction.conf,
+            extrinsics=prediction.extrinsics,
+            intrinsics=prediction.intrinsics,
+            images=prediction.processed_images,
+        ),
+        formats=["glb"],
+    )
     root, _, loaded = glb
     cloud = loaded.geometry["points"]
     assert ref["glb_points"].shape == cloud.vertices.shape
@@ -131,9 +140,16 @@ def test_point_set_and_frustums_equal_the_reference(scene, glb):
 def test_downsampling_is_seeded_and_keeps_a_subset(scene, tmp_path):
     prediction = scene[0]
     full = trimesh.load(export(prediction, "glb", tmp_path / "full", glb={"export_depth_vis": False})["glb"][0])
-    runs = [trimesh.load(export(prediction, "glb", tmp_path / f"s{i}", num_max_points=500,
-                                glb={"seed": seed, "export_depth_vis": False})["glb"][0]).geometry["points"].vertices
-            for i, seed in enumerate((0, 0, 1))]
+    runs = [
+        trimesh.load(
+            export(
+                prediction, "glb", tmp_path / f"s{i}", num_max_points=500, glb={"seed": seed, "export_depth_vis": False}
+            )["glb"][0]
+        )
+        .geometry["points"]
+        .vertices
+        for i, seed in enumerate((0, 0, 1))
+    ]
     assert len(runs[0]) == 500
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])

@@ -26,9 +26,11 @@ def written(prediction, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(prediction):
     p = prediction
-    return run_oracle("export_reference.py", dict(depth=p.depth, conf=p.conf, extrinsics=p.extrinsics,
-                                                  intrinsics=p.intrinsics, images=p.processed_images),
-                      formats=["mini_npz", "npz", "depth_vis"])
+    return run_oracle(
+        "export_reference.py",
+        dict(depth=p.depth, conf=p.conf, extrinsics=p.extrinsics, intrinsics=p.intrinsics, images=p.processed_images),
+        formats=["mini_npz", "npz", "depth_vis"],
+    )
 
 
 def test_paths_keys_dtypes_and_rounding(prediction, written):
@@ -52,7 +54,7 @@ def test_npz_values_equal_the_reference(written, reference):
     root, _ = written
     for name in ("mini_npz", "npz"):
         with np.load(root / f"exports/{name}/results.npz") as ours:
-            theirs = {k[len(name) + 1:]: v for k, v in reference.items() if k.startswith(name + "_")}
+            theirs = {k[len(name) + 1 :]: v for k, v in reference.items() if k.startswith(name + "_")}
             assert sorted(ours.files) == sorted(theirs)
             for key in ours.files:
                 assert ours[key].dtype == theirs[key].dtype, key

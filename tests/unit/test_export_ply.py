@@ -12,8 +12,25 @@ from plyfile import PlyData
 from da3core.export import FORMATS, export
 from da3core.render.sh import eval_sh
 
-INRIA_DC = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
-            "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+INRIA_DC = [
+    "x",
+    "y",
+    "z",
+    "nx",
+    "ny",
+    "nz",
+    "f_dc_0",
+    "f_dc_1",
+    "f_dc_2",
+    "opacity",
+    "scale_0",
+    "scale_1",
+    "scale_2",
+    "rot_0",
+    "rot_1",
+    "rot_2",
+    "rot_3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,28 +89,34 @@ def test_gs_ply_with_higher_sh_bands_in_the_inria_layout(scene, tmp_path, degree
     column = lambda *keys: np.stack([vertex[k] for k in keys], 1)  # noqa: E731
     np.testing.assert_array_equal(column("x", "y", "z"), gs.means[idx])
     assert not column("nx", "ny", "nz").any()
-    np.testing.assert_allclose(column("opacity")[:, 0], np.log(gs.opacities[idx] / (1 - gs.opacities[idx])),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        column("opacity")[:, 0], np.log(gs.opacities[idx] / (1 - gs.opacities[idx])), rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_allclose(column("scale_0", "scale_1", "scale_2"), np.log(gs.scales[idx]), rtol=1e-6)
     np.testing.assert_array_equal(column("rot_0", "rot_1", "rot_2", "rot_3"), gs.rotations[idx])  # w x y z
     # INRIA's loader: f_dc -> (G, 3, 1); f_rest -> reshape (G, 3, K-1) (channel-major); both transposed to (G, K, 3).
     dc = column("f_dc_0", "f_dc_1", "f_dc_2")[:, :, None]
     rest = column(*(f"f_rest_{i}" for i in range(n_rest))).reshape(-1, 3, (degree + 1) ** 2 - 1)
     features = np.concatenate([dc, rest], axis=2)
-    np.testing.assert_array_equal(features, gs.harmonics[idx, :, :(degree + 1) ** 2])
+    np.testing.assert_array_equal(features, gs.harmonics[idx, :, : (degree + 1) ** 2])
     # So a 3DGS renderer sees the predicted view-dependent colour.
     dirs = torch.tensor(np.random.default_rng(2).normal(size=(len(idx), 3)))
-    np.testing.assert_allclose(eval_sh(degree, dirs, torch.tensor(features).transpose(1, 2).double()),
-                               eval_sh(degree, dirs, torch.tensor(gs.harmonics[idx]).transpose(1, 2).double()),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        eval_sh(degree, dirs, torch.tensor(features).transpose(1, 2).double()),
+        eval_sh(degree, dirs, torch.tensor(gs.harmonics[idx]).transpose(1, 2).double()),
+        atol=1e-12,
+    )
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"sh_degree": 3}, "sh_degree must be an integer from 0 .DC colour only. to 2"),
-    ({"sh_degree": True}, "sh_degree must be an integer"),
-    ({"gs_views_interval": 0}, "gs_views_interval must be a positive integer or None"),
-    ({"prune_by_depth_percent": 1.5}, r"prune_by_depth_percent must be in \(0, 1\] or None"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"sh_degree": 3}, "sh_degree must be an integer from 0 .DC colour only. to 2"),
+        ({"sh_degree": True}, "sh_degree must be an integer"),
+        ({"gs_views_interval": 0}, "gs_views_interval must be a positive integer or None"),
+        ({"prune_by_depth_percent": 1.5}, r"prune_by_depth_percent must be in \(0, 1\] or None"),
+    ],
+)
 def test_bad_gs_ply_options_fail_before_writing(scene, tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         FORMATS["gs_ply"].check_options(options)
@@ -113,10 +136,22 @@ def test_gs_ply_refuses_more_bands_than_the_gaussians_carry(tmp_path):
 def test_gs_ply_equals_the_reference(scene, tmp_path):
     prediction, _ = scene
     gs = prediction.gaussians
-    ref = run_oracle("export_reference.py", dict(
-        depth=prediction.depth, conf=prediction.conf, extrinsics=prediction.extrinsics,
-        intrinsics=prediction.intrinsics, images=prediction.processed_images, gs_means=gs.means, gs_scales=gs.scales,
-        gs_rotations=gs.rotations, gs_harmonics=gs.harmonics, gs_opacities=gs.opacities), formats=["gs_ply"])
+    ref = run_oracle(
+        "export_reference.py",
+        dict(
+            depth=prediction.depth,
+            conf=prediction.conf,
+            extrinsics=prediction.extrinsics,
+            intrinsics=prediction.intrinsics,
+            images=prediction.processed_images,
+            gs_means=gs.means,
+            gs_scales=gs.scales,
+            gs_rotations=gs.rotations,
+            gs_harmonics=gs.harmonics,
+            gs_opacities=gs.opacities,
+        ),
+        formats=["gs_ply"],
+    )
     export(prediction, "gs_ply", tmp_path)
     vertex = read_vertex(tmp_path / "gs_ply/0000.ply")
     assert list(vertex.data.dtype.names) == list(ref["gs_ply_names"])
@@ -131,9 +166,16 @@ def test_point_cloud_ply(scene, tmp_path):
     assert paths == {"ply": [str(tmp_path / "points.ply")]}
     vertex = read_vertex(tmp_path / "points.ply")
     assert [(n, vertex.data.dtype[n].str) for n in vertex.data.dtype.names] == [
-        ("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "|u1"), ("green", "|u1"), ("blue", "|u1")]
+        ("x", "<f4"),
+        ("y", "<f4"),
+        ("z", "<f4"),
+        ("red", "|u1"),
+        ("green", "|u1"),
+        ("blue", "|u1"),
+    ]
     conf = prediction.conf
     keep = conf >= min(max(1.05, np.percentile(conf, 40)), np.percentile(conf, 90))
-    np.testing.assert_allclose(np.stack([vertex["x"], vertex["y"], vertex["z"]], 1), world_points(capture)[keep],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.stack([vertex["x"], vertex["y"], vertex["z"]], 1), world_points(capture)[keep], atol=1e-5
+    )
     np.testing.assert_array_equal(np.stack([vertex["red"], vertex["green"], vertex["blue"]], 1), capture.images[keep])

@@ -24,8 +24,18 @@ def test_parse_formats_accepts_upstream_hydra_and_list_styles():
     assert parse_formats("mini_npz-glb-depth_vis") == ["mini_npz", "glb", "depth_vis"]
     assert parse_formats("glb+gs_ply+glb") == ["glb", "gs_ply"]
     assert parse_formats(["npz", "colmap+ply", "npz"]) == ["npz", "colmap", "ply"]
-    assert set(FORMATS) == {"mini_npz", "npz", "glb", "depth_vis", "feat_vis", "gs_ply", "gs_video", "colmap",
-                            "nerfstudio", "ply"}
+    assert set(FORMATS) == {
+        "mini_npz",
+        "npz",
+        "glb",
+        "depth_vis",
+        "feat_vis",
+        "gs_ply",
+        "gs_video",
+        "colmap",
+        "nerfstudio",
+        "ply",
+    }
 
 
 def test_unknown_format_lists_the_valid_ones():
@@ -40,8 +50,9 @@ def test_check_formats_names_the_missing_model_output():
     with pytest.raises(ValueError, match="'feat_vis' needs intermediate features: pass export_feat_layers"):
         check_formats(["feat_vis"], has_conf=True, has_gaussians=True, has_features=False)
     with pytest.raises(ValueError, match="resize preprocessing"):
-        check_formats("colmap", has_conf=True, has_gaussians=False, has_features=False,
-                      process_res_method="lower_bound_crop")
+        check_formats(
+            "colmap", has_conf=True, has_gaussians=False, has_features=False, process_res_method="lower_bound_crop"
+        )
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -51,8 +62,11 @@ def test_feature_layers_are_checked_against_the_real_backbone_depth(preset):
     depth = len((net.da3 if hasattr(net, "da3") else net).backbone.pretrained.blocks)  # from the any-view net
     check_feature_layers([0, depth - 1], preset)
     for layers in ([depth], [3, depth + 5], [-1]):
-        with pytest.raises(ValueError, match=rf"export_feat_layers \[.*\] are not blocks of {preset}'s backbone; "
-                                             rf"choose layers from 0 to {depth - 1}$"):
+        with pytest.raises(
+            ValueError,
+            match=rf"export_feat_layers \[.*\] are not blocks of {preset}'s backbone; "
+            rf"choose layers from 0 to {depth - 1}$",
+        ):
             check_feature_layers(layers, preset)
 
 
@@ -69,13 +83,19 @@ def test_the_backbone_really_drops_layers_beyond_its_depth(tmp_path):
 
 
 def test_options_are_checked_before_inference_with_check_formats():
-    check_formats("glb+gs_video", has_conf=True, has_gaussians=True, has_features=False,
-                  options={"conf_thresh_percentile": 20.0, "render_hw": (28, 36), "gs_video": {"trj_mode": "smooth"}})
+    check_formats(
+        "glb+gs_video",
+        has_conf=True,
+        has_gaussians=True,
+        has_features=False,
+        options={"conf_thresh_percentile": 20.0, "render_hw": (28, 36), "gs_video": {"trj_mode": "smooth"}},
+    )
     with pytest.raises(TypeError, match=r"unknown export option\(s\) \['num_points'\]"):
         check_formats("glb", has_conf=True, has_gaussians=False, has_features=False, options={"num_points": 5})
     with pytest.raises(TypeError, match=r"'glb' has no option\(s\) \['conf_treshold'\]"):
-        check_formats("glb", has_conf=True, has_gaussians=False, has_features=False,
-                      options={"glb": {"conf_treshold": 2.0}})
+        check_formats(
+            "glb", has_conf=True, has_gaussians=False, has_features=False, options={"glb": {"conf_treshold": 2.0}}
+        )
 
 
 def test_missing_prediction_field_fails_before_anything_is_written(prediction, tmp_path):

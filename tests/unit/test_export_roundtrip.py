@@ -25,8 +25,9 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("colmap_in")
     capture = make_capture(n_views=N_VIEWS, width=SOURCE_W, height=SOURCE_H, seed=0)
     # The exact K of the renders does not matter to random weights; the cameras are what must survive.
-    capture.intrinsics = np.stack([[[150.0 + 10 * i, 0, 86.0 - i], [0, 140.0, 55.75 + i], [0, 0, 1]]
-                                   for i in range(N_VIEWS)])
+    capture.intrinsics = np.stack(
+        [[[150.0 + 10 * i, 0, 86.0 - i], [0, 140.0, 55.75 + i], [0, 0, 1]] for i in range(N_VIEWS)]
+    )
     write_colmap(capture, root)
     return root
 
@@ -44,8 +45,13 @@ def aligned(dataset, model, tmp_path_factory):
 
 def reconstruct(dataset, model, out, align_to_input_ext_scale):
     scene = discover_scene(dataset)
-    prediction = model.inference(scene.paths, extrinsics=scene.extrinsics, intrinsics=scene.intrinsics,
-                                 align_to_input_ext_scale=align_to_input_ext_scale, process_res=PROCESS_RES)
+    prediction = model.inference(
+        scene.paths,
+        extrinsics=scene.extrinsics,
+        intrinsics=scene.intrinsics,
+        align_to_input_ext_scale=align_to_input_ext_scale,
+        process_res=PROCESS_RES,
+    )
     export(prediction, "colmap+nerfstudio", out)
     read = lambda folder: pycolmap.Reconstruction(str(folder / "sparse/0"))  # noqa: E731
     return prediction, read(dataset), read(out)
@@ -78,8 +84,12 @@ def test_unscaled_alignment_moves_all_cameras_by_one_similarity(dataset, model, 
         np.testing.assert_allclose(cams_out[n][1].params, cams_in[n][1].params, atol=1e-4)
     # A similarity keeps relative rotations and scales every distance between camera centres by the same s.
     centre = lambda p: -p[:, :3].T @ p[:, 3]  # noqa: E731
-    ratios = [np.linalg.norm(centre(pose_out[i]) - centre(pose_out[j])) / np.linalg.norm(
-        centre(pose_in[i]) - centre(pose_in[j])) for i in range(N_VIEWS) for j in range(i + 1, N_VIEWS)]
+    ratios = [
+        np.linalg.norm(centre(pose_out[i]) - centre(pose_out[j]))
+        / np.linalg.norm(centre(pose_in[i]) - centre(pose_in[j]))
+        for i in range(N_VIEWS)
+        for j in range(i + 1, N_VIEWS)
+    ]
     np.testing.assert_allclose(ratios, ratios[0], rtol=1e-4)
     relative = lambda poses, i, j: poses[i][:, :3] @ poses[j][:, :3].T  # noqa: E731
     for i in range(N_VIEWS):
@@ -98,7 +108,8 @@ def test_transforms_json_carries_the_same_cameras_in_nerfstudios_convention(alig
         # Both files use pixel centres at +0.5; between them lies the preprocessing's resize, which scales K
         # about this project's integer pixel centres (upstream's rule): c_processed = (c_source - 0.5) * s.
         np.testing.assert_allclose([frame["fl_x"], frame["fl_y"]], [fx * sx, fy * sy], rtol=1e-5)
-        np.testing.assert_allclose([frame["cx"], frame["cy"]], [(cx - 0.5) * sx + 0.5, (cy - 0.5) * sy + 0.5],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            [frame["cx"], frame["cy"]], [(cx - 0.5) * sx + 0.5, (cy - 0.5) * sy + 0.5], atol=1e-4
+        )
         w2c = np.vstack([image.cam_from_world().matrix(), [0, 0, 0, 1]])
         np.testing.assert_allclose(frame["transform_matrix"], np.linalg.inv(w2c) @ np.diag([1, -1, -1, 1]), atol=1e-5)

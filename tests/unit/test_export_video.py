@@ -86,10 +86,18 @@ def test_gs_video_metric_cameras_return_to_the_gaussians_frame(splat_scene, tmp_
     metric.is_metric, metric.scale_factor = 1, 2.0
     metric.extrinsics = metric.extrinsics.copy()
     metric.extrinsics[:, :, 3] *= 2.0  # metric translations = Gaussian frame x scale_factor
-    export(metric, "gs_video", tmp_path / "metric", gs_video={"trj_mode": "original", "enable_tqdm": False,
-                                                             "vis_depth": None})
-    export(prediction, "gs_video", tmp_path / "plain", gs_video={"trj_mode": "original", "enable_tqdm": False,
-                                                                 "vis_depth": None})
+    export(
+        metric,
+        "gs_video",
+        tmp_path / "metric",
+        gs_video={"trj_mode": "original", "enable_tqdm": False, "vis_depth": None},
+    )
+    export(
+        prediction,
+        "gs_video",
+        tmp_path / "plain",
+        gs_video={"trj_mode": "original", "enable_tqdm": False, "vis_depth": None},
+    )
     a, b = (read_video(tmp_path / f"{d}/gs_video/0000_original.mp4")[0] for d in ("metric", "plain"))
     np.testing.assert_array_equal(a, b)
 
@@ -104,6 +112,7 @@ def test_depth_colours_span_log_depth_between_percentiles():
 
 # The API doc's gs_video options (upstream export_to_gs_video): each must be accepted and change the video.
 
+
 def test_extrinsics_and_intrinsics_options_render_from_the_given_cameras(splat_scene, tmp_path):
     prediction, capture = splat_scene
     cams = {"extrinsics": capture.extrinsics[[2, 0]], "intrinsics": capture.intrinsics[[2, 0]]}
@@ -115,24 +124,30 @@ def test_extrinsics_and_intrinsics_options_render_from_the_given_cameras(splat_s
         assert same < 20 and other > same + 5, (same, other)
     K = cams["intrinsics"].copy()
     K[:, 0, 2] += 10  # principal point 10 px to the right: the picture moves 10 px right
-    moved, _ = read_video(export(prediction, "gs_video", tmp_path / "b", gs_video={**QUIET, **cams, "intrinsics": K})[
-        "gs_video"][0])
+    moved, _ = read_video(
+        export(prediction, "gs_video", tmp_path / "b", gs_video={**QUIET, **cams, "intrinsics": K})["gs_video"][0]
+    )
     assert np.abs(luma(moved[:, 4:-4, 14:66]) - luma(frames[:, 4:-4, 4:56])).mean() < 6
     assert np.abs(luma(moved[:, 4:-4, 14:66]) - luma(frames[:, 4:-4, 14:66])).mean() > 10
 
 
 def test_upstream_style_torch_cameras_with_a_batch_dimension_are_accepted(splat_scene, tmp_path):
     prediction, capture = splat_scene
-    as_torch = {"extrinsics": torch.tensor(capture.extrinsics[None, :2]),
-                "intrinsics": torch.tensor(capture.intrinsics[None, :2])}
+    as_torch = {
+        "extrinsics": torch.tensor(capture.extrinsics[None, :2]),
+        "intrinsics": torch.tensor(capture.intrinsics[None, :2]),
+    }
     as_numpy = {"extrinsics": capture.extrinsics[:2], "intrinsics": capture.intrinsics[:2]}
-    videos = [read_video(export(prediction, "gs_video", tmp_path / name, gs_video={**QUIET, **cams})["gs_video"][0])[0]
-              for name, cams in (("torch", as_torch), ("numpy", as_numpy))]
+    videos = [
+        read_video(export(prediction, "gs_video", tmp_path / name, gs_video={**QUIET, **cams})["gs_video"][0])[0]
+        for name, cams in (("torch", as_torch), ("numpy", as_numpy))
+    ]
     np.testing.assert_array_equal(*videos)
 
 
-@pytest.mark.parametrize("vis_depth, frame_hw", [(None, (28, 36)), ("hcat", (28, 36 + 8 + 36)),
-                                                 ("vcat", (28 + 8 + 28, 36))])
+@pytest.mark.parametrize(
+    "vis_depth, frame_hw", [(None, (28, 36)), ("hcat", (28, 36 + 8 + 36)), ("vcat", (28 + 8 + 28, 36))]
+)
 def test_out_image_hw_sets_the_frame_size_and_rescales_the_cameras(splat_scene, tmp_path, vis_depth, frame_hw):
     prediction, capture = splat_scene
     options = {**QUIET, "vis_depth": vis_depth, "out_image_hw": (28, 36), "video_quality": "low"}
@@ -152,7 +167,7 @@ def test_color_mode_chooses_expected_or_accumulated_depth(tmp_path):
     for mode in ("RGB+ED", "RGB+D"):
         options = {**QUIET, "vis_depth": "hcat", "color_mode": mode}
         frames, _ = read_video(export(prediction, "gs_video", tmp_path / mode, gs_video=options)["gs_video"][0])
-        errors[mode] = np.abs(frames[:, 4:-4, 78 + 4:-4].astype(int) - truth[:, 4:-4, 4:-4]).mean()
+        errors[mode] = np.abs(frames[:, 4:-4, 78 + 4 : -4].astype(int) - truth[:, 4:-4, 4:-4]).mean()
     # Expected depth is normalised by opacity, so it is the true depth; accumulated depth shrinks with opacity.
     assert errors["RGB+ED"] < 20 and errors["RGB+D"] > errors["RGB+ED"] + 20, errors
 
@@ -170,23 +185,32 @@ def test_enable_tqdm_shows_or_hides_the_progress_bar(splat_scene, tmp_path, capf
         assert ("Rendering Gaussians" in capfd.readouterr().err) is enable
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"color_mode": "RGB"}, r"unknown color_mode 'RGB'; choose one of RGB\+ED, RGB\+D"),
-    ({"extrinsics": np.eye(3)}, r"extrinsics must be finite \(M, 3\|4, 4\) world-to-camera matrices, got shape"),
-    ({"intrinsics": np.zeros((2, 3, 4))}, r"intrinsics must be finite \(M, 3, 3\) or \(3, 3\) matrices, got shape \(2"),
-    ({"extrinsics": np.full((2, 3, 4), np.nan)}, "extrinsics must be finite"),
-    ({"extrinsics": "cameras.npy"}, "extrinsics must be a numeric array, got str"),
-    ({"extrinsics": np.tile(np.eye(4), (3, 1, 1)), "intrinsics": np.tile(np.eye(3), (2, 1, 1))},
-     "3 extrinsics but 2 intrinsics"),
-    ({"out_image_hw": (28,)}, "out_image_hw must be two positive integers"),
-    ({"out_image_hw": (0, 36)}, "out_image_hw must be two positive integers"),
-    ({"output_name": "../elsewhere"}, "output_name must be a plain file name"),
-    ({"output_name": ""}, "output_name must be a plain file name"),
-    ({"enable_tqdm": "yes"}, "enable_tqdm must be true or false"),
-    ({"chunk_size": 0}, "chunk_size must be a positive integer"),
-])
-def test_bad_gs_video_options_fail_in_one_line_before_inference_and_before_writing(splat_scene, tmp_path, options,
-                                                                                   message):
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"color_mode": "RGB"}, r"unknown color_mode 'RGB'; choose one of RGB\+ED, RGB\+D"),
+        ({"extrinsics": np.eye(3)}, r"extrinsics must be finite \(M, 3\|4, 4\) world-to-camera matrices, got shape"),
+        (
+            {"intrinsics": np.zeros((2, 3, 4))},
+            r"intrinsics must be finite \(M, 3, 3\) or \(3, 3\) matrices, got shape \(2",
+        ),
+        ({"extrinsics": np.full((2, 3, 4), np.nan)}, "extrinsics must be finite"),
+        ({"extrinsics": "cameras.npy"}, "extrinsics must be a numeric array, got str"),
+        (
+            {"extrinsics": np.tile(np.eye(4), (3, 1, 1)), "intrinsics": np.tile(np.eye(3), (2, 1, 1))},
+            "3 extrinsics but 2 intrinsics",
+        ),
+        ({"out_image_hw": (28,)}, "out_image_hw must be two positive integers"),
+        ({"out_image_hw": (0, 36)}, "out_image_hw must be two positive integers"),
+        ({"output_name": "../elsewhere"}, "output_name must be a plain file name"),
+        ({"output_name": ""}, "output_name must be a plain file name"),
+        ({"enable_tqdm": "yes"}, "enable_tqdm must be true or false"),
+        ({"chunk_size": 0}, "chunk_size must be a positive integer"),
+    ],
+)
+def test_bad_gs_video_options_fail_in_one_line_before_inference_and_before_writing(
+    splat_scene, tmp_path, options, message
+):
     with pytest.raises(ValueError, match=message) as info:
         FORMATS["gs_video"].check_options(options)
     assert "\n" not in str(info.value)
@@ -198,12 +222,28 @@ def test_bad_gs_video_options_fail_in_one_line_before_inference_and_before_writi
 
 
 def test_the_api_doc_option_names_are_all_accepted():
-    FORMATS["gs_video"].check_options(dict(extrinsics=None, intrinsics=None, out_image_hw=None, chunk_size=4,
-                                           trj_mode="extend", color_mode="RGB+ED", vis_depth="hcat", enable_tqdm=True,
-                                           output_name=None, video_quality="high"))
+    FORMATS["gs_video"].check_options(
+        dict(
+            extrinsics=None,
+            intrinsics=None,
+            out_image_hw=None,
+            chunk_size=4,
+            trj_mode="extend",
+            color_mode="RGB+ED",
+            vis_depth="hcat",
+            enable_tqdm=True,
+            output_name=None,
+            video_quality="high",
+        )
+    )
     with pytest.raises(TypeError, match=r"'gs_video' has no option\(s\) \['render_mode'\]"):
-        check_formats("gs_video", has_conf=True, has_gaussians=True, has_features=False,
-                      options={"gs_video": {"render_mode": "RGB+D"}})
+        check_formats(
+            "gs_video",
+            has_conf=True,
+            has_gaussians=True,
+            has_features=False,
+            options={"gs_video": {"render_mode": "RGB+D"}},
+        )
 
 
 def test_extrinsics_without_matching_intrinsics_name_the_fix(splat_scene, tmp_path):

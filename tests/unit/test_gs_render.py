@@ -21,9 +21,15 @@ def render(means, scales, opacities, colors, render_mode="RGB", backgrounds=None
         means=torch.tensor(np.asarray(means), dtype=torch.float32),
         scales=torch.tensor(np.asarray(scales), dtype=torch.float32),
         quats=torch.tensor(quats if quats is not None else np.tile([1.0, 0, 0, 0], (n, 1)), dtype=torch.float32),
-        opacities=torch.tensor(opacities, dtype=torch.float32), colors=torch.tensor(colors, dtype=torch.float32),
-        viewmats=torch.eye(4)[None], Ks=torch.tensor(K, dtype=torch.float32)[None], width=W, height=H,
-        render_mode=render_mode, backgrounds=None if backgrounds is None else torch.tensor([backgrounds]).float())
+        opacities=torch.tensor(opacities, dtype=torch.float32),
+        colors=torch.tensor(colors, dtype=torch.float32),
+        viewmats=torch.eye(4)[None],
+        Ks=torch.tensor(K, dtype=torch.float32)[None],
+        width=W,
+        height=H,
+        render_mode=render_mode,
+        backgrounds=None if backgrounds is None else torch.tensor([backgrounds]).float(),
+    )
     return out[0].numpy(), alpha[0, ..., 0].numpy(), meta
 
 
@@ -133,8 +139,18 @@ def random_scene(n: int = 300, seed: int = 0):
     viewmat[:3, :3] = torch.tensor([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
     viewmat[:3, 3] = torch.tensor([0.3, -0.1, 0.2])
     Ks = torch.tensor([[90.0, 0, 30], [0, 95.0, 26], [0, 0, 1]])[None]
-    return dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=sh, viewmats=viewmat[None],
-                Ks=Ks, width=W, height=H, sh_degree=2)
+    return dict(
+        means=means,
+        quats=quats,
+        scales=scales,
+        opacities=opacities,
+        colors=sh,
+        viewmats=viewmat[None],
+        Ks=Ks,
+        width=W,
+        height=H,
+        sh_degree=2,
+    )
 
 
 def test_projection_matches_gsplats_reference_projection():
@@ -200,8 +216,12 @@ def test_cameras_render_in_parallel_like_one_at_a_time_and_threads_are_restored(
     try:
         together, _, _ = cpu_rasterizer.rasterization(**s, render_mode="RGB+ED")
         assert torch.get_num_threads() == 2
-        alone = [cpu_rasterizer.rasterization(**{**s, "viewmats": s["viewmats"][i:i + 1], "Ks": s["Ks"][i:i + 1]},
-                                              render_mode="RGB+ED")[0] for i in range(3)]
+        alone = [
+            cpu_rasterizer.rasterization(
+                **{**s, "viewmats": s["viewmats"][i : i + 1], "Ks": s["Ks"][i : i + 1]}, render_mode="RGB+ED"
+            )[0]
+            for i in range(3)
+        ]
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(together, torch.cat(alone), rtol=0, atol=0)
@@ -231,11 +251,13 @@ def test_cpu_rasterizer_matches_gsplat_on_cuda(tile_size):
     from gsplat import rasterization
 
     s = random_scene(2000, seed=1)
-    cpu, cpu_alpha, _ = cpu_rasterizer.rasterization(**s, render_mode="RGB+ED", backgrounds=torch.zeros(1, 3),
-                                                     tile_size=tile_size)
+    cpu, cpu_alpha, _ = cpu_rasterizer.rasterization(
+        **s, render_mode="RGB+ED", backgrounds=torch.zeros(1, 3), tile_size=tile_size
+    )
     cuda = {k: v.cuda() if torch.is_tensor(v) else v for k, v in s.items()}
-    gpu, gpu_alpha, _ = rasterization(**cuda, render_mode="RGB+ED", backgrounds=torch.zeros(1, 3, device="cuda"),
-                                      packed=False)
+    gpu, gpu_alpha, _ = rasterization(
+        **cuda, render_mode="RGB+ED", backgrounds=torch.zeros(1, 3, device="cuda"), packed=False
+    )
     torch.testing.assert_close(cpu_alpha, gpu_alpha.cpu(), atol=2e-3, rtol=0)
     torch.testing.assert_close(cpu[..., :3], gpu[..., :3].cpu(), atol=2e-3, rtol=0)
     shown = cpu_alpha[..., 0] > 0.5

@@ -41,7 +41,6 @@ def test_colmap_poses_and_intrinsics(capture, tmp_path, subdir):
     np.testing.assert_allclose(scene.intrinsics, capture.intrinsics, atol=1e-9)
 
 
-
 def test_colmap_sparse_subdir_as_upstream_and_max_frames(capture, tmp_path):
     write_colmap(capture, tmp_path, sparse_subdir="sparse/1")
     names = sorted(p.name for p in (tmp_path / "images").iterdir())
@@ -54,6 +53,7 @@ def test_colmap_sparse_subdir_as_upstream_and_max_frames(capture, tmp_path):
     np.testing.assert_allclose(first.extrinsics, capture.extrinsics[:3], atol=1e-9)
     for everything in (0, -1, None):
         assert len(discover_scene(tmp_path, sparse_subdir="1", max_frames=everything)) == len(capture)
+
 
 def test_bad_inputs_fail_with_one_line(tmp_path, capture):
     cases = {
@@ -98,7 +98,9 @@ def _png(path, samples: np.ndarray, color_type: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 def _to8(v: np.ndarray) -> np.ndarray:

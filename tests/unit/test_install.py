@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.metadata as md
 import subprocess
 import sys
-import tomllib
 
+import tomllib
 from paths import REPO_ROOT
 
 

@@ -17,8 +17,6 @@ from da3core.model.presets import PRESETS
 from da3core.weights import WeightsError, read_stamp
 
 
-
-
 def _reference_keys(preset: str) -> dict[str, tuple[int, ...]]:
     from paths import REPO_ROOT
 
@@ -60,8 +58,10 @@ def test_seeded_weights_are_deterministic_per_name(small_dir, tmp_path):
 
 def test_strict_loading_names_missing_and_unexpected_tensors(small_dir, tmp_path):
     state = load_file(str(small_dir / "model.safetensors"))
-    for case, mutate in {"missing": lambda s: s.pop("model.head.norm.weight"),
-                         "unexpected": lambda s: s.__setitem__("model.head.extra", torch.zeros(1))}.items():
+    for case, mutate in {
+        "missing": lambda s: s.pop("model.head.norm.weight"),
+        "unexpected": lambda s: s.__setitem__("model.head.extra", torch.zeros(1)),
+    }.items():
         broken = dict(state)
         mutate(broken)
         d = tmp_path / case
@@ -104,8 +104,9 @@ def test_inference_outputs_and_input_kinds(small_dir, capture, image_folder):
 
 def test_pose_conditioning_keeps_input_poses(small_dir, capture):
     model = DepthAnything3.from_pretrained(small_dir)
-    pred = model.inference(list(capture.images[:4]), extrinsics=capture.extrinsics[:4],
-                           intrinsics=capture.intrinsics[:4], process_res=112)
+    pred = model.inference(
+        list(capture.images[:4]), extrinsics=capture.extrinsics[:4], intrinsics=capture.intrinsics[:4], process_res=112
+    )
     np.testing.assert_allclose(pred.extrinsics, capture.extrinsics[:4], atol=1e-6)
     scale = 112 / 160
     np.testing.assert_allclose(pred.intrinsics[:, 0, 0], capture.intrinsics[:4, 0, 0] * scale, rtol=1e-5)

@@ -33,7 +33,9 @@ def test_png_round_trip_after_decord_and_pycolmap():
 @pytest.mark.slow
 def test_open3d_sampling_survives_decord_loaded_first():
     """decord's RTLD_GLOBAL library once shadowed libstdc++'s random_device and crashed open3d's sampler (SIGSEGV)."""
-    code = ("import da3core.io.video, numpy as np; from da3core.evaluation import sample_surface, TriangleMesh; "
-            "print(sample_surface(TriangleMesh(np.eye(3), np.array([[0, 1, 2]]), np.zeros((0, 3))), 10).shape)")
+    code = (
+        "import da3core.io.video, numpy as np; from da3core.evaluation import sample_surface, TriangleMesh; "
+        "print(sample_surface(TriangleMesh(np.eye(3), np.array([[0, 1, 2]]), np.zeros((0, 3))), 10).shape)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "(10, 3)", result.stderr[-2000:]

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from oracle import run_oracle
 from scipy.spatial.transform import Rotation
 
 from da3core.geometry import affine_inverse
@@ -20,9 +21,12 @@ from da3core.pose_align import (
 )
 from da3core.prediction import Prediction
 from da3core.synthetic.scene import orbit_extrinsics
-from oracle import run_oracle
 
-S_TRUE, R_TRUE, T_TRUE = 2.7, Rotation.from_euler("zyx", [40, -25, 70], degrees=True).as_matrix(), np.array([0.3, -1.2, 2.0])
+S_TRUE, R_TRUE, T_TRUE = (
+    2.7,
+    Rotation.from_euler("zyx", [40, -25, 70], degrees=True).as_matrix(),
+    np.array([0.3, -1.2, 2.0]),
+)
 
 
 def _random_w2c(n: int, seed: int, spread: float = 2.0) -> np.ndarray:
@@ -200,7 +204,11 @@ def test_batch_pose_scale_clamps_and_handles_degenerate_batches():
 def oracle_cases():
     """Inputs for the oracle: plain and RANSAC alignment, the API step (N = 2, 4, 12), the batch scale."""
     arrays, cases = {}, []
-    for name, n, ransac, outliers in (("plain", 6, False, False), ("ransac", 12, True, False), ("ransac_out", 13, True, True)):
+    for name, n, ransac, outliers in (
+        ("plain", 6, False, False),
+        ("ransac", 12, True, False),
+        ("ransac_out", 13, True, True),
+    ):
         pred = _prediction(n, seed=20 + n)
         ext_in = _noisy_input_poses(pred, seed=30 + n)
         if outliers:
@@ -209,14 +217,33 @@ def oracle_cases():
         cases.append({"kind": "align", "ref": f"{name}_ref", "est": f"{name}_est", "ransac": ransac, "name": name})
     for n in (2, 4, 12):
         pred = _prediction(n, seed=40 + n)
-        arrays.update({f"api{n}_depth": pred.depth, f"api{n}_pext": pred.extrinsics, f"api{n}_pK": pred.intrinsics,
-                       f"api{n}_ext": _noisy_input_poses(pred, seed=50 + n), f"api{n}_K": pred.intrinsics * 0.9})
+        arrays.update(
+            {
+                f"api{n}_depth": pred.depth,
+                f"api{n}_pext": pred.extrinsics,
+                f"api{n}_pK": pred.intrinsics,
+                f"api{n}_ext": _noisy_input_poses(pred, seed=50 + n),
+                f"api{n}_K": pred.intrinsics * 0.9,
+            }
+        )
         for scale in (True, False):
-            cases.append({"kind": "api", "depth": f"api{n}_depth", "pred_ext": f"api{n}_pext", "pred_K": f"api{n}_pK",
-                          "ext": f"api{n}_ext", "K": f"api{n}_K", "scale": scale, "name": f"api{n}"})
+            cases.append(
+                {
+                    "kind": "api",
+                    "depth": f"api{n}_depth",
+                    "pred_ext": f"api{n}_pext",
+                    "pred_K": f"api{n}_pK",
+                    "ext": f"api{n}_ext",
+                    "K": f"api{n}_K",
+                    "scale": scale,
+                    "name": f"api{n}",
+                }
+            )
     est = np.stack([_random_w2c(5, seed=60), _random_w2c(5, seed=61)]).astype(np.float32)
     arrays["batch_est"] = est
-    arrays["batch_ref"] = np.stack([_moved(est[0]), apply_sim3_to_extrinsics(est[1], 0.1, R_TRUE, T_TRUE)]).astype(np.float32)
+    arrays["batch_ref"] = np.stack([_moved(est[0]), apply_sim3_to_extrinsics(est[1], 0.1, R_TRUE, T_TRUE)]).astype(
+        np.float32
+    )
     cases.append({"kind": "batch", "ref": "batch_ref", "est": "batch_est", "name": "batch"})
     return arrays, cases, run_oracle("geometry_pose_align.py", arrays, cases=cases)
 
@@ -232,11 +259,15 @@ def test_matches_upstream(oracle_cases):
             aligned = apply_sim3_to_extrinsics(arrays[case["est"]], s, rot, t)
             np.testing.assert_allclose(aligned, ref[f"case{i}_aligned"][:, :3], atol=1e-5, err_msg=where)
         elif case["kind"] == "api":
-            pred = Prediction(depth=arrays[case["depth"]], extrinsics=arrays[case["pred_ext"]], intrinsics=arrays[case["pred_K"]])
+            pred = Prediction(
+                depth=arrays[case["depth"]], extrinsics=arrays[case["pred_ext"]], intrinsics=arrays[case["pred_K"]]
+            )
             out = align_prediction_to_input(pred, arrays[case["ext"]], arrays[case["K"]], case["scale"])
             if f"case{i}_error" in ref:  # upstream can fail on 2 views (issue #88); we return the baseline ratio
                 assert case["name"] == "api2" and "Degenerate" in str(ref[f"case{i}_error"])
-                baseline = [np.linalg.norm(np.diff(_centres(e), axis=0)) for e in (pred.extrinsics, arrays[case["ext"]])]
+                baseline = [
+                    np.linalg.norm(np.diff(_centres(e), axis=0)) for e in (pred.extrinsics, arrays[case["ext"]])
+                ]
                 ratio = baseline[0] / baseline[1] if case["scale"] else 1.0
                 np.testing.assert_allclose(pred.depth / out.depth, ratio, rtol=1e-5)
                 assert np.isfinite(out.extrinsics).all()

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from oracle import run_oracle
 from PIL import Image
 
 from da3core.choices import RESIZE_METHODS
 from da3core.preprocess import ImageLoadError, load_image, preprocess_images
-from oracle import run_oracle
 
 SIZES = {
-    "landscape": [(480, 640)], "portrait": [(640, 480)], "square": [(300, 300)], "tiny_upscale": [(37, 101)],
-    "hd": [(1080, 1920)], "mixed": [(361, 523), (200, 700), (480, 640)],
+    "landscape": [(480, 640)],
+    "portrait": [(640, 480)],
+    "square": [(300, 300)],
+    "tiny_upscale": [(37, 101)],
+    "hd": [(1080, 1920)],
+    "mixed": [(361, 523), (200, 700), (480, 640)],
 }
 
 
@@ -47,7 +51,12 @@ def test_inputs_as_paths_arrays_and_pil_agree(tmp_path):
     batches = [preprocess_images([x], 56) for x in (str(tmp_path / "a.png"), arr, Image.fromarray(arr))]
     for b in batches[1:]:
         np.testing.assert_array_equal(b.images.numpy(), batches[0].images.numpy())
-    assert batches[0].images.shape == (1, 3, 42, 56)  # 80x50 -> 56x35 -> 35 ties to the upper multiple 42 and batches[0].source_sizes.tolist() == [[50, 80]]
+    assert batches[0].images.shape == (
+        1,
+        3,
+        42,
+        56,
+    )  # 80x50 -> 56x35 -> 35 ties to the upper multiple 42 and batches[0].source_sizes.tolist() == [[50, 80]]
 
 
 def test_pixel_mapping_back_to_the_original():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from oracle import run_oracle
 from scipy.spatial.transform import Rotation
 
 from da3core.geometry import affine_inverse
 from da3core.ray_pose import rays_to_cameras
-from oracle import run_oracle
 
 
 def _camera(seed: int, image_hw: tuple[int, int], pp_offset: tuple[float, float] = (0.0, 0.0)):
@@ -140,7 +140,9 @@ def parity_runs():
     for name, seed, (B, S), map_hw, pp_offset, noise, garbage in PARITY_CASES:
         image_hw = (map_hw[0] * 7, map_hw[1] * 7)
         rng = np.random.default_rng(seed)
-        rays = _batch([_camera(seed * 10 + k, image_hw, pp_offset) for k in range(B * S)], image_hw, map_hw, (B, S)).numpy()
+        rays = _batch(
+            [_camera(seed * 10 + k, image_hw, pp_offset) for k in range(B * S)], image_hw, map_hw, (B, S)
+        ).numpy()
         rays[..., :3] += noise * rng.normal(size=rays[..., :3].shape)
         bad = rng.random(rays.shape[:4]) < garbage
         rays[bad, :3] = rng.normal(size=(bad.sum(), 3))
@@ -160,7 +162,9 @@ def test_matches_upstream_with_the_same_random_draws(parity_runs):
     arrays, ours, ref = parity_runs
     for i, (name, seed, image_hw) in enumerate(ours):
         ext, K = rays_to_cameras(
-            torch.from_numpy(arrays[f"{name}_ray"]), torch.from_numpy(arrays[f"{name}_conf"]), image_hw,
+            torch.from_numpy(arrays[f"{name}_ray"]),
+            torch.from_numpy(arrays[f"{name}_conf"]),
+            image_hw,
             generator=torch.Generator().manual_seed(seed),
         )
         np.testing.assert_allclose(ext.numpy(), ref[f"case{i}_extrinsics"], atol=1e-5, err_msg=name)

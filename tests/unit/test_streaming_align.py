@@ -63,8 +63,11 @@ def test_irls_recovers_the_exact_sim3_with_30_percent_gross_outliers(seed):
     s_ls, r_ls, _ = umeyama_sim3(src, dst)
     assert abs(s_ls / TRUE.scale - 1) > 0.1 or np.abs(r_ls - TRUE.rotation).max() > 0.1
     # A start well away from the truth (20 degrees, 30 % in scale, a metre), as a rough camera guess would be.
-    start = Sim3(TRUE.scale * 1.3, Rotation.from_rotvec([0.0, 0.35, 0.0]).as_matrix() @ TRUE.rotation,
-                 TRUE.translation + [1.0, -0.5, 0.5])
+    start = Sim3(
+        TRUE.scale * 1.3,
+        Rotation.from_rotvec([0.0, 0.35, 0.0]).as_matrix() @ TRUE.rotation,
+        TRUE.translation + [1.0, -0.5, 0.5],
+    )
     _assert_same_sim3(fit_sim3_irls(src, dst, start, depth=src[:, 2]), TRUE, 1e-9)
 
 
@@ -88,8 +91,14 @@ def test_align_chunks_is_exact_on_clean_chunks_and_robust_to_corrupted_depth(loo
 
 
 def _subset(pred, idx):
-    return dataclasses.replace(pred, depth=pred.depth[idx], conf=pred.conf[idx], extrinsics=pred.extrinsics[idx],
-                               intrinsics=pred.intrinsics[idx], processed_images=pred.processed_images[idx])
+    return dataclasses.replace(
+        pred,
+        depth=pred.depth[idx],
+        conf=pred.conf[idx],
+        extrinsics=pred.extrinsics[idx],
+        intrinsics=pred.intrinsics[idx],
+        processed_images=pred.processed_images[idx],
+    )
 
 
 def test_align_chunks_needs_shared_frames_and_cameras(loop_sequence):

@@ -7,7 +7,13 @@ import pytest
 
 from da3core.pose_align import align_poses_umeyama
 from da3core.streaming import (
-    LoopCandidate, Sim3, StreamingInputError, find_loop_candidates, loop_link, plan_chunks, plan_loop_closures,
+    LoopCandidate,
+    Sim3,
+    StreamingInputError,
+    find_loop_candidates,
+    loop_link,
+    plan_chunks,
+    plan_loop_closures,
 )
 from da3core.synthetic import GaugePredictor
 

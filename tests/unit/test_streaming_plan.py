@@ -8,8 +8,10 @@ import pytest
 from da3core.streaming import StreamingInputError, frame_owner, owned_frames, plan_chunks
 
 
-@pytest.mark.parametrize("n_frames, chunk_size, overlap", [(600, 60, 30), (601, 60, 30), (61, 60, 30), (100, 7, 6),
-                                                           (1000, 120, 60), (10, 2, 1)])
+@pytest.mark.parametrize(
+    "n_frames, chunk_size, overlap",
+    [(600, 60, 30), (601, 60, 30), (61, 60, 30), (100, 7, 6), (1000, 120, 60), (10, 2, 1)],
+)
 def test_plan_covers_every_frame_with_full_chunks_that_overlap(n_frames, chunk_size, overlap):
     chunks = plan_chunks(n_frames, chunk_size, overlap)
     assert all(len(c) == chunk_size and (np.diff(c) == 1).all() for c in chunks)

@@ -7,13 +7,19 @@ import dataclasses
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
+from trajectory_error import ate_rmse
 
 from da3core.streaming import (
-    Sim3, StreamingInputError, apply_sim3, find_loop_candidates, loop_link, plan_chunks, plan_loop_closures,
+    Sim3,
+    StreamingInputError,
+    apply_sim3,
+    find_loop_candidates,
+    loop_link,
+    plan_chunks,
+    plan_loop_closures,
     stitch_chunks,
 )
 from da3core.synthetic import GaugePredictor
-from trajectory_error import ate_rmse
 
 NOISE = dict(drift=1e-3, pose_noise=2e-3, depth_noise=0.01)
 
@@ -26,8 +32,12 @@ def _stitch(predictor, n_frames, chunk_size=60, overlap=30, loop_closure=False):
         candidates = find_loop_candidates(predictor.descriptors(), min_gap=chunk_size, min_similarity=0.98)
         plans = plan_loop_closures(candidates, frames)
         assert plans, "the loop's revisit must yield a loop closure"
-        links = [loop_link(p, predictor(p.frames), chunks[p.chunk_a], frames[p.chunk_a], chunks[p.chunk_b],
-                           frames[p.chunk_b]) for p in plans]
+        links = [
+            loop_link(
+                p, predictor(p.frames), chunks[p.chunk_a], frames[p.chunk_a], chunks[p.chunk_b], frames[p.chunk_b]
+            )
+            for p in plans
+        ]
     return stitch_chunks(chunks, frames, links)
 
 
@@ -59,13 +69,19 @@ def test_the_loop_closed_result_does_not_depend_on_the_chunks_gauges(loop_sequen
     loop_preds = [predictor(p.frames) for p in plans]
 
     def closed(cs):
-        links = [loop_link(p, lp, cs[p.chunk_a], frames[p.chunk_a], cs[p.chunk_b], frames[p.chunk_b])
-                 for p, lp in zip(plans, loop_preds)]
+        links = [
+            loop_link(p, lp, cs[p.chunk_a], frames[p.chunk_a], cs[p.chunk_b], frames[p.chunk_b])
+            for p, lp in zip(plans, loop_preds)
+        ]
         return stitch_chunks(cs, frames, links)
 
     rng = np.random.default_rng(0)
-    regauged = [apply_sim3(c, Sim3(np.exp(rng.uniform(-2, 2)), Rotation.random(random_state=rng).as_matrix(),
-                                   rng.normal(0, 50, 3))) for c in chunks]
+    regauged = [
+        apply_sim3(
+            c, Sim3(np.exp(rng.uniform(-2, 2)), Rotation.random(random_state=rng).as_matrix(), rng.normal(0, 50, 3))
+        )
+        for c in chunks
+    ]
     base, moved = closed(chunks), closed(regauged)
     ate, length, _ = ate_rmse(base.extrinsics, moved.extrinsics)
     assert ate <= 1e-5 * length  # equal up to chunk 0's new gauge, which evo's alignment removes

@@ -25,8 +25,10 @@ def _sample_inverse_depth(depth: np.ndarray, ids: np.ndarray, uv: np.ndarray, su
     fx, fy = uv[:, 0] - x0, uv[:, 1] - y0
     inv = 1.0 / depth.astype(np.float64)
     interp = (
-        inv[y0, x0] * (1 - fx) * (1 - fy) + inv[y0, x0 + 1] * fx * (1 - fy)
-        + inv[y0 + 1, x0] * (1 - fx) * fy + inv[y0 + 1, x0 + 1] * fx * fy
+        inv[y0, x0] * (1 - fx) * (1 - fy)
+        + inv[y0, x0 + 1] * fx * (1 - fy)
+        + inv[y0 + 1, x0] * (1 - fx) * fy
+        + inv[y0 + 1, x0 + 1] * fx * fy
     )
     return inside, same, interp
 
@@ -52,8 +54,14 @@ def test_cross_view_depth_agrees(capture):
 
 def test_room_planes_unproject_to_their_known_coordinates(capture):
     # Surface ids 0..5 are floor, ceiling and the four walls at known coordinates.
-    expected = {0: (2, 0.0), 1: (2, ROOM_HEIGHT), 2: (1, -ROOM_HALF_SIZE), 3: (1, ROOM_HALF_SIZE),
-                4: (0, -ROOM_HALF_SIZE), 5: (0, ROOM_HALF_SIZE)}
+    expected = {
+        0: (2, 0.0),
+        1: (2, ROOM_HEIGHT),
+        2: (1, -ROOM_HALF_SIZE),
+        3: (1, ROOM_HALF_SIZE),
+        4: (0, -ROOM_HALF_SIZE),
+        5: (0, ROOM_HALF_SIZE),
+    }
     seen = set()
     for i in range(len(capture)):
         world = depth_to_world_points(capture.depth[i].astype(np.float64), capture.intrinsics[i], capture.extrinsics[i])
@@ -94,7 +102,9 @@ def test_colmap_round_trip(capture, tmp_path, text, subdir):
         assert point.track.length() >= 2
         for el in point.track.elements:
             image = rec.images[el.image_id]
-            uv, _ = project_points(point.xyz, capture.intrinsics[image.image_id - 1], capture.extrinsics[image.image_id - 1])
+            uv, _ = project_points(
+                point.xyz, capture.intrinsics[image.image_id - 1], capture.extrinsics[image.image_id - 1]
+            )
             assert np.abs(image.points2D[el.point2D_idx].xy - COLMAP_PIXEL_OFFSET - uv).max() < 1e-6
 
 
@@ -143,7 +153,10 @@ def test_bundled_sample_is_small_and_reproducible(tmp_path):
     make_sample = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_sample)
     make_sample.main(tmp_path)
-    bundled, fresh = pycolmap.Reconstruction(str(sample / "sparse/0")), pycolmap.Reconstruction(str(tmp_path / "sparse/0"))
+    bundled, fresh = (
+        pycolmap.Reconstruction(str(sample / "sparse/0")),
+        pycolmap.Reconstruction(str(tmp_path / "sparse/0")),
+    )
     assert bundled.num_images() == fresh.num_images() == make_sample.SAMPLE_VIEWS
     for image_id, image in bundled.images.items():
         other = fresh.images[image_id]

@@ -28,9 +28,13 @@ def normalised(intrinsics):
 def test_all_modes_match_the_reference(cameras, n_views):
     w2c, intr = cameras[0][:n_views], cameras[1][:n_views]
     modes = list(TRAJECTORY_MODES) if n_views > 1 else ["wander", "dolly_zoom"]
-    ref = run_oracle("export_trajectories.py", dict(extrinsics=w2c.astype(np.float32),
-                                                    intrinsics=intr.astype(np.float32)),
-                     modes=modes, height=H, width=W)
+    ref = run_oracle(
+        "export_trajectories.py",
+        dict(extrinsics=w2c.astype(np.float32), intrinsics=intr.astype(np.float32)),
+        modes=modes,
+        height=H,
+        width=W,
+    )
     for mode in modes:
         c2w, k = make_trajectory(mode, affine_inverse(w2c), normalised(intr), W)
         assert c2w.shape == ref[f"{mode}_w2c"].shape, mode

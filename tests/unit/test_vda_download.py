@@ -26,8 +26,10 @@ def test_offline_download_fails_fast_with_guidance(tmp_path, monkeypatch, capsys
     assert main(["--model", "metric_video_depth_anything_vitb", "--checkpoint-dir", str(tmp_path)]) == 2
     assert time.perf_counter() - start < 2.0
     err = capsys.readouterr().err
-    assert "https://huggingface.co/depth-anything/Metric-Video-Depth-Anything-Base/resolve/main/" \
-           "metric_video_depth_anything_vitb.pth" in err
+    assert (
+        "https://huggingface.co/depth-anything/Metric-Video-Depth-Anything-Base/resolve/main/"
+        "metric_video_depth_anything_vitb.pth" in err
+    )
     assert str(tmp_path / "metric_video_depth_anything_vitb.pth") in err
     assert not list(tmp_path.iterdir())
 

@@ -7,15 +7,15 @@ on weights from our seeded factory; see scripts/make_vda_expected.py.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from paths import REPO_ROOT
 
 from da3core.video_depth import infer_streaming, infer_windows, load_model, write_random_checkpoint
 from da3core.video_depth.preprocess import network_size
 from da3core.video_depth.windowed import crossfade_weights, fit_scale_shift
-from paths import REPO_ROOT
 
 RTOL = 1e-4  # of the clip's largest depth
 

@@ -14,21 +14,37 @@ from PIL import Image
 
 from da3core.export.target import ExportTarget
 from da3core.video_depth.outputs import (
-    OutputOptions, StreamingOutputs, default_output_dir, depth_record, write_depth_frames, write_depth_video,
+    OutputOptions,
+    StreamingOutputs,
+    default_output_dir,
+    depth_record,
+    write_depth_frames,
+    write_depth_video,
     write_npz,
 )
 
 H, W = 24, 30
-ALL = OutputOptions(save_depth_video=True, save_depth_frames=True, save_point_clouds=True, save_npz=True,
-                    save_exr=True, focal_length_x=50.0, focal_length_y=40.0)
+ALL = OutputOptions(
+    save_depth_video=True,
+    save_depth_frames=True,
+    save_point_clouds=True,
+    save_npz=True,
+    save_exr=True,
+    focal_length_x=50.0,
+    focal_length_y=40.0,
+)
 
 
 def synthetic_depths(n: int, seed: int = 0) -> np.ndarray:
     """Smooth positive fields with a different range per frame."""
     rng = np.random.default_rng(seed)
     v, u = np.mgrid[0:H, 0:W]
-    return np.stack([(0.5 + i + np.sin(u / 5 + i) * np.cos(v / 7) + rng.uniform(0, 0.01, (H, W))).astype(np.float32)
-                     for i in range(n)])
+    return np.stack(
+        [
+            (0.5 + i + np.sin(u / 5 + i) * np.cos(v / 7) + rng.uniform(0, 0.01, (H, W))).astype(np.float32)
+            for i in range(n)
+        ]
+    )
 
 
 def frames_rgb(n: int) -> np.ndarray:
@@ -52,8 +68,17 @@ def stream(folder, depths, rgb, frame_indices, options=ALL, is_metric=False, nam
 def test_record_schema_and_seed_reader_roundtrip():
     depth = synthetic_depths(1)[0] * 3.7
     rec = json.loads(json.dumps(depth_record(depth, 42, "mice.mp4")))
-    assert list(rec) == ["version", "flags", "shapes", "imagePath", "imageHeight", "imageWidth", "otherData",
-                         "frame_index", "video_name"]
+    assert list(rec) == [
+        "version",
+        "flags",
+        "shapes",
+        "imagePath",
+        "imageHeight",
+        "imageWidth",
+        "otherData",
+        "frame_index",
+        "video_name",
+    ]
     assert (rec["version"], rec["flags"], rec["shapes"], rec["imagePath"]) == ("Depth-Anything", {}, [], "")
     assert (rec["imageHeight"], rec["imageWidth"], rec["frame_index"], rec["video_name"]) == (H, W, 42, "mice.mp4")
     dm = rec["otherData"]["depth_map"]
@@ -95,8 +120,15 @@ def test_point_clouds_use_the_documented_intrinsics(tmp_path, is_metric):
     depths[1, 0, 0] = 0.0  # a zero disparity has no finite depth
     stream(tmp_path, depths, rgb, [0, 1], is_metric=is_metric)
     info = json.loads((tmp_path / "point_clouds" / "point_cloud_info.json").read_text())
-    assert info["intrinsics"] == {"fx": 50.0, "fy": 40.0, "cx": W / 2, "cy": H / 2, "width": W, "height": H,
-                                  "units": "pixels of the processed frame"}
+    assert info["intrinsics"] == {
+        "fx": 50.0,
+        "fy": 40.0,
+        "cx": W / 2,
+        "cy": H / 2,
+        "width": W,
+        "height": H,
+        "units": "pixels of the processed frame",
+    }
     assert info["z_kind"] == ("metric_depth" if is_metric else "inverse_relative_disparity")
     for i in range(2):
         path = tmp_path / "point_clouds" / f"point_{i:04d}.csv"
@@ -119,8 +151,12 @@ def test_rerun_replaces_records_and_prunes_stale_frames(tmp_path):
     records = [json.loads(ln) for ln in (tmp_path / "depth.ndjson").read_text().splitlines()]
     assert [r["frame_index"] for r in records] == [0, 2, 4]
     assert sorted(p.name for p in (tmp_path / "mice_depths_exr").iterdir()) == [f"frame_{i:05d}.exr" for i in range(3)]
-    assert sorted(p.name for p in (tmp_path / "point_clouds").iterdir()) == \
-        ["point_0000.csv", "point_0001.csv", "point_0002.csv", "point_cloud_info.json"]
+    assert sorted(p.name for p in (tmp_path / "point_clouds").iterdir()) == [
+        "point_0000.csv",
+        "point_0001.csv",
+        "point_0002.csv",
+        "point_cloud_info.json",
+    ]
 
 
 def test_failure_mid_stream_keeps_the_previous_outputs(tmp_path):

@@ -7,11 +7,11 @@ import time
 
 import pytest
 import torch
+from paths import REPO_ROOT
 from safetensors.torch import load_file
 
-from da3core.weights import WeightsError
 from da3core.video_depth import CHECKPOINTS, ENCODERS, VideoDepthAnything, load_model, write_random_checkpoint
-from paths import REPO_ROOT
+from da3core.weights import WeightsError
 
 KEYS_DIR = REPO_ROOT / "tests" / "data" / "vda" / "keys"
 
@@ -30,7 +30,11 @@ def test_zoo_lists_the_six_official_checkpoints():
     assert sorted(CHECKPOINTS) == sorted(f"{m}video_depth_anything_{e}" for m in ("", "metric_") for e in ENCODERS)
     small = CHECKPOINTS["metric_video_depth_anything_vits"]
     assert (small.repo_id, small.filename, small.encoder, small.metric) == (
-        "depth-anything/Metric-Video-Depth-Anything-Small", "metric_video_depth_anything_vits.pth", "vits", True)
+        "depth-anything/Metric-Video-Depth-Anything-Small",
+        "metric_video_depth_anything_vits.pth",
+        "vits",
+        True,
+    )
     assert CHECKPOINTS["video_depth_anything_vitl"].repo_id == "depth-anything/Video-Depth-Anything-Large"
     assert CHECKPOINTS["video_depth_anything_vitb"].licence == "CC-BY-NC-4.0"
 
@@ -68,7 +72,9 @@ def test_load_reports_random_weights_and_infers_encoder_and_metric(vits_pth, tmp
     model = load_model(str(vits_pth))
     assert (model.encoder, model.metric, model.random_weights, model.weights_file) == ("vits", False, True, vits_pth)
     assert not model.training and model.head.projects[0].weight.device.type == "cpu"
-    assert torch.equal(model.state_dict()["pretrained.cls_token"], torch.load(vits_pth, weights_only=True)["pretrained.cls_token"])
+    assert torch.equal(
+        model.state_dict()["pretrained.cls_token"], torch.load(vits_pth, weights_only=True)["pretrained.cls_token"]
+    )
     # An official-looking file (no stamp) is not reported as random; "metric_" in its name makes it metric.
     plain = tmp_path / "metric_video_depth_anything_vits.pth"
     torch.save(torch.load(vits_pth, weights_only=True), plain)

@@ -6,7 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from da3core.evaluation.datasets.base import (
-    BenchDataset, BenchmarkDataError, BenchScene, DatasetNotFoundError, FusionSettings, GroundTruthMissingError,
+    BenchDataset,
+    BenchmarkDataError,
+    BenchScene,
+    DatasetNotFoundError,
+    FusionSettings,
+    GroundTruthMissingError,
     LayoutError,
 )
 from da3core.evaluation.datasets.dtu import DTU, DTU64
@@ -26,6 +31,19 @@ def open_dataset(name: str, root: str | Path, storage_options: dict[str, Any] | 
 
 
 __all__ = [
-    "DATASETS", "DTU", "DTU64", "ETH3D", "BenchDataset", "BenchScene", "BenchmarkDataError", "DatasetNotFoundError",
-    "FusionSettings", "GroundTruthMissingError", "HiRoom", "LayoutError", "ScanNetPP", "SevenScenes", "open_dataset",
+    "DATASETS",
+    "DTU",
+    "DTU64",
+    "ETH3D",
+    "BenchDataset",
+    "BenchScene",
+    "BenchmarkDataError",
+    "DatasetNotFoundError",
+    "FusionSettings",
+    "GroundTruthMissingError",
+    "HiRoom",
+    "LayoutError",
+    "ScanNetPP",
+    "SevenScenes",
+    "open_dataset",
 ]

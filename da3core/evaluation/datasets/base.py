@@ -73,8 +73,9 @@ class DatasetStore:
         if not self.fs.isdir(folder):
             raise LayoutError(f"expected a folder at {folder}")
         itself = fsspec.core.strip_protocol(folder).rstrip("/")
-        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)
-                      if p.rstrip("/") != itself)
+        return sorted(
+            posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False) if p.rstrip("/") != itself
+        )
 
     def read_bytes(self, *parts: str) -> bytes:
         path = self.url(*parts)
@@ -135,8 +136,9 @@ class BenchScene:
 
     def image(self, index: int) -> np.ndarray:
         """Frame ``index`` as stored, RGB uint8 (H, W, 3)."""
-        image = cv2.imdecode(np.frombuffer(self.reader.store.fs.cat_file(self.image_files[index]), np.uint8),
-                             cv2.IMREAD_COLOR)
+        image = cv2.imdecode(
+            np.frombuffer(self.reader.store.fs.cat_file(self.image_files[index]), np.uint8), cv2.IMREAD_COLOR
+        )
         if image is None:
             raise LayoutError(f"cannot decode image {self.image_files[index]}")
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -199,13 +201,23 @@ class BenchDataset:
         """The GT intrinsics of frame ``index`` for a fusion frame of ``size`` (H, W) in the posed mode."""
         return scene.intrinsics[index]
 
-    def _scene(self, scene: str, folder: str, image_files: list[str], intrinsics: list, extrinsics: list,
-               **aux: Any) -> BenchScene:
+    def _scene(
+        self, scene: str, folder: str, image_files: list[str], intrinsics: list, extrinsics: list, **aux: Any
+    ) -> BenchScene:
         if not image_files:
             raise GroundTruthMissingError(
-                f"{self.name} scene {scene} has no frame with both an image and a GT pose under {self.store.url(folder)}")
-        return BenchScene(self.name, scene, image_files, np.asarray(intrinsics, dtype=np.float32),
-                          np.asarray(extrinsics, dtype=np.float32), self, aux)
+                f"{self.name} scene {scene} has no frame with both an image and a GT pose under "
+                f"{self.store.url(folder)}"
+            )
+        return BenchScene(
+            self.name,
+            scene,
+            image_files,
+            np.asarray(intrinsics, dtype=np.float32),
+            np.asarray(extrinsics, dtype=np.float32),
+            self,
+            aux,
+        )
 
     def _require_scene(self, scene: str, folder: str) -> None:
         if not self.store.isdir(folder):
@@ -220,8 +232,11 @@ class BenchDataset:
         mesh = o3d.io.read_triangle_mesh(str(self.store.local(*parts)))
         if len(mesh.triangles) == 0:
             raise LayoutError(f"no triangle mesh in {self.store.url(*parts)}")
-        return sample_surface(TriangleMesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles),
-                                           np.asarray(mesh.vertex_colors)), n_points, seed)
+        return sample_surface(
+            TriangleMesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles), np.asarray(mesh.vertex_colors)),
+            n_points,
+            seed,
+        )
 
     def _cloud_points(self, *parts: str) -> np.ndarray:
         """The vertices of a GT point-cloud PLY."""

@@ -10,11 +10,45 @@ from da3core.evaluation.datasets.base import BenchDataset, BenchScene, GroundTru
 
 log = logging.getLogger(__name__)
 
-DTU_SCENES = ("scan1", "scan4", "scan9", "scan10", "scan11", "scan12", "scan13", "scan15", "scan23", "scan24", "scan29",
-              "scan32", "scan33", "scan34", "scan48", "scan49", "scan62", "scan75", "scan77", "scan110", "scan114",
-              "scan118")
-DTU64_SCENES = ("scan105", "scan114", "scan118", "scan122", "scan24", "scan37", "scan40", "scan55", "scan63", "scan65",
-                "scan69", "scan83", "scan97")
+DTU_SCENES = (
+    "scan1",
+    "scan4",
+    "scan9",
+    "scan10",
+    "scan11",
+    "scan12",
+    "scan13",
+    "scan15",
+    "scan23",
+    "scan24",
+    "scan29",
+    "scan32",
+    "scan33",
+    "scan34",
+    "scan48",
+    "scan49",
+    "scan62",
+    "scan75",
+    "scan77",
+    "scan110",
+    "scan114",
+    "scan118",
+)
+DTU64_SCENES = (
+    "scan105",
+    "scan114",
+    "scan118",
+    "scan122",
+    "scan24",
+    "scan37",
+    "scan40",
+    "scan55",
+    "scan63",
+    "scan65",
+    "scan69",
+    "scan83",
+    "scan97",
+)
 REFERENCE_VIEW = 33  # the benchmark feeds view 33 first
 MASK_THRESHOLD = 10  # depth_visual PNG values above this are valid
 
@@ -26,7 +60,9 @@ def read_cam_file(text: str, path: str) -> tuple[np.ndarray, np.ndarray]:
         ext = np.array(" ".join(lines[1:5]).split(), dtype=np.float32).reshape(4, 4)
         K = np.array(" ".join(lines[7:10]).split(), dtype=np.float32).reshape(3, 3)
     except ValueError:
-        raise LayoutError(f"malformed MVSNet camera file {path} (expected 'extrinsic', 4 rows, '', 'intrinsic', 3 rows)") from None
+        raise LayoutError(
+            f"malformed MVSNet camera file {path} (expected 'extrinsic', 4 rows, '', 'intrinsic', 3 rows)"
+        ) from None
     return K, ext
 
 
@@ -38,7 +74,11 @@ def frame_names(reader: BenchDataset, scene: str, folder: str) -> list[str]:
 
 def reference_first(files: list[str]) -> list[str]:
     """Move view 33 to the front when there are more than 33 views."""
-    return [files[REFERENCE_VIEW]] + files[:REFERENCE_VIEW] + files[REFERENCE_VIEW + 1:] if len(files) > REFERENCE_VIEW else files
+    return (
+        [files[REFERENCE_VIEW]] + files[:REFERENCE_VIEW] + files[REFERENCE_VIEW + 1 :]
+        if len(files) > REFERENCE_VIEW
+        else files
+    )
 
 
 class DTU(BenchDataset):
@@ -54,14 +94,18 @@ class DTU(BenchDataset):
         folder = f"Rectified/{scene}"
         names = frame_names(self, scene, folder)
         if len(names) <= REFERENCE_VIEW:
-            raise LayoutError(f"dtu scene {scene} has {len(names)} views in {self.store.url(folder)}; "
-                              f"the benchmark needs at least {REFERENCE_VIEW + 1}")
+            raise LayoutError(
+                f"dtu scene {scene} has {len(names)} views in {self.store.url(folder)}; "
+                f"the benchmark needs at least {REFERENCE_VIEW + 1}"
+            )
         files, intrinsics, extrinsics, views = [], [], [], []
         for name in names:
             try:
                 view = int(name.split("_")[1]) - 1
             except (IndexError, ValueError):
-                raise LayoutError(f"unexpected DTU image name {self.store.url(folder, name)} (want rect_VVV_*.png)") from None
+                raise LayoutError(
+                    f"unexpected DTU image name {self.store.url(folder, name)} (want rect_VVV_*.png)"
+                ) from None
             cam_file = ("Cameras", f"{view:08d}_cam.txt")
             if not self.store.exists(*cam_file):
                 raise GroundTruthMissingError(f"dtu camera file missing: {self.store.url(*cam_file)}")
@@ -71,9 +115,16 @@ class DTU(BenchDataset):
             extrinsics.append(ext)
             views.append(view)
         scan_id = int(scene[4:])
-        return self._scene(scene, folder, files, intrinsics, extrinsics, views=views,
-                           obs_mask_file=self.store.url(f"SampleSet/mvs_data/ObsMask/ObsMask{scan_id}_10.mat"),
-                           plane_file=self.store.url(f"SampleSet/mvs_data/ObsMask/Plane{scan_id}.mat"))
+        return self._scene(
+            scene,
+            folder,
+            files,
+            intrinsics,
+            extrinsics,
+            views=views,
+            obs_mask_file=self.store.url(f"SampleSet/mvs_data/ObsMask/ObsMask{scan_id}_10.mat"),
+            plane_file=self.store.url(f"SampleSet/mvs_data/ObsMask/Plane{scan_id}.mat"),
+        )
 
     def valid_mask(self, scene: BenchScene, index: int) -> np.ndarray:
         """The depth_visual mask of the view (values above 10)."""

@@ -9,8 +9,19 @@ from scipy.spatial.transform import Rotation
 
 from da3core.evaluation.datasets.base import BenchDataset, BenchScene, FusionSettings, LayoutError
 
-ETH3D_SCENES = ("courtyard", "electro", "kicker", "pipes", "relief", "delivery_area", "facade", "office",
-                "playground", "relief_2", "terrains")  # upstream leaves out terrace and meadow
+ETH3D_SCENES = (
+    "courtyard",
+    "electro",
+    "kicker",
+    "pipes",
+    "relief",
+    "delivery_area",
+    "facade",
+    "office",
+    "playground",
+    "relief_2",
+    "terrains",
+)  # upstream leaves out terrace and meadow
 # Views the benchmark drops (unusual camera rotations), matched against the end of the image name.
 ETH3D_EXCLUDED_VIEWS = {
     "delivery_area": tuple(f"{i}.JPG" for i in range(711, 715)),
@@ -34,8 +45,14 @@ class ETH3D(BenchDataset):
 
     name = "eth3d"
     scene_names = ETH3D_SCENES
-    fusion = FusionSettings(voxel_length=4.0 / 512.0 * 5, sdf_trunc=0.04 * 5, max_depth=100000.0, n_points=1_000_000,
-                            eval_threshold=0.05 * 5, eval_voxel=4.0 / 512.0 * 5)
+    fusion = FusionSettings(
+        voxel_length=4.0 / 512.0 * 5,
+        sdf_trunc=0.04 * 5,
+        max_depth=100000.0,
+        n_points=1_000_000,
+        eval_threshold=0.05 * 5,
+        eval_voxel=4.0 / 512.0 * 5,
+    )
     layout_hint = "{scene}/" + CALIBRATION + "/images.txt"
 
     def _cameras(self, scene: str) -> dict[str, tuple[float, ...]]:
@@ -47,11 +64,13 @@ class ETH3D(BenchDataset):
                 try:
                     cameras[tokens[0]] = tuple(float(v) for v in tokens[2:8])
                 except ValueError:
-                    raise LayoutError(f"malformed camera line {' '.join(tokens)!r} in {self.store.url(*path)}") from None
+                    raise LayoutError(
+                        f"malformed camera line {' '.join(tokens)!r} in {self.store.url(*path)}"
+                    ) from None
         return cameras
 
     def _poses(self, scene: str) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
-        """image name -> (quaternion wxyz, translation, camera id) from images.txt (4 header lines, 2 lines per image)."""
+        """image name -> (quaternion wxyz, translation, camera id) from images.txt (4 header lines, 2 per image)."""
         path = (scene, CALIBRATION, "images.txt")
         poses = {}
         for index, tokens in _camera_lines(self.store.read_text(*path), header=4):
@@ -68,7 +87,11 @@ class ETH3D(BenchDataset):
         excluded = ETH3D_EXCLUDED_VIEWS.get(scene, ())
         files, intrinsics, extrinsics, sizes = [], [], [], []
         for image_name, (quat, trans, camera_id) in poses.items():
-            if image_name.endswith(excluded) or camera_id not in cameras or not self.store.exists(scene, "images", image_name):
+            if (
+                image_name.endswith(excluded)
+                or camera_id not in cameras
+                or not self.store.exists(scene, "images", image_name)
+            ):
                 continue
             width, height, fx, fy, cx, cy = cameras[camera_id]
             ext = np.eye(4)
@@ -97,11 +120,18 @@ class ETH3D(BenchDataset):
     def valid_mask(self, scene: BenchScene, index: int) -> np.ndarray:
         """Not occluded (mask value 1) and with a GT depth that is neither 0 nor +inf; missing files mask nothing."""
         height, width = scene.aux["sizes"][index]
-        depth_path, mask_path = self._gt_file(scene, index, "ground_truth_depth"), self._gt_file(scene, index,
-                                                                                                 "masks_for_images", ".png")
-        depth = (np.frombuffer(self.store.read_bytes(*depth_path), dtype=np.float32).reshape(height, width)
-                 if self.store.exists(*depth_path) else np.ones((height, width), np.float32))
-        mask = self.store.read_image(*mask_path) if self.store.exists(*mask_path) else np.zeros((height, width), np.uint8)
+        depth_path, mask_path = (
+            self._gt_file(scene, index, "ground_truth_depth"),
+            self._gt_file(scene, index, "masks_for_images", ".png"),
+        )
+        depth = (
+            np.frombuffer(self.store.read_bytes(*depth_path), dtype=np.float32).reshape(height, width)
+            if self.store.exists(*depth_path)
+            else np.ones((height, width), np.float32)
+        )
+        mask = (
+            self.store.read_image(*mask_path) if self.store.exists(*mask_path) else np.zeros((height, width), np.uint8)
+        )
         if mask.ndim == 3:
             raise LayoutError(f"occlusion mask {self.store.url(*mask_path)} must be single-channel")
         return (mask != 1) & (depth != 0) & (depth != np.inf)

@@ -15,8 +15,14 @@ class HiRoom(BenchDataset):
     ``<root>/fused_pcd/<a>-<b>-<c>.ply`` and the scene list ``<root>/selected_scene_list_val.txt``."""
 
     name = "hiroom"
-    fusion = FusionSettings(voxel_length=4.0 / 512.0, sdf_trunc=0.04, max_depth=10000.0, n_points=1_000_000,
-                            eval_threshold=0.05, eval_voxel=4.0 / 512.0)
+    fusion = FusionSettings(
+        voxel_length=4.0 / 512.0,
+        sdf_trunc=0.04,
+        max_depth=10000.0,
+        n_points=1_000_000,
+        eval_threshold=0.05,
+        eval_voxel=4.0 / 512.0,
+    )
     layout_hint = "data/{scene}/image"
 
     def benchmark_scenes(self) -> list[str]:

@@ -10,9 +10,28 @@ import numpy as np
 
 from da3core.evaluation.datasets.base import BenchDataset, BenchScene, FusionSettings, LayoutError
 
-SCANNETPP_SCENES = ("09c1414f1b", "1ada7a0617", "40aec5fffa", "3e8bba0176", "acd95847c5", "578511c8a9", "5f99900f09",
-                    "c4c04e6d6c", "f3d64c30f8", "7bc286c1b6", "c5439f4607", "286b55a2bf", "fb5a96b1a2", "7831862f02",
-                    "38d58a7a31", "bde1e479ad", "9071e139d9", "21d970d8de", "bcd2436daf", "cc5237fd77")
+SCANNETPP_SCENES = (
+    "09c1414f1b",
+    "1ada7a0617",
+    "40aec5fffa",
+    "3e8bba0176",
+    "acd95847c5",
+    "578511c8a9",
+    "5f99900f09",
+    "c4c04e6d6c",
+    "f3d64c30f8",
+    "7bc286c1b6",
+    "c5439f4607",
+    "286b55a2bf",
+    "fb5a96b1a2",
+    "7831862f02",
+    "38d58a7a31",
+    "bde1e479ad",
+    "9071e139d9",
+    "21d970d8de",
+    "bcd2436daf",
+    "cc5237fd77",
+)
 FUSION_SIZE = (768, 1024)  # (H, W) the benchmark undistorts, crops and resizes frames (and GT masks) to for fusion
 PINHOLE_FIRST = {"PINHOLE", "OPENCV", "FULL_OPENCV", "OPENCV_FISHEYE", "FOV", "THIN_PRISM_FISHEYE"}  # fx fy cx cy first
 CAPTURE = "merge_dslr_iphone"
@@ -24,8 +43,15 @@ class ScanNetPP(BenchDataset):
 
     name = "scannetpp"
     scene_names = SCANNETPP_SCENES
-    fusion = FusionSettings(voxel_length=0.02, sdf_trunc=0.15, max_depth=5.0, n_points=1_000_000, eval_threshold=0.05,
-                            eval_voxel=0.02, crop_margin=0.1)
+    fusion = FusionSettings(
+        voxel_length=0.02,
+        sdf_trunc=0.15,
+        max_depth=5.0,
+        n_points=1_000_000,
+        eval_threshold=0.05,
+        eval_voxel=0.02,
+        crop_margin=0.1,
+    )
     layout_hint = "{scene}/" + CAPTURE + "/colmap/sparse_render_rgb"
 
     def load(self, scene: str) -> BenchScene:
@@ -49,8 +75,10 @@ class ScanNetPP(BenchDataset):
             image = images[name]
             camera = model.cameras[image.camera_id]
             if camera.model_name not in PINHOLE_FIRST:
-                raise LayoutError(f"camera model {camera.model_name} of {name} in {self.store.url(*model_dir)} has no "
-                                  "fx fy cx cy parameters")
+                raise LayoutError(
+                    f"camera model {camera.model_name} of {name} in {self.store.url(*model_dir)} has no "
+                    "fx fy cx cy parameters"
+                )
             # float32 and the -0.5 shift to pixel-centre coordinates, in the benchmark's order of operations
             K: np.ndarray = np.eye(3, dtype=np.float32)
             K[0, 0], K[1, 1], K[0, 2], K[1, 2] = camera.params[:4]
@@ -60,8 +88,9 @@ class ScanNetPP(BenchDataset):
             raw_K = K.copy()
             if camera.model_name == "OPENCV":
                 dist[:4] = camera.params[4:8]
-                K, roi = cv2.getOptimalNewCameraMatrix(K, dist, (camera.width, camera.height), 1,
-                                                       (camera.width, camera.height))
+                K, roi = cv2.getOptimalNewCameraMatrix(
+                    K, dist, (camera.width, camera.height), 1, (camera.width, camera.height)
+                )
             files.append(self.store.url(folder, "images", name))
             intrinsics.append(K)
             extrinsics.append(np.vstack([image.cam_from_world().matrix(), [0, 0, 0, 1]]))
@@ -88,10 +117,14 @@ class ScanNetPP(BenchDataset):
         """The frame undistorted, cropped to its valid region and resized to 1024x768 (area); the depth resized to the
         camera size (nearest), then to 1024x768 (bilinear)."""
         height, width = scene.aux["camera_hw"][index]
-        image = cv2.undistort(scene.image(index), scene.aux["raw_intrinsics"][index], scene.aux["dist"][index],
-                              newCameraMatrix=scene.intrinsics[index])
+        image = cv2.undistort(
+            scene.image(index),
+            scene.aux["raw_intrinsics"][index],
+            scene.aux["dist"][index],
+            newCameraMatrix=scene.intrinsics[index],
+        )
         x, y, w, h = scene.aux["roi"][index]
-        image = cv2.resize(image[y:y + h, x:x + w], FUSION_SIZE[::-1], interpolation=cv2.INTER_AREA)
+        image = cv2.resize(image[y : y + h, x : x + w], FUSION_SIZE[::-1], interpolation=cv2.INTER_AREA)
         depth = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
         return image, cv2.resize(depth, FUSION_SIZE[::-1], interpolation=cv2.INTER_LINEAR).astype(np.float32)
 

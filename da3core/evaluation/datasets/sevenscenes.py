@@ -17,8 +17,14 @@ class SevenScenes(BenchDataset):
 
     name = "7scenes"
     scene_names = SEVENSCENES_SCENES
-    fusion = FusionSettings(voxel_length=4.0 / 512.0, sdf_trunc=0.04, max_depth=1000000.0, n_points=1_000_000,
-                            eval_threshold=0.05, eval_voxel=4.0 / 512.0)
+    fusion = FusionSettings(
+        voxel_length=4.0 / 512.0,
+        sdf_trunc=0.04,
+        max_depth=1000000.0,
+        n_points=1_000_000,
+        eval_threshold=0.05,
+        eval_voxel=4.0 / 512.0,
+    )
     layout_hint = "7Scenes/{scene}"
 
     @staticmethod
