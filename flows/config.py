@@ -374,7 +374,8 @@ def config_hashes(cfg: Any, **extra: Any) -> tuple[str, str]:
     if "input" in inference:  # None, 0 and -1 all mean every frame: one hash
         max_frames = inference["input"]["max_frames"]
         inference["input"]["max_frames"] = max_frames if max_frames and max_frames > 0 else None
-    if not inference.get("streaming", {}).get("enabled", True):  # its keys change nothing while it is off
+    streaming = inference.get("streaming")  # reconstruct's section (video depth's `streaming` is a plain switch)
+    if isinstance(streaming, dict) and not streaming.get("enabled", True):  # its keys change nothing while off
         del inference["streaming"]
     full = {**inference, **hashed_part(type(cfg), data, ("outputs",))}
     return digest(inference), digest(full)
