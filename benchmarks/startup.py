@@ -82,7 +82,6 @@ def child(api: str, entry: str, out: str, argv: list[str]) -> int:
     t["imports"] = time.time()
     spans: dict[str, float] = {}
     flows.config.load_config = _timed(spans, "config", flows.config.load_config)
-    flows.errors.load_config = _timed(spans, "config", flows.errors.load_config)
     flows.runtime._acquire = _timed(spans, "prefect start", flows.runtime._acquire)
     flows.runtime._release = _timed(spans, "prefect stop", flows.runtime._release)
     if api == "prefect":  # as before flows.runtime: Prefect starts its temporary server (at exit: stops it)
