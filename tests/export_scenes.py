@@ -73,3 +73,15 @@ def synthetic_prediction(
             np.float32
         )
     return prediction, capture
+
+
+def oracle_arrays(prediction: Prediction, **extra: np.ndarray) -> dict[str, np.ndarray]:
+    """The prediction's arrays under the names tests/oracle_scripts/export_reference.py reads, plus ``extra``."""
+    return dict(
+        depth=prediction.depth,
+        conf=prediction.conf,
+        extrinsics=prediction.extrinsics,
+        intrinsics=prediction.intrinsics,
+        images=prediction.processed_images,
+        **extra,
+    )

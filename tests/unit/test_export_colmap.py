@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pycolmap
 import pytest
-from export_scenes import synthetic_prediction, world_points
+from export_scenes import oracle_arrays, synthetic_prediction, world_points
 from oracle import run_oracle
 
 from da3core.export import export
@@ -84,14 +84,7 @@ def test_equals_the_reference_exporter(scene, model):
     prediction = scene[0]
     ref = run_oracle(
         "export_reference.py",
-        dict(
-            depth=prediction.depth,
-            conf=prediction.conf,
-            extrinsics=prediction.extrinsics,
-            intrinsics=prediction.intrinsics,
-            images=prediction.processed_images,
-            source_hw=prediction.source_sizes,
-        ),
+        oracle_arrays(prediction, source_hw=prediction.source_sizes),
         formats=["colmap"],
     )
     _, _, rec = model

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 import trimesh
-from export_scenes import synthetic_prediction, world_points
+from export_scenes import oracle_arrays, synthetic_prediction, world_points
 from oracle import run_oracle
 
 from da3core.export import export
@@ -117,13 +117,7 @@ def test_point_set_and_frustums_equal_the_reference(scene, glb):
     prediction = scene[0]
     ref = run_oracle(
         "export_reference.py",
-        dict(
-            depth=prediction.depth,
-            conf=prediction.conf,
-            extrinsics=prediction.extrinsics,
-            intrinsics=prediction.intrinsics,
-            images=prediction.processed_images,
-        ),
+        oracle_arrays(prediction),
         formats=["glb"],
     )
     root, _, loaded = glb

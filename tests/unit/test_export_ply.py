@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from export_scenes import synthetic_prediction, world_points
+from export_scenes import oracle_arrays, synthetic_prediction, world_points
 from oracle import run_oracle
 from plyfile import PlyData
 
@@ -138,12 +138,8 @@ def test_gs_ply_equals_the_reference(scene, tmp_path):
     gs = prediction.gaussians
     ref = run_oracle(
         "export_reference.py",
-        dict(
-            depth=prediction.depth,
-            conf=prediction.conf,
-            extrinsics=prediction.extrinsics,
-            intrinsics=prediction.intrinsics,
-            images=prediction.processed_images,
+        oracle_arrays(
+            prediction,
             gs_means=gs.means,
             gs_scales=gs.scales,
             gs_rotations=gs.rotations,
