@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 
 from da3core.geometry import as_homogeneous
 
@@ -16,6 +17,42 @@ class TriangleMesh:
     vertices: np.ndarray
     triangles: np.ndarray
     colors: np.ndarray
+
+
+# Open3D's ScalableTSDFVolume: blocks ("volume units") of 16^3 voxels, allocated around every 4th pixel's point in
+# each image direction. Measured with Open3D 0.19 and RGB8 colour: 61,712 blocks grew the process by 11.4 GiB.
+_BLOCK_VOXELS = 16
+_DEPTH_STRIDE = 4
+BLOCK_BYTES = 192 * 1024
+_MEMORY_SHARE = 0.75  # of the memory available when fusion starts
+
+
+def tsdf_blocks(
+    depths: np.ndarray,
+    intrinsics: np.ndarray,
+    extrinsics: np.ndarray,
+    voxel_length: float,
+    sdf_trunc: float,
+    max_depth: float,
+) -> int:
+    """How many voxel blocks Open3D's scalable volume allocates to integrate these depth maps.
+
+    Each sampled pixel's point allocates every block within ``sdf_trunc`` of it, so a prediction spread thinly
+    over a large extent (a tiny focal, a degenerate pose) needs one block per point rather than per surface patch.
+    """
+    unit = voxel_length * _BLOCK_VOXELS
+    keys = []
+    for depth, K, ext in zip(depths, intrinsics, as_homogeneous(np.asarray(extrinsics, np.float64))):
+        z = np.asarray(depth, np.float64)[::_DEPTH_STRIDE, ::_DEPTH_STRIDE]
+        v, u = np.nonzero((z > 0) & (z <= max_depth))
+        z = z[v, u]
+        cam = np.stack([(u * _DEPTH_STRIDE - K[0, 2]) * z / K[0, 0], (v * _DEPTH_STRIDE - K[1, 2]) * z / K[1, 1], z])
+        world = (np.linalg.inv(ext) @ np.vstack([cam, np.ones_like(z)]))[:3].T
+        lo, hi = np.floor((world - sdf_trunc) / unit), np.floor((world + sdf_trunc) / unit)
+        span = int((hi - lo).max(initial=0)) + 1
+        for offset in np.ndindex(span, span, span):
+            keys.append(np.unique(np.minimum(lo + offset, hi), axis=0))
+    return len(np.unique(np.concatenate(keys), axis=0)) if keys else 0
 
 
 def tsdf_fuse(
@@ -38,6 +75,14 @@ def tsdf_fuse(
         )
     if images is None:
         images = np.zeros(depths.shape + (3,), dtype=np.uint8)
+    blocks = tsdf_blocks(depths, intrinsics, extrinsics, voxel_length, sdf_trunc, max_depth)
+    available = psutil.virtual_memory().available
+    if blocks * BLOCK_BYTES > _MEMORY_SHARE * available:
+        raise MemoryError(
+            f"TSDF fusion would allocate {blocks:,} voxel blocks (~{blocks * BLOCK_BYTES / 2**30:.1f} GiB, "
+            f"{available / 2**30:.1f} GiB available): the depth maps spread over too large an extent for "
+            f"voxels of {voxel_length:g}; check the predicted depth and cameras"
+        )
     volume = o3d.pipelines.integration.ScalableTSDFVolume(
         voxel_length=voxel_length, sdf_trunc=sdf_trunc, color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8
     )

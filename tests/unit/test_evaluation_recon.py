@@ -80,3 +80,55 @@ def test_dtu_exact_depth_fuses_onto_the_scan(bench_root):
         # Exact depth lies on the scan's planes; what remains is the scan's own grid (a point on a plane is on average
         # 0.38 grid steps from the nearest grid point), so both directions stay under half a step.
         assert len(points) > 10000 and metrics["acc"] < spacing_mm / 2 and metrics["comp"] < spacing_mm / 2, posed
+
+
+def _fuse_with_open3d(capture, intrinsics, voxel, trunc):
+    """Blocks that hold observed voxels after Open3D integrates ``capture`` (independent of tsdf_blocks)."""
+    import open3d as o3d
+
+    from da3core.geometry import as_homogeneous
+
+    volume = o3d.pipelines.integration.ScalableTSDFVolume(
+        voxel_length=voxel, sdf_trunc=trunc, color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8
+    )
+    for depth, K, ext in zip(capture.depth, intrinsics, as_homogeneous(capture.extrinsics)):
+        h, w = depth.shape
+        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
+            o3d.geometry.Image(np.zeros((h, w, 3), np.uint8)),
+            o3d.geometry.Image(np.ascontiguousarray(depth, np.float32)),
+            depth_scale=1.0,
+            depth_trunc=100.0,
+            convert_rgb_to_intensity=False,
+        )
+        volume.integrate(rgbd, o3d.camera.PinholeCameraIntrinsic(w, h, K[0, 0], K[1, 1], K[0, 2], K[1, 2]), ext)
+    voxels = np.asarray(volume.extract_voxel_point_cloud().points)
+    return len(np.unique(np.floor(voxels / (16 * voxel)), axis=0))
+
+
+@pytest.mark.parametrize("focal_scale", [1.0, 1 / 8])
+def test_block_count_predicts_open3d_allocation(focal_scale):
+    from da3core.evaluation.fusion import tsdf_blocks
+    from da3core.synthetic import make_capture
+
+    capture = make_capture(4, 160, 120)
+    intrinsics = capture.intrinsics * np.array([focal_scale, focal_scale, 1.0])[:, None]
+    predicted = tsdf_blocks(capture.depth, intrinsics, capture.extrinsics, 0.02, 0.06, 100.0)
+    observed = _fuse_with_open3d(capture, intrinsics, 0.02, 0.06)
+    # A touched block may end up without an observed voxel (it lies behind the surface), never the reverse.
+    assert observed <= predicted <= 1.05 * observed, (predicted, observed)
+
+
+def test_fusion_refuses_a_volume_beyond_the_available_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    from da3core.evaluation import fusion
+    from da3core.synthetic import make_capture
+
+    capture = make_capture(4, 160, 120)
+    spread = capture.intrinsics * np.array([1 / 8, 1 / 8, 1.0])[:, None]  # a tiny focal: depth spread far and thin
+    blocks = fusion.tsdf_blocks(capture.depth, spread, capture.extrinsics, 0.02, 0.06, 100.0)
+    monkeypatch.setattr(fusion.psutil, "virtual_memory", lambda: SimpleNamespace(available=blocks * fusion.BLOCK_BYTES))
+    with pytest.raises(MemoryError, match=rf"{blocks:,} voxel blocks .* check the predicted depth and cameras"):
+        fusion.tsdf_fuse(capture.depth, spread, capture.extrinsics, 0.02, 0.06, 100.0)
+    mesh = fusion.tsdf_fuse(capture.depth, capture.intrinsics, capture.extrinsics, 0.02, 0.06, 100.0)
+    assert len(mesh.triangles) > 0  # the true focal needs 1/8 of the blocks or fewer: fused as before
