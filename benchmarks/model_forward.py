@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from report import publish
@@ -62,6 +63,38 @@ def load_side(side: str, model_dir: str, precision: str, device: str):
     return lambda images, res: model.inference(images, process_res=res)
 
 
+# Self time of one profiled forward is split by kind of kernel: attention, GEMM and convolution run the same
+# library kernels (torch's CPU flash attention, MKL, oneDNN) on both sides, so they bound how far ours can get
+# ahead of the reference without kernels of its own.
+KERNELS = {
+    "attention": ("scaled_dot_product", "flash_attention"),
+    "gemm": ("addmm", "aten::mm", "bmm"),
+    "conv": ("conv",),
+}
+
+
+def _kind(op: str) -> str:
+    return next((kind for kind, keys in KERNELS.items() if any(k in op for k in keys)), "other")
+
+
+def kernel_breakdown(run: Callable[[], object]) -> dict[str, dict[str, float]]:
+    """Seconds (self time) and GFLOP of one profiled ``run()``, per kind of kernel (KERNELS, then "other")."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_flops=True) as prof:
+        run()
+    out = {kind: {"s": 0.0, "gflop": 0.0} for kind in (*KERNELS, "other")}
+    for avg in prof.key_averages(group_by_input_shape=True):
+        kind = _kind(avg.key)
+        out[kind]["s"] += avg.self_cpu_time_total / 1e6
+        if kind == "attention" and "for_cpu" in avg.key:  # profiler counts no attention FLOPs: 4 B H N M D
+            (b, h, n, d), (_, _, m, _) = avg.input_shapes[0], avg.input_shapes[1]
+            out[kind]["gflop"] += 4 * b * h * n * m * d * avg.count / 1e9
+        elif kind != "other":
+            out[kind]["gflop"] += avg.flops / 1e9
+    return out
+
+
 def _worker(
     side: str, model_dir: str, views: int, res: int, precision: str, reps: int, warmup: int, device: str
 ) -> dict:
@@ -85,7 +118,9 @@ def _worker(
             run(images, res)
             sync()
             times.append(time.perf_counter() - start)
-    return {"times": times, "peak_mb": _peak_mb(device), "loaded_mb": loaded_mb}
+        peak_mb = _peak_mb(device)  # before profiling, which holds records of every op
+        kernels = kernel_breakdown(lambda: run(images, res)) if device == "cpu" else {}
+    return {"times": times, "peak_mb": peak_mb, "loaded_mb": loaded_mb, "kernels": kernels}
 
 
 def vda_ms_per_frame(device: str, input_size: int, frames: int) -> float:
@@ -203,19 +238,23 @@ def main() -> None:
         return
 
     oracle = os.environ.get("DA3_ORACLE_PYTHON", str(ROOT / ".venv-oracle" / "bin" / "python"))
-    rows = []
+    rows, breakdowns = [], []
     for preset in args.presets:
         model_dir = bench_weights(preset)
         for views in args.views:
-            best = {"ours": [], "ref": []}
+            best: dict[str, list[float]] = {"ours": [], "ref": []}
             peak = {"ours": 0.0, "ref": 0.0}
+            kernels: dict[str, tuple[float, dict]] = {}  # side -> (its fastest process's time, that one's breakdown)
             for _ in range(args.rounds):
                 for side, python in (("ref", oracle), ("ours", sys.executable)):
                     m = measure(python, side, model_dir, views, args.res, args.precision, args.reps, device=args.device)
                     best[side] += m["times"]
                     peak[side] = max(peak[side], m["peak_mb"])
+                    if min(m["times"]) < kernels.get(side, (float("inf"), {}))[0]:
+                        kernels[side] = (min(m["times"]), m["kernels"])
             t_ours, t_ref = min(best["ours"]), min(best["ref"])
             rows.append((preset, views, t_ref, t_ours, t_ours / t_ref, peak["ref"], peak["ours"]))
+            breakdowns.append((preset, views, t_ref, kernels["ref"][1], kernels["ours"][1]))
             print(
                 f"{preset} x{views}: reference {t_ref:.3f}s ({views / t_ref:.1f} images/s), ours {t_ours:.3f}s "
                 f"({views / t_ours:.1f} images/s), ratio {t_ours / t_ref:.2f}, peak memory "
@@ -237,7 +276,34 @@ def main() -> None:
         f"| {p} | {v} | {tr:.3f} | {to:.3f} | {r:.2f} | {v / tr:.1f} | {v / to:.1f} | {mr:.0f} | {mo:.0f} |"
         for p, v, tr, to, r, mr, mo in rows
     ]
+    if args.device == "cpu":
+        table += breakdown_table(breakdowns)
     publish("\n".join(table), write=not args.no_write)
+
+
+def breakdown_table(breakdowns: list[tuple[str, int, float, dict, dict]]) -> list[str]:
+    """Markdown lines: each side's kernel seconds (GFLOP/s) and the ratio ours cannot beat with those kernels."""
+
+    def cell(k: dict[str, float]) -> str:
+        return f"{k['s']:.3f} ({k['gflop'] / k['s']:.0f})" if k["gflop"] and k["s"] else f"{k['s']:.3f}"
+
+    lines = [
+        "\nSelf time of one profiled forward per kind of kernel, seconds (GFLOP/s). `floor` = (our attention + "
+        "GEMM + conv seconds) / the reference's time: the ratio ours would reach if everything but these library "
+        "kernels took no time.\n",
+        "| preset | views | side | attention | GEMM | conv | other | floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for preset, views, t_ref, ref, ours in breakdowns:
+        floor = sum(ours[kind]["s"] for kind in KERNELS) / t_ref
+        for side, k in (("reference", ref), ("ours", ours)):
+            cells = " | ".join(cell(k[kind]) for kind in (*KERNELS, "other"))
+            lines.append(
+                f"| {preset} | {views} | {side} | {cells} | {floor:.2f} |"
+                if side == "ours"
+                else f"| {preset} | {views} | {side} | {cells} | |"
+            )
+    return lines
 
 
 if __name__ == "__main__":
