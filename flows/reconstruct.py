@@ -30,7 +30,6 @@ from flows.errors import run_cli
 from flows.outcomes import scene_outcome
 from flows.preflight import check_model, check_output, check_scene, store_bytes
 from flows.progress import report
-from flows.streaming import chunk_cache, stream_inference
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
 STORE_NAME = "scene.zarr"
@@ -114,7 +113,11 @@ def _reconstruct_locked(
             "export_files": [],
             "stale_exports": sorted(stale),
         }
-        cache = chunk_cache(store, inference_hash, scene) if cfg.streaming.enabled else None
+        cache = None
+        if cfg.streaming.enabled:  # its loop closure's libraries (faiss, gtsam) load for streaming runs only
+            from flows.streaming import chunk_cache, stream_inference
+
+            cache = chunk_cache(store, inference_hash, scene)
         with store.replacement() as staged:  # built beside the old store, swapped in after inference and alignment
             report(0.15, f"inference on {len(scene)} views")
             if cache is not None:

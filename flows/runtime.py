@@ -18,6 +18,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect.context import SettingsContext
 
 _STARTUP_TIMEOUT_S = 120.0
 _DRAIN_TIMEOUT_S = 10.0
@@ -55,8 +59,12 @@ def _acquire() -> tuple[str, bool]:
 
     with _LOCK:
         if not _exit_hooked:
-            # Frozen objects are skipped by the collections of the interpreter's teardown: with torch and Prefect
-            # loaded those take seconds, and the OS frees the memory anyway.
+            # The objects alive when the first flow starts (modules and classes of torch, Prefect and the rest:
+            # hundreds of thousands) stay until the process ends. Frozen, they are skipped by every later full
+            # collection, which would otherwise scan them all (0.1-0.3 s each; Prefect's create_app runs one), and
+            # so are the objects made after, by the collections of the interpreter's teardown (the OS frees the
+            # memory anyway).
+            gc.freeze()
             atexit.register(gc.freeze)
             _exit_hooked = True
         if _api is None:
@@ -88,6 +96,7 @@ class _InProcessApi:
 
     def __init__(self) -> None:
         import uvicorn
+        from prefect.context import SettingsContext, get_settings_context
         from prefect.server.api.server import create_app
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -103,8 +112,18 @@ class _InProcessApi:
                 timeout_graceful_shutdown=1,
             )
         )
+        # Unlike `prefect server start`, it registers no block types: listing them imports every installed Prefect
+        # collection (prefect-dask: dask.distributed, 0.2 s), and flow runs do not need them (the UI's blocks page
+        # does, and `prefect server start` registers them there).
+        current = get_settings_context()
+        serving = SettingsContext(
+            profile=current.profile,
+            settings=current.settings.copy_with_update(
+                updates={"server.register_blocks_on_start": False, "server.memoize_block_auto_registration": False}
+            ),
+        )
         self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [sock]}, name="prefect-api", daemon=True
+            target=self._serve, args=(serving, sock), name="prefect-api", daemon=True
         )  # a daemon: never holds up the exit
         self.thread.start()
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
@@ -118,6 +137,11 @@ class _InProcessApi:
         self.previous_url = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = self.url
         _refresh_settings()
+
+    def _serve(self, settings: SettingsContext, sock: socket.socket) -> None:
+        """Run the server in this thread with ``settings`` (a Prefect settings context; the lifespan reads them)."""
+        with settings:
+            self.server.run(sockets=[sock])
 
     def stop(self) -> None:
         """Send what Prefect's log and event workers hold, then stop the server through its lifespan (its services

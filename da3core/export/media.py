@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from PIL import Image
 
@@ -16,6 +15,8 @@ VIDEO_QUALITY = {"low": ("28", "veryfast"), "medium": ("23", "medium"), "high": 
 
 def colormap(values: np.ndarray, name: str = "Spectral") -> np.ndarray:
     """Map values in [0, 1] (any shape) to uint8 RGB (..., 3) through a matplotlib colormap (truncating)."""
+    import matplotlib  # 0.3 s to import: loaded by the images that need a colormap, not by every exporter
+
     rgb = matplotlib.colormaps[name](np.clip(values, 0.0, 1.0))[..., :3]
     return (rgb * 255.0).astype(np.uint8)
 
