@@ -12,7 +12,10 @@ APIs, run in turn so that machine load hits them alike:
 
 - ``prefect``: Prefect's own temporary API server (a subprocess per process; what main did before).
 - ``inprocess``: no server configured: the API in a thread of the process (``flows.runtime``), the default now.
-- ``server``: a running ``prefect server start`` reached through ``PREFECT_API_URL`` (the advice for many jobs).
+- ``server``: a running ``prefect server start`` reached through ``PREFECT_API_URL``.
+- ``backend``: a running ``da3 backend`` (model loaded once) and ``da3 image ... --use-backend``: the client
+  process is timed from outside; the job's queue and flow times come from its record, inference and exports from
+  the store the client downloads. The advice for many jobs.
 
 The first run of each API (a fresh ``PREFECT_HOME``: database migrations) is reported apart; medians of the rest.
 """
@@ -24,6 +27,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import socket
 import statistics
@@ -37,8 +41,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's packages, also when run as a script from elsewhere
-APIS = ("prefect", "inprocess", "server")
+APIS = ("prefect", "inprocess", "server", "backend")
 PHASES = (
+    "client",
+    "queue",
     "interpreter",
     "torch import",
     "imports",
@@ -129,6 +135,8 @@ def phases(record: dict[str, Any], spawned: float, ended: float) -> dict[str, fl
     inference = timings.get("decode", 0.0) + timings.get("inference", 0.0)
     exports = sum(v for k, v in timings.items() if k.startswith("export_"))
     out = {
+        "client": 0.0,
+        "queue": 0.0,
         "interpreter": t["start"] - spawned,
         "torch import": t["torch"] - t["start"],
         "imports": t["imports"] - t["torch"],
@@ -201,6 +209,70 @@ def prefect_server(home: Path):
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
+
+
+@contextlib.contextmanager
+def da3_backend(home: Path, work: Path):
+    """``da3 backend`` (da3-small, random weights, CPU) on a free loopback port, model loaded; yields its URL."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_API_URL", None)
+    command = ["backend", "--preset", "da3-small", "--weights", "random", "--device", "cpu", "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *command, "--gallery-dir", str(work / "gallery")],
+        cwd=work,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/status", timeout=2).json().get("model_loaded"):
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("da3 backend did not load its model within 180 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+
+
+def run_on_backend(image: Path, url: str, work: Path) -> dict[str, float]:
+    """One ``da3 image --use-backend`` client process; its phases."""
+    from da3core.store import SceneStore
+
+    out = work / f"backend-out-{time.time_ns()}"
+    argv = ["image", str(image), "--export-format", "mini_npz", "--export-dir", str(out), "--use-backend"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    spawned = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *argv, "--backend-url", url], env=env, capture_output=True, text=True
+    )
+    total = time.time() - spawned
+    job = dict(re.findall(r"(queued_seconds|run_seconds)=([0-9.]+)", proc.stdout + proc.stderr))
+    if proc.returncode != 0 or len(job) != 2:
+        raise RuntimeError(f"backend run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    timings = SceneStore(str(out / "scene.zarr")).attrs()["timings"]
+    inference = timings.get("decode", 0.0) + timings.get("inference", 0.0)
+    exports = sum(v for k, v in timings.items() if k.startswith("export_"))
+    queued, run = float(job["queued_seconds"]), float(job["run_seconds"])
+    record = dict.fromkeys(PHASES, 0.0)
+    record.update(
+        client=total - queued - run,
+        queue=queued,
+        inference=inference,
+        exports=exports,
+        total=total,
+        **{"flow bookkeeping": run - inference - exports, "outside model": total - inference},
+    )
+    return record
 
 
 def run_once(api: str, entry: str, argv: list[str], home: Path, api_url: str | None, work: Path) -> dict[str, float]:
@@ -282,9 +354,16 @@ def main() -> None:
             api: stack.enter_context(prefect_server(work / f"home-{api}")) if api == "server" else None
             for api in args.apis
         }
+        if "backend" in args.apis:
+            urls["backend"] = stack.enter_context(da3_backend(work / "home-backend", work))
         for i in range(args.runs + 1):
             for api in args.apis:
-                result = run_once(api, args.entry, argv, work / f"home-{api}", urls[api], work)
+                if api == "backend":
+                    cpu_before = _children_cpu()
+                    result = run_on_backend(image, urls[api], work)
+                    result["cpu"] = _children_cpu() - cpu_before  # the client's only: the backend runs on
+                else:
+                    result = run_once(api, args.entry, argv, work / f"home-{api}", urls[api], work)
                 if i:
                     rows[api].append(result)
                 else:

@@ -35,7 +35,8 @@ _exit_hooked = False
 @contextmanager
 def prefect_runtime() -> Iterator[str]:
     """For flow runs started in this block: the configured Prefect API, else one served in-process until the last
-    such block ends; in this thread, Prefect's flow-run heartbeats off unless asked for.
+    such block ends; Prefect's flow-run heartbeats off unless asked for, in this thread and in threads without
+    settings of their own (a service's worker, Gradio's handlers).
 
     Heartbeats (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``) only feed zombie-run automations, and stopping their
     thread holds the end of every flow run for up to a second. Yields the API URL.
@@ -43,6 +44,7 @@ def prefect_runtime() -> Iterator[str]:
     from prefect.settings import temporary_settings
 
     url, owned = _acquire()
+    _quiet_heartbeats()
     try:
         with temporary_settings(updates={"api.url": url}, set_defaults={"flows.heartbeat_frequency": None}):
             yield url
@@ -158,6 +160,15 @@ class _InProcessApi:
         else:
             os.environ["PREFECT_API_URL"] = self.previous_url
         _refresh_settings()
+
+
+def _quiet_heartbeats() -> None:
+    """Flow-run heartbeats off in Prefect's process-wide settings, unless set by the user (environment, profile)."""
+    import prefect.context
+
+    root = prefect.context.GLOBAL_SETTINGS_CONTEXT
+    settings = root.settings.copy_with_update(set_defaults={"flows.heartbeat_frequency": None})
+    prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.SettingsContext(profile=root.profile, settings=settings)
 
 
 def _refresh_settings() -> None:

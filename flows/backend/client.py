@@ -13,7 +13,8 @@ from flows.backend.archive import pack, safe_extract
 
 STATUS_TIMEOUT = 5.0  # seconds for /status: an unreachable backend is reported quickly
 REQUEST_TIMEOUT = httpx.Timeout(30.0, read=300.0)  # uploads and downloads of big scenes take a while
-POLL_SECONDS = 0.5
+WAIT_SECONDS = 5.0  # the server holds a status request until the job changes (at most this long)
+POLL_SECONDS = 0.5  # between status requests that came back at once with no change (a server that does not hold)
 
 
 class BackendError(RuntimeError):
@@ -71,7 +72,8 @@ def submit_job(client: httpx.Client, overrides: list[str], scene_path: str | Pat
 
 
 def wait_for_job(client: httpx.Client, job_id: str, progress: bool = True) -> dict[str, Any]:
-    """Poll a job until it completes (its record) or fails (BackendError with its reason)."""
+    """Follow a job until it completes (its record) or fails (BackendError with its reason); the server answers
+    each status request as soon as the job changes."""
     bar = None
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -86,13 +88,18 @@ def wait_for_job(client: httpx.Client, job_id: str, progress: bool = True) -> di
         bar.start()
         task = bar.add_task("queued", total=1.0)
     try:
+        seen = None
         while True:
-            job = _check(client.get(f"/jobs/{job_id}"), f"job {job_id}").json()
+            asked = time.monotonic()
+            job = _check(client.get(f"/jobs/{job_id}", params={"wait": WAIT_SECONDS}), f"job {job_id}").json()
             if bar is not None:
                 bar.update(task, completed=job["progress"], description=job["message"])
             if job["status"] in ("completed", "failed"):
                 break
-            time.sleep(POLL_SECONDS)
+            state = (job["status"], job["progress"], job["message"])
+            if state == seen and time.monotonic() - asked < WAIT_SECONDS / 2:
+                time.sleep(POLL_SECONDS)
+            seen = state
     finally:
         if bar is not None:
             bar.stop()

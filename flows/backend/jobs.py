@@ -66,6 +66,9 @@ def warm_model(pinned: list[str]) -> dict[str, Any]:
     return info
 
 
+CHANGE_CHECK_SECONDS = 0.02  # how often a held status request looks at its job
+
+
 @dataclass
 class Job:
     """One reconstruction request and what became of it."""
@@ -94,6 +97,17 @@ class Job:
     def archive(self) -> Path:
         """The tar of ``output_dir`` served by ``/jobs/{id}/result``."""
         return self.workspace / "result.tar"
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Return once the job's status, progress or message differs from now, it has ended, or ``timeout`` passed."""
+        seen = (self.status, self.progress, self.message)
+        deadline = time.monotonic() + timeout
+        while (
+            self.status not in ("completed", "failed")
+            and (self.status, self.progress, self.message) == seen
+            and time.monotonic() < deadline
+        ):
+            time.sleep(CHANGE_CHECK_SECONDS)
 
     def redact(self, text: str) -> str:
         """``text`` with paths in the job's upload shown relative to it (clients need not learn server folders)."""

@@ -47,6 +47,9 @@ from flows.runtime import prefect_runtime
 TAR_TYPES = ("application/x-tar", "application/octet-stream")
 OPEN_PREFIXES = ("/gallery/static/",)  # the bundled viewer script: static, nothing private
 _CHUNK = 1 << 16
+# A held status request occupies one of the server's request threads: short enough that many waiting clients
+# cannot starve the others for long.
+MAX_WAIT_SECONDS = 5.0
 
 
 class BackendConfigError(UserError, ValueError):
@@ -376,9 +379,12 @@ def create_app(
         }
 
     @app.get("/jobs/{job_id}")
-    def job_status(job_id: str) -> dict[str, Any]:
-        """One job's status, progress, message, timings and error."""
-        return service.job(job_id).record()
+    def job_status(job_id: str, wait: float = 0.0) -> dict[str, Any]:
+        """One job's status, progress, message, timings and error; with ``wait`` seconds (at most MAX_WAIT_SECONDS)
+        the answer comes once one of the first three changes or the job ends, so a client learns at once."""
+        job = service.job(job_id)
+        job.wait_for_change(min(max(wait, 0.0), MAX_WAIT_SECONDS))
+        return job.record()
 
     @app.get("/jobs/{job_id}/result")
     def job_result(job_id: str) -> FileResponse:

@@ -135,6 +135,32 @@ def test_failing_job_records_reason_and_worker_continues(backend, tmp_path):
     assert httpx.get(f"{url}/jobs/{job['id']}").status_code == 404
 
 
+def test_status_request_is_answered_when_the_job_changes(backend, tmp_path):
+    """With ``wait`` the server holds a status request until the job changes, so the client learns of the end at
+    once (it polled every 0.5 s before) without asking over and over."""
+    url, _ = backend
+    scene = tmp_path / "scene"
+    write_image_folder(make_capture(2, 64, 48), scene)
+    archive = io.BytesIO()
+    pack(scene, archive)
+    params = [("override", "export=mini_npz"), ("override", "processing.process_res=28")]
+    job = httpx.post(
+        f"{url}/jobs", params=params, content=archive.getvalue(), headers={"Content-Type": "application/x-tar"}
+    )
+    assert job.status_code == 202, job.text
+    lateness, answers = [], 0
+    while True:
+        record = httpx.get(f"{url}/jobs/{job.json()['id']}", params={"wait": 5}, timeout=30).json()
+        answered, answers = time.time(), answers + 1
+        if record["status"] == "completed":
+            lateness.append(answered - record["finished_at"])
+            break
+    assert answers < 50 and lateness[0] < 0.3, (answers, lateness)
+    started = time.monotonic()
+    assert httpx.get(f"{url}/jobs/{record['id']}", params={"wait": 0.5}).json()["status"] == "completed"
+    assert time.monotonic() - started < 0.3  # an ended job is answered at once
+
+
 def test_server_paths_only_inside_allowed_roots(backend, tmp_path):
     url, root = backend
     allowed = root / "allowed"

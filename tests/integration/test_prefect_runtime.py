@@ -225,3 +225,29 @@ def test_stopped_service_leaves_no_process(service, sig, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert _leftovers(home, children) == []
+
+
+HEARTBEAT_IN_A_THREAD = """
+import threading
+from flows.runtime import prefect_runtime
+from prefect.settings import get_current_settings
+seen = []
+with prefect_runtime():
+    worker = threading.Thread(target=lambda: seen.append(get_current_settings().flows.heartbeat_frequency))
+    worker.start()
+    worker.join()
+print(seen[0])
+"""
+
+
+@pytest.mark.parametrize(("user_setting", "expected"), [(None, "None"), ("60", "60")])
+def test_threads_of_a_runtime_send_no_heartbeats_unless_asked(prefect_api, tmp_path, user_setting, expected):
+    """A service's worker thread (no settings of its own) runs flows without heartbeats, whose thread held the end
+    of every backend job for up to a second; a heartbeat frequency the user set is kept."""
+    env = _env(tmp_path / "prefect", PREFECT_API_URL=prefect_api)
+    env.pop("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", None)
+    if user_setting:
+        env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = user_setting
+    out = subprocess.run([sys.executable, "-c", HEARTBEAT_IN_A_THREAD], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == expected
