@@ -169,46 +169,42 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
+def _service(argv: list[str], env: dict[str, str], ready: Callable[[], bool], what: str, cwd: Path | None = None):
+    """A server process in its own session, yielded once ``ready()`` (180 s at most); stopped afterwards."""
+    import httpx
+
+    env = {**env, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if ready():
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"{what} was not ready within 180 s")
+        yield
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+
+
+@contextlib.contextmanager
 def prefect_server(home: Path):
     """``prefect server start`` on a free loopback port (analytics off); yields its API URL."""
     import httpx
 
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home)}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--analytics-off",
-            "--no-ui",
-        ],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("prefect server start did not answer within 180 s")
+    argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    healthy = lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200  # noqa: E731
+    with _service([*argv, "--analytics-off", "--no-ui"], env, healthy, "prefect server start"):
         yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
 
 
 @contextlib.contextmanager
@@ -217,31 +213,13 @@ def da3_backend(home: Path, work: Path):
     import httpx
 
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    env.pop("PREFECT_API_URL", None)
-    command = ["backend", "--preset", "da3-small", "--weights", "random", "--device", "cpu", "--port", str(port)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *command, "--gallery-dir", str(work / "gallery")],
-        cwd=work,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/status", timeout=2).json().get("model_loaded"):
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("da3 backend did not load its model within 180 s")
+    model = ["--preset", "da3-small", "--weights", "random", "--device", "cpu"]
+    argv = [sys.executable, "-m", "flows.cli", "backend", *model, "--port", str(port)]
+    env = {**os.environ, "PREFECT_HOME": str(home)}
+    loaded = lambda: bool(httpx.get(f"{url}/status", timeout=2).json().get("model_loaded"))  # noqa: E731
+    with _service([*argv, "--gallery-dir", str(work / "gallery")], env, loaded, "da3 backend", cwd=work):
         yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
 
 
 def run_on_backend(image: Path, url: str, work: Path) -> dict[str, float]:
