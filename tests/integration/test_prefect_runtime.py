@@ -123,6 +123,28 @@ def test_flow_runs_report_to_the_api_in_this_process(prefect_api):
     assert [run.state.type.value for run in runs] == ["COMPLETED"]
 
 
+def test_api_answers_requests_on_a_kept_connection_at_once(prefect_api):
+    """Requests after the first on one keep-alive connection (as Prefect's client sends them) are answered in
+    milliseconds; with Nagle's algorithm on the server's connections each waited out the client's 40 ms delayed ACK.
+    """
+    import http.client
+    from urllib.parse import urlsplit
+
+    api = urlsplit(prefect_api)
+    conn = http.client.HTTPConnection(api.hostname, api.port, timeout=10)
+    seconds = []
+    try:
+        for _ in range(11):
+            started = time.perf_counter()
+            conn.request("GET", f"{api.path}/health")
+            response = conn.getresponse()
+            assert response.status == 200 and response.read() == b"true"
+            seconds.append(time.perf_counter() - started)
+    finally:
+        conn.close()
+    assert sorted(seconds[1:])[5] < 0.02, [round(s * 1000, 1) for s in seconds]
+
+
 @pytest.mark.slow
 def test_concurrent_runs_on_one_home_are_recorded(one_image, tmp_path):
     """Two runs at once on a fresh PREFECT_HOME (one sqlite database, migrated by whichever comes first) both succeed;
