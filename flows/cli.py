@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from da3core.model.presets import DEFAULT_PRESET
-from flows.backend.policy import JobLimits
+from flows.backend.limits import JobLimits
 from flows.cli_flags import FLAGS, Flag, InferenceOptions
 from flows.cli_run import DEFAULT_MODEL_DIR, CliError, execute
 from flows.errors import EXIT_USER_ERROR, is_user_error, user_message

@@ -78,11 +78,15 @@ def _compose(config_name: str, overrides: list[str] | None) -> DictConfig:
         return compose(config_name=config_name, overrides=overrides)
 
 
-def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
+def load_config(
+    config_name: str, overrides: list[str] | None = None, inspect: Callable[[dict[str, Any]], None] | None = None
+) -> Any:
     """Compose ``conf/<config_name>.yaml`` with Hydra overrides into its typed dataclass and validate it.
 
     A ``defaults_file=<yaml>`` override (video_depth) puts the file's ``video_depth_anything:`` section (Annolid's
-    settings) under the other overrides: the command line wins over the file, the file over conf/.
+    settings) under the other overrides: the command line wins over the file, the file over conf/. ``inspect``
+    gets the composition first, as :func:`composed_data` gives it, and may refuse it by raising (before the
+    typed config exists, and without a second composition).
     """
     overrides = list(overrides or [])
     files = [o for o in overrides if o.startswith("defaults_file=")]
@@ -92,7 +96,10 @@ def load_config(config_name: str, overrides: list[str] | None = None) -> Any:
         path = OverridesParser.create().parse_override(files[-1]).value()
         overrides = annolid_overrides(read_defaults_file(str(path))) + overrides
     try:
-        obj = OmegaConf.to_object(_compose(config_name, overrides))
+        composed = _compose(config_name, overrides)
+        if inspect is not None:
+            inspect(cast(dict[str, Any], OmegaConf.to_container(composed, resolve=False, enum_to_str=True)))
+        obj = OmegaConf.to_object(composed)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe_config_error(exc)) from exc
     _validator(config_name)(obj)

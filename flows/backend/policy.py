@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from da3core.errors import UserError
+from flows.backend.limits import JobLimits
 from flows.config import ReconstructConfig, composed_data, load_config
 
 # Top-level config keys a client may set: what to compute and export. Input, output location, storage and
@@ -43,20 +43,6 @@ MAX_OVERRIDES, MAX_TEXT = 256, 4096  # per request; characters per override or p
 
 class JobRequestError(UserError, ValueError):
     """A job request the server refuses (bad override, path outside the allowed roots, over a cap)."""
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    """Per-job caps of the backend beyond the upload size (each refusal names its option)."""
-
-    max_files: int | None = None  # entries in an upload; None: one per 64 KiB of the upload limit, at least 1024
-    max_process_res: int = 1008  # processing.process_res
-    max_pixels: int = 32_000_000  # processed pixels summed over the views (about 125 views at 504x504)
-    max_input_pixels: int = 2_000_000_000  # decoded input pixels summed over the views (about 6 GB as RGB)
-
-    def files_for(self, max_upload_bytes: int) -> int:
-        """The entry cap for an upload limit of ``max_upload_bytes``."""
-        return self.max_files if self.max_files is not None else max(1024, max_upload_bytes // 65536)
 
 
 def _has_control(text: str) -> bool:
@@ -266,9 +252,7 @@ def check_job(
 ) -> ReconstructConfig:
     """Every check of a job before it is queued (composed overrides, the typed config's values, the size caps);
     returns the config the worker will run."""
-    check_composed(
-        composed_data("reconstruct", server), composed_data("reconstruct", [*server, *client]), source, model
-    )
-    cfg = load_config("reconstruct", [*server, *client])
+    base = composed_data("reconstruct", server)
+    cfg = load_config("reconstruct", [*server, *client], inspect=lambda job: check_composed(base, job, source, model))
     check_size(cfg, source, limits)
     return cfg

@@ -39,8 +39,9 @@ from flows.backend.jobs import (
     server_overrides,
     warm_model,
 )
+from flows.backend.limits import JobLimits
 from flows.backend.pages import dashboard_page, home_page
-from flows.backend.policy import JobLimits, JobRequestError, check_job, check_overrides, parse_path_job
+from flows.backend.policy import JobRequestError, check_job, check_overrides, parse_path_job
 from flows.config import ConfigError, load_config
 from flows.runtime import prefect_runtime
 

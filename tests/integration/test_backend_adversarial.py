@@ -25,7 +25,7 @@ from PIL import Image, PngImagePlugin
 from da3core.io.inputs import InputError, discover_scene
 from da3core.synthetic import make_capture, write_colmap
 from flows.backend.archive import ArchiveError, pack, safe_extract
-from flows.backend.policy import JobLimits
+from flows.backend.limits import JobLimits
 from flows.backend.server import create_app
 
 pytestmark = pytest.mark.slow  # servers, subprocesses and kills: seconds each

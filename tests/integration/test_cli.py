@@ -22,7 +22,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import flows.cli as cli
-from flows.backend.policy import JobLimits
+from flows.backend.limits import JobLimits
 from flows.reconstruct import main as reconstruct_main
 
 REPO = Path(__file__).resolve().parents[2]
