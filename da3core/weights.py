@@ -16,14 +16,15 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from torch import nn
 
 from da3core.errors import UserError
+
+if TYPE_CHECKING:  # torch loads with the first checkpoint read or written: checks of a model source need none
+    import torch
+    from torch import nn
 
 HUB_HOST = "huggingface.co"
 HUB_CHECK_SECONDS = 1.5
@@ -129,6 +130,8 @@ def open_checkpoint(file: Path) -> Iterator[Mapping[str, torch.Tensor]]:
         with _open_safetensors(file) as f:
             yield _LazyTensors(f)
         return
+    import torch
+
     try:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - pickle and zip errors alike mean an unreadable file
@@ -198,6 +201,9 @@ def write_checkpoint(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
         raise ValueError(f"checkpoint path must end in .pth or .safetensors, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
+    import torch
+    from safetensors.torch import save_file
+
     if path.suffix == ".safetensors":
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt", **stamp})
     else:

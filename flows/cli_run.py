@@ -304,10 +304,10 @@ def _compose(overrides: list[str]) -> ReconstructConfig:
 
 def _check_device(device: str) -> None:
     """An explicitly requested device must exist here (``auto`` always resolves)."""
-    from tasks.model_cache import pick_device
+    from flows.preflight import check_device
 
     try:
-        pick_device(device)
+        check_device(device)
     except DeviceError as exc:
         raise CliError(str(exc).replace("model.device=", "--device ")) from None
 

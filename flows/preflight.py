@@ -21,13 +21,21 @@ if TYPE_CHECKING:
 MIN_STORE_BYTES_PER_PIXEL = 2
 
 
+def check_device(requested: str, key: str = "model.device") -> None:
+    """An accelerator asked for by name exists here (DeviceError naming ``key`` otherwise)."""
+    if requested in ("auto", "cpu"):  # always resolve; asking torch would load it, a second, in runs that skip
+        return
+    from tasks.model_cache import pick_device
+
+    pick_device(requested, key)
+
+
 def check_model(model: ModelConfig) -> None:
     """The device exists here and pretrained weights can be had (model.path, else the preset's hub id)."""
     from da3core.model.model_dir import check_model_source
     from da3core.model.presets import get_preset
-    from tasks.model_cache import pick_device
 
-    pick_device(model.device.value)
+    check_device(model.device.value)
     if model.weights.value == "pretrained":
         check_model_source(model.path or get_preset(model.preset).hub_id)
 
@@ -35,9 +43,9 @@ def check_model(model: ModelConfig) -> None:
 def check_video_model(cfg: VideoDepthConfig) -> None:
     """The device exists here and the Video Depth Anything checkpoint can be had (nothing downloaded)."""
     from da3core.video_depth.loading import resolve_checkpoint
-    from tasks.model_cache import official_vda_checkpoint, pick_device
+    from tasks.model_cache import official_vda_checkpoint
 
-    pick_device(cfg.device.value, "device")
+    check_device(cfg.device.value, "device")
     if cfg.weights != "random":
         resolve_checkpoint(
             cfg.weights or official_vda_checkpoint(cfg.encoder, cfg.metric), cfg.encoder, cfg.metric, download=False

@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from da3core.model.seeded_init import seeded_state_dict
 from da3core.weights import WeightsError, check_hub_file, hub_file, random_stamp, write_checkpoint
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+if TYPE_CHECKING:  # finding and checking a model dir needs no torch (a rerun that skips its scene loads none)
+    import torch
+    from torch import nn
+
 KEY_PREFIX = "model."  # official checkpoints hold the network under ``model.``
 
 
@@ -68,6 +69,8 @@ def read_config(model_dir: Path) -> dict:
 
 def tune_random_weights(state: dict[str, torch.Tensor]) -> None:
     """Keep random cameras well-conditioned: fields of view near 60°, near-identity rotations, small translations."""
+    import torch
+
     for key, value in state.items():
         if key.endswith("cam_dec.fc_fov.0.bias"):
             value.copy_(torch.full_like(value, 1.05) + 0.05 * value)
@@ -78,12 +81,18 @@ def tune_random_weights(state: dict[str, torch.Tensor]) -> None:
 
 
 def write_random_model_dir(
-    net: nn.Module, preset: str, out_dir: str | os.PathLike, seed: int = 0, dtype: torch.dtype = torch.float32
+    net: nn.Module, preset: str, out_dir: str | os.PathLike, seed: int = 0, dtype: torch.dtype | None = None
 ) -> Path:
     """Write ``net`` filled with seeded random weights as an official-layout model dir (stamped as random).
 
-    ``dtype`` float16 halves the file (handy for tests of the giant models); official checkpoints are fp32.
+    ``dtype`` float16 halves the file (handy for tests of the giant models); by default float32, as official
+    checkpoints are.
     """
+    import torch
+
+    from da3core.model.seeded_init import seeded_state_dict
+
+    dtype = dtype or torch.float32
     out = Path(out_dir)
     state = seeded_state_dict(net, seed)
     tune_random_weights(state)

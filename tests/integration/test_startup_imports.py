@@ -59,3 +59,19 @@ def test_one_image_run_loads_no_unused_library(api, tmp_path, prefect_api):
     env = _env(str(tmp_path / "prefect"), prefect_api if configured else None)
     assert _loaded(run, names, env) == []
     assert (tmp_path / "out" / image.stem / "exports" / "mini_npz" / "results.npz").is_file()
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_scene_loads_no_torch(tmp_path, prefect_api):
+    """A rerun whose result is complete is skipped without loading torch (1 s of the rerun): it needs no model,
+    and the device check only asks torch about an accelerator named explicitly."""
+    write_image_folder(make_capture(1, 64, 48, seed=4), tmp_path / "scene")
+    image = next((tmp_path / "scene").iterdir())
+    args = [f"scene={image}", f"storage.root={tmp_path / 'out'}", *FAST]
+    run = f"from flows.reconstruct import main\nassert main({args!r}) == 0"
+    env = _env(str(tmp_path / "prefect"), prefect_api)
+    assert _loaded(run, ["torch"], env) == ["torch"]  # the first run computes
+    results = tmp_path / "out" / image.stem / "exports" / "mini_npz" / "results.npz"
+    written = results.stat().st_mtime_ns
+    assert _loaded(run, ["torch"], env) == []
+    assert results.stat().st_mtime_ns == written  # reused, not recomputed
