@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prefect.context import SettingsContext
@@ -30,6 +30,7 @@ _LOCK = threading.Lock()
 _users = 0  # blocks inside prefect_runtime() that use the in-process API
 _api: _InProcessApi | None = None
 _exit_hooked = False
+_quiet = False  # Prefect's process-wide settings have heartbeats off (unless the user set them)
 
 
 @contextmanager
@@ -44,9 +45,11 @@ def prefect_runtime() -> Iterator[str]:
     from prefect.settings import temporary_settings
 
     url, owned = _acquire()
-    _quiet_heartbeats()
     try:
-        with temporary_settings(updates={"api.url": url}, set_defaults={"flows.heartbeat_frequency": None}):
+        if _has_own_settings():
+            with temporary_settings(updates={"api.url": url}, set_defaults={"flows.heartbeat_frequency": None}):
+                yield url
+        else:  # Prefect's process-wide settings already say all of it (each copy of them takes 0.1 s)
             yield url
     finally:
         if owned:
@@ -72,6 +75,8 @@ def _acquire() -> tuple[str, bool]:
         if _api is None:
             configured = get_current_settings().api.url
             if configured:
+                if not _quiet:
+                    _install_root()
                 return configured, False
             # Processes starting together on a fresh $PREFECT_HOME would both create its database (one fails on
             # "already exists"): the starts take turns, the runs do not.
@@ -119,14 +124,17 @@ class _InProcessApi:
         )
         # Unlike `prefect server start`, it registers no block types: listing them imports every installed Prefect
         # collection (prefect-dask: dask.distributed, 0.2 s), and flow runs do not need them (the UI's blocks page
-        # does, and `prefect server start` registers them there).
-        current = get_settings_context()
-        serving = SettingsContext(
-            profile=current.profile,
-            settings=current.settings.copy_with_update(
-                updates={"server.register_blocks_on_start": False, "server.memoize_block_auto_registration": False}
-            ),
-        )
+        # does, and `prefect server start` registers them there). One copy of Prefect's process-wide settings says
+        # that, the URL and the heartbeats, for the server and every thread without settings of its own.
+        updates: dict[Any, Any] = {
+            "api.url": self.url,
+            "server.register_blocks_on_start": False,
+            "server.memoize_block_auto_registration": False,
+        }
+        self.previous_root = _install_root(updates)
+        serving = get_settings_context()
+        if _has_own_settings():  # this thread's own settings (a PREFECT_HOME of its own, say) are the server's
+            serving = SettingsContext(profile=serving.profile, settings=serving.settings.copy_with_update(updates))
         self.thread = threading.Thread(
             target=self._serve, args=(serving, sock), name="prefect-api", daemon=True
         )  # a daemon: never holds up the exit
@@ -134,14 +142,14 @@ class _InProcessApi:
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
+                _restore_root(self.previous_root)
                 raise RuntimeError(
                     "the in-process Prefect API did not start; set PREFECT_API_URL to a running "
                     "Prefect server (prefect server start) instead"
                 )
             time.sleep(0.01)
         self.previous_url = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = self.url
-        _refresh_settings()
+        os.environ["PREFECT_API_URL"] = self.url  # for child processes (Dask workers, subprocesses)
 
     def _serve(self, settings: SettingsContext, sock: socket.socket) -> None:
         """Run the server in this thread with ``settings`` (a Prefect settings context; the lifespan reads them)."""
@@ -162,20 +170,31 @@ class _InProcessApi:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = self.previous_url
-        _refresh_settings()
+        _restore_root(self.previous_root)
 
 
-def _quiet_heartbeats() -> None:
-    """Flow-run heartbeats off in Prefect's process-wide settings, unless set by the user (environment, profile)."""
+def _has_own_settings() -> bool:
+    """Whether this thread is inside a Prefect settings context of its own (not the process-wide one)."""
+    import prefect.context
+
+    return prefect.context.get_settings_context() is not prefect.context.GLOBAL_SETTINGS_CONTEXT
+
+
+def _install_root(updates: dict[Any, Any] | None = None) -> SettingsContext:
+    """Prefect's process-wide settings with ``updates`` and heartbeats off unless the user set them (environment,
+    profile); returns the ones they replace."""
+    global _quiet
     import prefect.context
 
     root = prefect.context.GLOBAL_SETTINGS_CONTEXT
-    settings = root.settings.copy_with_update(set_defaults={"flows.heartbeat_frequency": None})
+    settings = root.settings.copy_with_update(updates=updates, set_defaults={"flows.heartbeat_frequency": None})
     prefect.context.GLOBAL_SETTINGS_CONTEXT = prefect.context.SettingsContext(profile=root.profile, settings=settings)
+    _quiet = True
+    return root
 
 
-def _refresh_settings() -> None:
-    """Prefect's process-wide settings re-read from the environment (threads without their own settings use them)."""
-    from prefect.context import refresh_global_settings_context
+def _restore_root(root: SettingsContext) -> None:
+    """Prefect's process-wide settings back to ``root``, heartbeats still off (a later block needs no copy)."""
+    import prefect.context
 
-    refresh_global_settings_context()
+    prefect.context.GLOBAL_SETTINGS_CONTEXT = root
