@@ -194,7 +194,9 @@ def _install_root(updates: dict[Any, Any] | None = None) -> SettingsContext:
 
 
 def _restore_root(root: SettingsContext) -> None:
-    """Prefect's process-wide settings back to ``root``, heartbeats still off (a later block needs no copy)."""
+    """Prefect's process-wide settings back to ``root`` (whose heartbeats a later block turns off again)."""
+    global _quiet
     import prefect.context
 
     prefect.context.GLOBAL_SETTINGS_CONTEXT = root
+    _quiet = False

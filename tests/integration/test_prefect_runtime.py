@@ -273,3 +273,37 @@ def test_threads_of_a_runtime_send_no_heartbeats_unless_asked(prefect_api, tmp_p
     out = subprocess.run([sys.executable, "-c", HEARTBEAT_IN_A_THREAD], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == expected
+
+
+URL_IN_A_THREAD = """
+import json, os, threading
+from flows.runtime import prefect_runtime
+from prefect.settings import get_current_settings, temporary_settings
+def seen():
+    settings = get_current_settings()
+    return [settings.api.url, settings.flows.heartbeat_frequency]
+inside = []
+with prefect_runtime() as url:
+    worker = threading.Thread(target=lambda: inside.append(seen()))
+    worker.start()
+    worker.join()
+    here = seen()
+with temporary_settings(updates={"logging.level": "WARNING"}), prefect_runtime() as url2:  # own settings context
+    own = seen()
+print(json.dumps([url, inside[0], here, url2, own, seen(), os.environ.get("PREFECT_API_URL")]))
+"""
+
+
+def test_in_process_api_is_seen_by_every_thread_and_withdrawn(tmp_path):
+    """Inside a block, this thread, a thread without settings of its own and a thread with its own settings context
+    all report to the in-process API without heartbeats; after the block the URL is gone from settings and
+    environment."""
+    env = _env(tmp_path / "prefect")
+    env.pop("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", None)
+    out = subprocess.run([sys.executable, "-c", URL_IN_A_THREAD], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    url, inside, here, url2, own, after, environ = json.loads(out.stdout.strip().splitlines()[-1])
+    assert url.startswith("http://127.0.0.1:") and url2.startswith("http://127.0.0.1:")
+    assert inside == here == [url, None]
+    assert own == [url2, None]
+    assert after[0] is None and environ is None
