@@ -200,6 +200,12 @@ ELSEWHERE = {
     'for f in photos/*.jpg; do da3 image "$f" --export-dir "out/$(basename "$f" .jpg)"; done': (
         "test_cli.py runs da3 image; test_prefect_runtime.py a run against a configured API"
     ),
+    "da3 backend --preset da3-small &": (
+        "test_prefect_runtime.py starts `da3 backend` (random weights) and stops it; benchmarks/startup.py times it"
+    ),
+    'for f in photos/*.jpg; do da3 image "$f" --export-dir "out/$(basename "$f" .jpg)" --use-backend; done': (
+        "test_backend.py runs da3 image --use-backend against a running backend and compares with a local run"
+    ),
     "prefect worker start --pool da3-process": "test_deployment.py",
     "prefect deployment run 'batch/nightly-batch'": "test_deployment.py (run_deployment on batch/nightly-batch)",
 }
