@@ -4,7 +4,9 @@ the reports.
 A benchmark scene becomes an input the reconstruct tasks read unchanged: an image folder (``unposed``) or a COLMAP
 dataset carrying the GT cameras (``posed``), with file names prefixed by the benchmark's frame order (the reader
 sorts by name, and the order picks the reference view). The copy lives in the local cache, keyed by the dataset's
-location; files whose source is unchanged (size and mtime or ETag) are not fetched again.
+location; files whose source is unchanged (size and mtime or ETag) are not fetched again. Evaluations running at
+once on one dataset share that copy: they stage it in turn (a lock beside it), and every file in it is replaced
+whole, only when its content changed, so a run reading it never sees a half-written or missing file.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import hashlib
 import json
 import os
 import posixpath
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,20 +90,46 @@ def _write_cameras(model_dir: Path, images: Path, bench: BenchScene) -> None:
             pycolmap.Rigid3d(pycolmap.Rotation3d(ext[:3, :3]), ext[:3, 3]),
         )
     model_dir.mkdir(parents=True, exist_ok=True)
-    rec.write_binary(str(model_dir))
+    with tempfile.TemporaryDirectory(dir=model_dir.parent, prefix=f".{model_dir.name}.tmp-") as written:
+        rec.write_binary(written)
+        for file in sorted(Path(written).iterdir()):
+            target = model_dir / file.name
+            if not target.is_file() or target.read_bytes() != file.read_bytes():
+                os.replace(file, target)
+
+
+def stage(bench: BenchScene, kind: str, on_wait: Callable[[Path], None] | None = None) -> Path:
+    """Lay ``bench`` out as reconstruct-flow input for ``kind`` (unposed: image folder; posed: COLMAP dataset) in
+    its staging folder, holding the folder's lock (``on_wait`` is told when another evaluation holds it)."""
+    from filelock import FileLock, Timeout
+
+    folder = staging_folder(bench, kind)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder.parent / f".{folder.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait(folder)
+        lock.acquire()
+    try:
+        if kind == "posed":
+            _sync_images(bench, folder / "images")
+            _write_cameras(folder / "sparse" / "0", folder / "images", bench)
+        else:
+            _sync_images(bench, folder)
+    finally:
+        lock.release()
+    return folder
 
 
 @task(name="stage-input", task_run_name="stage-{kind}-{name}", cache_policy=NO_CACHE)
 def stage_input(name: str, bench: BenchScene, kind: str) -> str:
-    """Lay ``bench`` out as reconstruct-flow input for ``kind`` (unposed: image folder; posed: COLMAP dataset)."""
+    """Lay ``bench`` out as reconstruct-flow input for ``kind`` (see :func:`stage`)."""
     started = time.perf_counter()
-    folder = staging_folder(bench, kind)
-    if kind == "posed":
-        _sync_images(bench, folder / "images")
-        _write_cameras(folder / "sparse" / "0", folder / "images", bench)
-    else:
-        _sync_images(bench, folder)
-    get_run_logger().info(
+    logger = get_run_logger()
+    folder = stage(bench, kind, lambda f: logger.info("%s: waiting for another evaluation staging %s", name, f))
+    logger.info(
         "staged %s (%d frames, %s) in %.2fs -> %s", name, len(bench), kind, time.perf_counter() - started, folder
     )
     return str(folder)
