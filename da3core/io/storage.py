@@ -94,13 +94,22 @@ def localize(url: str, storage_options: dict[str, Any] | None = None) -> Path:
     key = hashlib.sha256(repr((url, listing)).encode()).hexdigest()[:16]
     target = cache_root() / key / Path(path.rstrip("/")).name
     done = target.parent / ".complete"
-    if not done.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if fs.isdir(path):
-            fs.get(path.rstrip("/") + "/", str(target), recursive=True)
-        else:
-            fs.get(path, str(target))
-        done.touch()  # written last: a partial download is fetched again
+    if done.exists():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Runs reading one input at once fetch it once: the others wait, then find it complete (a killed holder's lock
+    # is freed by the kernel, and its partial copy is fetched again).
+    with FileLock(target.parent / ".lock"):
+        if not done.exists():
+            if target.is_dir():
+                shutil.rmtree(target)
+            if fs.isdir(path):
+                fs.get(path.rstrip("/") + "/", str(target), recursive=True)
+            else:
+                fs.get(path, str(target))
+            done.touch()  # written last: a partial download is fetched again
     return target
 
 
