@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -195,21 +196,28 @@ def _show(keys: list[str], n: int = 8) -> str:
 
 
 def write_checkpoint(state: Mapping[str, torch.Tensor], path: str | os.PathLike, stamp: Mapping[str, str]) -> Path:
-    """Write ``state`` as ``.safetensors`` or ``.pth`` (by suffix) with ``stamp``, atomically (temp file + rename)."""
+    """Write ``state`` as ``.safetensors`` or ``.pth`` (by suffix) with ``stamp``, atomically (temp file + rename).
+
+    The temporary name is the writer's own: processes writing one checkpoint at once (Dask workers making the same
+    random weights) each rename a whole file into place.
+    """
     path = Path(path)
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(f"checkpoint path must end in .pth or .safetensors, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.partial-{uuid.uuid4().hex[:12]}")
     import torch
     from safetensors.torch import save_file
 
-    if path.suffix == ".safetensors":
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt", **stamp})
-    else:
-        torch.save(dict(state), tmp)
-        _sidecar(path).write_text(json.dumps({**stamp, "bytes": tmp.stat().st_size}, indent=2))
-    tmp.replace(path)
+    try:
+        if path.suffix == ".safetensors":
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt", **stamp})
+        else:
+            torch.save(dict(state), tmp)
+            _sidecar(path).write_text(json.dumps({**stamp, "bytes": tmp.stat().st_size}, indent=2))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when the write failed
     return path
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,8 +97,12 @@ def write_random_model_dir(
     out = Path(out_dir)
     state = seeded_state_dict(net, seed)
     tune_random_weights(state)
+    # The config first, whole: a dir whose weights file exists is complete (what a concurrent reader checks).
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / f".{CONFIG_FILE}.{os.getpid()}-{threading.get_ident()}"
+    config.write_text(json.dumps({"model_name": preset}, indent=2))
+    config.replace(out / CONFIG_FILE)
     write_checkpoint(
         {KEY_PREFIX + k: v.to(dtype) for k, v in state.items()}, out / WEIGHTS_FILE, random_stamp(seed, preset=preset)
     )
-    (out / CONFIG_FILE).write_text(json.dumps({"model_name": preset}, indent=2))
     return out

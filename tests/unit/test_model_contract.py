@@ -110,3 +110,42 @@ def test_pose_conditioning_keeps_input_poses(small_dir, capture):
     np.testing.assert_allclose(pred.extrinsics, capture.extrinsics[:4], atol=1e-6)
     scale = 112 / 160
     np.testing.assert_allclose(pred.intrinsics[:, 0, 0], capture.intrinsics[:4, 0, 0] * scale, rtol=1e-5)
+
+
+def test_checkpoints_written_at_once_to_one_path_land_whole(tmp_path, monkeypatch):
+    """Two writers of one checkpoint at once (Dask workers making the same random weights): both finish, the file
+    holds one writer's tensors exactly, and no temporary file is left. With a shared temporary name the second
+    writer's rename found the file gone."""
+    import threading
+
+    import safetensors.torch
+
+    from da3core.weights import write_checkpoint
+
+    both_written = threading.Barrier(2, timeout=30)
+    save = safetensors.torch.save_file
+
+    def save_then_wait(*args, **kwargs):
+        save(*args, **kwargs)
+        both_written.wait()
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_then_wait)
+    path = tmp_path / "model.safetensors"
+    states = [{"w": torch.full((64, 64), float(i))} for i in range(2)]
+    errors: list[BaseException] = []
+
+    def write(state) -> None:
+        try:
+            write_checkpoint(state, path, {"writer": "test"})
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(state,)) for state in states]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert errors == []
+    written = load_file(path)["w"]
+    assert any(torch.equal(written, state["w"]) for state in states)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
