@@ -5,6 +5,7 @@ models and scenes, each job in its own folder."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,21 @@ def artifacts_of(flow_run_id) -> list:
         return client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
+
+
+def final_task_runs(names: list[str], count: int, timeout: float = 30.0) -> list:
+    """The task runs named ``names`` once ``count`` of them are recorded in a final state: Prefect records task-run
+    states from the events the run sends, a moment after the run has returned."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=timeout, at_exit=False)
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            tasks = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=names)))
+            if (len(tasks) == count and all(t.state.is_final() for t in tasks)) or time.monotonic() > deadline:
+                return tasks
+            time.sleep(0.2)
 
 
 def test_skipped_scene_ends_cached_and_each_run_publishes_its_outputs(tmp_path):
@@ -57,11 +73,7 @@ def test_batch_scene_tasks_end_cached_on_rerun_and_the_batch_publishes_a_table(t
         "batch", [f"dataset={tmp_path / 'data'}", f"storage.root={tmp_path / 'out'}", "concurrency=2", *FAST]
     )
     runs = [batch(cfg, return_state=True) for _ in range(2)]
-    with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["scene-deckcached", "scene-yardcached"]))
-        )
-    by_start = sorted(tasks, key=lambda t: t.start_time)
+    by_start = sorted(final_task_runs(["scene-deckcached", "scene-yardcached"], 4), key=lambda t: t.start_time)
     assert [t.state.name for t in by_start] == ["Completed", "Completed", "Cached", "Cached"]
     assert [r.status for r in runs[1].result().results] == ["skipped", "skipped"]
 
