@@ -42,9 +42,12 @@ async def main():
                 d = await c.read_deployment_by_name(name); break
             except Exception: await asyncio.sleep(1)
     run = await run_deployment(name, parameters=parameters or None, timeout=600)
-    async with get_client() as c:
-        tasks = await c.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(
-            any_=[f"scene-{s}" for s in scenes])))
+    async with get_client() as c:  # task-run states are recorded from events, a moment after the run ends
+        for _ in range(150):
+            tasks = await c.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(
+                any_=[f"scene-{s}" for s in scenes])))
+            if len(tasks) >= len(scenes) and all(t.state.is_final() for t in tasks): break
+            await asyncio.sleep(0.2)
     print(json.dumps({"state": run.state.type.value, "crons": [s.schedule.cron for s in d.schedules],
                       "tasks": [[t.name, t.state.name, t.start_time.isoformat(), t.end_time.isoformat()]
                                 for t in tasks]}))
