@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import threading
 import uuid
@@ -205,13 +207,25 @@ def write_checkpoint(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(f"checkpoint path must end in .pth or .safetensors, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    needed, free = sum(t.numel() * t.element_size() for t in state.values()), shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise WeightsError(
+            f"not enough free space to write {path}: {free / 2**20:.0f} MiB free, the weights need "
+            f"{needed / 2**20:.0f} MiB; free space there or write elsewhere"
+        )
     tmp = path.with_name(f"{path.name}.partial-{uuid.uuid4().hex[:12]}")
     import torch
     from safetensors.torch import save_file
 
     try:
         if path.suffix == ".safetensors":
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt", **stamp})
+            try:
+                save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt", **stamp})
+            except SafetensorError as exc:  # its I/O errors carry the OS error only as text: "(os error 28)"
+                code = re.search(r"\(os error (\d+)\)", str(exc))
+                if code is None:
+                    raise
+                raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from exc
         else:
             torch.save(dict(state), tmp)
             _sidecar(path).write_text(json.dumps({**stamp, "bytes": tmp.stat().st_size}, indent=2))

@@ -149,3 +149,39 @@ def test_checkpoints_written_at_once_to_one_path_land_whole(tmp_path, monkeypatc
     written = load_file(path)["w"]
     assert any(torch.equal(written, state["w"]) for state in states)
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch):
+    """Writing weights where they do not fit is a user error naming the file, before anything is written; a disk
+    that fills during the write (safetensors reports the OS error only as text) is the OS error, one line too.
+    Either way no temporary file is left."""
+    import shutil
+    from collections import namedtuple
+
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    from da3core import weights
+    from da3core.errors import is_user_error, user_message
+
+    state = {"w": torch.zeros(1024, 1024)}  # 4 MiB
+    path = tmp_path / "model.safetensors"
+    usage, disk_usage = namedtuple("usage", "total used free"), shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**30, 2**30 - 2**20, 2**20))
+    with pytest.raises(WeightsError) as refused:
+        weights.write_checkpoint(state, path, {})
+    assert str(path) in str(refused.value) and "1 MiB free" in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+
+    def fill_up(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fill_up)
+    with pytest.raises(OSError) as full:
+        weights.write_checkpoint(state, path, {})
+    assert is_user_error(full.value)
+    assert user_message(full.value) == f"no space left on the device: {path}; free space there or write elsewhere"
+    assert list(tmp_path.iterdir()) == []
