@@ -143,8 +143,8 @@ def run_load(url: str, server_pid: int, clients: int, seconds: float, drain: flo
     done.set()
     elapsed = time.time() - started
     # Ask the server too: every accepted job must be known there and finished (none lost, none stuck).
-    records = {j["id"]: j["status"] for j in httpx.get(f"{url}/jobs", params={"limit": 10_000}).json()["jobs"]}
-    server_status = [records.get(job_id, "missing") for job_id in stats["accepted"]]
+    asked = [httpx.get(f"{url}/jobs/{job_id}") for job_id in stats["accepted"]]
+    server_status = [r.json()["status"] if r.status_code == 200 else "missing" for r in asked]
     pct = lambda xs, q: float(np.percentile(xs, q)) if xs else None  # noqa: E731
     return {
         "clients": clients,

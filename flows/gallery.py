@@ -31,16 +31,32 @@ def find_scenes(root: Path) -> list[str]:
     scenes = []
     for glb in sorted(root.glob("scene.glb")) + sorted(root.glob("*/scene.glb")) + sorted(root.glob("*/*/scene.glb")):
         rel = glb.parent.relative_to(root).as_posix()
-        scenes.append("" if rel == "." else rel)
+        if _inside(root, glb):  # a linked scene folder or file from elsewhere is not listed (nor served)
+            scenes.append("" if rel == "." else rel)
     return scenes
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """True if ``path`` resolves (links and ``..`` included) inside ``root``; False for names no file can have."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, ValueError, RuntimeError):  # a NUL, a name too long, a link loop
+        return False
+
+
+def _listed(root: Path, folder: Path, pattern: str) -> list[str]:
+    """Names of the files in ``folder`` matching ``pattern`` that the gallery serves (inside ``root``)."""
+    if not folder.is_dir() or not _inside(root, folder):
+        return []
+    return sorted(p.name for p in folder.glob(pattern) if _inside(root, p))
 
 
 def _safe_scene_dir(root: Path, scene: str) -> Path:
     """The scene folder, refusing anything that resolves outside the gallery root."""
-    target = (root / scene).resolve()
-    if not target.is_relative_to(root.resolve()) or not (target / "scene.glb").is_file():
+    target = root / scene
+    if not _inside(root, target) or not _inside(root, target / "scene.glb") or not (target / "scene.glb").is_file():
         raise HTTPException(status_code=404, detail="no such scene")
-    return target
+    return target.resolve()
 
 
 def _weights(folder: Path) -> str | None:
@@ -73,8 +89,7 @@ def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
     def scene_info(scene: str) -> dict:
         folder = root / scene
         base = f"{prefix}/files/{quote(scene)}/" if scene else f"{prefix}/files/"
-        depth = sorted(p.name for p in (folder / "depth_vis").glob("*.jpg")) if (folder / "depth_vis").is_dir() else []
-        videos = sorted(p.name for p in (folder / "gs_video").glob("*.mp4")) if (folder / "gs_video").is_dir() else []
+        depth, videos = _listed(root, folder / "depth_vis", "*.jpg"), _listed(root, folder / "gs_video", "*.mp4")
         return {
             "id": scene or ".",
             "title": scene or root.name,
@@ -104,7 +119,7 @@ def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
         body = "".join(cards) or "<p>No scenes yet: export with <code>export=glb</code> into this folder.</p>"
         banner = untrained_banner("random" if any(info["weights"] == "random" for info in infos) else None)
         return _page(
-            "da3 gallery", f"<h1>da3 gallery</h1>{banner}<p>{html.escape(str(root))}</p><div class='grid'>{body}</div>"
+            "da3 gallery", f"<h1>da3 gallery</h1>{banner}<p>{html.escape(root.name)}</p><div class='grid'>{body}</div>"
         )
 
     @app.get("/scene/{scene:path}", response_class=HTMLResponse)

@@ -55,9 +55,9 @@ def probe_video(path: str | Path) -> VideoMeta:
     if decord is not None:
         try:
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        except Exception as exc:  # decord raises its own DECORDError for corrupt input
+            height, width = reader[0].shape[:2] if len(reader) else (0, 0)
+        except Exception as exc:  # decord raises its own DECORDError, or a RuntimeError on a frame it cannot read
             raise unreadable_video(path, exc) from exc
-        height, width = reader[0].shape[:2] if len(reader) else (0, 0)
         return VideoMeta(len(reader), float(reader.get_avg_fps()), width, height)
     import av
 

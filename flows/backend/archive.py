@@ -7,6 +7,7 @@ refused, and the receiver may cap the total bytes and the member count as well.
 
 from __future__ import annotations
 
+import math
 import os
 import tarfile
 from pathlib import Path, PurePosixPath
@@ -46,12 +47,28 @@ _SPECIAL = {
 }
 
 
-def _check_member(member: tarfile.TarInfo) -> None:
-    """Refuse absolute names, ``..`` components, sparse files, links and special files."""
+MAX_DEPTH = 64  # folders in one entry's name; deeper ones exhaust tarfile's recursion, and no scene needs them
+
+
+def _check_member(member: tarfile.TarInfo, previous_offset: int) -> None:
+    """Refuse absolute names, ``..`` components, names that are not text, sparse files, links, special files and
+    headers that point back into the archive."""
     name = member.name
     parts = PurePosixPath(name).parts
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts or "\\" in name:
         raise ArchiveError(f"archive entry {name!r} points outside the destination")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes tarfile could only decode as surrogates
+        raise ArchiveError(f"archive entry {name!r} is not valid UTF-8; rename it") from None
+    if "\x00" in name or len(parts) > MAX_DEPTH:
+        raise ArchiveError(f"archive entry {name[:200]!r} holds a NUL or is nested over {MAX_DEPTH} folders deep")
+    # A negative size (base-256 headers allow one) moves the reader back over data already counted: the same
+    # bytes would be extracted again and again past the size cap.
+    if member.size < 0 or member.offset_data <= previous_offset:
+        raise ArchiveError(f"archive entry {name!r} has a corrupt header (negative size or overlapping data)")
+    if not math.isfinite(member.mtime) or not 0 <= member.mtime < 2**33:
+        raise ArchiveError(f"archive entry {name!r} has an invalid modification time")
     if member.issparse():
         raise ArchiveError(f"archive entry {name!r} is a sparse file; pack it without --sparse")
     if not (member.isreg() or member.isdir()):
@@ -76,14 +93,15 @@ def safe_extract(
             if isinstance(archive, (str, os.PathLike))
             else tarfile.open(fileobj=archive, mode="r:")
         )
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, ValueError) as exc:  # ValueError: a malformed pax or sparse header
         raise ArchiveError(f"not an uncompressed tar archive: {exc}") from exc
     members: list[tarfile.TarInfo] = []
     try:
         with tar:
-            total = 0
+            total, offset = 0, -1
             for member in tar:  # header by header: a refusal stops reading the rest
-                _check_member(member)
+                _check_member(member, offset)
+                offset = member.offset_data
                 if not (root / member.name).resolve().is_relative_to(root):
                     raise ArchiveError(f"archive entry {member.name!r} points outside the destination")
                 members.append(member)
@@ -94,9 +112,11 @@ def safe_extract(
                     raise ArchiveError(f"archive expands to more than {max_bytes} bytes, the most accepted here")
             # The "data" filter re-checks the same rules inside tarfile (belt and braces), drops odd permissions.
             tar.extractall(dest, members=members, filter="data")
+    except ArchiveError:
+        raise
     except tarfile.FilterError as exc:
         raise ArchiveError(f"archive entry refused: {exc}") from exc
-    except (tarfile.TarError, EOFError) as exc:  # truncated or corrupt after a valid header
+    except (tarfile.TarError, EOFError, ValueError) as exc:  # truncated or corrupt after a valid header
         raise ArchiveError(f"corrupt tar archive: {exc}") from exc
     except OSError as exc:  # e.g. a file and a folder of the same name, or a name too long for the filesystem
         raise ArchiveError(f"cannot extract the archive: {exc.strerror or exc}") from exc

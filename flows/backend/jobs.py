@@ -6,6 +6,7 @@ jobs still queued when the service stops are failed with that reason rather than
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import shutil
@@ -98,28 +99,44 @@ class Job:
         """The tar of ``output_dir`` served by ``/jobs/{id}/result``."""
         return self.workspace / "result.tar"
 
-    def wait_for_change(self, timeout: float) -> None:
-        """Return once the job's status, progress or message differs from now, it has ended, or ``timeout`` passed."""
+    def _settled(self, seen: tuple[str, float, str]) -> bool:
+        return self.status in ("completed", "failed") or (self.status, self.progress, self.message) != seen
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return once the job's status, progress or message differs from now, it has ended, or ``timeout`` passed.
+
+        Asynchronous, so held requests wait on the event loop and never occupy the server's request threads."""
         seen = (self.status, self.progress, self.message)
         deadline = time.monotonic() + timeout
-        while (
-            self.status not in ("completed", "failed")
-            and (self.status, self.progress, self.message) == seen
-            and time.monotonic() < deadline
-        ):
-            time.sleep(CHANGE_CHECK_SECONDS)
+        while not self._settled(seen) and time.monotonic() < deadline:
+            await asyncio.sleep(CHANGE_CHECK_SECONDS)
 
     def redact(self, text: str) -> str:
         """``text`` with paths in the job's upload shown relative to it (clients need not learn server folders)."""
         return text.replace(f"{self.workspace / 'input'}/", "")
 
     def record(self) -> dict[str, Any]:
-        """The job as JSON-ready data (no server paths)."""
+        """The job as JSON-ready data for its owner, the client holding its id (no server paths)."""
         data = {k: v for k, v in asdict(self).items() if k not in ("workspace", "source", "config")}
-        data["scene"] = Path(self.source).name
-        data["queued_seconds"] = (self.started_at or time.time()) - self.created_at
-        data["run_seconds"] = (self.finished_at or time.time()) - self.started_at if self.started_at else None
-        return data
+        # A name read from the disk may hold bytes that are not UTF-8 (as surrogates): shown escaped, not fatal.
+        data["scene"] = Path(self.source).name.encode("utf-8", "backslashreplace").decode("utf-8")
+        return {**data, **self._durations()}
+
+    def summary(self) -> dict[str, Any]:
+        """The job as anyone may see it in listings: state and times only. Its id is the key to its data, and
+        its scene, overrides and messages are its owner's."""
+        return {
+            "status": self.status,
+            "progress": self.progress,
+            "created_at": self.created_at,
+            **self._durations(),
+        }
+
+    def _durations(self) -> dict[str, float | None]:
+        return {
+            "queued_seconds": (self.started_at or time.time()) - self.created_at,
+            "run_seconds": (self.finished_at or time.time()) - self.started_at if self.started_at else None,
+        }
 
 
 def new_job(workspace_root: Path, overrides: list[str]) -> Job:

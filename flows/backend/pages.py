@@ -83,21 +83,21 @@ def dashboard_page(status: dict[str, Any], jobs: list[dict[str, Any]], refresh: 
         ("model loaded", loaded),
         ("process RSS", f"{mem['rss_mb']:.0f} MB"),
         ("uptime", _fmt_secs(status["uptime_seconds"])),
-        ("queue", f"{queue['length']} waiting of {queue['max']}; running: {queue['running'] or 'none'}"),
+        ("queue", f"{queue['length']} waiting of {queue['max']}; running: {'one job' if queue['running'] else 'none'}"),
         ("jobs", ", ".join(f"{k} {v}" for k, v in status["jobs"].items())),
     ]
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows) + cuda_row
+    # Jobs are listed by state and times only: a job's id, scene and messages are for the client that sent it.
     job_rows = "".join(
-        f"<tr><td><a href='/jobs/{j['id']}'>{j['id'][:8]}</a></td><td>{html.escape(j['scene'])}</td>"
-        f"<td class='{j['status']}'>{j['status']}</td><td><span class='bar' style='width:{int(60 * j['progress'])}px'>"
-        f"</span> {100 * j['progress']:.0f}%</td><td>{html.escape(j['error'] or j['message'])}</td>"
-        f"<td>{_fmt_time(j['created_at'])}</td><td>{_fmt_secs(j['queued_seconds'])}</td>"
-        f"<td>{_fmt_secs(j['run_seconds'])}</td></tr>"
+        f"<tr><td class='{j['status']}'>{j['status']}</td>"
+        f"<td><span class='bar' style='width:{int(60 * j['progress'])}px'></span> {100 * j['progress']:.0f}%</td>"
+        f"<td>{_fmt_time(j['created_at'])}</td>"
+        f"<td>{_fmt_secs(j['queued_seconds'])}</td><td>{_fmt_secs(j['run_seconds'])}</td></tr>"
         for j in jobs
     )
     jobs_table = (
-        "<table><tr><th>job</th><th>scene</th><th>status</th><th>progress</th><th>message</th>"
-        f"<th>submitted</th><th>waited</th><th>ran</th></tr>{job_rows}</table>"
+        "<table><tr><th>status</th><th>progress</th><th>submitted</th><th>waited</th><th>ran</th></tr>"
+        f"{job_rows}</table>"
         if jobs
         else "<p>No jobs yet.</p>"
     )

@@ -186,12 +186,15 @@ def check_composed(base: dict[str, Any], job: dict[str, Any], source: Path, mode
             )
 
 
-def _view_sizes(cfg: ReconstructConfig, source: Path) -> list[tuple[int, int]]:
-    """(height, width) of every view the flow will read; unreadable images count as 0 (the job fails on them)."""
+def _view_sizes(cfg: ReconstructConfig, source: Path, roots: list[Path]) -> list[tuple[int, int]]:
+    """(height, width) of every view the flow will read; unreadable images count as 0 (the job fails on them).
+
+    Every file read must resolve (links included) inside one of ``roots``: a link in a folder of images must
+    not bring a file from elsewhere on the server into the job."""
     from PIL import Image
 
     from da3core.io import video as video_io
-    from da3core.io.inputs import InputError, discover_scene
+    from da3core.io.inputs import discover_scene
 
     try:
         scene = discover_scene(
@@ -201,10 +204,14 @@ def _view_sizes(cfg: ReconstructConfig, source: Path) -> list[tuple[int, int]]:
             fps=cfg.input.fps,
             max_frames=cfg.input.max_frames,
         )
+        files = [Path(scene.source)] if scene.kind == "video" else [Path(p) for p in scene.paths]
+        for file in files:
+            if not any(file.resolve().is_relative_to(root) for root in roots):
+                raise JobRequestError(f"input file {file.name!r} is a link to a file outside the job's input")
         if scene.kind == "video":
             meta = video_io.probe_video(scene.source)
             return [(meta.height, meta.width)] * len(scene)
-    except InputError as exc:
+    except UserError as exc:  # InputError, VideoError
         raise JobRequestError(str(exc)) from None
     sizes = []
     for path in scene.paths:
@@ -224,14 +231,14 @@ def processed_pixels(height: int, width: int, process_res: int, method: str) -> 
     return max(1, round(height * scale)) * max(1, round(width * scale))
 
 
-def check_size(cfg: ReconstructConfig, source: Path, limits: JobLimits) -> None:
-    """Refuse a job over the resolution, processed-pixel or input-pixel caps."""
+def check_size(cfg: ReconstructConfig, source: Path, limits: JobLimits, roots: list[Path]) -> None:
+    """Refuse a job over the resolution, processed-pixel or input-pixel caps, or reading outside ``roots``."""
     res, method = cfg.processing.process_res, cfg.processing.method.value
     if res > limits.max_process_res:
         raise JobRequestError(
             f"processing.process_res={res} is over this backend's cap of {limits.max_process_res} (--max-process-res)"
         )
-    sizes = _view_sizes(cfg, source)
+    sizes = _view_sizes(cfg, source, roots)
     processed = sum(processed_pixels(h, w, res, method) for h, w in sizes)
     if processed > limits.max_pixels:
         raise JobRequestError(
@@ -248,11 +255,11 @@ def check_size(cfg: ReconstructConfig, source: Path, limits: JobLimits) -> None:
 
 
 def check_job(
-    client: list[str], server: list[str], source: Path, model: dict[str, str], limits: JobLimits
+    client: list[str], server: list[str], source: Path, model: dict[str, str], limits: JobLimits, roots: list[Path]
 ) -> ReconstructConfig:
-    """Every check of a job before it is queued (composed overrides, the typed config's values, the size caps);
-    returns the config the worker will run."""
+    """Every check of a job before it is queued (composed overrides, the typed config's values, the size caps, the
+    input files inside ``roots``); returns the config the worker will run."""
     base = composed_data("reconstruct", server)
     cfg = load_config("reconstruct", [*server, *client], inspect=lambda job: check_composed(base, job, source, model))
-    check_size(cfg, source, limits)
+    check_size(cfg, source, limits, roots)
     return cfg

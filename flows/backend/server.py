@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,9 +25,10 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.requests import ClientDisconnect
 
 from da3core.errors import UserError
-from flows.backend.archive import ArchiveError, safe_extract
+from flows.backend.archive import safe_extract
 from flows.backend.jobs import (
     JOB_ID,
     Job,
@@ -48,8 +49,7 @@ from flows.runtime import prefect_runtime
 TAR_TYPES = ("application/x-tar", "application/octet-stream")
 OPEN_PREFIXES = ("/gallery/static/",)  # the bundled viewer script: static, nothing private
 _CHUNK = 1 << 16
-# A held status request occupies one of the server's request threads: short enough that many waiting clients
-# cannot starve the others for long.
+# A held status request waits on the event loop; the cap keeps a client checking that it is still connected.
 MAX_WAIT_SECONDS = 5.0
 
 
@@ -85,7 +85,7 @@ class TokenGate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         auth = headers.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        cookie = SimpleCookie(headers.get("cookie", "")).get("da3_token")
+        cookie = _cookie(headers.get("cookie", ""), "da3_token")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
         if self._valid(bearer) or (cookie is not None and self._valid(cookie.value)):
             return await self.app(scope, receive, send)
@@ -104,6 +104,14 @@ class TokenGate:
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
+
+
+def _cookie(header: str, name: str) -> Any:
+    """The named morsel of a Cookie header, or None (a malformed header counts as no cookie)."""
+    try:
+        return SimpleCookie(header).get(name)
+    except CookieError:
+        return None
 
 
 class Service:
@@ -162,7 +170,7 @@ class Service:
             "queue": {
                 "length": self.queue.queued(),
                 "max": self.queue.max_queue,
-                "running": running.id if running else None,
+                "running": running is not None,  # not its id: an id is the key to that job's outputs
             },
             "jobs": dict(self.queue.counts),
             "memory": memory(),
@@ -184,11 +192,13 @@ class Service:
             raise HTTPException(403, "this backend accepts uploads only (start it with allowed roots for server paths)")
         try:
             resolved = Path(path).expanduser().resolve()
-        except (RuntimeError, OSError) as exc:  # an unknown ~user, a link loop
-            raise HTTPException(400, f"path {path!r} cannot be resolved on the backend") from exc
-        if not any(resolved.is_relative_to(root) for root in self.allowed_roots):
+            inside = any(resolved.is_relative_to(root) for root in self.allowed_roots)
+            exists = inside and resolved.exists()
+        except (RuntimeError, OSError, ValueError) as exc:  # an unknown ~user, a link loop, a name too long
+            raise HTTPException(400, f"path {path[:200]!r} cannot be resolved on the backend") from exc
+        if not inside:
             raise HTTPException(403, f"path {path!r} is outside the backend's allowed roots")
-        if not resolved.exists():
+        if not exists:
             raise HTTPException(404, f"path {path!r} does not exist on the backend")
         return resolved
 
@@ -291,7 +301,7 @@ def create_app(
     @app.get("/dashboard", response_class=HTMLResponse)
     def dashboard(refresh: int | None = None) -> str:
         """Model, device, memory, queue and recent jobs; ``?refresh=5`` reloads every 5 s."""
-        return dashboard_page(service.status(), [j.record() for j in service.queue.recent()], refresh)
+        return dashboard_page(service.status(), [j.summary() for j in service.queue.recent()], refresh)
 
     @app.get("/status")
     def status() -> dict[str, Any]:
@@ -306,6 +316,9 @@ def create_app(
         except QueueFull as exc:
             raise HTTPException(503, str(exc)) from exc
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in (*TAR_TYPES, "application/json"):
+            raise HTTPException(415, "send the input as application/x-tar, or JSON {path, overrides}")
+        job: Job | None = None
         try:
             if kind == "application/json":
                 try:
@@ -317,18 +330,14 @@ def create_app(
                 overrides = check_overrides(body.overrides, service.model)
                 source = service.allowed_path(body.path)
                 job = new_job(service.workspace, overrides)
-                job.source = str(source)
-            elif kind in TAR_TYPES:
+                job.source, roots = str(source), service.allowed_roots
+            else:
                 # Before the upload is stored: keys a client may never set are refused without reading it.
                 job = new_job(
                     service.workspace, check_overrides(request.query_params.getlist("override"), service.model)
                 )
                 await _prepare_upload(request, job)
-            else:
-                raise HTTPException(415, "send the input as application/x-tar, or JSON {path, overrides}")
-        except JobRequestError as exc:
-            raise HTTPException(400, str(exc)) from exc
-        try:
+                roots = [job.workspace / "input"]
             # The whole config now, composed as the worker will: a bad job is a 400 here, not a failed job later.
             job.config = await run_in_threadpool(
                 check_job,
@@ -337,14 +346,20 @@ def create_app(
                 Path(job.source),
                 service.model,
                 service.limits,
+                roots,
             )
             service.queue.submit(job)
-        except (ConfigError, JobRequestError) as exc:
-            shutil.rmtree(job.workspace, ignore_errors=True)
-            raise HTTPException(400, job.redact(str(exc))) from exc
-        except QueueFull as exc:
-            shutil.rmtree(job.workspace, ignore_errors=True)
-            raise HTTPException(503, str(exc)) from exc
+        except BaseException as exc:
+            # Whatever went wrong (a refusal, a bug, a client gone mid-upload), no files outlive a job not queued.
+            if job is not None:
+                shutil.rmtree(job.workspace, ignore_errors=True)
+            if isinstance(exc, (ConfigError, UserError)):
+                raise HTTPException(400, job.redact(str(exc)) if job is not None else str(exc)) from exc
+            if isinstance(exc, QueueFull):
+                raise HTTPException(503, str(exc)) from exc
+            if isinstance(exc, ClientDisconnect):
+                raise HTTPException(400, "the client disconnected before the upload was complete") from exc
+            raise
         return job.record()
 
     async def _prepare_upload(request: Request, job: Job) -> None:
@@ -358,33 +373,27 @@ def create_app(
                 service.max_upload,
                 service.max_files,
             )
-        except (HTTPException, ArchiveError) as exc:
-            shutil.rmtree(job.workspace, ignore_errors=True)
-            if isinstance(exc, ArchiveError):
-                raise HTTPException(400, str(exc)) from exc
-            raise
         finally:
             (job.workspace / "upload.tar").unlink(missing_ok=True)
         if len(names) != 1:
-            shutil.rmtree(job.workspace, ignore_errors=True)
             raise HTTPException(400, f"the upload must hold one file or folder at its top level, not {len(names)}")
         job.source = str(job.workspace / "input" / names[0])
 
     @app.get("/jobs")
     def jobs(limit: int = 50) -> dict[str, Any]:
-        """The most recent jobs, newest first, and the totals."""
+        """The most recent jobs, newest first (state and times only), and the totals."""
         return {
-            "jobs": [j.record() for j in service.queue.recent(limit)],
+            "jobs": [j.summary() for j in service.queue.recent(limit)],
             "counts": dict(service.queue.counts),
             "queue_length": service.queue.queued(),
         }
 
     @app.get("/jobs/{job_id}")
-    def job_status(job_id: str, wait: float = 0.0) -> dict[str, Any]:
+    async def job_status(job_id: str, wait: float = 0.0) -> dict[str, Any]:
         """One job's status, progress, message, timings and error; with ``wait`` seconds (at most MAX_WAIT_SECONDS)
         the answer comes once one of the first three changes or the job ends, so a client learns at once."""
         job = service.job(job_id)
-        job.wait_for_change(min(max(wait, 0.0), MAX_WAIT_SECONDS))
+        await job.wait_for_change(min(max(wait, 0.0), MAX_WAIT_SECONDS))
         return job.record()
 
     @app.get("/jobs/{job_id}/result")
