@@ -96,6 +96,14 @@ def _process_one(img: ImageLike, K: np.ndarray | None, process_res: int, method:
         arr = _resize(arr, w, h, s > 1.0)
     sx, sy = w / float(w0), h / float(h0)
     ox = oy = 0
+    least = (PATCH_SIZE + 1) // 2 if method.endswith("resize") else PATCH_SIZE  # resizing rounds 7 up to 14
+    if min(w, h) < least:  # its short side would hold no patch at all: too thin at this resolution
+        name = Path(img).name if isinstance(img, (str, Path)) else "a view"
+        raise ImageLoadError(
+            f"{name} is {w0}x{h0} pixels: at process_res {process_res} ({method}) its short side becomes {min(w, h)} "
+            f"px, under one {PATCH_SIZE}-px patch; crop it to a less extreme aspect ratio or raise "
+            "processing.process_res"
+        )
     if method.endswith("resize"):
         nw, nh = _round_to_multiple(w), _round_to_multiple(h)
         if (nw, nh) != (w, h):

@@ -22,8 +22,8 @@ from da3core.io.storage import is_remote, list_children
 from flows.config import BatchConfig, validate
 from flows.errors import EXIT_BUG, EXIT_USER_ERROR, is_user_error, run_cli, user_message
 from flows.outcomes import batch_outcome, scene_outcome
-from flows.preflight import check_model, check_output
-from flows.reconstruct import SceneResult, reconstruct_scene, scene_name
+from flows.preflight import check_apart, check_model, check_output, check_outside_dataset
+from flows.reconstruct import SceneResult, export_dir_of, reconstruct_scene, scene_name
 from flows.runners import task_runner
 
 
@@ -48,17 +48,25 @@ def discover_dataset(root: str, storage_options: dict[str, Any]) -> list[tuple[s
         children = list_children(root, storage_options)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise InputError(f"dataset not found or not a folder: {root}") from exc
-    scenes = []
+    scenes: dict[str, str] = {}
     for child in children:
         base = PurePosixPath(child.rstrip("/")).name
         suffix = PurePosixPath(base).suffix.lower().lstrip(".")
         if base.startswith((".", "_")):
             continue
-        if suffix in VIDEO_EXTENSIONS or _is_dir(child, storage_options):
-            scenes.append((scene_name(child), child))
+        is_dir = _is_dir(child, storage_options)
+        if not (is_dir or suffix in VIDEO_EXTENSIONS):
+            continue
+        name = scene_name(child, is_dir)
+        if name in scenes:  # e.g. a folder `walk` and a video `walk.mp4`: one result would replace the other
+            raise InputError(
+                f"scenes {scenes[name]} and {child} of dataset {root} would both be written as {name!r}; "
+                "rename one of them"
+            )
+        scenes[name] = child
     if not scenes:
         raise InputError(f"no scenes in dataset {root}: expected subfolders (images or COLMAP) or videos")
-    return scenes
+    return list(scenes.items())
 
 
 def _is_dir(path: str, storage_options: dict[str, Any]) -> bool:
@@ -79,6 +87,7 @@ def batch(cfg: BatchConfig) -> BatchReport:
     """Reconstruct all scenes of ``cfg.dataset`` on ``cfg.runner``; failures are collected, not raised."""
     validate(cfg)  # a deployment's parameters arrive typed but unchecked
     root = cfg.datasets.get(cfg.dataset, cfg.dataset)
+    check_outside_dataset(cfg.storage.root, root)
     scenes = discover_dataset(root, dict(cfg.storage.options))
     get_run_logger().info(
         "dataset %s: %d scenes, concurrency %d (%s runner)", root, len(scenes), cfg.concurrency, cfg.runner.value
@@ -114,7 +123,10 @@ def main(argv: list[str]) -> int:
 
     def run(cfg: BatchConfig) -> None:
         check_model(cfg.model)
-        discover_dataset(cfg.datasets.get(cfg.dataset, cfg.dataset), dict(cfg.storage.options))
+        root = cfg.datasets.get(cfg.dataset, cfg.dataset)
+        check_outside_dataset(cfg.storage.root, root)
+        for name, source in discover_dataset(root, dict(cfg.storage.options)):
+            check_apart(export_dir_of(cfg, name), source, "storage.root")
         check_output(cfg.storage.root, dict(cfg.storage.options), "storage.root")
         report = batch(cfg)
         print(report.summary())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
@@ -204,11 +205,28 @@ def describe_config_error(exc: BaseException) -> str:
     return f"config error at {full_key}: {head}" if full_key else f"config error: {head}"
 
 
+def check_numbers(value: Any, key: str = "") -> None:
+    """Refuse a NaN or infinite number anywhere in a config (``storage.lock_timeout=inf``, wait for ever, excepted):
+    every range check would let NaN through, as no comparison with it holds."""
+    if is_dataclass(value):
+        for f in fields(value):
+            check_numbers(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            check_numbers(item, f"{key}.{name}")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            check_numbers(item, key)
+    elif isinstance(value, float) and not math.isfinite(value) and not (key.endswith("lock_timeout") and value > 0):
+        raise ConfigError(f"config error at {key}: {value} is not a number; give a finite value")
+
+
 def validate(cfg: ReconstructConfig) -> None:
     """Checks the schema cannot express: value ranges and export formats against the model."""
     from da3core.export import FORMATS, check_feature_layers, check_formats, parse_formats
     from da3core.model.presets import has_gaussian_head
 
+    check_numbers(cfg)
     if cfg.model.preset not in PRESETS:
         raise ConfigError(
             f"config error at model.preset: unknown preset '{cfg.model.preset}'; "
@@ -288,6 +306,7 @@ def validate_video_depth(cfg: VideoDepthConfig) -> None:
     """Value checks for the video_depth config: encoder name and numeric ranges."""
     from da3core.video_depth import ENCODERS
 
+    check_numbers(cfg)
     if cfg.encoder not in ENCODERS:
         raise ConfigError(f"config error at encoder: unknown encoder '{cfg.encoder}'; available: {', '.join(ENCODERS)}")
     _check_lock_timeout(cfg.storage.lock_timeout)
@@ -319,6 +338,7 @@ def validate_evaluate(cfg: EvaluateConfig) -> None:
     """Dataset names, modes, worker counts, the model settings (as the reconstruct flow checks them) and open3d."""
     from da3core.choices import BENCHMARK_DATASETS
 
+    check_numbers(cfg)
     unknown = [name for name in cfg.benchmark if name not in BENCHMARK_DATASETS]
     if unknown or not cfg.benchmark:
         problem = f"unknown dataset {unknown[0]!r}" if unknown else "empty"

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from da3core.errors import UserError
 from da3core.io.storage import check_free_space, check_writable, is_remote
 
 if TYPE_CHECKING:
     from flows.schema import InputConfig, ModelConfig, VideoDepthConfig
+
+
+class OutputError(UserError, ValueError):
+    """An output location the run must not write to."""
+
 
 # The store holds depth and confidence (float32) and the processed image per view: at least 2 bytes per processed
 # pixel even after compression, and the processed image has at most process_res**2 pixels.
@@ -70,6 +76,41 @@ def check_scene(source: str, input_cfg: InputConfig) -> int | None:
         hash_files=False,
     )
     return len(scene)
+
+
+def _normal(location: str) -> str:
+    from pathlib import Path
+
+    return location.rstrip("/") if is_remote(location) else str(Path(location).expanduser().resolve())
+
+
+def _under(path: str, folder: str) -> str | None:
+    """``path`` relative to ``folder`` ("" when equal), None when it lies elsewhere (both normalised)."""
+    if path == folder:
+        return ""
+    prefix = folder.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else None
+
+
+def check_apart(output: str, source: str, what: str) -> None:
+    """Refuse an output folder that is the input folder or lies inside it: the exports (a COLMAP model, scene.jpg)
+    would overwrite the input's own files or join it as views."""
+    if _under(_normal(output), _normal(source)) is not None:
+        raise OutputError(
+            f"{what}={output} is the input or lies inside it ({source}): the outputs would overwrite or join the "
+            f"input's files; choose an output folder outside the input"
+        )
+
+
+def check_outside_dataset(output_root: str, dataset: str) -> None:
+    """Refuse a batch's storage.root inside its dataset (but for a hidden or ``_`` folder, which is no scene): the
+    next run would take the outputs for scenes."""
+    rel = _under(_normal(output_root), _normal(dataset))
+    if rel is not None and not rel.startswith((".", "_")):
+        raise OutputError(
+            f"storage.root={output_root} is the dataset folder {dataset} or lies inside it: the next run would "
+            "take its outputs for scenes; choose a folder outside it (or one inside whose name starts with '_')"
+        )
 
 
 def check_output(location: str, storage_options: dict[str, Any], what: str, needed_bytes: int = 0) -> None:

@@ -28,7 +28,7 @@ from da3core.store.lock import Lock
 from flows.config import ReconstructConfig, config_hashes, resolved, validate
 from flows.errors import run_cli
 from flows.outcomes import scene_outcome
-from flows.preflight import check_model, check_output, check_scene, store_bytes
+from flows.preflight import check_apart, check_model, check_output, check_scene, store_bytes
 from flows.progress import report
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
@@ -46,9 +46,14 @@ class SceneResult:
     seconds: float
 
 
-def scene_name(source: str) -> str:
-    """A scene's name: the file stem or folder name of its source."""
-    return PurePosixPath(source.rstrip("/")).stem if not source.endswith("/") else PurePosixPath(source).name
+def scene_name(source: str, is_dir: bool | None = None) -> str:
+    """A scene's name: its folder's whole name (``scan.1``), or its file's stem (``walk`` for ``walk.mp4``).
+
+    ``is_dir`` None: a local path is looked at, a URL is a folder if it ends with ``/``."""
+    if is_dir is None:
+        is_dir = source.endswith("/") or (not is_remote(source) and Path(source).is_dir())
+    name = PurePosixPath(source.rstrip("/")).name
+    return name if is_dir else PurePosixPath(name).stem
 
 
 def resolve_scene(cfg: ReconstructConfig) -> tuple[str, str]:
@@ -68,6 +73,7 @@ def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneRe
     """Run (or resume) one scene's tasks holding the scene lock; a complete store for the same config and input
     is left untouched, one for other settings is replaced only once the new inference is done."""
     export_dir = export_dir_of(cfg, name)
+    check_apart(export_dir, source, "output_dir" if cfg.output_dir else "storage.root")  # before the lock file
     store = SceneStore(join_url(export_dir, STORE_NAME), dict(cfg.storage.options))
     with store_lock(store, cfg.storage.lock_timeout) as lock:
         for leftover in store.discard_leftovers():
@@ -189,6 +195,7 @@ def run(cfg: ReconstructConfig) -> None:
     name, source = resolve_scene(cfg)
     check_model(cfg.model)
     n_views = check_scene(source, cfg.input)
+    check_apart(export_dir_of(cfg, name), source, "output_dir" if cfg.output_dir else "storage.root")
     check_output(
         export_dir_of(cfg, name),
         dict(cfg.storage.options),

@@ -157,6 +157,24 @@ def damaged_model_dir(folder: Path) -> Path:
     return root
 
 
+def thin_images(folder: Path) -> Path:
+    """Two 2000x4 strips: at a low process_res their short side shrinks below one 14-pixel patch."""
+    from PIL import Image
+
+    (folder / "strips").mkdir()
+    for i in range(2):
+        Image.new("RGB", (2000, 4), (40 * i, 90, 200)).save(folder / "strips" / f"strip_{i}.png")
+    return folder / "strips"
+
+
+def dataset_with_one_name_twice(folder: Path) -> Path:
+    """A dataset holding a folder ``walk`` and a video ``walk.mp4``: both would be scene ``walk``."""
+    root = folder / "dataset"
+    write_image_folder(CAPTURE, root / "walk")
+    write_video(CAPTURE, root / "walk.mp4", fps=4.0)
+    return root
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "missing path": lambda folder: folder / "no-such-scene",
     "empty folder": lambda folder: (folder / "empty").mkdir() or folder / "empty",
@@ -176,4 +194,6 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "colmap truncated images.bin": _damaged_model_file("images.bin", garbage=False),
     "colmap missing image": colmap_missing_image,
     "damaged model dir": damaged_model_dir,
+    "thin images": thin_images,
+    "dataset with one name twice": dataset_with_one_name_twice,
 }

@@ -91,7 +91,7 @@ def fit_max_res(height: int, width: int, max_res: int) -> tuple[int, int]:
         return height, width
     scale = max_res / max(height, width)
     even = lambda v: v + v % 2  # noqa: E731
-    return even(round(height * scale)), even(round(width * scale))
+    return even(max(1, round(height * scale))), even(max(1, round(width * scale)))  # a thin side stays 2 pixels
 
 
 def iter_frames(

@@ -22,7 +22,8 @@ def network_size(height: int, width: int, input_size: int = 518) -> tuple[int, i
     """The (height, width) frames of this size are resized to: the short side at least ``input_size``, both x14."""
     ratio = max(height, width) / min(height, width)
     if ratio > MAX_RATIO:
-        input_size = round(int(input_size * RATIO_TARGET / ratio) / PATCH_SIZE) * PATCH_SIZE
+        # At least one patch: upstream's rounding reaches 0 (and fails) past a ratio of about 130.
+        input_size = max(PATCH_SIZE, round(int(input_size * RATIO_TARGET / ratio) / PATCH_SIZE) * PATCH_SIZE)
     scale = max(input_size / height, input_size / width)
     return _multiple_at_least(scale * height, input_size), _multiple_at_least(scale * width, input_size)
 

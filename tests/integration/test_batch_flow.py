@@ -51,6 +51,17 @@ def test_all_scene_kinds_and_skip_on_rerun(dataset, tmp_path):
     assert {r.status for r in again.results} == {"skipped"}
 
 
+def test_folders_whose_names_hold_dots_are_scenes_of_their_own(tmp_path):
+    """``scan.1`` and ``scan.2`` used to be both named ``scan``: one result silently replaced the other."""
+    for i in (1, 2):
+        write_image_folder(make_capture(2, 64, 48, seed=i), tmp_path / "data" / f"scan.{i}")
+    report = batch(load_config("batch", [f"dataset={tmp_path / 'data'}", f"storage.root={tmp_path / 'out'}", *FAST]))
+    assert sorted(r.name for r in report.results) == ["scan.1", "scan.2"] and not report.failures
+    for i in (1, 2):
+        attrs = SceneStore(str(tmp_path / "out" / f"scan.{i}" / "scene.zarr")).attrs()
+        assert attrs["source"] == str(tmp_path / "data" / f"scan.{i}") and attrs["complete"]
+
+
 def test_one_failing_scene_does_not_stop_the_others(broken_dataset, tmp_path, capsys):
     code = main([f"dataset={broken_dataset}", f"storage.root={tmp_path / 'out'}", *FAST])
     captured = capsys.readouterr()

@@ -49,6 +49,11 @@ DA3_FAST = [
     "--export-format",
     "mini_npz",
 ]
+ARGS: dict[str, Callable[[Where], list[str]]] = {  # a good command line of each flow
+    "reconstruct": lambda w: [f"scene={w.good_images}", f"output_dir={w.out}", *FAST],
+    "batch": lambda w: [f"dataset={w.tmp}", f"storage.root={w.out}", *FAST],
+    "video_depth": lambda w: [f"video={w.good_video}", f"output_dir={w.out}", *VIDEO_FAST],
+}
 FLOWS = {"reconstruct": flows.reconstruct, "batch": flows.batch, "video_depth": flows.video_depth}
 FLOW_FUNCTION = {"reconstruct": "reconstruct", "batch": "batch", "video_depth": "video_depth", "da3": "reconstruct"}
 
@@ -142,6 +147,42 @@ CASES: list[Case] = [
         lambda w: [f"dataset={BUILDERS['empty folder'](w.tmp)}", f"storage.root={w.out}", *FAST],
         "no scenes in",
     ),
+    Case(
+        "batch: two scenes of one name",
+        "batch",
+        lambda w: [f"dataset={BUILDERS['dataset with one name twice'](w.tmp)}", f"storage.root={w.out}", *FAST],
+        "would both be written as 'walk'",
+    ),
+    Case(
+        "batch: storage.root is the dataset",
+        "batch",
+        lambda w: [f"dataset={w.tmp}", f"storage.root={w.tmp}", *FAST],
+        "is the dataset folder",
+    ),
+    Case(
+        "reconstruct: output_dir inside the input",
+        "reconstruct",
+        lambda w: [f"scene={w.tmp / 'views'}", f"output_dir={w.tmp / 'views' / 'out'}", *FAST],
+        "is the input or lies inside it",
+        prepare=lambda w: write_image_folder(CAPTURE, w.tmp / "views"),
+    ),
+    Case(
+        "reconstruct: image too thin for one patch",
+        "reconstruct",
+        lambda w: [f"scene={BUILDERS['thin images'](w.tmp)}", f"output_dir={w.out}", *FAST],
+        "under one 14-px patch",
+        stage="flow",
+    ),
+    *[
+        Case(f"{entry}: {override}", entry, lambda w, e=entry, o=override: [*ARGS[e](w), o], "is not a number")
+        for entry, override in (
+            ("reconstruct", "storage.lock_timeout=nan"),
+            ("reconstruct", "input.fps=nan"),
+            ("video_depth", "focal_length_x=nan"),
+            ("video_depth", "target_fps=nan"),
+            ("batch", "streaming.loop_min_similarity=nan"),
+        )
+    ],
     # config ranges, as overrides and as da3 flags
     Case(
         "reconstruct: glb percentile 150",

@@ -25,6 +25,7 @@ def test_fit_max_res_caps_the_long_side_with_even_sizes():
     assert video_io.fit_max_res(1081, 1921, 1280) == (720, 1280)
     assert video_io.fit_max_res(101, 333, 100) == (30, 100)  # round(30.3) = 30, already even
     assert video_io.fit_max_res(56, 70, -1) == (56, 70)
+    assert video_io.fit_max_res(8, 1000, 64) == (2, 64)  # a thin side keeps 2 pixels, never 0
 
 
 @pytest.fixture(scope="module")

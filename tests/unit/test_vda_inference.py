@@ -92,6 +92,12 @@ def test_streaming_matches_upstream(expected, relative):
     _close(np.stack(list(out)), expected["streaming_relative"])
 
 
+def test_network_size_of_a_very_thin_frame_keeps_one_patch():
+    """Past a 130:1 aspect upstream's shrunken input size rounds to 0 and resizing fails; here it stays 14."""
+    height, width = network_size(8, 1000, 518)
+    assert height == 14 and width % 14 == 0 and width >= 14 * 1000 // 8
+
+
 @pytest.mark.parity
 def test_network_size_matches_upstream_resize(expected):
     for h, w, size, net_h, net_w in expected["input_sizes"]:
