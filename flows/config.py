@@ -233,6 +233,11 @@ def validate(cfg: ReconstructConfig) -> None:
             f"available: {', '.join(sorted(PRESETS))}"
         )
     _check_lock_timeout(cfg.storage.lock_timeout)
+    if hasattr(cfg, "dataset") and cfg.output_dir:  # batch: one folder for every scene would keep only the last
+        raise ConfigError(
+            f"config error at output_dir: a batch writes each scene to <storage.root>/<scene>; set "
+            f"storage.root={cfg.output_dir} instead of output_dir"
+        )
     for key in ("concurrency", "dask_workers"):  # batch only
         if getattr(cfg, key, 1) < 1:
             raise ConfigError(f"config error at {key}: {getattr(cfg, key)}; use 1 or more")
@@ -367,8 +372,11 @@ def _check_lock_timeout(seconds: float) -> None:
 
 
 def resolved(cfg: Any) -> dict[str, Any]:
-    """A typed config (any flow's) as plain JSON-ready data (enums as strings)."""
-    return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True))
+    """A typed config (any flow's) as plain JSON-ready data (enums as strings).
+
+    Its values were resolved when it was typed: a ``${`` still in one is literal text (a folder named so), never
+    an interpolation to resolve again."""
+    return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(cfg), resolve=False, enum_to_str=True))
 
 
 def hashed_part(schema: type, data: dict[str, Any], affects: tuple[str, ...], inherited: str = "outputs") -> dict:

@@ -13,6 +13,7 @@ command line composes it once from Hydra overrides. Outputs go to ``<storage.roo
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,6 +34,7 @@ from flows.progress import report
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
 STORE_NAME = "scene.zarr"
+EXPORT_STAGING = ".da3-exports-"  # <export dir>/.da3-exports-<run>/: a run's exports until they are published
 
 
 @dataclass
@@ -65,8 +67,9 @@ def resolve_scene(cfg: ReconstructConfig) -> tuple[str, str]:
 
 
 def export_dir_of(cfg: ReconstructConfig, name: str) -> str:
-    """Where scene ``name`` is written: ``output_dir``, else ``<storage.root>/<name>``."""
-    return cfg.output_dir or join_url(cfg.storage.root, name)
+    """Where scene ``name`` is written: ``output_dir``, else ``<storage.root>/<name>`` (``~`` expanded locally)."""
+    location = cfg.output_dir or join_url(cfg.storage.root, name)
+    return location if is_remote(location) else str(Path(location).expanduser())
 
 
 def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneResult:
@@ -76,7 +79,7 @@ def reconstruct_scene(cfg: ReconstructConfig, name: str, source: str) -> SceneRe
     check_apart(export_dir, source, "output_dir" if cfg.output_dir else "storage.root")  # before the lock file
     store = SceneStore(join_url(export_dir, STORE_NAME), dict(cfg.storage.options))
     with store_lock(store, cfg.storage.lock_timeout) as lock:
-        for leftover in store.discard_leftovers():
+        for leftover in store.discard_leftovers() + discard_export_staging(export_dir, dict(cfg.storage.options)):
             get_run_logger().info("removed %s, left by an interrupted run", leftover)
         return _reconstruct_locked(cfg, name, source, store, export_dir, lock)
 
@@ -89,12 +92,14 @@ def _reconstruct_locked(
     run = resolved(cfg)
     inference_hash, full_hash = config_hashes(cfg)
     formats = parse_formats(cfg.export)
+    options = dict(cfg.storage.options)
     report(0.05, "reading input")
-    scene = ingest(name, source, cfg.input, dict(cfg.storage.options))  # lists and hashes the files, once
+    scene = ingest(name, source, cfg.input, options)  # lists and hashes the files, once
     previous = store.attrs() if store.exists() else {}
     same_input = input_identity(previous.get("inputs")) == scene.identity()
     if not cfg.force and same_input and store.is_complete(full_hash):
         logger.info("scene %s is complete for this config (%s) and input; skipping", name, full_hash)
+        _discard_cache(cfg, store, inference_hash, scene)  # a run killed after its swap may have left it
         return SceneResult(name, store.url, "skipped", {}, time.perf_counter() - started)
     reuse = (
         not cfg.force
@@ -105,53 +110,133 @@ def _reconstruct_locked(
     valid, stale = set(previous.get("export_files", [])), set(previous.get("stale_exports", []))
     if reuse:
         logger.info("scene %s: inference is up to date (%s); re-exporting only", name, inference_hash)
-        store.update_attrs(complete=None, config=run, config_hash=full_hash)  # unmarked before any export changes
+        result = store
     else:
         if previous and not same_input:
             logger.info("scene %s: the input differs from the stored one (source or content); recomputing", name)
         valid, stale = set(), valid | stale
-        attrs = {
-            "scene": name,
-            "source": source,
-            "config": run,
-            "config_hash": full_hash,
-            "inference_hash": inference_hash,
-            "export_files": [],
-            "stale_exports": sorted(stale),
-        }
-        cache = None
-        if cfg.streaming.enabled:  # its loop closure's libraries (faiss, gtsam) load for streaming runs only
-            from flows.streaming import chunk_cache, stream_inference
+        result = _infer_staged(cfg, name, scene, source, store, run, (inference_hash, full_hash), stale, lock)
 
-            cache = chunk_cache(store, inference_hash, scene)
-        with store.replacement() as staged:  # built beside the old store, swapped in after inference and alignment
-            report(0.15, f"inference on {len(scene)} views")
-            if cache is not None:
-                stream_inference(name, scene, staged, cfg, attrs, cache)
-            else:
-                infer(name, scene, staged, cfg, attrs)
-            report(0.7, "aligning poses")
-            align_poses(name, scene, staged, cfg.pose, inference_hash)
-            lock.check()
-        if cache is not None:  # the chunks are in the store now
-            cache.discard()
-
-    report(0.75, f"exporting {'+'.join(formats)}")
-    # Called in turn, not submitted: inside a batch's scene task a nested submit would wait for a worker
-    # slot held by that very scene task (deadlock at concurrency=1).
-    exports = {}
-    for i, fmt in enumerate(formats):
-        exports[fmt] = export_format(name, store, fmt, export_dir, {fmt: dict(cfg.exporters.get(fmt, {}))})
-        valid |= {_relative(path, export_dir) for path in exports[fmt]}
-        store.update_attrs(export_files=sorted(valid))
-        report(0.75 + 0.2 * (i + 1) / len(formats), f"exported {fmt}")
-    remove_exports(export_dir, stale - valid, dict(cfg.storage.options))  # e.g. depth_vis of views no longer there
+    # Every export is written into a hidden folder first, from the new result: until the result is published,
+    # a failure (a bug, a full disk) or a kill leaves the earlier result and its files as they were.
+    staging = join_url(export_dir, f"{EXPORT_STAGING}{uuid.uuid4().hex[:12]}")
+    exports, seconds = {}, {}
+    try:
+        for i, fmt in enumerate(formats):
+            report(0.75 + 0.2 * i / len(formats), f"exporting {fmt}")
+            exports[fmt], seconds[fmt] = export_format(
+                name, result, fmt, staging, {fmt: dict(cfg.exporters.get(fmt, {}))}
+            )
+        lock.check()
+    except BaseException:
+        _remove_tree(staging, options)
+        if result is not store:
+            result.discard()
+        raise
+    written = {_relative(path, staging) for paths in exports.values() for path in paths}
+    # Publish: the store (unmarked, listing what is about to be in place) first, then the files, then the marker.
+    if reuse:
+        store.update_attrs(complete=None, config=run, config_hash=full_hash, export_files=sorted(valid | written))
+    else:
+        result.update_attrs(export_files=sorted(written))
+        store.replace_with(result)
+        _discard_cache(cfg, store, inference_hash, scene)  # the chunks are in the store now
+    publish_exports(staging, export_dir, options)
+    for fmt, paths in exports.items():
+        store.record_stage(f"export_{fmt}", seconds[fmt], files=len(paths))
+    valid |= written
+    remove_exports(export_dir, stale - valid, options)  # e.g. depth_vis of views no longer there
     store.update_attrs(stale_exports=[])
     lock.check()
     store.mark_complete(full_hash)
-    seconds = time.perf_counter() - started
-    logger.info("scene %s finished in %.2fs -> %s", name, seconds, export_dir)
-    return SceneResult(name, store.url, "exported" if reuse else "done", exports, seconds)
+    total = time.perf_counter() - started
+    logger.info("scene %s finished in %.2fs -> %s", name, total, export_dir)
+    final = {fmt: [join_url(export_dir, _relative(p, staging)) for p in paths] for fmt, paths in exports.items()}
+    return SceneResult(name, store.url, "exported" if reuse else "done", final, total)
+
+
+def _infer_staged(
+    cfg: ReconstructConfig,
+    name: str,
+    scene: Any,
+    source: str,
+    store: SceneStore,
+    run: dict[str, Any],
+    hashes: tuple[str, str],
+    stale: set[str],
+    lock: Lock,
+) -> SceneStore:
+    """Infer and align the scene into a store built beside ``store`` (swapped in later, with the exports)."""
+    inference_hash, full_hash = hashes
+    attrs = {
+        "scene": name,
+        "source": source,
+        "config": run,
+        "config_hash": full_hash,
+        "inference_hash": inference_hash,
+        "export_files": [],
+        "stale_exports": sorted(stale),
+    }
+    staged = store.staging()
+    try:
+        report(0.15, f"inference on {len(scene)} views")
+        if cfg.streaming.enabled:  # its loop closure's libraries (faiss, gtsam) load for streaming runs only
+            from flows.streaming import chunk_cache, stream_inference
+
+            stream_inference(name, scene, staged, cfg, attrs, chunk_cache(store, inference_hash, scene))
+        else:
+            infer(name, scene, staged, cfg, attrs)
+        report(0.7, "aligning poses")
+        align_poses(name, scene, staged, cfg.pose, inference_hash)
+        lock.check()
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
+def _discard_cache(cfg: ReconstructConfig, store: SceneStore, inference_hash: str, scene: Any) -> None:
+    """Delete the streaming chunk cache of the inference now in ``store`` (other keys may still be resumed)."""
+    if cfg.streaming.enabled:
+        from flows.streaming import chunk_cache
+
+        chunk_cache(store, inference_hash, scene).discard()
+
+
+def publish_exports(staging: str, export_dir: str, storage_options: dict[str, Any]) -> None:
+    """Move every file of the export ``staging`` folder to the same place under ``export_dir``, then remove it
+    (locally each move is one atomic rename; on object stores a copy and a delete)."""
+    fs, root = fsspec.core.url_to_fs(staging, **storage_options)
+    _, target = fsspec.core.url_to_fs(export_dir, **storage_options)
+    root, target = root.rstrip("/"), target.rstrip("/")
+    files = sorted(fs.find(root)) if fs.exists(root) else []
+    for file in files:
+        dest = target + file[len(root) :]
+        if is_remote(export_dir):
+            fs.mv(file, dest)
+        else:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            os.replace(file, dest)
+    _remove_tree(staging, storage_options)
+
+
+def _remove_tree(location: str, storage_options: dict[str, Any]) -> None:
+    fs, path = fsspec.core.url_to_fs(location, **storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def discard_export_staging(export_dir: str, storage_options: dict[str, Any]) -> list[str]:
+    """Delete the export staging folders killed runs left in ``export_dir``; call it holding the scene lock."""
+    fs, root = fsspec.core.url_to_fs(export_dir, **storage_options)
+    try:
+        entries = fs.ls(root, detail=False, refresh=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    leftovers = [e for e in entries if e.rstrip("/").rsplit("/", 1)[-1].startswith(EXPORT_STAGING)]
+    for entry in leftovers:
+        fs.rm(entry, recursive=True)
+    return leftovers
 
 
 def _relative(location: str, export_dir: str) -> str:

@@ -161,9 +161,13 @@ def align_poses(name: str, scene: SceneInput, store: SceneStore, pose: PoseConfi
     retries=1,
     retry_condition_fn=retry_unless_user_error,
 )
-def export_format(name: str, store: SceneStore, fmt: str, export_dir: str, options: dict[str, Any]) -> list[str]:
-    """Write one export format from the store (no inference needed); a scene streamed in several chunks is read a
-    frame at a time (da3core.export.long_scene), any other scene at once, as it was inferred."""
+def export_format(
+    name: str, store: SceneStore, fmt: str, export_dir: str, options: dict[str, Any]
+) -> tuple[list[str], float]:
+    """Write one export format from the store (no inference needed); its files and seconds. A scene streamed in
+    several chunks is read a frame at a time (da3core.export.long_scene), any other scene at once, as inferred.
+
+    Nothing is written to the store: the caller records the timing once the exports are published."""
     from da3core.export import FORMATS, export
 
     started = time.perf_counter()
@@ -172,7 +176,6 @@ def export_format(name: str, store: SceneStore, fmt: str, export_dir: str, optio
         features=FORMATS[fmt].reads_features, gaussians=FORMATS[fmt].reads_gaussians, lazy=long_scene
     )
     written = export(pred, [fmt], export_dir, storage_options=store.storage_options, **options)
-    paths = written.get(fmt, [])
-    store.record_stage(f"export_{fmt}", time.perf_counter() - started, files=len(paths))
-    get_run_logger().info("export %s %s: %d files in %.2fs", name, fmt, len(paths), time.perf_counter() - started)
-    return paths
+    paths, seconds = written.get(fmt, []), time.perf_counter() - started
+    get_run_logger().info("export %s %s: %d files in %.2fs", name, fmt, len(paths), seconds)
+    return paths, seconds

@@ -163,6 +163,10 @@ def _discover(
             f"unsupported file type '{path.suffix}' for {path}: expected an image ({', '.join(IMAGE_EXTENSIONS)}) "
             f"or a video ({', '.join(VIDEO_EXTENSIONS)})"
         )
+    if not path.is_dir():  # a device, a fifo, a socket: nothing the pipeline can read as a scene
+        raise InputError(
+            f"{path} is not a regular file or folder; give an image, a folder of images, a video or a COLMAP dataset"
+        )
     if (path / "images").is_dir() and ((path / "sparse").is_dir() or sparse_subdir):
         return _discover_colmap(path, sparse_subdir, max_frames)
     images = list_images(path, image_extensions)

@@ -14,7 +14,8 @@ What a reader sees, whatever point a writer is killed at:
 
 - local disk: the old store with its marker, or no store, or the new store without a marker (two renames:
   old store to ``<store>.old-<run>``, new store into place; the old copy is deleted afterwards). Never a
-  marked store with missing or mixed arrays.
+  marked store with missing or mixed arrays. A store killed between the two renames is put back by the next
+  writer (:meth:`SceneStore.discard_leftovers`).
 - S3 (no rename): the marker is first removed from the old store's root ``zarr.json``, then every object of the
   new store is copied over, objects the new store lacks are deleted, and the marker is written by one PUT
   after all of that. So a store whose root carries a marker holds exactly the arrays of the run that wrote it
@@ -29,6 +30,7 @@ Leftover ``.tmp-`` / ``.old-`` siblings of killed runs are never read; the next 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -48,6 +50,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 from da3core.io.storage import StorageError
 from da3core.prediction import Gaussians, Prediction
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CONVENTIONS = {
     "extrinsics": "world-to-camera [R|t], OpenCV camera axes (+x right, +y down, +z forward)",
@@ -215,7 +218,10 @@ class SceneStore:
         self.replace_with(staged)
 
     def discard_leftovers(self) -> list[str]:
-        """Delete ``<url>.tmp-*`` / ``<url>.old-*`` left by killed runs; call it holding the scene lock."""
+        """Delete ``<url>.tmp-*`` / ``<url>.old-*`` left by killed runs; call it holding the scene lock.
+
+        A run killed between the two renames of a local swap left no store here and the old one aside: that one
+        is put back first (complete, and what the files beside it were exported from), not deleted."""
         fs, path = self._fs()
         parent, name = path.rstrip("/").rsplit("/", 1)
         try:
@@ -225,6 +231,13 @@ class SceneStore:
         leftovers = [
             e for e in entries if e.rstrip("/").rsplit("/", 1)[-1].startswith((name + TMP_TAG, name + OLD_TAG))
         ]
+        aside = [e for e in leftovers if e.rstrip("/").rsplit("/", 1)[-1].startswith(name + OLD_TAG)]
+        if self._is_local() and len(aside) == 1 and not fs.exists(path):
+            old = SceneStore(aside[0], self.storage_options)
+            if old.exists() and old.is_complete():
+                os.rename(aside[0], path)
+                leftovers.remove(aside[0])
+                log.info("restored %s, the complete store a killed run had set aside", self.url)
         for entry in leftovers:
             fs.rm(entry, recursive=True)
         return leftovers

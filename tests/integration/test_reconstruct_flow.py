@@ -142,3 +142,20 @@ def test_bad_inputs_fail_with_one_line(tmp_path, capsys, image_folder, video_fil
     for folder in (tmp_path / "out").glob("*") if (tmp_path / "out").exists() else []:
         store = SceneStore(str(folder / "scene.zarr"))
         assert not store.exists() or not store.is_complete(), folder
+
+
+def test_paths_holding_dollar_braces_and_tilde_are_taken_literally(tmp_path, monkeypatch):
+    """A folder named ``q${y}`` is a name, not an interpolation (it used to fail after inference); ``~`` in
+    output_dir is the home folder (it used to make a folder named ``~`` in the working directory)."""
+    scene = tmp_path / "in" / "a${y}"
+    write_image_folder(make_capture(2, 64, 48, seed=9), scene)
+    out = tmp_path / "out" / "q${oc.env:HOME}"
+    quoted = lambda p: "'" + str(p).replace("$", "\\$") + "'"  # noqa: E731  (Hydra's escape for a literal ${)
+    assert main([f"scene={quoted(scene)}", f"output_dir={quoted(out)}", *FAST, "processing.process_res=28"]) == 0
+    attrs = SceneStore(str(out / "scene.zarr")).attrs()
+    assert attrs["source"] == str(scene) and attrs["config"]["output_dir"] == str(out)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main([f"scene={quoted(scene)}", "output_dir='~/results'", *FAST, "processing.process_res=28"]) == 0
+    assert SceneStore(str(tmp_path / "home" / "results" / "scene.zarr")).is_complete()
+    assert not (tmp_path / "~").exists()

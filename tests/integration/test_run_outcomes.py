@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from da3core.store import SceneStore
 from da3core.synthetic import make_capture, write_image_folder, write_video
+from flows import batch as batch_module
 from flows import reconstruct as reconstruct_module
 from flows.batch import batch
 from flows.config import load_config
@@ -119,6 +120,32 @@ def test_multirun_reports_a_failing_job_and_runs_the_rest(tmp_path, capsys):
     assert SceneStore(str(tmp_path / "out" / "gamma" / "scene.zarr")).is_complete()
     assert not (tmp_path / "out" / "missing").exists()
     assert sum(line.startswith("error:") for line in capsys.readouterr().err.splitlines()) == 1
+
+
+def test_multirun_with_one_output_dir_keeps_jobs_apart_or_refuses(tmp_path, capsys):
+    """Swept settings nest under a given output_dir; swept inputs into one fixed output_dir are refused before any
+    job runs (each would replace the last one's result)."""
+    for name in ("delta", "epsilon"):
+        write_image_folder(make_capture(2, 64, 48, seed=40), tmp_path / name)
+    out = tmp_path / "out"
+    argv = [f"output_dir={out}", "model=da3-small", "model.weights=random", "export=mini_npz"]
+    code = reconstruct_module.main(["-m", f"scene={tmp_path / 'delta'}", "processing.process_res=28,56", *argv])
+    assert code == 0
+    for res in (28, 56):
+        store = SceneStore(str(out / f"processing.process_res={res}" / "scene.zarr"))
+        assert store.is_complete() and store.attrs()["config"]["processing"]["process_res"] == res
+    capsys.readouterr()
+    scenes = f"scene={tmp_path / 'delta'},{tmp_path / 'epsilon'}"
+    assert reconstruct_module.main(["-m", scenes, "processing.process_res=28", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "[multirun" not in err and "error: config error at output_dir: it is one folder for every scene" in err
+    assert sorted(p.name for p in out.iterdir()) == ["processing.process_res=28", "processing.process_res=56"]
+
+
+def test_batch_refuses_one_output_dir_for_all_its_scenes(tmp_path, capsys):
+    write_image_folder(make_capture(2, 64, 48, seed=41), tmp_path / "data" / "zeta")
+    assert batch_module.main([f"dataset={tmp_path / 'data'}", f"output_dir={tmp_path / 'one'}", *FAST]) == 2
+    assert "set storage.root=" in capsys.readouterr().err and not (tmp_path / "one").exists()
 
 
 def test_skipped_video_ends_cached_and_its_artifact_lists_annolid_outputs(tmp_path):

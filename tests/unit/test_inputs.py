@@ -168,3 +168,14 @@ def test_file_records_name_the_file_within_the_scene(image_folder, colmap_datase
     colmap = discover_scene(colmap_dataset)
     names = {f["name"] for f in colmap.files}
     assert {f"images/{n}" for n in colmap.names} <= names and any(n.startswith("sparse/0/") for n in names)
+
+
+def test_a_device_or_fifo_is_not_a_scene(tmp_path):
+    """Neither a file nor a folder: one InputError (it used to be a NotADirectoryError from listing it)."""
+    import os
+
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/null"):
+        with pytest.raises(InputError, match="is not a regular file or folder"):
+            discover_scene(path)

@@ -1,0 +1,102 @@
+"""A scene's exports are one result with its store: written beside it first, then published with it.
+
+An export that fails after inference (a full disk, a bug) leaves the earlier complete result, store and files,
+byte for byte; a run killed while publishing leaves an unmarked store, and the rerun completes it with exactly the
+files a clean run writes; a swap killed between its two renames is undone by the next writer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from paths import REPO_ROOT
+from store_scripts.replace_store import marker_hash
+from user_error_checks import file_tree
+
+import da3core.export
+from da3core.store import SceneStore, store_lock
+from da3core.synthetic import make_capture, write_image_folder
+from flows.reconstruct import main
+
+FAST = ["model=da3-small", "model.weights=random", "model.device=cpu"]
+EXPORTS = "export=glb+depth_vis+mini_npz"
+
+
+@pytest.fixture()
+def room(tmp_path) -> Path:
+    folder = tmp_path / "in" / "room"
+    write_image_folder(make_capture(4, 64, 48, seed=5), folder)
+    return folder
+
+
+def _argv(room: Path, out: Path, res: int, *extra: str) -> list[str]:
+    return [f"scene={room}", f"output_dir={out}", *FAST, f"processing.process_res={res}", EXPORTS, *extra]
+
+
+def test_an_export_failing_after_inference_leaves_the_earlier_result(room, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert main(_argv(room, out, 56)) == 0
+    before = file_tree(out)
+    real = da3core.export.export
+
+    def disk_fills_at_depth_vis(pred, formats, export_dir, **kwargs):
+        if formats == ["depth_vis"]:  # glb is written by now: the failure comes half-way through the exports
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(export_dir) / "depth_vis"))
+        return real(pred, formats, export_dir, **kwargs)
+
+    monkeypatch.setattr(da3core.export, "export", disk_fills_at_depth_vis)
+    for changed in (["processing.process_res=70"], ["export=glb+depth_vis+ply"]):  # new inference; exports only
+        assert main([*_argv(room, out, 56), *changed]) == 2
+        assert file_tree(out) == before, "the earlier result changed"
+        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in out.iterdir() if p.name[0] != ".")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after", [1, 3])
+def test_kill_while_publishing_then_rerun(room, tmp_path, after):
+    clean = tmp_path / "clean"
+    assert main(_argv(room, clean, 70)) == 0
+    out = tmp_path / "out"
+    assert main(_argv(room, out, 56, "export=glb+depth_vis+colmap")) == 0  # an earlier result with other files
+    script = REPO_ROOT / "tests" / "store_scripts" / "kill_publish.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(after), *_argv(room, out, 70)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode in (-9, 137), proc.stderr[-3000:]
+    store = SceneStore(str(out / "scene.zarr"))
+    assert store.exists() and not store.is_complete()  # the new store, not yet marked
+    assert main(_argv(room, out, 70)) == 0
+    assert SceneStore(str(out / "scene.zarr")).is_complete()
+    files = lambda root: {k for k in file_tree(root) if not k.startswith("scene.zarr")}  # noqa: E731
+    assert files(out) == files(clean)  # the earlier colmap model is gone, no staging folder is left
+    for name in files(clean):
+        if name.endswith((".jpg", ".npz")):
+            assert (out / name).read_bytes() == (clean / name).read_bytes(), name
+
+
+def test_a_store_set_aside_by_a_killed_swap_is_put_back(tmp_path):
+    url = tmp_path / "scene.zarr"
+    script = REPO_ROOT / "tests" / "store_scripts" / "replace_store.py"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run([sys.executable, str(script), str(url), "8", "0"], env=env, check=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, str(script), "--kill-at", "between-renames", str(url), "3", "1"], env=env, timeout=300
+    )
+    assert killed.returncode in (-9, 137) and not url.exists()
+    store = SceneStore(str(url))
+    with store_lock(store):
+        assert all(".tmp-" in name for name in store.discard_leftovers())  # the staged one goes, the old comes back
+    assert store.marker()["config_hash"] == marker_hash(8, 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.zarr"]
+    shutil.rmtree(url)
