@@ -22,6 +22,7 @@ import fsspec
 from prefect import flow, get_run_logger
 
 from da3core.export import parse_formats
+from da3core.export.nerfstudio import check_source_names
 from da3core.io.inputs import input_identity
 from da3core.io.storage import is_remote, join_url
 from da3core.store import SceneStore, store_lock
@@ -95,6 +96,8 @@ def _reconstruct_locked(
     options = dict(cfg.storage.options)
     report(0.05, "reading input")
     scene = ingest(name, source, cfg.input, options)  # lists and hashes the files, once
+    if "nerfstudio" in formats:  # its image names come from the input's: a clash is known before inference
+        check_source_names(scene.names)
     previous = store.attrs() if store.exists() else {}
     same_input = input_identity(previous.get("inputs")) == scene.identity()
     if not cfg.force and same_input and store.is_complete(full_hash):

@@ -46,7 +46,7 @@ def scaled_intrinsics(prediction: Prediction) -> np.ndarray:
 
 def check_colmap_options(process_res_method: str = "upper_bound_resize", **_: object) -> None:
     """Refuse preprocessing whose pixels cannot be mapped back to the source images (crops)."""
-    if not process_res_method.endswith("resize"):
+    if not isinstance(process_res_method, str) or not process_res_method.endswith("resize"):
         raise ValueError(
             f"colmap export maps pixels back to the source images only for resize preprocessing; "
             f"got process_res_method={process_res_method!r} "

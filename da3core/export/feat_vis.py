@@ -8,10 +8,13 @@ stable across frames. Channels are clipped to their global ``clip_percent``/``10
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import cv2
 import numpy as np
 
-from da3core.export.media import save_jpeg, write_mp4
+from da3core.export.media import VIDEO_QUALITY, save_jpeg, write_mp4
 from da3core.export.target import ExportTarget
 from da3core.prediction import Prediction, present
 
@@ -47,6 +50,19 @@ def feature_layers(prediction: Prediction) -> list[str]:
     return sorted(keys, key=lambda k: int(k[len(FEATURE_PREFIX) :]) if k[len(FEATURE_PREFIX) :].isdigit() else k)
 
 
+def check_feat_vis_options(
+    fps: float = 15, clip_percent: float = 10.0, video_quality: str = "medium", **_: object
+) -> None:
+    """Reject option values the writer cannot use, before inference."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps={fps!r} is not a positive number; use a frame rate such as 15")
+    if isinstance(clip_percent, bool) or not isinstance(clip_percent, numbers.Real) or not 0 <= clip_percent < 50:
+        # clip_percent and 100 - clip_percent are the low and high percentiles: 50 or more leaves no range.
+        raise ValueError(f"clip_percent={clip_percent!r} is out of range; use a percentile from 0 to below 50")
+    if not isinstance(video_quality, str) or video_quality not in VIDEO_QUALITY:
+        raise ValueError(f"video_quality={video_quality!r} is unknown; use one of {', '.join(VIDEO_QUALITY)}")
+
+
 def write_feat_vis(
     prediction: Prediction,
     target: ExportTarget,
@@ -55,6 +71,7 @@ def write_feat_vis(
     video_quality: str = "medium",
 ) -> list[str]:
     """Write the per-frame JPEGs and the mp4 of every exported feature layer."""
+    check_feat_vis_options(fps, clip_percent, video_quality)
     images = present(prediction.processed_images, "processed images")
     h, w = images.shape[1:3]
     paths = []

@@ -65,6 +65,12 @@ def scene_scale(points: np.ndarray, fallback: float = 1.0) -> float:
     return diag if np.isfinite(diag) and diag > 0 else fallback
 
 
+def point_geometry(xyz: np.ndarray, rgb: np.ndarray) -> trimesh.PointCloud:
+    """Points with their images' sRGB uint8 colours (opaque); :func:`save_glb` writes them as linear float RGB."""
+    rgba = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
+    return trimesh.PointCloud(xyz, colors=rgba)
+
+
 def build_scene(
     prediction: Prediction,
     num_max_points: int = 1_000_000,
@@ -95,8 +101,7 @@ def build_scene(
     scene = trimesh.Scene()
     scene.metadata["hf_alignment"] = align.tolist()
     if len(cloud):
-        rgba = np.concatenate([cloud.rgb, np.full((len(cloud), 1), 255, np.uint8)], axis=1)
-        scene.add_geometry(trimesh.PointCloud(cloud.xyz, colors=rgba), geom_name="points")
+        scene.add_geometry(point_geometry(cloud.xyz, cloud.rgb), geom_name="points")
     if show_cameras:
         size = scene_scale(cloud.xyz) * camera_size
         n, height, width = prediction.depth.shape

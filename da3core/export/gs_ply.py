@@ -47,12 +47,15 @@ def check_gs_ply_options(
     gs_views_interval: int | None = 1, prune_by_depth_percent: float | None = 0.9, sh_degree: int = 0, **_: object
 ) -> None:
     """Reject option values the writer cannot use, before inference."""
-    if gs_views_interval is not None and (not isinstance(gs_views_interval, int) or gs_views_interval < 1):
+    if gs_views_interval is not None and (
+        isinstance(gs_views_interval, bool) or not isinstance(gs_views_interval, int) or gs_views_interval < 1
+    ):
         raise ValueError(
             f"gs_views_interval must be a positive integer or None (about 12 views), got {gs_views_interval!r}"
         )
-    if prune_by_depth_percent is not None and not (
-        isinstance(prune_by_depth_percent, (int, float)) and 0 < prune_by_depth_percent <= 1
+    if prune_by_depth_percent is not None and (
+        isinstance(prune_by_depth_percent, bool)
+        or not (isinstance(prune_by_depth_percent, (int, float)) and 0 < prune_by_depth_percent <= 1)
     ):
         raise ValueError(f"prune_by_depth_percent must be in (0, 1] or None, got {prune_by_depth_percent!r}")
     if isinstance(sh_degree, bool) or not isinstance(sh_degree, int) or not 0 <= sh_degree <= MAX_SH_DEGREE:

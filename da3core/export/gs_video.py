@@ -89,6 +89,7 @@ def check_gs_video_options(
     output_name: str | None = None,
     enable_tqdm: bool = True,
     fps: float = 24,
+    device: str | None = None,
     **_: object,
 ) -> None:
     """Reject every option value the writer would fail on, before anything is computed or rendered."""
@@ -111,7 +112,9 @@ def check_gs_video_options(
         or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in out_image_hw)
     ):
         raise ValueError(f"out_image_hw must be two positive integers (height, width), got {out_image_hw!r}")
-    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1
+    ):
         raise ValueError(f"chunk_size must be a positive integer or None (all views at once), got {chunk_size!r}")
     if output_name is not None and (
         not isinstance(output_name, str) or not output_name.strip(".") or any(c in output_name for c in "/\\\0")
@@ -122,8 +125,10 @@ def check_gs_video_options(
         )
     if not isinstance(enable_tqdm, bool):
         raise ValueError(f"enable_tqdm must be true or false, got {enable_tqdm!r}")
-    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not fps > 0:
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}")
+    if device is not None and (not isinstance(device, str) or not device.strip()):
+        raise ValueError(f"device must be a device name such as 'cuda' or 'cpu', or None, got {device!r}")
 
 
 def render_cameras(
@@ -182,6 +187,7 @@ def write_gs_video(
         output_name,
         enable_tqdm,
         fps,
+        device,
     )
     w2c, intr, (h, w) = render_cameras(prediction, extrinsics, intrinsics, out_image_hw)
     if len(w2c) <= 1:

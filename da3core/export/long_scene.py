@@ -10,7 +10,8 @@ read_prediction(lazy=True)``), written in memory bounded by the point budget, no
   places do not become denser. Every kept point is a back-projected pixel, so COLMAP gets its exact observation.
 - colmap and nerfstudio cover every frame (one camera and image each); depth_vis and the npz archives are
   written a frame at a time by their usual writers, with the same files as for a prediction in memory.
-- glb centres the median of the kept points (not of every selected point) and draws all cameras as one geometry.
+- glb centres the median of the kept points (not of every selected point) and draws all cameras as one geometry;
+  the file is written by glb's own writer (float32 linear-RGB ``COLOR_0``, as for a scene in memory).
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from trimesh.path.entities import Line
 
 from da3core.export.colmap import check_colmap_options, write_colmap_model
 from da3core.export.depth_vis import depth_vis_image, write_depth_vis
-from da3core.export.glb import FRUSTUM_SEGMENTS, OPENCV_TO_GLTF, frustum_vertices, scene_scale, view_color
+from da3core.export.glb import (
+    FRUSTUM_SEGMENTS,
+    OPENCV_TO_GLTF,
+    frustum_vertices,
+    point_geometry,
+    save_glb,
+    scene_scale,
+    view_color,
+)
 from da3core.export.media import save_jpeg
 from da3core.export.nerfstudio import write_dataset
 from da3core.export.ply import save_point_ply
@@ -208,13 +217,11 @@ def write_glb_frames(
     scene = trimesh.Scene()
     scene.metadata["hf_alignment"] = align.tolist()
     if len(cloud):
-        scene.add_geometry(
-            trimesh.PointCloud(trimesh.transform_points(cloud.xyz, align), colors=cloud.rgb), geom_name="points"
-        )
+        scene.add_geometry(point_geometry(trimesh.transform_points(cloud.xyz, align), cloud.rgb), geom_name="points")
     if show_cameras:
         scene.add_geometry(_frustums(prediction, scene_scale(cloud.xyz) * camera_size, align), geom_name="cameras")
     with target.staged("scene.glb") as local:
-        scene.export(local, file_type="glb")
+        save_glb(scene, local)  # glb's writer: the same float32 POSITION and linear-RGB COLOR_0 as a scene in memory
     if not export_depth_vis:
         return [target.url("scene.glb")]
     with target.staged("scene.jpg") as local:

@@ -12,12 +12,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from da3core.errors import UserError
 from da3core.export.colmap import source_names
 from da3core.export.ply import save_point_ply
 from da3core.export.points import PointSet, confident_points
@@ -27,6 +29,35 @@ from da3core.prediction import Prediction, present
 
 ROOT = "nerfstudio"
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+class NerfstudioNameError(UserError, ValueError):
+    """Two input files whose names differ only in extension or folder: both would be ``images/<stem>.png``."""
+
+
+def image_relpaths(names: Sequence[str]) -> list[str]:
+    """The dataset's ``images/<stem>.png`` for each source file name."""
+    return [f"images/{PurePosixPath(name).stem}.png" for name in names]
+
+
+def check_source_names(names: Sequence[str]) -> None:
+    """Raise :class:`NerfstudioNameError` when two source files would be written as the same image.
+
+    Needs only the input's file names (``Scene.names``), so a run can call it before inference.
+    """
+    first: dict[str, str] = {}
+    for name, path in zip(names, image_relpaths(names)):
+        if path in first:
+            raise NerfstudioNameError(
+                f"nerfstudio export needs input files with distinct names without extension: {first[path]} and "
+                f"{name} would both be {ROOT}/{path}; rename one of them or drop nerfstudio from export"
+            )
+        first[path] = name
+
+
+def check_prediction_names(prediction: Prediction) -> None:
+    """:func:`check_source_names` for ``prediction``'s views (export() runs it before any format is written)."""
+    check_source_names(source_names(prediction))
 
 
 def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) -> dict:
@@ -62,18 +93,18 @@ def write_nerfstudio(
 
 def write_dataset(prediction: Prediction, cloud: PointSet, target: ExportTarget) -> list[str]:
     """Write every view's image and camera, and ``cloud`` as the seed points; returns the written locations."""
+    names = source_names(prediction)
+    check_source_names(names)  # before the first file is written
     images = present(prediction.processed_images, "processed images")
     paths = []
-    image_paths = [f"images/{PurePosixPath(name).stem}.png" for name in source_names(prediction)]
-    if len(set(image_paths)) != len(image_paths):
-        raise ValueError("nerfstudio export needs distinct source file names (stems collide)")
-    for i, rel in enumerate(image_paths):
+    relpaths = image_relpaths(names)
+    for i, rel in enumerate(relpaths):
         with target.staged(f"{ROOT}/{rel}") as local:
             Image.fromarray(images[i]).save(local, format="PNG")
         paths.append(target.url(f"{ROOT}/{rel}"))
     with target.staged(f"{ROOT}/points3D.ply") as local:
         save_point_ply(local, cloud.xyz, cloud.rgb)
     paths.append(target.url(f"{ROOT}/points3D.ply"))
-    content = json.dumps(transforms(prediction, image_paths, "points3D.ply"), indent=2)
+    content = json.dumps(transforms(prediction, relpaths, "points3D.ply"), indent=2)
     paths.append(target.write_bytes(f"{ROOT}/transforms.json", content.encode()))
     return paths

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from da3core.export.options import check_option_ranges
 from da3core.export.target import ExportTarget
 from da3core.prediction import Prediction
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 GAUSSIAN_HINT = "run a giant or nested preset with infer_gs=True"
 FEATURE_HINT = "pass export_feat_layers=[...] to inference"
 
-# Options export() takes for every format that uses them, with their defaults.
+# Options export() takes for every format that uses them, with the defaults the writers use (nerfstudio's own
+# point budget, num_points, defaults to 200_000); only the ones a caller gives are passed on.
 SHARED_DEFAULTS: dict[str, Any] = {
     "conf_thresh_percentile": 40.0,
     "num_max_points": 1_000_000,
@@ -39,22 +41,8 @@ SHARED_DEFAULTS: dict[str, Any] = {
     "render_ixts": None,
     "render_hw": None,
 }
-# Numeric writer options and their ranges (inclusive; None: unbounded), checked before anything is written.
-OPTION_RANGES: dict[str, tuple[type[numbers.Real], float, float | None, str]] = {
-    "conf_thresh_percentile": (numbers.Real, 0, 100, "a percentile from 0 to 100"),
-    "num_max_points": (numbers.Integral, 1, None, "a whole number of points, 1 or more"),
-}
-
-
-def check_option_ranges(options: dict[str, Any]) -> None:
-    """Raise ValueError naming the first numeric option (:data:`OPTION_RANGES`) that is not a number in its range."""
-    for key, value in options.items():
-        if key not in OPTION_RANGES or value is None:
-            continue
-        kind, low, high, wanted = OPTION_RANGES[key]
-        number = isinstance(value, kind) and not isinstance(value, bool)
-        if not number or not low <= float(value) <= (float("inf") if high is None else high):
-            raise ValueError(f"{key}={value!r} is out of range; use {wanted}")
+# Writer keywords that a writer sets itself and passes on (glb's glTF frame), never options.
+INTERNAL = frozenset({"prediction", "target", "frame"})
 
 
 def _function(ref: str) -> Callable[..., Any]:
@@ -80,6 +68,20 @@ class ExportFormat:
     method_checker: str | None = None  # refuses a preprocessing (process_res_method) the format cannot invert
     # The writer for a prediction read a frame at a time (a long scene; same options); None: it needs every array.
     frame_writer: str | None = None
+    hidden: tuple[str, ...] = ()  # forwarded keywords the writer sets from one of its own options
+    prediction_checker: str | None = None  # refuses a prediction the writer cannot write (before any file)
+
+    @property
+    def accepted(self) -> set[str]:
+        """The option names the writer takes: its keywords and those of the functions it forwards options to."""
+        names = set()
+        for fn in (self.write, *map(_function, self.forwards)):
+            names |= {
+                p.name
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            }
+        return names - INTERNAL - set(self.hidden)
 
     @property
     def write(self) -> Callable[..., list[str]]:
@@ -102,21 +104,27 @@ class ExportFormat:
         return set(_POINT_NEEDS) <= set(self.needs)
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """Raise TypeError/ValueError for options the writer would reject."""
-        accepted = set()
-        for fn in (self.write, *map(_function, self.forwards)):
-            accepted |= {
-                p.name
-                for p in inspect.signature(fn).parameters.values()
-                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-            }
-        accepted -= {"prediction", "target"}
+        """Raise TypeError for an option the writer does not take, ValueError for a value it cannot use.
+
+        Every option is checked for type and range: by the format's ``checker`` for the options in its
+        signature, by :data:`~da3core.export.options.RULES` for the rest.
+        """
+        accepted = self.accepted
         unknown = sorted(set(options) - accepted)
         if unknown:
             raise TypeError(f"export format {self.name!r} has no option(s) {unknown}; valid: {sorted(accepted)}")
-        check_option_ranges(options)
+        owned = self.checked_by_checker
+        check_option_ranges({k: v for k, v in options.items() if k not in owned})
         if self.checker is not None:
             _function(self.checker)(**options)
+
+    @property
+    def checked_by_checker(self) -> set[str]:
+        """The options the format's ``checker`` validates (the named keywords of its signature)."""
+        if self.checker is None:
+            return set()
+        params = inspect.signature(_function(self.checker)).parameters.values()
+        return {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
 _POINT_NEEDS = ("intrinsics", "extrinsics", "processed_images")
@@ -162,6 +170,7 @@ FORMATS: dict[str, ExportFormat] = {
             "feat_vis/: PCA of intermediate features, JPEGs + mp4",
             needs=("processed_images", "features"),
             shared={"feat_vis_fps": "fps"},
+            checker="da3core.export.feat_vis:check_feat_vis_options",
         ),
         ExportFormat(
             "gs_ply",
@@ -193,9 +202,12 @@ FORMATS: dict[str, ExportFormat] = {
             "da3core.export.nerfstudio:write_nerfstudio",
             "nerfstudio/: transforms.json, images, points3D.ply",
             needs=_POINT_NEEDS,
-            shared=_PERCENTILE,
+            # --num-max-points caps the seed points too; the writer's own name for the budget is num_points.
+            shared={**_PERCENTILE, "num_max_points": "num_points"},
             forwards=(_POINTS,),
             frame_writer=_LONG + "write_nerfstudio_frames",
+            hidden=("num_max_points",),
+            prediction_checker="da3core.export.nerfstudio:check_prediction_names",
         ),
         ExportFormat(
             "ply",
@@ -275,11 +287,14 @@ def plan_options(names: Sequence[str], kwargs: dict[str, Any]) -> dict[str, dict
     unknown = sorted(k for k in kwargs if k not in FORMATS and k not in SHARED_DEFAULTS)
     if unknown:
         raise TypeError(f"unknown export option(s) {unknown}; per-format options go in a dict under the format name")
-    shared = {k: kwargs.get(k, v) for k, v in SHARED_DEFAULTS.items()}
+    # Shared options are checked under their own names (a bad num_max_points is not reported as nerfstudio's
+    # num_points); one not given is left to each writer's default.
+    shared = {k: v for k, v in kwargs.items() if k in SHARED_DEFAULTS}
+    check_option_ranges(shared)
     plan = {}
     for name in names:
         fmt = FORMATS[name]
-        plan[name] = {fmt.shared[k]: shared[k] for k in fmt.shared} | dict(kwargs.get(name) or {})
+        plan[name] = {fmt.shared[k]: shared[k] for k in fmt.shared if k in shared} | dict(kwargs.get(name) or {})
         fmt.check_options(plan[name])
     return plan
 
@@ -293,6 +308,9 @@ def _check_prediction(name: str, prediction: Prediction) -> None:
             what = "aux['feat_layer_*']" if need == "features" else need
             hint = {"gaussians": f"; {GAUSSIAN_HINT}", "features": f"; {FEATURE_HINT}"}.get(need, "")
             raise ValueError(f"export format {name!r} needs prediction.{what}, which this prediction lacks{hint}")
+    checker = FORMATS[name].prediction_checker
+    if checker is not None:
+        _function(checker)(prediction)
 
 
 def export(

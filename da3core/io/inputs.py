@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -240,10 +241,10 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
             )
         if not file.is_file():
             raise InputError(f"COLMAP image {image.name} is listed in {model_dir} but missing from {root / 'images'}")
-        check_image_header(file)
+        camera = rec.cameras[image.camera_id]
         paths.append(file)
         exts.append(image.cam_from_world().matrix())
-        ints.append(intrinsics_from_colmap(rec.cameras[image.camera_id].calibration_matrix()))
+        ints.append(intrinsics_from_colmap(_camera_for(camera, check_image_header(file), file)))
     model_files = [p for p in sorted(model_dir.iterdir()) if p.is_file()]
     return SceneInput(
         "colmap",
@@ -254,6 +255,24 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
         intrinsics=np.stack(ints),
         files=[_file_record(p) for p in paths + model_files],
     )
+
+
+def _camera_for(camera: Any, size: tuple[int, int], file: Path) -> np.ndarray:
+    """The COLMAP camera's matrix for an image file of ``size`` (width, height): scaled when the images were resized
+    after COLMAP ran (the same aspect ratio), refused when they were cropped or are other images."""
+    K = np.array(camera.calibration_matrix(), dtype=np.float64)
+    width, height = size
+    if (width, height) == (camera.width, camera.height):
+        return K
+    sx, sy = width / camera.width, height / camera.height
+    if abs(sx - sy) * max(camera.width, camera.height) > 1.0:  # more than a pixel of rounding: not a plain resize
+        raise InputError(
+            f"{file.name} is {width}x{height} pixels but its COLMAP camera {camera.camera_id} is "
+            f"{camera.width}x{camera.height}, another aspect ratio; give the images COLMAP was run on"
+        )
+    K[0] *= sx  # COLMAP's pixel grid starts at the image corner, so a resize scales the principal point as is
+    K[1] *= sy
+    return K
 
 
 def load_views(scene: SceneInput, views: Sequence[int] | np.ndarray | None = None) -> list[np.ndarray]:
@@ -267,12 +286,13 @@ def load_views(scene: SceneInput, views: Sequence[int] | np.ndarray | None = Non
     return [read_image(scene.paths[i]) for i in picked]
 
 
-def check_image_header(path: str | Path) -> None:
-    """Open an image's header only (no decoding): InputError for an empty, foreign or oversized file."""
+def check_image_header(path: str | Path) -> tuple[int, int]:
+    """Open an image's header only (no decoding): its (width, height); InputError for an empty, foreign or oversized
+    file."""
     from PIL import Image
 
-    with _image_errors(path), Image.open(path):
-        pass
+    with _image_errors(path), Image.open(path) as image:
+        return image.size
 
 
 def read_image(path: str | Path) -> np.ndarray:

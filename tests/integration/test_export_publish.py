@@ -100,3 +100,19 @@ def test_a_store_set_aside_by_a_killed_swap_is_put_back(tmp_path):
     assert store.marker()["config_hash"] == marker_hash(8, 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.zarr"]
     shutil.rmtree(url)
+
+
+def test_nerfstudio_name_clash_is_refused_before_inference(room, tmp_path, capsys, monkeypatch):
+    """``frame_0000.jpg`` and ``frame_0000.png`` would be one nerfstudio image: refused in one line, no inference."""
+    from PIL import Image
+
+    import flows.reconstruct
+
+    first = sorted(room.iterdir())[0]
+    with Image.open(first) as image:
+        image.save(first.with_suffix(".jpg"))
+    monkeypatch.setattr(flows.reconstruct, "infer", lambda *a, **k: pytest.fail("inference ran"))
+    out = tmp_path / "out"
+    assert main([f"scene={room}", f"output_dir={out}", *FAST, "export=nerfstudio"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "would both be" in err[0] and first.stem in err[0]

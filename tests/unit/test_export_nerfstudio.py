@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from export_scenes import synthetic_prediction, world_points
 from PIL import Image
 from plyfile import PlyData
 
+from da3core.errors import is_user_error, user_message
 from da3core.export import export
+from da3core.export.nerfstudio import NerfstudioNameError, check_source_names
 from da3core.geometry import project_points
 
 
@@ -58,3 +61,24 @@ def test_every_pixels_ray_passes_through_its_scene_point_and_point_cloud_is_deci
     xyz = np.stack([vertex["x"], vertex["y"], vertex["z"]], 1)
     lo, hi = points.reshape(-1, 3).min(0), points.reshape(-1, 3).max(0)
     assert ((xyz >= lo - 1e-4) & (xyz <= hi + 1e-4)).all()
+
+
+def test_colliding_file_stems_are_a_one_line_user_error_before_any_file(tmp_path):
+    prediction = synthetic_prediction(n_views=3, width=70, height=56)[0]
+    prediction.source_names = ["frame_0000.jpg", "frame_0001.jpg", "frame_0000.png"]
+    with pytest.raises(NerfstudioNameError) as info:
+        export(prediction, "npz+nerfstudio", tmp_path)
+    assert is_user_error(info.value) and isinstance(info.value, ValueError)
+    line = user_message(info.value)
+    assert (
+        "\n" not in line and "frame_0000.jpg and frame_0000.png would both be nerfstudio/images/frame_0000.png" in line
+    )
+    assert "rename one of them" in line
+    assert not any(tmp_path.iterdir())  # refused before npz (or any image) was written
+
+
+def test_source_names_can_be_checked_before_inference():
+    check_source_names(["a.jpg", "b.jpg", "sub/c.png"])
+    check_source_names([])
+    with pytest.raises(NerfstudioNameError, match="x/a.jpg and y/a.png would both be nerfstudio/images/a.png"):
+        check_source_names(["x/a.jpg", "b.jpg", "y/a.png"])

@@ -179,3 +179,25 @@ def test_a_device_or_fifo_is_not_a_scene(tmp_path):
     for path in (fifo, "/dev/null"):
         with pytest.raises(InputError, match="is not a regular file or folder"):
             discover_scene(path)
+
+
+def test_colmap_images_resized_after_colmap_scale_their_cameras(capture, tmp_path):
+    """Images downscaled 2x after COLMAP ran (as in datasets' images_2/ folders) get intrinsics scaled about the
+    image corner; a crop (another aspect ratio) is refused."""
+    from PIL import Image
+
+    write_colmap(capture, tmp_path)
+    for path in (tmp_path / "images").iterdir():
+        with Image.open(path) as image:
+            image.resize((image.width // 2, image.height // 2)).save(path)
+    scene = discover_scene(tmp_path)
+    expected = capture.intrinsics.astype(np.float64).copy()
+    expected[:, :2, 2] += 0.5  # to COLMAP's corner-origin pixels, scale, and back
+    expected[:, :2] *= 0.5
+    expected[:, :2, 2] -= 0.5
+    np.testing.assert_allclose(scene.intrinsics, expected, atol=1e-9)
+    first = sorted((tmp_path / "images").iterdir())[0]
+    with Image.open(first) as image:
+        image.crop((0, 0, image.width // 2, image.height)).save(first)
+    with pytest.raises(InputError, match="another aspect ratio"):
+        discover_scene(tmp_path)
