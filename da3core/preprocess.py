@@ -85,15 +85,30 @@ def _resize(arr: np.ndarray, w: int, h: int, grow: bool) -> np.ndarray:
     return cv2.resize(arr, (w, h), interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
 
 
+def _scaled_size(height: int, width: int, process_res: int, method: str) -> tuple[int, int]:
+    """(h, w) after the resize to ``process_res``, before sides become multiples of the patch."""
+    side = max(width, height) if method.startswith("upper") else min(width, height)
+    if side == process_res:
+        return height, width
+    s = process_res / float(side)
+    return max(1, int(round(height * s))), max(1, int(round(width * s)))
+
+
+def processed_size(height: int, width: int, process_res: int, method: str) -> tuple[int, int]:
+    """(h, w) of one view as the network gets it (before a batch of several sizes is centre-cropped to the least)."""
+    h, w = _scaled_size(height, width, process_res, method)
+    if method.endswith("resize"):
+        return _round_to_multiple(h), _round_to_multiple(w)
+    return (h // PATCH_SIZE) * PATCH_SIZE, (w // PATCH_SIZE) * PATCH_SIZE
+
+
 def _process_one(img: ImageLike, K: np.ndarray | None, process_res: int, method: str):
     arr = load_image(img)
     h0, w0 = arr.shape[:2]
+    h, w = _scaled_size(h0, w0, process_res, method)
     side = max(w0, h0) if method.startswith("upper") else min(w0, h0)
-    w, h = w0, h0
     if side != process_res:
-        s = process_res / float(side)
-        w, h = max(1, int(round(w0 * s))), max(1, int(round(h0 * s)))
-        arr = _resize(arr, w, h, s > 1.0)
+        arr = _resize(arr, w, h, process_res > side)
     sx, sy = w / float(w0), h / float(h0)
     ox = oy = 0
     least = (PATCH_SIZE + 1) // 2 if method.endswith("resize") else PATCH_SIZE  # resizing rounds 7 up to 14

@@ -12,6 +12,7 @@ the cache is deleted once the result is in place.
 # Annotations stay objects (no `from __future__ import annotations`): the subflow's parameters are read from them.
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,7 @@ def stream_inference(
             f"{name} has {len(scene)} views, no more than streaming.overlap={cfg.streaming.overlap}; "
             "sample more views (input.fps, input.max_frames) or lower the overlap"
         )
+    _check_one_size(scene, cfg)
     for other in cache.discard_others():
         get_run_logger().info("removed %s, chunks of a run with other settings or input", other)
     if cfg.force:  # force means recompute: the chunks a killed run finished too, not only the store
@@ -65,6 +67,29 @@ def stream_inference(
     # In a batch the scenes are what the runner spreads; a streaming scene's chunks then run in turn on its worker.
     runner: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=1) if isinstance(cfg, BatchConfig) else task_runner(cfg)
     run_chunks.with_options(task_runner=runner)(name, scene, staged, cfg, attrs, cache)
+
+
+def _check_one_size(scene: SceneInput, cfg: ReconstructConfig) -> None:
+    """Refuse, before any chunk runs, images that process to different sizes: one forward pass crops them to the
+    least, but the chunks of a stream would each crop to their own and cannot be stitched."""
+    if scene.kind != "images":
+        return
+    from PIL import Image
+
+    from da3core.preprocess import processed_size
+
+    sizes: dict[tuple[int, int], list[str]] = {}
+    for path in scene.paths:
+        with Image.open(path) as image:
+            size = processed_size(image.height, image.width, cfg.processing.process_res, cfg.processing.method.value)
+        sizes.setdefault(size, []).append(Path(path).name)
+    if len(sizes) > 1:
+        (common, most), (other, names) = sorted(sizes.items(), key=lambda kv: -len(kv[1]))[:2]
+        raise InputError(
+            f"streaming needs views of one size: {len(most)} of {len(scene)} process to {common[1]}x{common[0]} "
+            f"but {names[0]} (and {len(names) - 1} more) to {other[1]}x{other[0]}; give images of one size and "
+            "aspect ratio, or turn streaming off (one forward pass crops them to a common size)"
+        )
 
 
 @flow(name="reconstruct-chunks", log_prints=True, validate_parameters=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import trimesh
 import zarr
 from live import kill_group
 from paths import REPO_ROOT
+from PIL import Image
 from trajectory_error import ate_rmse
 
 from da3core.store import SceneStore
@@ -167,6 +169,9 @@ def test_a_chunk_longer_than_the_scene_gives_the_arrays_of_the_normal_mode(image
 
 def test_bad_streaming_settings_are_refused_with_one_line(image_folder, colmap_dataset, tmp_path, capsys):
     base = [f"storage.root={tmp_path}", *FAST, "streaming.enabled=true", "export=mini_npz"]
+    mixed = tmp_path / "in" / "mixed"
+    shutil.copytree(image_folder, mixed)
+    Image.new("RGB", (200, 30)).save(mixed / "wide.png")
     cases = {
         "overlap >= chunk size": (
             [f"scene={image_folder}", "streaming.chunk_size=10", "streaming.overlap=10"],
@@ -182,6 +187,10 @@ def test_bad_streaming_settings_are_refused_with_one_line(image_folder, colmap_d
         ),
         "no cameras": ([f"scene={image_folder}", "model=da3mono-large"], "predicts no cameras"),
         "colmap input": ([f"scene={colmap_dataset}"], "reconstruct it without streaming"),
+        "views of two sizes": (  # used to infer every chunk, then fail to stitch them
+            [f"scene={mixed}", "streaming.chunk_size=3", "streaming.overlap=1"],
+            "8 of 9 process to 56x42 but wide.png (and 0 more) to 56x14",
+        ),
     }
     for name, (argv, expected) in cases.items():
         code = main([*base, *argv])

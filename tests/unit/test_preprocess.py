@@ -79,3 +79,13 @@ def test_bad_inputs(tmp_path):
         preprocess_images([])
     with pytest.raises(ValueError, match="allowed"):
         preprocess_images([np.zeros((8, 8, 3), np.uint8)], method="stretch")
+
+
+@pytest.mark.parametrize("method", RESIZE_METHODS)
+def test_processed_size_is_the_size_a_view_gets(method):
+    """``processed_size`` (from a header's size, before decoding) agrees with preprocessing the pixels."""
+    from da3core.preprocess import processed_size
+
+    for height, width in ((48, 64), (30, 200), (333, 101), (504, 378), (100, 1000)):
+        batch = preprocess_images([np.zeros((height, width, 3), np.uint8)], process_res=140, method=method)
+        assert processed_size(height, width, 140, method) == tuple(batch.images.shape[2:]), (height, width)
