@@ -5,7 +5,11 @@ Runs Video Depth Anything as a Prefect flow and writes, next to the video (``vid
 scale and provenance) and Annolid's outputs (``depth.ndjson`` always, the rest by ``save_*``).
 One run at a time per output folder (``depth.zarr.lock``; ``storage.lock_timeout`` seconds to wait for another).
 The store is built beside the old one and swapped in when inference succeeds (``da3core.store``), so a failed
-run never damages a previous result; the completion marker is written last.
+run never damages a previous result. Every output is staged under a hidden name and published only after the swap,
+while the new store is unmarked; outputs of the previous result this run does not rewrite are then removed (the
+store lists what it owns, ``output_files``), and the completion marker is written last. So a killed run leaves
+the old complete result or an unmarked store, never a marked store beside another run's outputs; the next run
+removes the staging files it left.
 """
 
 # Annotations stay objects (no `from __future__ import annotations`): a served or deployed run validates the
@@ -16,20 +20,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from prefect import flow, get_run_logger
 
 from da3core.export.target import ExportTarget
 from da3core.io.storage import check_writable, is_remote, join_url
 from da3core.store import SceneStore, store_lock
-from da3core.video_depth.outputs import default_output_dir, output_locations
+from da3core.store.lock import Lock
+from da3core.video_depth.outputs import (
+    OutputOptions,
+    default_output_dir,
+    output_entries,
+    output_locations,
+    remove_leftovers,
+    remove_outputs,
+)
 from flows.config import VideoDepthConfig, annolid_overrides, config_hashes, load_config, resolved, validate_video_depth
 from flows.errors import run_cli
 from flows.outcomes import video_outcome
 from flows.preflight import check_output, check_video, check_video_model
 from flows.progress import progress_to, report
-from tasks.video_depth import SECOND_PASS, estimate, export_second_pass, output_options, probe
+from tasks.video_depth import SECOND_PASS, VideoJob, estimate, export_second_pass, output_options, probe
 
 STORE_NAME = "depth.zarr"
 
@@ -66,14 +78,13 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
     check_writable(output_dir, options, "output_dir")  # after the probe: a missing video leaves no empty output folder
     inference_hash, full_hash = config_hashes(cfg, video_sha256=job.sha256)
     store = SceneStore(join_url(output_dir, STORE_NAME), options)
+    target = ExportTarget(output_dir, options)
     with store_lock(store, cfg.storage.lock_timeout) as lock:
-        for leftover in store.discard_leftovers():
+        for leftover in [*store.discard_leftovers(), *remove_leftovers(target)]:
             logger.info("removed %s, left by an interrupted run", leftover)
         if not cfg.force and store.is_complete(full_hash):
             logger.info("%s is complete for this config and video (%s); skipping", store.url, full_hash)
-            outputs = output_locations(
-                ExportTarget(output_dir, options), job.name, output_options(cfg), store.attrs()["n_frames"]
-            )
+            outputs = output_locations(target, job.name, output_options(cfg), store.attrs()["n_frames"])
             return VideoDepthResult(
                 job.name,
                 store.url,
@@ -82,6 +93,11 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
                 {"output_dir": [output_dir], **outputs},
                 time.perf_counter() - started,
             )
+        previous = store.attrs() if store.exists() else {}
+        owned = output_entries(job.name, output_options(cfg))
+        # What earlier runs wrote and this one does not rewrite. The new store lists it until it is removed, so a
+        # run killed before that still leaves the list to the next one.
+        stale = sorted((owned_by(previous) | set(previous.get("stale_outputs", []))) - set(owned))
         attrs = {
             "scene": Path(job.name).stem,
             "source": source,
@@ -89,11 +105,10 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
             "config_hash": full_hash,
             "inference_hash": inference_hash,
             "inputs": {"kind": "video", "files": [{"path": source, "sha256": job.sha256}]},
+            "output_files": owned,
+            "stale_outputs": stale,
         }
-        with store.replacement() as staged:
-            report(0.05, f"depth of {len(job.indices)} frames")
-            streamed = estimate(job, staged, output_dir, cfg, attrs)
-            lock.check()
+        streamed = swap_in(store, lock, job, output_dir, cfg, attrs)
         report(0.9, "writing the outputs")
         futures = [
             export_second_pass.submit(kind, store, output_dir, job, cfg, streamed["depth_range"])
@@ -103,13 +118,50 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
         outputs = {"output_dir": [output_dir], **streamed["outputs"]}
         for future in futures:
             outputs.update(future.result())
-        store.update_attrs(outputs={kind: len(paths) for kind, paths in outputs.items()})  # counts: lists can be long
+        for removed in remove_outputs(target, stale):
+            logger.info("removed %s, an output of an earlier run that this config does not write", removed)
+        counts = {kind: len(paths) for kind, paths in outputs.items()}  # counts: lists can be long
+        store.update_attrs(outputs=counts, stale_outputs=[])
         lock.check()
         store.mark_complete(full_hash)
     seconds = time.perf_counter() - started
     report(1.0, "done")
     logger.info("%s: %d frames in %.2fs -> %s", job.name, len(job.indices), seconds, output_dir)
     return VideoDepthResult(job.name, store.url, output_dir, "done", outputs, seconds)
+
+
+def owned_by(attrs: dict[str, Any]) -> set[str]:
+    """The output entries a store's run wrote: its ``output_files``, or for a store from before that list, what its
+    config writes."""
+    if "output_files" in attrs:
+        return set(attrs["output_files"])
+    if "name" not in attrs.get("video", {}) or not isinstance(attrs.get("config"), dict):
+        return set()
+    fields = OutputOptions.__dataclass_fields__
+    options = OutputOptions(**{k: v for k, v in attrs["config"].items() if k in fields})
+    return set(output_entries(attrs["video"]["name"], options))
+
+
+def swap_in(
+    store: SceneStore, lock: Lock, job: VideoJob, output_dir: str, cfg: VideoDepthConfig, attrs: dict[str, Any]
+) -> dict[str, Any]:
+    """Infer into a staged store and staged per-frame outputs, swap the store in (unmarked), then publish the outputs.
+
+    Publishing waits for the swap: before it, the previous complete store still stands and must keep its outputs.
+    """
+    staged_outputs = None
+    try:
+        with store.replacement() as staged:
+            report(0.05, f"depth of {len(job.indices)} frames")
+            streamed = estimate(job, staged, output_dir, cfg, attrs)
+            staged_outputs = streamed["staged"]
+            lock.check()
+        staged_outputs.publish()
+    except BaseException:
+        if staged_outputs is not None:
+            staged_outputs.discard()
+        raise
+    return streamed
 
 
 @flow(name="video-depth", log_prints=True)

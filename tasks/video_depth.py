@@ -132,7 +132,8 @@ def _depth_stream(model: Any, frames: Iterator[np.ndarray], cfg: VideoDepthConfi
 def estimate(
     job: VideoJob, store: SceneStore, output_dir: str, cfg: VideoDepthConfig, attrs: dict[str, Any]
 ) -> dict[str, Any]:
-    """Stream the video through the model into a fresh store and the per-frame Annolid outputs."""
+    """Stream the video through the model into a fresh store and the per-frame Annolid outputs, which stay staged:
+    the caller publishes them (``result["staged"].publish()``) once the store is swapped in, or discards them."""
     logger = get_run_logger()
     loaded = get_video_depth_model(cfg)
     is_metric = bool(loaded.model.metric)
@@ -197,13 +198,14 @@ def estimate(
         if outputs.count != n:
             raise VideoError(f"{job.source}: decoded {outputs.count} of {n} frames; the file may be truncated")
         total = time.perf_counter() - started
-    store.write_array("frame", np.asarray(job.indices, np.int64), ["frame"], chunk0=n)
-    store.write_array("timestamp", timestamps, ["frame"], chunk0=n)
-    model_seconds = total - clock["decode"] - clock["write"]
-    store.update_attrs(n_frames=n, depth_range={"min": lo, "max": hi})
-    store.record_stage("decode", clock["decode"])
-    store.record_stage("inference", model_seconds, frames_per_second=n / max(total, 1e-9))
-    store.record_stage("write", clock["write"])
+        # Inside the block, so that a failure here deletes the staged outputs too.
+        store.write_array("frame", np.asarray(job.indices, np.int64), ["frame"], chunk0=n)
+        store.write_array("timestamp", timestamps, ["frame"], chunk0=n)
+        model_seconds = total - clock["decode"] - clock["write"]
+        store.update_attrs(n_frames=n, depth_range={"min": lo, "max": hi})
+        store.record_stage("decode", clock["decode"])
+        store.record_stage("inference", model_seconds, frames_per_second=n / max(total, 1e-9))
+        store.record_stage("write", clock["write"])
     logger.info(
         "depth %s: %d frames in %.2fs (%.1f frames/s): decode %.2fs, model %.2fs, write %.2fs",
         job.name,
@@ -214,7 +216,7 @@ def estimate(
         model_seconds,
         clock["write"],
     )
-    return {"outputs": outputs.written(), "depth_range": (lo, hi)}
+    return {"outputs": outputs.written(), "depth_range": (lo, hi), "staged": outputs}
 
 
 @task(

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+import shutil
 import zipfile
 from collections.abc import Iterable
 from contextlib import ExitStack
@@ -149,9 +151,10 @@ def point_cloud_rows(depth: np.ndarray, rgb: np.ndarray, options: OutputOptions,
 
 
 class StreamingOutputs:
-    """The per-frame outputs (``depth.ndjson``, EXR frames, point-cloud CSVs), staged and published on close.
+    """The per-frame outputs (``depth.ndjson``, EXR frames, point-cloud CSVs), staged under hidden temp names.
 
-    Use as a context manager: on an exception nothing is published and the previous run's files stay.
+    Use as a context manager: on an exception the staged files are deleted; on success they stay staged until
+    :meth:`publish` (called once the store they belong to is in place) or :meth:`discard`.
     """
 
     def __init__(self, target: ExportTarget, video_name: str, options: OutputOptions, is_metric: bool):
@@ -192,12 +195,23 @@ class StreamingOutputs:
         self.count += 1
 
     def __exit__(self, *exc: Any) -> None:
-        self._stack.__exit__(*exc)  # publishes only when no exception is propagating
-        if exc[0] is None:
-            if "exr" in self._dirs:
-                prune(self.target, f"{self.stem}_depths_exr", self.count, "frame_{:05d}.exr")
-            if "points" in self._dirs:
-                prune(self.target, "point_clouds", self.count, "point_{:04d}.csv", keep=("point_cloud_info.json",))
+        if exc[0] is not None:
+            self._stack.__exit__(*exc)  # the staged files go; the previous run's files stay
+            return
+        self._ndjson.close()  # complete on disk now; moved under its final name by publish()
+
+    def publish(self) -> None:
+        """Move the staged files under their final names and drop frames of a longer earlier run."""
+        self._stack.close()  # the staged() contexts publish when they exit without an exception
+        if "exr" in self._dirs:
+            prune(self.target, f"{self.stem}_depths_exr", self.count, "frame_{:05d}.exr")
+        if "points" in self._dirs:
+            prune(self.target, "point_clouds", self.count, "point_{:04d}.csv", keep=("point_cloud_info.json",))
+
+    def discard(self) -> None:
+        """Delete the staged files without publishing them (a no-op after :meth:`publish`)."""
+        error = RuntimeError("staged outputs discarded")
+        self._stack.__exit__(RuntimeError, error, None)  # exiting with an error: nothing is published
 
     def written(self) -> dict[str, list[str]]:
         """Output kind → locations, in Annolid's result-dict keys."""
@@ -221,6 +235,61 @@ def output_locations(target: ExportTarget, video_name: str, options: OutputOptio
         "exr": (options.save_exr, [f"{stem}_depths_exr"]),
     }
     return {key: [target.url(rel) for rel in rels] for key, (on, rels) in wanted.items() if on}
+
+
+def output_entries(video_name: str, options: OutputOptions) -> list[str]:
+    """What a run with ``options`` owns in its output folder: files, and folders (ending in ``/``) it fills whole."""
+    stem = PurePosixPath(video_name).stem
+    wanted = [
+        (True, NDJSON_NAME),
+        (options.save_depth_video, f"{stem}_vis.mp4"),
+        (options.save_depth_frames, "depth_frames/"),
+        (options.save_point_clouds, "point_clouds/"),
+        (options.save_npz, f"{stem}_depths.npz"),
+        (options.save_exr, f"{stem}_depths_exr/"),
+    ]
+    return [entry for on, entry in wanted if on]
+
+
+def remove_outputs(target: ExportTarget, entries: Iterable[str]) -> list[str]:
+    """Delete earlier runs' outputs (``output_entries`` items: a file, or a folder with all it holds); returns them.
+
+    The list comes from store attributes, so anything that is not a plain name inside the folder is ignored.
+    """
+    fs = target.fs if target.remote else fsspec.filesystem("file")
+    removed = []
+    for entry in sorted(set(entries)):
+        parts = PurePosixPath(entry).parts
+        if not parts or entry.startswith("/") or ".." in parts or parts[0].startswith("depth.zarr"):
+            continue
+        path = fs._strip_protocol(target.url(entry.rstrip("/")))
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+            removed.append(entry)
+    return removed
+
+
+_TEMP_FILE = re.compile(r"\.(depth|.+_vis|.+_depths)\.tmp-[0-9a-f]{8}\.(ndjson|mp4|npz)")  # ExportTarget.staged
+_FRAME_DIRS = re.compile(r"depth_frames|point_clouds|.+_depths_exr")
+
+
+def remove_leftovers(target: ExportTarget) -> list[str]:
+    """Delete the hidden staging files and folders killed runs left among the outputs (local folders only: remote
+    outputs are staged in the local temp folder); call it holding the output folder's lock. Returns what went."""
+    root = Path(target.url(""))
+    if target.remote or not root.is_dir():
+        return []
+    removed = [p for p in root.iterdir() if p.is_file() and _TEMP_FILE.fullmatch(p.name)]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    for folder in (p for p in root.iterdir() if p.is_dir() and _FRAME_DIRS.fullmatch(p.name)):
+        staging = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(".da3-export-")]
+        for path in staging:
+            shutil.rmtree(path, ignore_errors=True)
+        removed += staging
+        if not any(folder.iterdir()):  # staged_dir creates the folder before anything is published
+            folder.rmdir()
+    return [str(p) for p in removed]
 
 
 def write_exr(path: Path, depth: np.ndarray) -> None:

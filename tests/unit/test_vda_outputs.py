@@ -62,6 +62,7 @@ def stream(folder, depths, rgb, frame_indices, options=ALL, is_metric=False, nam
     with StreamingOutputs(ExportTarget(folder), name, options, is_metric) as out:
         for i, rgb_i, d in zip(frame_indices, rgb, depths):
             out.add(i, rgb_i, d)
+    out.publish()  # the flow publishes once its store is in place
     return out
 
 
@@ -168,6 +169,10 @@ def test_failure_mid_stream_keeps_the_previous_outputs(tmp_path):
             raise RuntimeError("decoder died")
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before
+    with StreamingOutputs(ExportTarget(tmp_path), "mice.mp4", ALL, False) as out:  # done, but never published
+        out.add(0, frames_rgb(1)[0], synthetic_depths(1, seed=5)[0])
+    out.discard()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_second_pass_outputs(tmp_path):
