@@ -8,7 +8,7 @@ that holds ``scene.glb``. The viewer (model-viewer) is bundled at install time b
 from __future__ import annotations
 
 import html
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException
@@ -31,7 +31,8 @@ def find_scenes(root: Path) -> list[str]:
     scenes = []
     for glb in sorted(root.glob("scene.glb")) + sorted(root.glob("*/scene.glb")) + sorted(root.glob("*/*/scene.glb")):
         rel = glb.parent.relative_to(root).as_posix()
-        if _inside(root, glb):  # a linked scene folder or file from elsewhere is not listed (nor served)
+        hidden = any(part.startswith(".") for part in PurePosixPath(rel).parts)  # e.g. a scene being saved
+        if _inside(root, glb) and not hidden:  # a linked scene folder or file from elsewhere is not listed
             scenes.append("" if rel == "." else rel)
     return scenes
 

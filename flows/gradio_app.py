@@ -136,13 +136,25 @@ class ReconstructionApp:
         target = (self.gallery / name).resolve()
         if not target.is_relative_to(self.gallery) or target == self.gallery:
             raise gr.Error(f"gallery name {name!r} must be a folder name inside the gallery")
-        target.mkdir(parents=True, exist_ok=True)
-        for item in ("scene.glb", "scene.jpg", "depth_vis", "gs_video", "scene.zarr"):  # the store says which weights
-            src = out / item
-            if src.is_dir():
-                shutil.copytree(src, target / item, dirs_exist_ok=True)
-            elif src.is_file():
-                shutil.copy(src, target / item)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Built beside and swapped in whole: saving again under a name replaces that scene, never merges into it
+        # (a merged scene.zarr would mix two stores' arrays). Hidden names, so the gallery never lists them.
+        staging = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()
+        try:
+            for item in ("scene.glb", "scene.jpg", "depth_vis", "gs_video", "scene.zarr"):  # the store: which weights
+                src = out / item
+                if src.is_dir():
+                    shutil.copytree(src, staging / item)
+                elif src.is_file():
+                    shutil.copy(src, staging / item)
+            aside = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+            if target.exists():
+                os.rename(target, aside)
+            os.rename(staging, target)
+            shutil.rmtree(aside, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return target.relative_to(self.gallery).as_posix()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trimesh
+import zarr
 
 gr = pytest.importorskip("gradio", reason="the Gradio app needs the `app` extra")
 
@@ -78,6 +79,13 @@ def test_run_matches_the_flow_and_saves_to_gallery(tmp_path):
         p.read_bytes() for p in sorted((tmp_path / "local" / "depth_vis").glob("*.jpg"))
     ]
     assert find_scenes(tmp_path / "gallery") == ["room/run1"]
+    # Saving again under the name replaces the scene whole: fewer views leave no depth image of the first save.
+    app.run(images[:2], None, process_res=56, save_to_gallery=True, gallery_name="room/run1")
+    saved = tmp_path / "gallery" / "room" / "run1"
+    assert len(list((saved / "depth_vis").glob("*.jpg"))) == 2
+    assert zarr.open_group(str(saved / "scene.zarr"), mode="r")["depth"].shape[0] == 2
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["run1"]  # no staging or set-aside folder left
+    app.run(images, None, process_res=56, save_to_gallery=True, gallery_name="room/run1")
     page = TestClient(create_gallery_app(tmp_path / "gallery")).get("/scene/room/run1").text
     assert UNTRAINED_BANNER.split(",")[0] in page  # the copied store tells the gallery the weights were random
     with_cameras, _, _, _ = app.run(
