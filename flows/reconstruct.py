@@ -125,11 +125,12 @@ def _reconstruct_locked(
     staging = join_url(export_dir, f"{EXPORT_STAGING}{uuid.uuid4().hex[:12]}")
     exports, seconds = {}, {}
     try:
+        report(0.75, f"exporting {'+'.join(formats)}")
         for i, fmt in enumerate(formats):
-            report(0.75 + 0.2 * i / len(formats), f"exporting {fmt}")
             exports[fmt], seconds[fmt] = export_format(
                 name, result, fmt, staging, {fmt: dict(cfg.exporters.get(fmt, {}))}
             )
+            report(0.75 + 0.2 * (i + 1) / len(formats), f"exported {fmt}")
         lock.check()
     except BaseException:
         _remove_tree(staging, options)

@@ -7,6 +7,7 @@ jobs still queued when the service stops are failed with that reason rather than
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import shutil
@@ -14,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,7 @@ class JobQueue:
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self._receiving = 0  # places held by submissions still being received or checked
         self._thread: threading.Thread | None = None
         self.running: Job | None = None
         self.counts = {"accepted": 0, "rejected": 0, "completed": 0, "failed": 0}
@@ -220,18 +222,42 @@ class JobQueue:
             self._thread.join(timeout)
 
     def submit(self, job: Job) -> None:
-        """Queue ``job`` or raise QueueFull when ``max_queue`` jobs are already waiting."""
+        """Queue ``job`` or raise QueueFull when ``max_queue`` jobs are already waiting (or being received)."""
+        with self.slot() as queue_it:
+            queue_it(job)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[Callable[[Job], None]]:
+        """Hold a place in the queue while a job is received and checked (QueueFull at once when there is none),
+        so uploads in flight count against ``max_queue`` and a full server reads no more of them; yields the
+        function that queues the job in that place."""
         with self._cond:
-            self.check_room()  # the condition's lock is re-entrant, so this stays one atomic step
-            self.jobs[job.id] = job
-            self._queue.append(job)
-            self.counts["accepted"] += 1
-            self._cond.notify()
+            self.check_room()
+            self._receiving += 1
+        held = True
+
+        def queue_it(job: Job) -> None:
+            nonlocal held
+            with self._cond:
+                if self._stopping:
+                    raise QueueFull("the backend is shutting down; retry later")
+                self._receiving, held = self._receiving - 1, False
+                self.jobs[job.id] = job
+                self._queue.append(job)
+                self.counts["accepted"] += 1
+                self._cond.notify()
+
+        try:
+            yield queue_it
+        finally:
+            if held:
+                with self._cond:
+                    self._receiving -= 1
 
     def check_room(self) -> None:
         """Raise QueueFull (and count the refusal) when a submission now would be refused."""
         with self._cond:
-            if self._stopping or len(self._queue) >= self.max_queue:
+            if self._stopping or len(self._queue) + self._receiving >= self.max_queue:
                 self.counts["rejected"] += 1
                 raise QueueFull(f"the queue is full ({self.max_queue} jobs waiting); retry later")
 

@@ -7,28 +7,25 @@ command line, with the model pinned to the service's own startup options.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
-import re
-import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from http.cookies import CookieError, SimpleCookie
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from starlette.requests import ClientDisconnect
 
 from da3core.errors import UserError
 from flows.backend.archive import safe_extract
+from flows.backend.auth import RedactToken, TokenGate, is_loopback
 from flows.backend.jobs import (
     JOB_ID,
     Job,
@@ -47,71 +44,14 @@ from flows.config import ConfigError, load_config
 from flows.runtime import prefect_runtime
 
 TAR_TYPES = ("application/x-tar", "application/octet-stream")
-OPEN_PREFIXES = ("/gallery/static/",)  # the bundled viewer script: static, nothing private
 _CHUNK = 1 << 16
 # A held status request waits on the event loop; the cap keeps a client checking that it is still connected.
 MAX_WAIT_SECONDS = 5.0
+UPLOAD_STALL_SECONDS = 30.0  # the longest an upload may send nothing before it is refused (408)
 
 
 class BackendConfigError(UserError, ValueError):
     """Startup options the service refuses (e.g. a non-loopback address without a token)."""
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class TokenGate:
-    """ASGI middleware: every route except static assets needs the token (Bearer header, cookie or ?token=).
-
-    A valid ``?token=`` sets an HttpOnly cookie so a browser can then use the dashboard and gallery links.
-    """
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app, self.token = app, token
-
-    def _valid(self, candidate: str | None) -> bool:
-        return candidate is not None and secrets.compare_digest(candidate.encode(), self.token.encode())
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(OPEN_PREFIXES):
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        auth = headers.get("authorization", "")
-        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        cookie = _cookie(headers.get("cookie", ""), "da3_token")
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
-        if self._valid(bearer) or (cookie is not None and self._valid(cookie.value)):
-            return await self.app(scope, receive, send)
-        if not self._valid(query):
-            response = JSONResponse(
-                {"detail": "missing or wrong token: send 'Authorization: Bearer <token>'"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            return await response(scope, receive, send)
-
-        async def send_with_cookie(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                value = f"da3_token={self.token}; HttpOnly; SameSite=Strict; Path=/"
-                message["headers"] = [*message.get("headers", []), (b"set-cookie", value.encode("latin-1"))]
-            await send(message)
-
-        await self.app(scope, receive, send_with_cookie)
-
-
-def _cookie(header: str, name: str) -> Any:
-    """The named morsel of a Cookie header, or None (a malformed header counts as no cookie)."""
-    try:
-        return SimpleCookie(header).get(name)
-    except CookieError:
-        return None
 
 
 class Service:
@@ -232,14 +172,19 @@ async def _receive_upload(request: Request, target: Path, limit: int) -> int:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"upload of {int(declared)} bytes is over the backend's limit of {limit} bytes")
-    size = 0
+    size, chunks = 0, request.stream().__aiter__()
     with open(target, "wb") as out:
-        async for chunk in request.stream():
+        while True:
+            try:  # an upload holds a place in the queue: one that stalls gives it back
+                chunk = await asyncio.wait_for(chunks.__anext__(), UPLOAD_STALL_SECONDS)
+            except StopAsyncIteration:
+                return size
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the upload stalled for {UPLOAD_STALL_SECONDS:.0f} s; resend it") from None
             size += len(chunk)
             if size > limit:
                 raise HTTPException(413, f"upload is over the backend's limit of {limit} bytes")
             out.write(chunk)
-    return size
 
 
 async def _read_small(request: Request, limit: int) -> bytes:
@@ -311,13 +256,19 @@ def create_app(
     @app.post("/jobs", status_code=202)
     async def submit(request: Request) -> dict[str, Any]:
         """Queue a job: a tar upload (overrides as repeated ``override`` query parameters) or ``{path, overrides}``."""
-        try:
-            service.queue.check_room()  # before reading the body: a busy server should not take the upload
-        except QueueFull as exc:
-            raise HTTPException(503, str(exc)) from exc
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in (*TAR_TYPES, "application/json"):
             raise HTTPException(415, "send the input as application/x-tar, or JSON {path, overrides}")
+        try:
+            # A place in the queue before the body is read: a busy server takes no upload, and uploads in flight
+            # count as queued (so many at once cannot fill the disk before the queue refuses them).
+            with service.queue.slot() as queue_it:
+                return await _submit(request, kind, queue_it)
+        except QueueFull as exc:
+            raise HTTPException(503, str(exc)) from exc
+
+    async def _submit(request: Request, kind: str, queue_it: Callable[[Job], None]) -> dict[str, Any]:
+        """Receive, check and queue one job in the place ``queue_it`` holds."""
         job: Job | None = None
         try:
             if kind == "application/json":
@@ -348,7 +299,7 @@ def create_app(
                 service.limits,
                 roots,
             )
-            service.queue.submit(job)
+            queue_it(job)
         except BaseException as exc:
             # Whatever went wrong (a refusal, a bug, a client gone mid-upload), no files outlive a job not queued.
             if job is not None:
@@ -460,7 +411,7 @@ def serve(
         app.state.service.warm()  # a model that cannot load stops the service here, with its error
         _import_before_serving()
         if token:
-            logging.getLogger("uvicorn.access").addFilter(_RedactToken())
+            logging.getLogger("uvicorn.access").addFilter(RedactToken())
         uvicorn.run(app, host=host, port=port, log_level="info")
 
 
@@ -473,13 +424,3 @@ def _import_before_serving() -> None:
     import pycolmap  # noqa: F401
 
     import flows.reconstruct  # noqa: F401
-
-
-class _RedactToken(logging.Filter):
-    """Keep a ``?token=`` (a browser's first visit) out of the access log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.args = tuple(
-            re.sub(r"token=[^&\s]*", "token=***", a) if isinstance(a, str) else a for a in record.args or ()
-        )
-        return True

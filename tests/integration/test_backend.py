@@ -21,8 +21,9 @@ from s3server import free_port
 
 from da3core.synthetic import make_capture, write_image_folder
 from flows.backend.archive import pack
+from flows.backend.auth import RedactToken
 from flows.backend.client import BackendError, run_on_backend
-from flows.backend.server import BackendConfigError, _RedactToken, create_app, serve
+from flows.backend.server import BackendConfigError, create_app, serve
 from flows.progress import progress_to
 from flows.reconstruct import main as reconstruct_main
 
@@ -332,7 +333,7 @@ def test_token_required_on_every_route_but_static(tmp_path):
         ("127.0.0.1:5", "GET", "/dashboard?token=s3cret&refresh=5", "1.1", 200),
         None,
     )
-    _RedactToken().filter(record)
+    RedactToken().filter(record)
     assert "s3cret" not in record.getMessage() and "refresh=5" in record.getMessage()
 
 

@@ -13,7 +13,9 @@ import socket
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -133,16 +135,48 @@ def test_failed_submissions_leave_no_files(served, tmp_path):
     _workspace_holds_only(workspace, before)
 
 
-def test_held_status_requests_leave_the_other_routes_free(tmp_path):
-    """Sixty clients hold ``?wait=5`` on a job that never starts (no worker): /status still answers at once."""
-    app = create_app(**MODEL, workspace_dir=str(tmp_path / "ws"))
+@contextmanager
+def _without_worker(app) -> Iterator[str]:
+    """Serve ``app`` on loopback without its lifespan: no worker, so queued jobs stay queued; yield its URL."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), lifespan="off", log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{server.config.port}"
     try:
         while not server.started:
             time.sleep(0.05)
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_uploads_in_flight_hold_their_place_in_the_queue(tmp_path):
+    """With room for two jobs, two uploads still arriving fill it: a third is refused before its body is read, so
+    many clients at once cannot make the server store more uploads than it could queue."""
+    write_image_folder(make_capture(1, 64, 48), tmp_path / "one")
+    body = _tar_of(tmp_path / "one")
+    with _without_worker(create_app(**MODEL, max_queue=2, workspace_dir=str(tmp_path / "ws"))) as url:
+        port = int(url.rsplit(":", 1)[1])
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        for sock in slow:
+            head = f"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\nContent-Length: {len(body)}"
+            sock.sendall(head.encode() + b"\r\n\r\n" + body[:100])
+        time.sleep(1.0)
+        refused = httpx.post(url + "/jobs", content=body, headers=TAR, timeout=30)
+        assert refused.status_code == 503 and "queue is full" in refused.json()["detail"]
+        for sock in slow:
+            sock.close()  # the two uploads break off: their places are free again
+        deadline = time.time() + 10
+        while (accepted := httpx.post(url + "/jobs", content=body, headers=TAR, timeout=30)).status_code == 503:
+            assert time.time() < deadline, accepted.text
+            time.sleep(0.2)
+        assert accepted.status_code == 202, accepted.text
+        assert httpx.get(url + "/status").json()["queue"]["length"] == 1
+
+
+def test_held_status_requests_leave_the_other_routes_free(tmp_path):
+    """Sixty clients hold ``?wait=5`` on a job that never starts (no worker): /status still answers at once."""
+    with _without_worker(create_app(**MODEL, workspace_dir=str(tmp_path / "ws"))) as url:
         write_image_folder(make_capture(1, 64, 48), tmp_path / "one")
         job = httpx.post(f"{url}/jobs", content=_tar_of(tmp_path / "one"), headers=TAR, timeout=60).json()
         with ThreadPoolExecutor(60) as pool:
@@ -154,9 +188,6 @@ def test_held_status_requests_leave_the_other_routes_free(tmp_path):
             assert httpx.get(url + "/status", timeout=30).status_code == 200
             assert time.perf_counter() - started < 1.0
             assert all(f.result().json()["status"] == "queued" for f in held)
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def test_malformed_headers_and_names_are_refusals_not_errors(tmp_path):
