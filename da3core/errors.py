@@ -50,10 +50,34 @@ def _os_cause(error: BaseException) -> OSError | None:
     return None
 
 
+# botocore's errors for object storage reached without credentials (named, not imported: botocore is optional).
+_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")
+_CREDENTIALS_FIX = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile), or pass storage.options.key and "
+    "storage.options.secret"
+)
+
+
+def _credentials_cause(error: BaseException) -> BaseException | None:
+    """botocore's missing-credentials error in ``error``'s cause/context chain (s3fs and Prefect wrap it)."""
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in _NO_CREDENTIALS and type(exc).__module__.startswith("botocore"):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def is_user_error(exc: BaseException) -> bool:
     """Whether ``exc`` is the user's to fix: a :class:`UserError`, a missing file, a full/read-only/forbidden disk,
-    or an unreachable storage server."""
-    return isinstance(exc, (UserError, FileNotFoundError)) or _os_cause(exc) is not None
+    an unreachable storage server, or object storage without credentials."""
+    return (
+        isinstance(exc, (UserError, FileNotFoundError))
+        or _os_cause(exc) is not None
+        or _credentials_cause(exc) is not None
+    )
 
 
 def user_message(exc: BaseException) -> str:
@@ -63,6 +87,9 @@ def user_message(exc: BaseException) -> str:
         reason, fix = _USER_ERRNOS[os_error.errno]
         where = os_error.filename or ("the output location" if (reason, fix) != _UNREACHABLE else _first_line(exc))
         return f"{reason}: {where}; {fix}"
+    credentials = None if isinstance(exc, UserError) else _credentials_cause(exc)
+    if credentials is not None:
+        return f"no credentials for object storage ({_first_line(credentials)}); {_CREDENTIALS_FIX}"
     text = _first_line(exc)
     if isinstance(exc, (UserError, FileNotFoundError)):
         return text or exc.__class__.__name__

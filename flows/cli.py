@@ -21,7 +21,7 @@ from da3core.model.presets import DEFAULT_PRESET
 from flows.backend.limits import JobLimits
 from flows.cli_flags import FLAGS, Flag, InferenceOptions
 from flows.cli_run import DEFAULT_MODEL_DIR, CliError, execute
-from flows.errors import EXIT_USER_ERROR, is_user_error, user_message
+from flows.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, INTERRUPTED, is_user_error, user_message
 from flows.schema import Device, Weights
 
 app = typer.Typer(
@@ -43,10 +43,16 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def _guarded(run: Callable[[], int | None]) -> None:
-    """Run a command body: a user error is one line on stderr (exit 2), a bug keeps its traceback (exit 1)."""
+def _guarded(run: Callable[[], int | None], service: bool = False) -> None:
+    """Run a command body: a user error is one line on stderr (exit 2), a bug keeps its traceback (exit 1). Ctrl-C
+    stops a ``service`` (exit 0: the way to end one); it interrupts an inference command (one line, exit 130)."""
     try:
         code = run()
+    except KeyboardInterrupt:  # outside a flow run (a flow's is reported by flows.errors.guarded)
+        if service:
+            raise typer.Exit(0) from None
+        typer.echo(f"error: {INTERRUPTED}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001 - sorted by is_user_error; anything else is re-raised
         if not is_user_error(exc):
             raise
@@ -176,7 +182,7 @@ def backend(
             limits=limits,
         )
 
-    _guarded(run)
+    _guarded(run, service=True)
 
 
 @app.command()
@@ -212,7 +218,7 @@ def gradio(
             cache_gs_tag=cache_gs_tag,
         )
 
-    _guarded(run)
+    _guarded(run, service=True)
 
 
 @app.command()
@@ -247,7 +253,7 @@ def gallery(
             threading.Timer(1.0, webbrowser.open, args=(url,)).start()
         uvicorn.run(create_gallery_app(gallery_dir), host=host, port=port, log_level="info")
 
-    _guarded(run)
+    _guarded(run, service=True)
 
 
 @app.command()

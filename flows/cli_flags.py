@@ -93,6 +93,20 @@ def _layers(value: str, ctx: OverrideContext) -> list[str]:
     return [f"export_feat_layers=[{','.join(map(str, layers))}]"]
 
 
+def _extensions(value: str) -> list[str]:
+    """``--image-extensions`` as lower-case extensions without dots; anything else is a CliError (spliced into a
+    Hydra list, a bracket or ``${...}`` would be read as Hydra syntax)."""
+    given = split_list(value)
+    bad = next((e for e in given if not re.fullmatch(r"\.?[A-Za-z0-9_-]+", e)), None)
+    exts = [e.lstrip(".").lower() for e in given]
+    if bad is not None or not exts:
+        from flows.cli_run import CliError
+
+        what = f"{bad!r} is not a file extension" if bad is not None else "no extension given"
+        raise CliError(f"--image-extensions {value!r}: {what}; give extensions such as png,jpg,tif")
+    return exts
+
+
 def shared_export(option: str) -> Overrides:
     """An option of every chosen format that takes it (da3core.export's shared options), under that format's name."""
 
@@ -245,9 +259,7 @@ FLAGS: tuple[Flag, ...] = (
         "Image extensions to read, comma-separated.",
         PROCESSING,
         commands=("images",),
-        overrides=lambda value, ctx: [
-            f"input.image_extensions=[{','.join(e.lstrip('.').lower() for e in split_list(value))}]"
-        ],
+        overrides=lambda value, ctx: [f"input.image_extensions=[{','.join(_extensions(value))}]"],
     ),
     Flag(
         "sparse_subdir",

@@ -102,10 +102,7 @@ def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tu
                     f"--model-dir {source} has no config.json; a DA3 model dir holds config.json and "
                     "model.safetensors (huggingface-cli download <repo> --local-dir DIR)"
                 )
-            try:
-                inferred = json.loads(config.read_text())["model_name"]
-            except (ValueError, KeyError):
-                raise CliError(f"{config} does not name its preset (model_name); pass --preset") from None
+            inferred = preset_in_config(config, explicit=preset is not None)
         elif source.count("/") != 1 or source.startswith((".", "/", "~")):
             raise CliError(
                 f"--model-dir {source} not found; give a local model dir or a hub id such as "
@@ -127,6 +124,28 @@ def resolve_model(model_dir: str | None, preset: str | None, weights: str) -> tu
     if chosen is None:
         raise CliError(f"cannot tell which preset {source} is; pass --preset (one of: {', '.join(PRESETS)})")
     return chosen, (source if weights == "pretrained" else None)
+
+
+def preset_in_config(config: Path, explicit: bool) -> str | None:
+    """The known preset that a model dir's ``config.json`` names as ``model_name``. A file that names none is a
+    CliError, unless --preset was given (``explicit``): then the file is not needed and None is returned."""
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: broken JSON or not UTF-8
+        problem = f"is not readable JSON ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})"
+    else:
+        name = data.get("model_name") if isinstance(data, dict) else None
+        if isinstance(name, str) and name in PRESETS:
+            return name
+        if isinstance(name, str):
+            problem = f"names model_name '{name}', which is not a DA3 preset"
+        elif isinstance(data, dict) and "model_name" in data:
+            problem = f"has model_name {json.dumps(name)}, not a preset name"
+        else:
+            problem = 'does not name its preset (an object with "model_name": "<preset>")'
+    if explicit:
+        return None
+    raise CliError(f"{config} {problem}; fix the file or pass --preset (one of: {', '.join(PRESETS)})")
 
 
 def check_input(command: str, input: Path, options: InferenceOptions) -> str:
@@ -169,6 +188,9 @@ def plan_export_dir(
     export_dir = export_dir.expanduser().resolve()
     if export_dir.exists() and not export_dir.is_dir():
         raise CliError(f"--export-dir {export_dir} is a file; choose a folder")
+    parent = next(p for p in export_dir.parents if p.exists())  # the one the run would create the folder in
+    if not export_dir.exists() and not parent.is_dir():
+        raise CliError(f"--export-dir {export_dir} cannot be created: {parent} is a file; choose another --export-dir")
     if not export_dir.exists() or not any(export_dir.iterdir()):
         return False
     check_replaceable(export_dir, input)
@@ -199,8 +221,9 @@ def check_replaceable(folder: Path, input: Path) -> None:
 
 def replace_old_contents(export_dir: Path, download: Path | None = None) -> None:
     """After a successful run, leave only the new result in ``export_dir``: the store and the files it lists as its
-    exports (or, for a backend run, what was downloaded into ``download``: the store is swapped in, then the
-    files moved over). Holds the scene lock, so no other run is writing there meanwhile."""
+    exports (or, for a backend run, what was downloaded into ``download``: the old store is unmarked, the files
+    moved over, then the new store, marked, swapped in). Holds the scene lock, so no other run is writing there
+    meanwhile; a kill at any point leaves the old result, an unmarked store, or the new result."""
     from da3core.store import SceneStore, store_lock
     from flows.reconstruct import STORE_NAME
 
@@ -210,13 +233,16 @@ def replace_old_contents(export_dir: Path, download: Path | None = None) -> None
         if download is None:
             keep = set(store.attrs().get("export_files", []))
         else:
-            store.replace_with(SceneStore(str(download / STORE_NAME)))
+            new = download / STORE_NAME
+            if store.is_complete():  # its files are about to be replaced: it no longer describes them
+                store.update_attrs(complete=None)
             keep = set()
-            for path in sorted(p for p in download.rglob("*") if not p.is_dir()):
+            for path in sorted(p for p in download.rglob("*") if not p.is_dir() and not p.is_relative_to(new)):
                 rel = path.relative_to(download)
                 (export_dir / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, export_dir / rel)
                 keep.add(rel.as_posix())
+            store.replace_with(SceneStore(str(new)))  # marked, and every file it lists is in place
             shutil.rmtree(download)
         print(f"removing older files from {export_dir}", file=sys.stderr)
         _remove_all_but(export_dir, keep, STORE_NAME)

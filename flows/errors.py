@@ -21,11 +21,15 @@ from flows.runtime import prefect_runtime
 USER_ERRORS = (UserError, FileNotFoundError, PermissionError)  # classes; is_user_error also knows full/read-only disks
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT (128 + 2)
+INTERRUPTED = "interrupted; run the command again to finish (an earlier complete result is kept as it was)"
 PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 
 __all__ = [
     "EXIT_BUG",
+    "EXIT_INTERRUPTED",
     "EXIT_USER_ERROR",
+    "INTERRUPTED",
     "USER_ERRORS",
     "UserErrorLogFilter",
     "guarded",
@@ -70,8 +74,14 @@ def run_cli(config_name: str, argv: list[str], run: Callable[[Any], None]) -> in
     if argv[:1] in (["-m"], ["--multirun"]):
         from flows.sweep import multirun
 
-        with prefect_runtime():  # one API for all the jobs
-            return multirun(config_name, argv[1:], run)
+        code = 0
+
+        def sweep() -> None:
+            nonlocal code
+            with prefect_runtime():  # one API for all the jobs; each job's run_flows reports a PREFECT_API_URL fault
+                code = multirun(config_name, argv[1:], lambda cfg: run_flows(run, cfg))
+
+        return guarded(sweep) or code
     if argv[:1] == ["--cfg"]:
         return guarded(lambda: print_config(config_name, argv[1:]))
     return guarded(lambda: run_flows(run, load_config(config_name, argv)))
@@ -85,9 +95,15 @@ def run_flows(run: Callable[[Any], None], cfg: Any) -> None:
 
 
 def guarded(run: Callable[[], Any]) -> int:
-    """Run ``run``; a user error prints one line and exits 2, anything else prints one line and exits 1."""
+    """Run ``run``; a user error prints one line and exits 2, anything else prints one line and exits 1. Ctrl-C
+    prints one line and ends the process with 130 (SystemExit: a sweep must not go on to its next job)."""
     try:
         run()
+    except KeyboardInterrupt:
+        # Prefect has already marked the runs Crashed and the stores keep their last complete result; the
+        # traceback would only show where the process happened to be.
+        print(f"error: {INTERRUPTED}", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001 - every failure ends as one line; Prefect's log has a bug's traceback
         print(f"error: {user_message(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR if is_user_error(exc) else EXIT_BUG

@@ -176,7 +176,8 @@ def run_scenes(cfg: EvaluateConfig, plans: list[ScenePlan], out: str) -> list[Sc
 
 @flow(name="evaluate", log_prints=True)
 def evaluate(cfg: EvaluateConfig) -> BenchmarkResults:
-    """Evaluate ``cfg.model`` (or the GT itself) on ``cfg.benchmark`` in ``cfg.modes``; writes the reports."""
+    """Evaluate ``cfg.model`` (or the GT itself) on ``cfg.benchmark`` in ``cfg.modes``; writes the reports when
+    something was scored."""
     validate_evaluate(cfg)  # a deployment's parameters arrive typed but unchecked
     out = output_location(cfg)
     results = BenchmarkResults(
@@ -195,6 +196,10 @@ def evaluate(cfg: EvaluateConfig) -> BenchmarkResults:
         # The scenes run in a subflow that owns the task runner, so a served or deployed run honours runner=dask
         # and concurrency exactly like the command line.
         results.outcomes = run_scenes.with_options(task_runner=task_runner(cfg))(cfg, plans, out)
+    if not results.tables():
+        # An empty report would replace the last real one there (a mistyped bench_root, say): keep that one.
+        get_run_logger().warning("nothing could be scored: no report written, an earlier one in %s is kept", out)
+        return results
     written = write_reports(results, out, dict(cfg.storage.options))
     get_run_logger().info(
         "evaluation of %d scenes written: %s",
@@ -214,12 +219,17 @@ def main(argv: list[str]) -> int:
         check_writable(out, dict(cfg.storage.options), "output_dir")
         results = evaluate(cfg)
         print(summary_text(results))
-        print(f"report: {join_url(out, 'report.html')}")
         failures = results.failure_lines()
         if not results.tables():
-            print(f"error: nothing could be evaluated ({len(failures)} failures, listed above)", file=sys.stderr)
+            print(
+                f"error: nothing could be evaluated ({len(failures)} failures, listed above; no report written); "
+                "check bench_root, datasets and modes",
+                file=sys.stderr,
+            )
             outcome["code"] = EXIT_USER_ERROR
-        elif failures:
+            return
+        print(f"report: {join_url(out, 'report.html')}")
+        if failures:
             print(f"error: {len(failures)} failures (listed above and in the report)", file=sys.stderr)
             outcome["code"] = 1
 

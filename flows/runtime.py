@@ -13,12 +13,15 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+from da3core.errors import UserError
 
 if TYPE_CHECKING:
     from prefect.context import SettingsContext
@@ -31,6 +34,34 @@ _users = 0  # blocks inside prefect_runtime() that use the in-process API
 _api: _InProcessApi | None = None
 _exit_hooked = False
 _quiet = False  # Prefect's process-wide settings have heartbeats off (unless the user set them)
+
+
+class PrefectApiError(UserError):
+    """The configured Prefect API (PREFECT_API_URL) is malformed or does not answer."""
+
+
+_API_OWN = "runs then use an API of their own"
+
+
+def _check_api_url(url: str) -> None:
+    """Refuse a configured API URL that no HTTP client can use, before any work (Prefect fails only on first use)."""
+    if not re.match(r"https?://[^/\s]", url, flags=re.IGNORECASE):
+        raise PrefectApiError(
+            f"PREFECT_API_URL={url} is not an http(s) URL; unset it ({_API_OWN}) or point it at a running server's "
+            "API (prefect server start serves http://127.0.0.1:4200/api)"
+        )
+
+
+def _api_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) is Prefect's client failing to reach its API."""
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if "Failed to reach API at" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextmanager
@@ -51,6 +82,14 @@ def prefect_runtime() -> Iterator[str]:
                 yield url
         else:  # Prefect's process-wide settings already say all of it (each copy of them takes 0.1 s)
             yield url
+    except Exception as exc:
+        if owned or not _api_unreachable(exc):
+            raise
+        # The user's server (or a typo in its URL), not storage or a bug: name the setting and the fix.
+        raise PrefectApiError(
+            f"cannot reach the Prefect API at PREFECT_API_URL={url}; start that server (prefect server start) "
+            f"or unset PREFECT_API_URL ({_API_OWN})"
+        ) from exc
     finally:
         if owned:
             _release()
@@ -75,6 +114,7 @@ def _acquire() -> tuple[str, bool]:
         if _api is None:
             configured = get_current_settings().api.url
             if configured:
+                _check_api_url(configured)
                 if not _quiet:
                     _install_root()
                 return configured, False

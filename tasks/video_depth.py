@@ -64,7 +64,8 @@ class VideoJob:
 def check_local_video(source: str) -> None:
     """Raise a one-line VideoError for a local video path that is not a file (URLs are checked when fetched)."""
     if not is_remote(source) and not os.path.isfile(source):
-        raise VideoError(f"video not found: {source}; pass video=<path to a video file or s3:// URL>")
+        what = "is a folder, not a video file" if os.path.isdir(source) else "not found"
+        raise VideoError(f"video {what}: {source}; pass video=<path to a video file or s3:// URL>")
 
 
 @task(name="probe-video", task_run_name="probe-{source}", cache_policy=NO_CACHE, retries=0)

@@ -157,6 +157,18 @@ def damaged_model_dir(folder: Path) -> Path:
     return root
 
 
+def model_dir_config(text: str) -> Callable[[Path], Path]:
+    """A DA3 model dir (no weights) whose config.json holds ``text``: valid JSON or not, naming a preset or not."""
+
+    def build(folder: Path) -> Path:
+        root = folder / "models" / "mine"
+        root.mkdir(parents=True)
+        (root / "config.json").write_text(text)
+        return root
+
+    return build
+
+
 def thin_images(folder: Path) -> Path:
     """Two 2000x4 strips: at a low process_res their short side shrinks below one 14-pixel patch."""
     from PIL import Image
@@ -195,5 +207,10 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "colmap missing image": colmap_missing_image,
     "damaged model dir": damaged_model_dir,
     "thin images": thin_images,
+    "model dir config.json [1,2]": model_dir_config("[1, 2]"),
+    "model dir model_name 5": model_dir_config('{"model_name": 5}'),
+    "model dir two presets": model_dir_config('{"model_name": "da3-small,da3-base"}'),
+    "model dir unknown preset": model_dir_config('{"model_name": "da3-nosuch"}'),
+    "model dir broken json": model_dir_config('{"model_name": '),
     "dataset with one name twice": dataset_with_one_name_twice,
 }

@@ -424,6 +424,22 @@ def test_gradio_command(monkeypatch):
     ]
 
 
+def test_ctrl_c_stops_a_service_and_interrupts_a_command(monkeypatch, single_image, tmp_path):
+    """Ctrl-C is how a service ends (exit 0, no error line); an inference command reports it in one line (130)."""
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if importlib.util.find_spec("gradio") is None:
+        _fake_module(monkeypatch, "gradio")
+    _fake_module(monkeypatch, "flows.gradio_app", launch=interrupt)
+    stopped = da3("gradio", "--port", "7000")
+    assert stopped.exit_code == 0 and "error" not in stopped.output, stopped.output
+    monkeypatch.setattr(cli, "execute", interrupt)
+    result = da3("image", single_image, *FAST, "--export-dir", tmp_path / "out")
+    assert result.exit_code == 130 and _error(result).startswith("error: interrupted; run the command again")
+
+
 def test_gallery_serves_the_gallery_app(tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 

@@ -167,6 +167,22 @@ def test_bad_data_is_reported_per_scene_and_the_others_go_on(bench, tmp_path, ca
     assert code == 2 and "nothing could be evaluated" in stderr
 
 
+def test_nothing_scored_leaves_the_earlier_reports(bench, tmp_path, capsys):
+    """A mistyped bench_root scores nothing: exit 2, one line, and the last real report there is not replaced."""
+    out = tmp_path / "out"
+    args = ["benchmark=[hiroom]", "predictor=ground_truth", "modes=[pose]", f"output_dir={out}"]
+    assert _run(capsys, *args, f"bench_root={bench}")[0] == 0
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert out / "report.html" in before
+    code, stdout, stderr = _run(capsys, *args, f"bench_root={tmp_path / 'bnch'}")
+    assert code == 2 and {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert stderr.strip().splitlines() == [
+        "error: nothing could be evaluated (1 failures, listed above; no report written); "
+        "check bench_root, datasets and modes"
+    ]
+    assert "report:" not in stdout and str(tmp_path / "bnch") in stdout
+
+
 def test_config_errors_are_one_line(tmp_path, capsys):
     code, _, stderr = _run(capsys, "benchmark=[kitti]", f"bench_root={tmp_path}", f"output_dir={tmp_path}")
     assert code == 2 and stderr.strip().splitlines() == [

@@ -116,3 +116,39 @@ def test_nerfstudio_name_clash_is_refused_before_inference(room, tmp_path, capsy
     assert main([f"scene={room}", f"output_dir={out}", *FAST, "export=nerfstudio"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "would both be" in err[0] and first.stem in err[0]
+
+
+KILL_IN_DOWNLOAD_SWAP = """
+import os, signal, sys
+from pathlib import Path
+from flows.cli_run import replace_old_contents
+real = os.replace
+def replace(src, dst, **kw):
+    real(src, dst, **kw)
+    if ".da3-download" in str(src):
+        os.kill(os.getpid(), signal.SIGKILL)  # right after the first downloaded file took its final name
+os.replace = replace
+replace_old_contents(Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+@pytest.mark.slow
+def test_a_backend_download_swapped_in_never_leaves_a_marked_store_beside_old_files(room, tmp_path):
+    """``da3 ... --use-backend --auto-cleanup``: the downloaded result replaces the old one. Killed after its first
+    file moved in, the folder holds no marked store describing files it did not write."""
+    export_dir = tmp_path / "export"
+    assert main(_argv(room, export_dir, 70)) == 0  # the old result: 70 px, four views
+    download = export_dir / ".da3-download-test"
+    fewer = tmp_path / "fewer"
+    shutil.copytree(room, fewer)
+    sorted(fewer.iterdir())[0].unlink()
+    assert main(_argv(fewer, download, 56)) == 0  # what the backend sent back: three views
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_IN_DOWNLOAD_SWAP, str(export_dir), str(download)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        timeout=300,
+    )
+    assert killed.returncode in (-9, 137)
+    store = SceneStore(str(export_dir / "scene.zarr"))
+    assert store.exists() and not store.is_complete()  # the old store, unmarked: it no longer matches its files

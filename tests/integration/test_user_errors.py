@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -112,6 +114,15 @@ def _no_hub_cache(w: Where) -> None:
     w.monkeypatch.chdir(w.tmp)  # no ./checkpoints folder either
 
 
+def _no_aws_credentials(w: Where) -> None:
+    """No AWS credentials anywhere botocore looks (environment, files, the EC2 metadata service)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        w.monkeypatch.delenv(name, raising=False)
+    w.monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(w.tmp / "no-credentials"))
+    w.monkeypatch.setenv("AWS_CONFIG_FILE", str(w.tmp / "no-config"))
+    w.monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
 CASES: list[Case] = [
     _scene("missing path", expect="input not found"),
     _scene("empty folder", expect="no images in"),
@@ -131,6 +142,7 @@ CASES: list[Case] = [
     _scene("colmap truncated images.bin", expect="damaged or incomplete"),
     _scene("colmap missing image", expect="missing from"),
     _video("missing path", "video not found"),
+    _video("empty folder", "video is a folder, not a video file"),
     _video("0-byte mp4", "empty (0 bytes)"),
     _video("truncated mp4", "clip.mp4"),
     _video("audio-only mp4", "no video stream"),
@@ -272,6 +284,69 @@ CASES: list[Case] = [
         ],
         "--num-max-points -1",
     ),
+    Case(
+        "da3: --feat-vis-fps 0",
+        "da3",
+        lambda w: [
+            "images",
+            str(w.good_images),
+            *DA3_FAST,
+            "--export-format",
+            "feat_vis",
+            "--export-feat",
+            "5",
+            "--export-dir",
+            str(w.out),
+            "--auto-cleanup",
+            "--feat-vis-fps",
+            "0",
+        ],
+        "--feat-vis-fps 0",
+    ),
+    Case(
+        "da3: --export-dir under a file",
+        "da3",
+        lambda w: ["images", str(w.good_images), *DA3_FAST, "--export-dir", str(w.tmp / "notes.txt" / "out")],
+        "notes.txt is a file; choose another --export-dir",
+        prepare=lambda w: (w.tmp / "notes.txt").write_text("a file, not a folder\n"),
+    ),
+    *[
+        Case(
+            f"da3: --image-extensions {value}",
+            "da3",
+            lambda w, v=value: [
+                "images",
+                str(w.good_images),
+                *DA3_FAST,
+                "--export-dir",
+                str(w.out),
+                "--auto-cleanup",
+                "--image-extensions",
+                v,
+            ],
+            expect,
+        )
+        for value, expect in (
+            ("png]", "'png]' is not a file extension; give extensions such as png,jpg"),
+            ("${oc.env:HOME}", "'${oc.env:HOME}' is not a file extension"),
+            (",", "no extension given; give extensions such as png,jpg"),
+        )
+    ],
+    *[
+        Case(
+            f"{entry}: s3 input without credentials",
+            entry,
+            args,
+            "no credentials for object storage",
+            stage,
+            _no_aws_credentials,
+        )
+        for entry, args, stage in (
+            ("reconstruct", lambda w: ["scene=s3://da3-none/scene", f"output_dir={w.out}", *FAST], "flow"),
+            ("video_depth", lambda w: ["video=s3://da3-none/clip.mp4", f"output_dir={w.out}", *VIDEO_FAST], "flow"),
+            ("batch", lambda w: ["dataset=s3://da3-none/scenes", f"storage.root={w.out}", *FAST], "before"),
+        )
+    ],
     # devices, weights, model paths
     Case(
         "reconstruct: model.device=cuda",
@@ -369,6 +444,30 @@ CASES: list[Case] = [
         ],
         "not found",
     ),
+    *[
+        Case(
+            f"da3: --model-dir, {builder}",
+            "da3",
+            lambda w, b=builder: [
+                "image",
+                str(w.good_images / "frame_0000.png"),
+                "--model-dir",
+                str(BUILDERS[b](w.tmp)),
+                *DA3_FAST[:2],  # --weights random: only config.json is read
+                "--export-dir",
+                str(w.out),
+                "--auto-cleanup",
+            ],
+            expect,
+        )
+        for builder, expect in (
+            ("model dir config.json [1,2]", "does not name its preset"),
+            ("model dir model_name 5", "config.json has model_name 5"),
+            ("model dir two presets", "'da3-small,da3-base', which is not a DA3 preset; fix the file or pass --preset"),
+            ("model dir unknown preset", "'da3-nosuch', which is not a DA3 preset; fix the file or pass --preset"),
+            ("model dir broken json", "config.json is not readable JSON"),
+        )
+    ],
     Case(
         "reconstruct: damaged weights file",
         "reconstruct",
@@ -613,6 +712,68 @@ def test_terminal_of_a_real_process(tmp_path):
             timeout=600,
         )
         check_one_error(proc.returncode, proc.stdout, proc.stderr, expect)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_inference(good, tmp_path):
+    """SIGINT while the model runs: one ``error: interrupted`` line, exit 130, no traceback, the earlier result kept."""
+    out = tmp_path / "out"
+    shutil.copytree(good["scene"], out)
+    before, log = file_tree(out), tmp_path / "terminal.txt"
+    argv = [f"scene={good['images']}", f"output_dir={out}", *FAST, "processing.process_res=448", "force=true"]
+    with log.open("w") as terminal:  # a file, not a pipe: nothing blocks while the test waits
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.reconstruct", *argv],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PREFECT_LOGGING_LEVEL": "INFO"},
+            stdout=terminal,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        # The model is built (its warning about random weights) and runs for seconds at 448 px on a CPU. Not
+        # earlier: a SIGINT while torch is being imported aborts the process inside torch's C++ start-up.
+        while "UNTRAINED" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    text = log.read_text()
+    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert code == 130 and "Traceback" not in text, text[-4000:]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted; run the command again"), text[-4000:]
+    assert file_tree(out) == before and SceneStore(str(out / "scene.zarr")).is_complete()
+
+
+@pytest.mark.slow
+def test_prefect_api_url_mistakes(tmp_path):
+    """A malformed or dead PREFECT_API_URL is the user's setting: one line naming it and the fix, also in a sweep."""
+    out = tmp_path / "out"
+    write_image_folder(CAPTURE, tmp_path / "views")
+    for url, multirun, expect in (
+        ("not-a-url", [], "PREFECT_API_URL=not-a-url is not an http(s) URL; unset it"),
+        ("not-a-url", ["-m"], "PREFECT_API_URL=not-a-url is not an http(s) URL; unset it"),
+        ("http://127.0.0.1:9/api", [], "cannot reach the Prefect API at PREFECT_API_URL=http://127.0.0.1:9/api"),
+        ("http://127.0.0.1:9/api", ["-m"], "start that server (prefect server start) or unset PREFECT_API_URL"),
+    ):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flows.reconstruct",
+                *multirun,
+                f"scene={tmp_path / 'views'}",
+                f"output_dir={out}",
+                *FAST,
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PREFECT_API_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            input="",
+        )
+        check_one_error(proc.returncode, proc.stdout, proc.stderr, expect)
+        assert not out.exists() or not any(out.iterdir()), "no result may be written"
 
 
 def test_batch_exit_code_says_whose_fault(tmp_path, good, terminal):
