@@ -21,18 +21,10 @@ from user_error_checks import file_tree
 
 import da3core.export
 from da3core.store import SceneStore, store_lock
-from da3core.synthetic import make_capture, write_image_folder
 from flows.reconstruct import main
 
 FAST = ["model=da3-small", "model.weights=random", "model.device=cpu"]
 EXPORTS = "export=glb+depth_vis+mini_npz"
-
-
-@pytest.fixture()
-def room(tmp_path) -> Path:
-    folder = tmp_path / "in" / "room"
-    write_image_folder(make_capture(4, 64, 48, seed=5), folder)
-    return folder
 
 
 def _argv(room: Path, out: Path, res: int, *extra: str) -> list[str]:

@@ -29,14 +29,6 @@ from flows.reconstruct import main, reconstruct
 FAST = ["model=da3-small", "model.weights=random", "export=mini_npz"]
 
 
-@pytest.fixture()
-def room(tmp_path) -> Path:
-    """Four small views in a folder named ``room``."""
-    folder = tmp_path / "in" / "room"
-    write_image_folder(make_capture(4, 64, 48, seed=5), folder)
-    return folder
-
-
 def _argv(scene: Path, out: Path, res: int, *extra: str) -> list[str]:
     return [f"scene={scene}", f"storage.root={out}", *FAST, f"processing.process_res={res}", *extra]
 

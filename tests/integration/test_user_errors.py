@@ -102,6 +102,18 @@ def _video(builder: str, expect: str) -> Case:
     )
 
 
+def _batch(
+    name: str, dataset: Callable[[Where], Path], expect: str, root: Callable[[Where], Path] | None = None
+) -> Case:
+    """``flows.batch`` on ``dataset(where)``, writing to ``root(where)`` (default: the earlier result's folder)."""
+    return Case(
+        f"batch: {name}",
+        "batch",
+        lambda w: [f"dataset={dataset(w)}", f"storage.root={(root or (lambda w: w.out))(w)}", *FAST],
+        expect,
+    )
+
+
 def _cfg(entry: str, flag: list[str], override: str, expect: str) -> Case:
     return Case(f"{entry} {' '.join(flag)} {override}", entry, lambda w: [*flag, override], expect)
 
@@ -147,30 +159,10 @@ CASES: list[Case] = [
     _video("truncated mp4", "clip.mp4"),
     _video("audio-only mp4", "no video stream"),
     _video("non-video mp4", "not a video file"),
-    Case(
-        "batch: missing dataset",
-        "batch",
-        lambda w: [f"dataset={w.tmp / 'nope'}", f"storage.root={w.out}", *FAST],
-        "dataset not found",
-    ),
-    Case(
-        "batch: empty dataset",
-        "batch",
-        lambda w: [f"dataset={BUILDERS['empty folder'](w.tmp)}", f"storage.root={w.out}", *FAST],
-        "no scenes in",
-    ),
-    Case(
-        "batch: two scenes of one name",
-        "batch",
-        lambda w: [f"dataset={BUILDERS['dataset with one name twice'](w.tmp)}", f"storage.root={w.out}", *FAST],
-        "would both be written as 'walk'",
-    ),
-    Case(
-        "batch: storage.root is the dataset",
-        "batch",
-        lambda w: [f"dataset={w.tmp}", f"storage.root={w.tmp}", *FAST],
-        "is the dataset folder",
-    ),
+    _batch("missing dataset", lambda w: w.tmp / "nope", "dataset not found"),
+    _batch("empty dataset", lambda w: BUILDERS["empty folder"](w.tmp), "no scenes in"),
+    _batch("two scenes of one name", lambda w: BUILDERS["dataset with one name twice"](w.tmp), "written as 'walk'"),
+    _batch("storage.root is the dataset", lambda w: w.tmp, "is the dataset folder", root=lambda w: w.tmp),
     Case(
         "reconstruct: output_dir inside the input",
         "reconstruct",
