@@ -181,7 +181,7 @@ FLAGS: tuple[Flag, ...] = (
         "num_max_points",
         int,
         1_000_000,
-        "Point budget (glb, ply, colmap).",
+        "Point budget (glb, ply, colmap, nerfstudio).",
         EXPORT,
         overrides=shared_export("num_max_points"),
     ),
