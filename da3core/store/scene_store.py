@@ -16,11 +16,12 @@ What a reader sees, whatever point a writer is killed at:
   old store to ``<store>.old-<run>``, new store into place; the old copy is deleted afterwards). Never a
   marked store with missing or mixed arrays. A store killed between the two renames is put back by the next
   writer (:meth:`SceneStore.discard_leftovers`).
-- S3 (no rename): the marker is first removed from the old store's root ``zarr.json``, then every object of the
-  new store is copied over, objects the new store lacks are deleted, and the marker is written by one PUT
-  after all of that. So a store whose root carries a marker holds exactly the arrays of the run that wrote it
-  (S3 reads after a write are strongly consistent). While a replacement runs, readers may see a mix of old
-  and new chunks, but never with a marker.
+- S3 (no rename): the marker and the record of its inference are first removed from the old store's root
+  ``zarr.json``, then every object of the new store is copied over (its root ``zarr.json`` last), objects the
+  new store lacks are deleted, and the marker is written by one PUT after all of that. So a store whose root
+  carries a marker holds exactly the arrays of the run that wrote it (S3 reads after a write are strongly
+  consistent). While a replacement runs, readers may see a mix of old and new chunks, but never with a marker,
+  and no rerun takes the mix for the result of its own inference.
 - a reader that must not race a writer reads the marker, reads the arrays, and reads the marker again: the
   same marker (it carries the run id) means it read one complete run's store.
 
@@ -196,14 +197,17 @@ class SceneStore:
             os.rename(src, path)
             shutil.rmtree(aside, ignore_errors=True)  # what a kill leaves here, discard_leftovers removes
             return
-        if self.is_complete():
-            self.update_attrs(complete=None)
+        if self.exists():  # neither complete nor the record of any inference while its arrays are being replaced
+            self.update_attrs(complete=None, stages={})
         files = fs.find(src)
+        root = f"{src}/zarr.json"
         new = [path + f[len(src) :] for f in files]
-        fs.copy(files, new)  # in parallel
+        # The root's attributes (inference hash, inputs) go last: until then no rerun takes the mix for its own.
+        fs.copy([f for f in files if f != root], [n for f, n in zip(files, new) if f != root])  # in parallel
         stale = sorted(set(fs.find(path)) - set(new))
         if stale:
             fs.rm(stale)
+        fs.copy(root, f"{path}/zarr.json")
         fs.rm(src, recursive=True)
 
     @contextmanager
@@ -221,7 +225,7 @@ class SceneStore:
         """Delete ``<url>.tmp-*`` / ``<url>.old-*`` left by killed runs; call it holding the scene lock.
 
         A run killed between the two renames of a local swap left no store here and the old one aside: that one
-        is put back first (complete, and what the files beside it were exported from), not deleted."""
+        is put back first (what the files beside it belong to), not deleted."""
         fs, path = self._fs()
         parent, name = path.rstrip("/").rsplit("/", 1)
         try:
@@ -233,11 +237,12 @@ class SceneStore:
         ]
         aside = [e for e in leftovers if e.rstrip("/").rsplit("/", 1)[-1].startswith(name + OLD_TAG)]
         if self._is_local() and len(aside) == 1 and not fs.exists(path):
-            old = SceneStore(aside[0], self.storage_options)
-            if old.exists() and old.is_complete():
+            # Marked or not, it is what stood here, and what lists the files beside it (a run publishes its
+            # files only after its swap): putting it back restores that state exactly.
+            if SceneStore(aside[0], self.storage_options).exists():
                 os.rename(aside[0], path)
                 leftovers.remove(aside[0])
-                log.info("restored %s, the complete store a killed run had set aside", self.url)
+                log.info("restored %s, the store a killed run had set aside", self.url)
         for entry in leftovers:
             fs.rm(entry, recursive=True)
         return leftovers

@@ -252,7 +252,7 @@ def output_entries(video_name: str, options: OutputOptions) -> list[str]:
 
 
 def remove_outputs(target: ExportTarget, entries: Iterable[str]) -> list[str]:
-    """Delete earlier runs' outputs (``output_entries`` items: a file, or a folder with all it holds); returns them.
+    """Delete earlier runs' outputs (``output_entries`` items: a file, or a folder's run-written files); returns them.
 
     The list comes from store attributes, so anything that is not a plain name inside the folder is ignored.
     """
@@ -263,10 +263,37 @@ def remove_outputs(target: ExportTarget, entries: Iterable[str]) -> list[str]:
         if not parts or entry.startswith("/") or ".." in parts or parts[0].startswith("depth.zarr"):
             continue
         path = fs._strip_protocol(target.url(entry.rstrip("/")))
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-            removed.append(entry)
+        if not fs.exists(path):
+            continue
+        if not entry.endswith("/"):
+            fs.rm_file(path)
+        else:  # only the files a run writes there: a user's own files in the folder stay, and so does the folder
+            ours = [p for p in fs.ls(path, detail=False) if _written_here(entry, PurePosixPath(p).name)]
+            if ours:
+                fs.rm(ours)
+            if not target.remote and not fs.ls(path, detail=False):
+                fs.rmdir(path)
+        removed.append(entry)
     return removed
+
+
+def _numbered(pattern: str) -> re.Pattern[str]:
+    """``depth_{:05d}.png`` -> a regex of every name that format writes."""
+    head, tail = pattern.split("{", 1)[0], pattern.split("}", 1)[1]
+    return re.compile(re.escape(head) + r"\d+" + re.escape(tail))
+
+
+_WRITTEN = {  # per output folder, the names runs write into it (anything else there is the user's)
+    "depth_frames": (_numbered("depth_{:05d}.png"),),
+    "point_clouds": (_numbered("point_{:04d}.csv"), re.compile(r"point_cloud_info\.json")),
+    "_depths_exr": (_numbered("frame_{:05d}.exr"),),
+}
+
+
+def _written_here(folder: str, name: str) -> bool:
+    folder = folder.rstrip("/")
+    patterns = next((p for key, p in _WRITTEN.items() if folder == key or folder.endswith(key)), ())
+    return any(pattern.fullmatch(name) for pattern in patterns)
 
 
 _TEMP_FILE = re.compile(r"\.(depth|.+_vis|.+_depths)\.tmp-[0-9a-f]{8}\.(ndjson|mp4|npz)")  # ExportTarget.staged
@@ -302,13 +329,15 @@ def write_exr(path: Path, depth: np.ndarray) -> None:
 
 
 def prune(target: ExportTarget, reldir: str, count: int, pattern: str, keep: tuple[str, ...] = ()) -> None:
-    """Delete files in ``reldir`` that this run did not write (e.g. frames of a longer earlier run)."""
+    """Delete numbered files in ``reldir`` that this run did not write (e.g. frames of a longer earlier run)."""
     fs = target.fs if target.remote else fsspec.filesystem("file")
     root = fs._strip_protocol(target.url(reldir))
     if not fs.isdir(root):
         return
-    wanted = {pattern.format(i) for i in range(count)} | set(keep)
-    stale = [p for p in fs.ls(root, detail=False) if PurePosixPath(p).name not in wanted and fs.isfile(p)]
+    wanted, ours = {pattern.format(i) for i in range(count)} | set(keep), _numbered(pattern)
+    stale = [  # numbered files of an earlier, longer run; a user's own files there are not the run's to delete
+        p for p in fs.ls(root, detail=False) if (name := PurePosixPath(p).name) not in wanted and ours.fullmatch(name)
+    ]
     if stale:
         fs.rm(stale)
 

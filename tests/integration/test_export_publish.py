@@ -91,6 +91,14 @@ def test_a_store_set_aside_by_a_killed_swap_is_put_back(tmp_path):
         assert all(".tmp-" in name for name in store.discard_leftovers())  # the staged one goes, the old comes back
     assert store.marker()["config_hash"] == marker_hash(8, 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.zarr"]
+    # An unmarked store set aside (a run killed before its marker, then one killed mid-swap) is put back too: it
+    # is what lists the files beside it, so the next run can remove those it does not rewrite.
+    for point, views in (("before-marker", "3"), ("between-renames", "5")):
+        cmd = [sys.executable, str(script), "--kill-at", point, str(url), views, "1"]
+        assert subprocess.run(cmd, env=env, timeout=300).returncode in (-9, 137)
+    with store_lock(store):
+        store.discard_leftovers()
+    assert store.exists() and not store.is_complete() and store.read_array("depth").shape[0] == 3
     shutil.rmtree(url)
 
 

@@ -199,6 +199,8 @@ def test_s3_replacement_stopped_midway_then_redone(s3_options, monkeypatch):
     monkeypatch.undo()
     assert _marker(client, prefix) is None and not SceneStore(url, s3_options).is_complete()
     assert any(".tmp-" in k for k in _objects(client, "cut/room/"))
+    # Nor may the half-copied store pass for a result of the old inference: a rerun of it would only re-export.
+    assert SceneStore(url, s3_options).attrs().get("stages") in ({}, None)
     _replace(url, s3_options, 3, 1)
     assert _marker(client, prefix)["config_hash"] == marker_hash(3, 1)
     np.testing.assert_array_equal(SceneStore(url, s3_options).read_array("depth"), prediction(3, 1).depth)

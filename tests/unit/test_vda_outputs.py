@@ -18,6 +18,7 @@ from da3core.video_depth.outputs import (
     StreamingOutputs,
     default_output_dir,
     depth_record,
+    remove_outputs,
     write_depth_frames,
     write_depth_video,
     write_npz,
@@ -148,7 +149,10 @@ def test_point_clouds_use_the_documented_intrinsics(tmp_path, is_metric):
 
 def test_rerun_replaces_records_and_prunes_stale_frames(tmp_path):
     stream(tmp_path, synthetic_depths(5), frames_rgb(5), range(5))
+    (tmp_path / "point_clouds" / "my_notes.txt").write_text("the user's own")  # not a file the run wrote
     stream(tmp_path, synthetic_depths(3, seed=2), frames_rgb(3), [0, 2, 4])
+    assert (tmp_path / "point_clouds" / "my_notes.txt").read_text() == "the user's own"
+    (tmp_path / "point_clouds" / "my_notes.txt").unlink()
     records = [json.loads(ln) for ln in (tmp_path / "depth.ndjson").read_text().splitlines()]
     assert [r["frame_index"] for r in records] == [0, 2, 4]
     assert sorted(p.name for p in (tmp_path / "mice_depths_exr").iterdir()) == [f"frame_{i:05d}.exr" for i in range(3)]
@@ -213,3 +217,15 @@ def test_default_output_dir_is_next_to_the_video():
     assert default_output_dir("videos/mice.mp4") == "videos/mice"
     assert default_output_dir("/data/a.b/mice.avi") == "/data/a.b/mice"
     assert default_output_dir("s3://bucket/videos/mice.mp4") == "s3://bucket/videos/mice"
+
+
+def test_dropped_output_folders_keep_the_users_own_files(tmp_path):
+    """A rerun that no longer writes point clouds removes the run's CSVs and info, not what the user put there."""
+    stream(tmp_path, synthetic_depths(3), frames_rgb(3), range(3))
+    (tmp_path / "point_clouds" / "my_notes.txt").write_text("the user's own")
+    assert remove_outputs(ExportTarget(tmp_path), ["point_clouds/", "mice_depths_exr/"]) == [
+        "mice_depths_exr/",
+        "point_clouds/",
+    ]
+    assert [p.name for p in (tmp_path / "point_clouds").iterdir()] == ["my_notes.txt"]
+    assert not (tmp_path / "mice_depths_exr").exists()  # emptied by the run's own files going: removed
