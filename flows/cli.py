@@ -198,6 +198,14 @@ def gradio(
     debug: Annotated[bool, typer.Option(help="Gradio debug mode.")] = False,
     cache_examples: Annotated[bool, typer.Option(help="Precompute the examples at start.")] = False,
     cache_gs_tag: Annotated[str, typer.Option(help="Only cache examples whose name contains this tag (3DGS).")] = "",
+    token: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="DA3_GRADIO_TOKEN",
+            show_default=False,
+            help="Password the login page asks for (off loopback or with --share: needed).",
+        ),
+    ] = None,
 ) -> None:
     """Start the Gradio web app (needs the `app` extra: pip install -e .\\[app])."""
 
@@ -216,6 +224,7 @@ def gradio(
             debug=debug,
             cache_examples=cache_examples,
             cache_gs_tag=cache_gs_tag,
+            token=token,
         )
 
     _guarded(run, service=True)
@@ -229,29 +238,42 @@ def gallery(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8007,
     open_browser: Annotated[bool, typer.Option(help="Open the gallery in a web browser.")] = False,
+    token: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="DA3_GALLERY_TOKEN", show_default=False, help="Token every visitor must give (off loopback: needed)."
+        ),
+    ] = None,
 ) -> None:
     """Browse exported scenes (GLB viewer, depth images, videos) in a web page."""
 
     def run() -> None:
         from pathlib import Path
 
+        from flows.backend.auth import check_exposure
+
+        check_exposure(host, token, "gallery")
         if not Path(gallery_dir).is_dir():
             raise CliError(
                 f"gallery dir {gallery_dir} does not exist; export a scene into it first "
                 f"(da3 auto INPUT --export-dir {gallery_dir}/<scene>) or pass --gallery-dir"
             )
+        import logging
         import threading
         import webbrowser
 
         import uvicorn
 
+        from flows.backend.auth import RedactToken
         from flows.gallery import create_gallery_app
 
         url = f"http://{host}:{port}/"
-        typer.echo(f"gallery of {Path(gallery_dir).resolve()} at {url}")
+        typer.echo(f"gallery of {Path(gallery_dir).resolve()} at {url}" + ("?token=<token>" if token else ""))
         if open_browser:  # after a moment, so the server is listening when the browser asks
-            threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-        uvicorn.run(create_gallery_app(gallery_dir), host=host, port=port, log_level="info")
+            threading.Timer(1.0, webbrowser.open, args=(url + (f"?token={token}" if token else ""),)).start()
+        if token:
+            logging.getLogger("uvicorn.access").addFilter(RedactToken())
+        uvicorn.run(create_gallery_app(gallery_dir, token=token), host=host, port=port, log_level="info")
 
     _guarded(run, service=True)
 

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from da3core.store import SceneStore
+from flows.backend.auth import TokenGate
 from flows.backend.pages import untrained_banner
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -78,10 +79,13 @@ def _page(title: str, body: str, viewer: bool = False) -> str:
     )
 
 
-def create_gallery_app(root: str | Path, prefix: str = "") -> FastAPI:
-    """A FastAPI app serving the gallery of ``root``; ``prefix`` is where it is mounted (for links)."""
+def create_gallery_app(root: str | Path, prefix: str = "", token: str | None = None) -> FastAPI:
+    """A FastAPI app serving the gallery of ``root``; ``prefix`` is where it is mounted (for links); with ``token``,
+    every page and file but the bundled viewer needs it (a service that mounts the gallery guards it itself)."""
     root = Path(root).resolve()
     app = FastAPI(title="da3 gallery", docs_url=None, redoc_url=None)
+    if token:
+        app.add_middleware(TokenGate, token=token, open_prefixes=("/static/",))
     # check_dir=False: without scripts/build_web.sh (no npm) flows/web is absent; the pages then skip the viewer.
     app.mount("/static", StaticFiles(directory=WEB_DIR, check_dir=False), name="static")
     # StaticFiles resolves paths and refuses those escaping the directory (../, encoded or not).

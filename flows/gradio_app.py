@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import time
 import uuid
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from da3core.errors import user_message
+from flows.backend.auth import ExposureError, check_exposure
 from flows.backend.jobs import pinned_model_overrides, quote_path, warm_model
 from flows.backend.pages import untrained_banner
 from flows.config import RefViewStrategy, load_config
@@ -258,9 +260,17 @@ def launch(
     cache_gs_tag: str = "",
     device: str = "auto",
     block: bool = True,
+    token: str | None = None,
 ) -> Any:
     """Warm the model and serve the app (127.0.0.1 unless told otherwise); ``block=False`` returns the Blocks, whose
-    runs then report to the caller's Prefect API (:func:`flows.runtime.prefect_runtime`)."""
+    runs then report to the caller's Prefect API (:func:`flows.runtime.prefect_runtime`). With ``token``, a login
+    page asks for it (any user name); off loopback or with ``share`` it is required."""
+    check_exposure(host, token, "gradio app")
+    if share and not token:
+        raise ExposureError(
+            "refusing to publish a public gradio.live link without a token: pass --token (the login page then "
+            "asks for it) or drop --share"
+        )
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     with prefect_runtime() if block else contextlib.nullcontext():
         app = ReconstructionApp(model_dir, preset, weights, workspace_dir, gallery_dir, device)
@@ -278,5 +288,7 @@ def launch(
             allowed_paths=allowed,
             prevent_thread_lock=not block,
             quiet=not debug,
+            auth=(lambda _user, password: secrets.compare_digest(password.encode(), token.encode())) if token else None,
+            auth_message="Any user name; the password is the token given to `da3 gradio --token`.",
         )
     return demo

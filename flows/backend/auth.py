@@ -1,5 +1,5 @@
-"""Who may use the backend: loopback or a token (Bearer header, cookie or ``?token=``), and keeping the token out of
-the access log."""
+"""Who may use a service (backend, gallery, gradio app): loopback or a token (Bearer header, cookie or ``?token=``),
+and keeping the token out of the access log."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ from urllib.parse import parse_qs
 
 from fastapi.responses import JSONResponse
 
-OPEN_PREFIXES = ("/gallery/static/",)  # the bundled viewer script: static, nothing private
+from da3core.errors import UserError
+
+
+class ExposureError(UserError, ValueError):
+    """A service asked to listen on an address other machines reach, with no token to guard it."""
 
 
 def is_loopback(host: str) -> bool:
@@ -26,20 +30,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_exposure(host: str, token: str | None, service: str) -> None:
+    """Refuse to serve ``service`` off loopback unless a token guards every request."""
+    if not is_loopback(host) and not token:
+        raise ExposureError(
+            f"refusing to serve the {service} on {host} without a token: pass --token (clients then send "
+            "'Authorization: Bearer <token>') or bind 127.0.0.1"
+        )
+
+
 class TokenGate:
     """ASGI middleware: every route except static assets needs the token (Bearer header, cookie or ?token=).
 
     A valid ``?token=`` sets an HttpOnly cookie so a browser can then use the dashboard and gallery links.
     """
 
-    def __init__(self, app: Any, token: str) -> None:
-        self.app, self.token = app, token
+    def __init__(self, app: Any, token: str, open_prefixes: tuple[str, ...] = ()) -> None:
+        # open_prefixes: the bundled viewer script and styles, static and nothing private
+        self.app, self.token, self.open_prefixes = app, token, open_prefixes
 
     def _valid(self, candidate: str | None) -> bool:
         return candidate is not None and secrets.compare_digest(candidate.encode(), self.token.encode())
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(OPEN_PREFIXES):
+        if scope["type"] != "http" or scope["path"].startswith(self.open_prefixes):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         auth = headers.get("authorization", "")

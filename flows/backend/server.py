@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from da3core.errors import UserError
 from flows.backend.archive import safe_extract
-from flows.backend.auth import RedactToken, TokenGate, is_loopback
+from flows.backend.auth import RedactToken, TokenGate, check_exposure
 from flows.backend.jobs import (
     JOB_ID,
     Job,
@@ -48,10 +48,6 @@ _CHUNK = 1 << 16
 # A held status request waits on the event loop; the cap keeps a client checking that it is still connected.
 MAX_WAIT_SECONDS = 5.0
 UPLOAD_STALL_SECONDS = 30.0  # the longest an upload may send nothing before it is refused (408)
-
-
-class BackendConfigError(UserError, ValueError):
-    """Startup options the service refuses (e.g. a non-loopback address without a token)."""
 
 
 class Service:
@@ -236,7 +232,7 @@ def create_app(
     app = FastAPI(title="da3pipe backend", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     if token is not None:
-        app.add_middleware(TokenGate, token=token)
+        app.add_middleware(TokenGate, token=token, open_prefixes=("/gallery/static/",))
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> str:
@@ -389,11 +385,7 @@ def serve(
     """Run the backend with uvicorn until interrupted; the model is loaded before the port opens."""
     import uvicorn
 
-    if not is_loopback(host) and not token:
-        raise BackendConfigError(
-            f"refusing to listen on {host} without a token: pass a token (clients send "
-            "'Authorization: Bearer <token>') or bind 127.0.0.1"
-        )
+    check_exposure(host, token, "backend")
     app = create_app(
         model_dir,
         preset,

@@ -21,9 +21,9 @@ from s3server import free_port
 
 from da3core.synthetic import make_capture, write_image_folder
 from flows.backend.archive import pack
-from flows.backend.auth import RedactToken
+from flows.backend.auth import ExposureError, RedactToken
 from flows.backend.client import BackendError, run_on_backend
-from flows.backend.server import BackendConfigError, create_app, serve
+from flows.backend.server import create_app, serve
 from flows.progress import progress_to
 from flows.reconstruct import main as reconstruct_main
 
@@ -322,7 +322,7 @@ def test_token_required_on_every_route_but_static(tmp_path):
     assert client.get("/gallery/").status_code == 200  # the cookie now authenticates
     anonymous = TestClient(app)
     assert anonymous.get("/gallery/static/vendor/missing.js").status_code == 404  # static: open, no 401
-    with pytest.raises(BackendConfigError, match="without a token"):
+    with pytest.raises(ExposureError, match="without a token"):
         serve(**MODEL, host="0.0.0.0", port=free_port())
     record = logging.LogRecord(
         "uvicorn.access",

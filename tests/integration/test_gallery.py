@@ -70,6 +70,22 @@ def test_traversal_is_refused(gallery):
     assert urllib.request.urlopen(url + "/files/room_b/scene.glb").status == 200
 
 
+def test_a_token_guards_every_page_and_file_but_the_viewer(gallery):
+    from fastapi.testclient import TestClient
+
+    _, root = gallery
+    client = TestClient(create_gallery_app(root, token="s3cret"))
+    for path in ("/", "/manifest.json", "/scene/room_b", "/files/room_b/scene.glb", "/files/room_b/scene.jpg"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401, path
+    assert client.get("/static/vendor/missing.js").status_code == 404  # the viewer script: open, no 401
+    glb = client.get("/files/room_b/scene.glb", headers={"Authorization": "Bearer s3cret"})
+    assert glb.status_code == 200 and glb.content == (root / "room_b" / "scene.glb").read_bytes()
+    first = client.get("/?token=s3cret")  # a browser's first visit sets the cookie the next pages use
+    assert first.status_code == 200 and "room_b" in first.text
+    assert client.get("/files/room_b/scene.jpg").status_code == 200
+
+
 def test_manifest_lists_scenes(gallery):
     import json
 

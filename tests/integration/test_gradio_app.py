@@ -132,3 +132,23 @@ def test_launched_app_on_loopback_with_gradio_client(tmp_path, video_file):
         assert len(depth) == 4 and video is None and "sweep" in summary  # 2 s of 30 fps video at 2 fps
     finally:
         demo.close()
+
+
+def test_a_token_puts_the_launched_app_behind_a_login(tmp_path):
+    import httpx
+    from gradio_client import Client
+
+    port = free_port()
+    demo = launch(
+        **MODEL, workspace_dir=str(tmp_path / "ws"), gallery_dir=None, port=port, device="cpu", block=False, token="s3"
+    )
+    try:
+        for route in ("config", "gradio_api/info", "gradio_api/file=" + str(tmp_path / "ws")):
+            assert httpx.get(demo.local_url + route).status_code == 401, route
+        with pytest.raises(ValueError, match="Could not login"):
+            Client(demo.local_url, auth=("anyone", "wrong"), verbose=False)
+        assert "/run" in Client(demo.local_url, auth=("anyone", "s3"), verbose=False).view_api(
+            return_format="dict", print_info=False
+        )["named_endpoints"]
+    finally:
+        demo.close()

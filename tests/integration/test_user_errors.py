@@ -492,6 +492,24 @@ CASES: list[Case] = [
         "without a token",
     ),
     Case(
+        "da3 gallery: 0.0.0.0 without a token",
+        "da3",
+        lambda w: ["gallery", "--host", "0.0.0.0", "--gallery-dir", str(w.tmp)],
+        "refusing to serve the gallery on 0.0.0.0 without a token",
+    ),
+    Case(
+        "da3 gradio: 0.0.0.0 without a token",
+        "da3",
+        lambda w: ["gradio", "--host", "0.0.0.0", "--weights", "random", "--preset", "da3-small"],
+        "refusing to serve the gradio app on 0.0.0.0 without a token",
+    ),
+    Case(
+        "da3 gradio: a public link without a token",
+        "da3",
+        lambda w: ["gradio", "--share", "--weights", "random", "--preset", "da3-small"],
+        "gradio.live link without a token",
+    ),
+    Case(
         "da3 backend: model dir missing",
         "da3",
         lambda w: ["backend", "--model-dir", str(w.tmp / "models" / "DA3")],
