@@ -147,8 +147,11 @@ def test_a_token_puts_the_launched_app_behind_a_login(tmp_path):
             assert httpx.get(demo.local_url + route).status_code == 401, route
         with pytest.raises(ValueError, match="Could not login"):
             Client(demo.local_url, auth=("anyone", "wrong"), verbose=False)
-        assert "/run" in Client(demo.local_url, auth=("anyone", "s3"), verbose=False).view_api(
-            return_format="dict", print_info=False
-        )["named_endpoints"]
+        assert (
+            "/run"
+            in Client(demo.local_url, auth=("anyone", "s3"), verbose=False).view_api(
+                return_format="dict", print_info=False
+            )["named_endpoints"]
+        )
     finally:
         demo.close()
