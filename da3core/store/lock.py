@@ -10,7 +10,8 @@ with one line saying who holds the scene, or waits up to ``timeout`` seconds for
   ``ttl / 4`` seconds with ``If-Match`` on its last ETag. A lease not renewed for ``ttl`` seconds, measured on
   the server's clock (the HEAD response's Date minus the object's Last-Modified), is stale and taken over
   with ``If-Match`` on the stale ETag, so of two runs racing for it exactly one wins. A holder whose renewal
-  is refused has lost its lease: :meth:`Lock.check` then raises before it publishes anything.
+  is refused has lost its lease: :meth:`Lock.check` then raises before it publishes anything. A lease whose
+  holder ran where this run runs (same boot and pid namespace) and is gone is taken over at once the same way.
 """
 
 from __future__ import annotations
@@ -46,13 +47,37 @@ class StoreLockedError(StoreError):
 
 
 def holder_info() -> dict[str, Any]:
-    """Who is asking for the lock: host, pid, start time (UTC) and command line."""
+    """Who is asking for the lock: host, pid, where that pid means this process, start time (UTC), command line."""
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "pid_space": _pid_space(),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv)[:300],
     }
+
+
+def _pid_space() -> str | None:
+    """This boot's id and pid namespace: two processes share it only if their pids name the same processes
+    (hostnames do not tell: containers with host networking share one). None where Linux's /proc is absent."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{f.read().strip()}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+def _gone(holder: dict[str, Any] | None) -> bool:
+    """True if ``holder`` ran where this process runs and has ended (a live pid, reused or not, counts as alive)."""
+    if not holder or holder.get("pid_space") is None or holder.get("pid_space") != _pid_space():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, TypeError, KeyError):  # alive under another user, or a record we cannot read
+        return False
+    return False
 
 
 def describe_holder(holder: dict[str, Any] | None) -> str:
@@ -146,19 +171,20 @@ class _S3Lease:
                 return None
             server_now = parsedate_to_datetime(head["ResponseMetadata"]["HTTPHeaders"]["date"])
             age = (server_now - head["LastModified"]).total_seconds()
-            if age <= float(head.get("Metadata", {}).get("ttl", LEASE_TTL)):
-                return False
             stale = self.holder()
-            try:
+            gone = _gone(stale)
+            if age <= float(head.get("Metadata", {}).get("ttl", LEASE_TTL)) and not gone:
+                return False
+            try:  # on the ETag seen: if the holder renewed (or another run took over) meanwhile, this fails
                 self.etag = self._put(IfMatch=head["ETag"])
             except OSError:  # another run took it over first
                 return None
             log.warning(
-                "took over the stale lock s3://%s/%s of %s (not renewed for %.0fs)",
+                "took over the stale lock s3://%s/%s of %s (%s)",
                 self.bucket,
                 self.key,
                 describe_holder(stale),
-                age,
+                "its process has ended" if gone else f"not renewed for {age:.0f}s",
             )
         self._thread = threading.Thread(target=self._renew, name=f"lease-{self.key}", daemon=True)
         self._thread.start()
