@@ -287,5 +287,26 @@ def version() -> None:
         typer.echo(f"{name} {v(name)}")
 
 
+def main() -> None:
+    """The ``da3`` command: a usage mistake (unknown option or command, missing argument) is one line, exit 2."""
+    import typer.core
+
+    click = getattr(typer.core, "_click", None) or importlib.import_module("click")  # newer Typer vendors click
+    no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
+    try:
+        code = app(prog_name="da3", standalone_mode=False)
+    except no_args as exc:  # bare `da3` or `da3 image`: the help, as before
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "da3"
+        typer.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+        code = exc.exit_code
+    except (click.exceptions.Abort, typer.Abort):  # Ctrl-C at a prompt
+        typer.echo(f"error: {INTERRUPTED}", err=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app(prog_name="da3")
+    main()

@@ -202,6 +202,13 @@ def describe_config_error(exc: BaseException) -> str:
         head += " (check the spelling; see `--cfg` for all keys)"
     if "is not a ListConfig" in head:
         head += " (write a list in brackets, e.g. key=[a,b] or key=[a])"
+    for wrong, fix in (
+        ("to Integer", "a whole number"),
+        ("to Float", "a number"),
+        ("valid bool (type str)", "true or false"),
+    ):
+        if head.endswith(wrong):
+            head += f" (write {fix})"
     return f"config error at {full_key}: {head}" if full_key else f"config error: {head}"
 
 

@@ -146,6 +146,27 @@ def test_image_through_the_console_script(tmp_path, single_image):
     assert "--auto-cleanup" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["image", "--no-such-flag", "x.jpg"], "No such option: --no-such-flag (see `da3 image --help`)"),
+        (["imag", "x.jpg"], "No such command 'imag'. Did you mean 'image', 'images'? (see `da3 --help`)"),
+        (["image"], "Missing argument 'PATH'. (see `da3 image --help`)"),
+        (["image", "x.jpg", "--process-res", "abc"], "Invalid value for '--process-res'"),
+        (["video", "x.mp4", "--device", "tpu"], "'tpu' is not one of 'auto', 'cpu', 'cuda', 'mps'"),
+    ],
+    ids=["option", "command", "argument", "number", "choice"],
+)
+def test_usage_mistakes_of_the_console_script_are_one_line(tmp_path, argv, expect):
+    script = Path(sys.executable).parent / "da3"
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "flows.cli"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"}
+    proc = subprocess.run([*cmd, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: "), proc.stderr
+    assert expect in proc.stderr
+
+
 def _old_export(root: Path) -> Path:
     (root / "sub").mkdir(parents=True)
     (root / "sub" / "old.txt").write_text("keep me")

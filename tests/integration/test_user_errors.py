@@ -484,6 +484,10 @@ CASES: list[Case] = [
         for flag in (["--cfg"], ["--cfg", "job"])
         for override, expect in (("no_such_key=1", "no_such_key"), (bad_value, expect_bad))
     ],
+    # a value of the wrong type names what to write
+    _cfg("reconstruct", [], "processing.process_res=abc", "converted to Integer (write a whole number)"),
+    _cfg("batch", [], "storage.lock_timeout=soon", "converted to Float (write a number)"),
+    _cfg("video_depth", [], "fp32=maybe", "not a valid bool (type str) (write true or false)"),
     # services
     Case(
         "da3 backend: 0.0.0.0 without a token",
