@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from da3core.export.target import ExportTarget
 from da3core.io import video as video_io
-from da3core.io.inputs import sha256_file
+from da3core.io.inputs import check_unchanged, fingerprint
 from da3core.io.storage import is_remote, localize
 from da3core.io.video import VideoError
 from da3core.store import SceneStore
@@ -52,6 +52,7 @@ class VideoJob:
     source: str  # as given (path or URL)
     local: str  # local copy to decode
     sha256: str
+    stamp: tuple[int, int]  # (size, mtime_ns) while hashed: the decoded file must still have it
     n_frames: int
     fps: float
     width: int
@@ -86,11 +87,13 @@ def probe(source: str, cfg: VideoDepthConfig) -> VideoJob:
     )
     stride = int(indices[1] - indices[0]) if len(indices) > 1 else 1
     size = video_io.fit_max_res(meta.height, meta.width, cfg.max_res)
+    sha256, stamp = fingerprint(local)
     job = VideoJob(
         PurePosixPath(source).name,
         source,
         str(local),
-        sha256_file(local),
+        sha256,
+        stamp,
         meta.n_frames,
         fps,
         meta.width,
@@ -198,6 +201,7 @@ def estimate(
             clock["write"] += time.perf_counter() - tick
         if outputs.count != n:
             raise VideoError(f"{job.source}: decoded {outputs.count} of {n} frames; the file may be truncated")
+        check_unchanged(job.local, job.stamp)
         total = time.perf_counter() - started
         # Inside the block, so that a failure here deletes the staged outputs too.
         store.write_array("frame", np.asarray(job.indices, np.int64), ["frame"], chunk0=n)

@@ -1,15 +1,19 @@
 """Scene inputs: detect what a path holds (image, image folder, video, COLMAP dataset) and load its views.
 
 ``discover_scene`` only inspects and hashes files; frames are decoded later by ``load_views``, so a
-bad input fails before any output is touched. Images are read as Depth Anything 3 reads them (Pillow, then RGB),
-except that samples deeper than 8 bits are scaled to 0-255 (``round(v * 255 / 65535)``) rather than clipped.
-Gray and palette images become RGB; an alpha channel is dropped, colours kept as stored (as DA3 does).
+bad input fails before any output is touched. A hashed image is decoded from the very bytes whose sha256 matches
+the record, and a video must still have the size and mtime it had while hashed, so a file rewritten mid-run fails
+the run instead of giving a result recorded under contents it no longer has. Images are read as Depth Anything 3
+reads them (Pillow, then RGB), except that samples deeper than 8 bits are scaled to 0-255
+(``round(v * 255 / 65535)``) rather than clipped. Gray and palette images become RGB; an alpha channel is dropped,
+colours kept as stored (as DA3 does).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +47,7 @@ class SceneInput:
     extrinsics: np.ndarray | None = None  # colmap: (N, 3, 4) world-to-camera
     intrinsics: np.ndarray | None = None  # colmap: (N, 3, 3) original-image pixels, pixel centres on integers
     files: list[dict] = field(default_factory=list)  # {"path", "size", "sha256"} of every file read
+    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns) while hashed
 
     def __len__(self) -> int:
         return len(self.names)
@@ -70,6 +75,27 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_stamp(path: str | Path) -> tuple[int, int]:
+    """A file's (size, mtime_ns): what changes when anything writes to it."""
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def fingerprint(path: str | Path) -> tuple[str, tuple[int, int]]:
+    """A file's sha256 and the stamp it had while hashed; InputError if it was being written meanwhile."""
+    stamp = file_stamp(path)
+    digest = sha256_file(path)
+    check_unchanged(path, stamp)
+    return digest, stamp
+
+
+def check_unchanged(path: str | Path, stamp: tuple[int, int]) -> None:
+    """Refuse an input file written to since ``stamp``: its result would be recorded under contents it no longer
+    has (and a rerun would skip it)."""
+    if file_stamp(path) != tuple(stamp):
+        raise InputError(f"input file {path} changed while this run read it; rerun once nothing writes to it any more")
 
 
 def input_identity(manifest: dict | None) -> dict:
@@ -138,7 +164,8 @@ def discover_scene(
     for record in scene.files:
         record["name"] = _name_in(Path(record["path"]), root)
         if hash_files:
-            record["sha256"] = sha256_file(record["path"])
+            record["sha256"], scene.stamps[record["path"]] = fingerprint(record["path"])
+            record["size"] = scene.stamps[record["path"]][0]
     return scene
 
 
@@ -279,11 +306,16 @@ def load_views(scene: SceneInput, views: Sequence[int] | np.ndarray | None = Non
     """Decode every view, or only the ``views`` (positions in the scene), as RGB uint8 (H, W, 3); raises InputError
     for unreadable files. A long scene is decoded a chunk at a time this way: a video decodes only those frames."""
     picked = np.arange(len(scene)) if views is None else np.asarray(views, dtype=np.int64)
+    # A hashed input is decoded only as hashed: the result must be what its recorded sha256 says it is.
+    records = {r["path"]: r for r in scene.files if "sha256" in r}
     if scene.kind == "video":
         # the local file: ``source`` says where the video came from (an s3:// URL for remote input)
-        frames, _ = video_io.read_frames(scene.files[0]["path"], np.asarray(scene.frame_indices)[picked])
+        record = scene.files[0]
+        frames, _ = video_io.read_frames(record["path"], np.asarray(scene.frame_indices)[picked])
+        if record["path"] in scene.stamps:  # a video is decoded in place, chunk by chunk: its stamp stands for its hash
+            check_unchanged(record["path"], scene.stamps[record["path"]])
         return list(frames)
-    return [read_image(scene.paths[i]) for i in picked]
+    return [read_image(scene.paths[i], records.get(scene.paths[i], {}).get("sha256")) for i in picked]
 
 
 def check_image_header(path: str | Path) -> tuple[int, int]:
@@ -295,19 +327,23 @@ def check_image_header(path: str | Path) -> tuple[int, int]:
         return image.size
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """One image file as RGB uint8 (H, W, 3), as the module docstring describes; InputError if unreadable."""
+def read_image(path: str | Path, sha256: str | None = None) -> np.ndarray:
+    """One image file as RGB uint8 (H, W, 3), as the module docstring describes; InputError if unreadable, or if
+    ``sha256`` is given and the bytes read are not those."""
     from PIL import Image
 
-    with _image_errors(path), Image.open(path) as im:
-        if not _deeper_than_8_bits(im, path):
+    data = Path(path).read_bytes()  # decoded from these very bytes, so the check below covers what is decoded
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise InputError(f"input file {path} changed while this run read it; rerun once nothing writes to it any more")
+    with _image_errors(path, len(data)), Image.open(io.BytesIO(data)) as im:
+        if not _deeper_than_8_bits(im, data):
             return np.asarray(im.convert("RGB"))
         im.load()  # decodes fully: a truncated file fails here like an 8-bit one
-    return _wide_to_rgb8(path)
+    return _wide_to_rgb8(path, data)
 
 
 @contextlib.contextmanager
-def _image_errors(path: str | Path) -> Iterator[None]:
+def _image_errors(path: str | Path, size: int | None = None) -> Iterator[None]:
     """Pillow's failures on one image file as a one-line InputError naming the file and the fix."""
     from PIL import Image, UnidentifiedImageError
 
@@ -319,7 +355,8 @@ def _image_errors(path: str | Path) -> Iterator[None]:
             "(e.g. to 8000 px on the long side) and try again"
         ) from exc
     except UnidentifiedImageError as exc:
-        kind = "empty (0 bytes)" if os.path.getsize(path) == 0 else "not an image Pillow can read"
+        empty = (os.path.getsize(path) if size is None else size) == 0
+        kind = "empty (0 bytes)" if empty else "not an image Pillow can read"
         raise InputError(f"cannot read image {path}: the file is {kind}. Replace or remove the file.") from exc
     except OSError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
@@ -328,28 +365,22 @@ def _image_errors(path: str | Path) -> Iterator[None]:
         ) from exc
 
 
-def _deeper_than_8_bits(im, path: str | Path) -> bool:
+def _deeper_than_8_bits(im, data: bytes) -> bool:
     """16-bit samples, which Pillow clips (gray) or truncates inconsistently (colour) on ``convert("RGB")``."""
     if im.mode.startswith("I;16") or im.mode in ("I", "F"):
         return True
-    if im.format == "PNG":
-        return _png_bit_depth(path) > 8
+    if im.format == "PNG":  # IHDR: width, height, then bit depth
+        return (data[24] if len(data) >= 25 else 8) > 8
     if im.format == "TIFF":
         bits = im.tag_v2.get(258, (8,))
         return max(bits if isinstance(bits, tuple) else (bits,)) > 8
     return False
 
 
-def _png_bit_depth(path: str | Path) -> int:
-    with open(path, "rb") as f:
-        header = f.read(25)
-    return header[24] if len(header) == 25 else 8  # IHDR: width, height, then bit depth
-
-
-def _wide_to_rgb8(path: str | Path) -> np.ndarray:
+def _wide_to_rgb8(path: str | Path, encoded: bytes) -> np.ndarray:
     import cv2
 
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
     if data is None or data.dtype != np.uint16:
         kind = "unreadable" if data is None else f"{data.dtype} samples"
         raise InputError(f"cannot read image {path}: {kind}; save it as 8- or 16-bit PNG/TIFF or as JPEG")

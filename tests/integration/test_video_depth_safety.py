@@ -175,3 +175,34 @@ def test_rerun_over_a_result_without_an_output_list_removes_what_its_config_wrot
     group = zarr.open_group(str(out / "depth.zarr"), mode="r+", use_consolidated=False)
     del group.attrs["output_files"]  # as a store written before the list existed
     assert run(clip, out, FEWER).status == "done" and check_folder(out) == 3
+
+
+def test_a_video_rewritten_while_decoded_replaces_nothing(tmp_path, clip, pristine, monkeypatch):
+    import shutil
+    import time
+
+    from da3core.io import video as video_io
+    from da3core.io.inputs import InputError
+
+    video, out = tmp_path / "clip.mp4", tmp_path / "out"
+    shutil.copy(clip, video)
+    shutil.copytree(pristine, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = video_io.iter_frames
+
+    def rewritten_after_the_first_frame(*args, **kwargs):
+        frames = real(*args, **kwargs)
+        yield next(frames)
+        time.sleep(0.05)  # past the file system's timestamp tick
+        with open(video, "r+b") as f:  # another program rewrites the video in place: same size, new bytes
+            f.seek(-8, 2)
+            tail = f.read(8)
+            f.seek(-8, 2)
+            f.write(bytes(b ^ 0xFF for b in tail))
+        yield from frames
+
+    monkeypatch.setattr(video_io, "iter_frames", rewritten_after_the_first_frame)
+    with pytest.raises(InputError, match="changed while this run read it"):
+        run(video, out, [*ALL, "force=true"])
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before and hidden(out) == []  # the earlier result stands, byte for byte

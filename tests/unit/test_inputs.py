@@ -201,3 +201,45 @@ def test_colmap_images_resized_after_colmap_scale_their_cameras(capture, tmp_pat
         image.crop((0, 0, image.width // 2, image.height)).save(first)
     with pytest.raises(InputError, match="another aspect ratio"):
         discover_scene(tmp_path)
+
+
+def test_an_input_rewritten_after_hashing_is_refused_not_recorded(image_folder, video_file, tmp_path, monkeypatch):
+    import shutil
+    import time
+
+    from PIL import Image
+
+    import da3core.io.inputs as inputs
+
+    folder = tmp_path / "images"
+    shutil.copytree(image_folder, folder)
+    scene = discover_scene(folder)
+    first = sorted(folder.iterdir())[0]
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(first)  # a writer replaces a view after the listing
+    with pytest.raises(InputError, match=f"input file {first} changed while this run read it"):
+        load_views(scene)
+    assert len(load_views(scene, [1, 2])) == 2  # the untouched views still decode
+
+    video = tmp_path / video_file.name
+    shutil.copy(video_file, video)
+    scene = discover_scene(video, fps=7.0)
+    time.sleep(0.05)  # past the file system's timestamp tick
+    with open(video, "r+b") as f:  # same size, new bytes
+        f.seek(-1, 2)
+        last = f.read(1)[0]
+        f.seek(-1, 2)
+        f.write(bytes([last ^ 0xFF]))
+    with pytest.raises(InputError, match="changed while this run read it"):
+        load_views(scene)
+
+    real = inputs.sha256_file
+
+    def written_while_hashed(path, chunk=1 << 20):
+        digest = real(path, chunk)
+        with open(path, "ab") as f:
+            f.write(b"\x00")
+        return digest
+
+    monkeypatch.setattr(inputs, "sha256_file", written_while_hashed)
+    with pytest.raises(InputError, match="changed while this run read it"):
+        discover_scene(video, fps=7.0)

@@ -21,7 +21,7 @@ def test_no_cuda_torch_pulled_in():
 
 def test_packages_and_console_script_are_declared():
     meta = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    assert meta["project"]["scripts"]["da3"] == "flows.cli:app"
+    assert meta["project"]["scripts"]["da3"] == "flows.cli:main"
     assert {"dev", "app"} <= set(meta["project"]["optional-dependencies"])
     out = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 0 and "Usage" in out.stdout
