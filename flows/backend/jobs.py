@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from da3core.store import SceneStore
 from flows.backend.archive import pack_contents
 from flows.backend.policy import JobRequestError
 from flows.config import ReconstructConfig, load_config
@@ -161,7 +162,7 @@ def server_overrides(job: Job, pinned: list[str]) -> list[str]:
 def run_job(job: Job) -> dict[str, Any]:
     """Run the reconstruct flow on ``job``'s checked config (the same flow as ``python -m flows.reconstruct``); pack
     its outputs."""
-    from flows.reconstruct import reconstruct
+    from flows.reconstruct import STORE_NAME, reconstruct
 
     def update(fraction: float, message: str) -> None:
         job.progress, job.message = round(fraction, 3), message
@@ -171,6 +172,10 @@ def run_job(job: Job) -> dict[str, Any]:
     with progress_to(update):
         result = reconstruct(job.config)
     job.progress, job.message = 0.97, "packing outputs"
+    store = SceneStore(str(job.output_dir / STORE_NAME))
+    attrs = store.attrs()
+    seen = for_client(attrs, job.workspace)
+    store.update_attrs(**{key: value for key, value in seen.items() if value != attrs.get(key)})
     with open(job.archive, "wb") as out:
         pack_contents(job.output_dir, out)
     shutil.rmtree(job.output_dir)  # the archive is what is served; keeping both would double the disk use
@@ -183,6 +188,26 @@ def run_job(job: Job) -> dict[str, Any]:
         "exports": {fmt: [relative(p) for p in paths] for fmt, paths in result.exports.items()},
         "archive_bytes": job.archive.stat().st_size,
     }
+
+
+def for_client(attrs: dict[str, Any], workspace: Path) -> dict[str, Any]:
+    """A result store's attributes as its client gets them: paths in the job's workspace relative to it, and without
+    the server's catalogue of named scenes and datasets (folders of the server, not of this job)."""
+
+    def relative(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(f"{workspace}/", "").replace(str(workspace), ".")
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        return value
+
+    seen = relative(attrs)
+    config = seen.get("config")
+    if isinstance(config, dict):
+        seen["config"] = {k: v for k, v in config.items() if k not in ("scenes", "datasets")}
+    return seen
 
 
 class JobQueue:

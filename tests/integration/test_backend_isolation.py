@@ -9,6 +9,7 @@ the event loop, not in the request threads, so they cannot starve other routes.
 from __future__ import annotations
 
 import io
+import json
 import socket
 import tarfile
 import threading
@@ -23,6 +24,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from live import backend_server
+from paths import REPO_ROOT as REPO
 from PIL import Image
 from s3server import free_port
 
@@ -91,8 +93,15 @@ def test_listings_never_show_another_jobs_key_scene_or_overrides(served, tmp_pat
             assert private not in text, (page, private)
     listed = httpx.get(url + "/jobs").json()["jobs"]
     assert listed and listed[0]["status"] == "completed" and set(listed[0]) >= {"progress", "run_seconds"}
-    # The owner, holding the id, gets everything.
-    assert httpx.get(f"{url}/jobs/{job_id}/result").status_code == 200
+    # The owner, holding the id, gets everything: its result, which shows no folder of the server.
+    result = httpx.get(f"{url}/jobs/{job_id}/result")
+    assert result.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(result.content)) as tar:
+        root = json.loads(tar.extractfile("scene.zarr/zarr.json").read())["attributes"]
+    text = json.dumps(root)
+    assert str(workspace) not in text and str(REPO) not in text, text
+    assert root["inputs"]["files"][0]["path"] == "input/alice_private_scene/" + root["inputs"]["files"][0]["name"]
+    assert root["config"]["output_dir"] == "out" and root["complete"] and "scenes" not in root["config"]
     assert httpx.delete(f"{url}/jobs/{job_id}").status_code == 200
 
 
