@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import Callable
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 # The default preset's model card; used when neither --model-dir nor --preset is given.
 DEFAULT_MODEL_DIR = PRESETS[DEFAULT_PRESET].hub_id
+DOWNLOAD_PREFIX = ".da3-download-"  # + host-pid-random: where --use-backend downloads beside older contents
 
 
 class CliError(UserError):
@@ -205,6 +207,28 @@ def plan_export_dir(
     return True
 
 
+def discard_dead_downloads(export_dir: Path) -> None:
+    """Remove the download folders that killed ``--use-backend`` runs of this machine left in ``export_dir`` (a
+    live run's, or another machine's, stay)."""
+    if not export_dir.expanduser().is_dir():
+        return
+    here = f"{DOWNLOAD_PREFIX}{socket.gethostname()}-"
+    for folder in export_dir.expanduser().glob(f"{DOWNLOAD_PREFIX}*"):
+        pid = folder.name.removeprefix(here).split("-")[0]
+        if folder.name.startswith(here) and pid.isdigit() and not _alive(int(pid)) and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, another user's
+        return True
+    return True
+
+
 def check_replaceable(folder: Path, input: Path) -> None:
     """Refuse a folder whose contents must never be deleted: a filesystem root or mount point, one that is or
     holds $HOME or the working directory, and one that is, holds or lies inside the input (paths resolved)."""
@@ -297,6 +321,7 @@ def execute(
     if not options.use_backend:
         _check_device(options.device)
     export_dir = Path(options.export_dir)
+    discard_dead_downloads(export_dir)
     replacing = plan_export_dir(export_dir, Path(input), options.auto_cleanup, interactive, confirm)
     if options.use_backend:
         # The server runs its own model unless this command named one (--preset / --model-dir).
@@ -348,7 +373,8 @@ def _run_on_backend(command: str, input: str, options: InferenceOptions, replaci
     token = options.backend_token or os.environ.get("DA3_BACKEND_TOKEN") or None
     overrides = overrides_for(command, input, options, backend=True)
     export_dir = Path(options.export_dir).expanduser().absolute()
-    dest = export_dir / f".da3-download-{uuid.uuid4().hex[:8]}" if replacing else export_dir
+    dest = export_dir / f"{DOWNLOAD_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    dest = dest if replacing else export_dir
     print(f"da3 {command}: sending {input} to {options.backend_url}", file=sys.stderr)
     try:
         result = run_on_backend(

@@ -176,3 +176,26 @@ def test_storage_options_need_no_plus():
     assert load_config("reconstruct", [f"+storage.options.client_kwargs.endpoint_url={url}"]).storage == plain.storage
     with pytest.raises(ConfigError, match="storage.typo"):
         load_config("reconstruct", ["storage.typo=1"])
+
+
+def test_download_folders_of_killed_backend_runs_are_discarded(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from flows.cli_run import DOWNLOAD_PREFIX, discard_dead_downloads
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    host = socket.gethostname()
+    names = {
+        "killed": f"{DOWNLOAD_PREFIX}{host}-{dead}-0123abcd",
+        "running": f"{DOWNLOAD_PREFIX}{host}-{os.getpid()}-0123abcd",  # this process: alive
+        "elsewhere": f"{DOWNLOAD_PREFIX}another-machine-{dead}-0123abcd",  # its pid means nothing here
+        "user": "downloads",
+    }
+    for name in names.values():
+        (tmp_path / name / "scene.zarr").mkdir(parents=True)
+    discard_dead_downloads(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "killed")
+    discard_dead_downloads(tmp_path / "missing")  # no export dir yet: nothing to do
