@@ -246,6 +246,10 @@ class JobQueue:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def working(self) -> bool:
+        """True while the worker thread runs (after :meth:`stop`: a job outlived its grace period)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def submit(self, job: Job) -> None:
         """Queue ``job`` or raise QueueFull when ``max_queue`` jobs are already waiting (or being received)."""
         with self.slot() as queue_it:

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -405,6 +407,16 @@ def serve(
         if token:
             logging.getLogger("uvicorn.access").addFilter(RedactToken())
         uvicorn.run(app, host=host, port=port, log_level="info")
+        if app.state.service.queue.working():
+            # A job outlived the shutdown grace period and torch is still computing it in the worker thread: ending
+            # the interpreter under it aborts (SIGABRT, a C++ stack dump). Its workspace is gone; end here instead.
+            running = app.state.service.queue.running
+            what = f"job {running.id[:8]} unfinished" if running else "the worker still busy"
+            print(f"da3 backend: stopped with {what}", file=sys.stderr)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 def _import_before_serving() -> None:

@@ -249,6 +249,62 @@ def test_stopped_service_leaves_no_process(service, sig, tmp_path):
     assert _leftovers(home, children) == []
 
 
+# `da3 backend` with the shutdown grace for a running job cut from 30 s to 1 s.
+SHORT_GRACE = """
+import sys
+import flows.backend.jobs as jobs
+stop = jobs.JobQueue.stop
+jobs.JobQueue.stop = lambda self, timeout=30.0: stop(self, 1.0)
+from flows.cli import main
+sys.argv = ["da3", "backend", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_backend_stopped_while_a_job_outlives_the_grace_period_exits_cleanly(tmp_path):
+    """Ctrl-C while torch still computes a job: one line naming the unfinished job, exit 0, no C++ abort."""
+    import httpx
+
+    from flows.backend.archive import pack
+
+    home, port = tmp_path / "prefect", free_port()
+    args = ["--preset", "da3-small", "--weights", "random", "--port", str(port), "--device", "cpu"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHORT_GRACE, *args, "--gallery-dir", str(tmp_path / "g")],
+        env=_env(home),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(url + "/", proc, 600)
+        write_image_folder(make_capture(16, 640, 480), tmp_path / "scene")  # a job of many seconds on a CPU
+        archive = tmp_path / "scene.tar"
+        with open(archive, "wb") as out:
+            pack(tmp_path / "scene", out)
+        overrides = [("override", "processing.process_res=504"), ("override", "export=glb")]
+        tar = {"Content-Type": "application/x-tar"}
+        job = httpx.post(url + "/jobs", params=overrides, content=archive.read_bytes(), headers=tar, timeout=60).json()[
+            "id"
+        ]
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{url}/jobs/{job}", timeout=10).json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert f"da3 backend: stopped with job {job[:8]} unfinished" in err
+    assert "Aborted" not in err and "terminate called" not in err
+
+
 HEARTBEAT_IN_A_THREAD = """
 import threading
 from flows.runtime import prefect_runtime
