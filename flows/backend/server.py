@@ -7,7 +7,6 @@ command line, with the model pinned to the service's own startup options.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -42,14 +41,13 @@ from flows.backend.jobs import (
 from flows.backend.limits import JobLimits
 from flows.backend.pages import dashboard_page, home_page
 from flows.backend.policy import JobRequestError, check_job, check_overrides, parse_path_job
+from flows.backend.uploads import read_small, receive_upload
 from flows.config import ConfigError, load_config
 from flows.runtime import prefect_runtime
 
 TAR_TYPES = ("application/x-tar", "application/octet-stream")
-_CHUNK = 1 << 16
 # A held status request waits on the event loop; the cap keeps a client checking that it is still connected.
 MAX_WAIT_SECONDS = 5.0
-UPLOAD_STALL_SECONDS = 30.0  # the longest an upload may send nothing before it is refused (408)
 
 
 class Service:
@@ -165,36 +163,6 @@ def memory() -> dict[str, Any]:
     return out
 
 
-async def _receive_upload(request: Request, target: Path, limit: int) -> int:
-    """Stream the request body into ``target``; 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"upload of {int(declared)} bytes is over the backend's limit of {limit} bytes")
-    size, chunks = 0, request.stream().__aiter__()
-    with open(target, "wb") as out:
-        while True:
-            try:  # an upload holds a place in the queue: one that stalls gives it back
-                chunk = await asyncio.wait_for(chunks.__anext__(), UPLOAD_STALL_SECONDS)
-            except StopAsyncIteration:
-                return size
-            except asyncio.TimeoutError:
-                raise HTTPException(408, f"the upload stalled for {UPLOAD_STALL_SECONDS:.0f} s; resend it") from None
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, f"upload is over the backend's limit of {limit} bytes")
-            out.write(chunk)
-
-
-async def _read_small(request: Request, limit: int) -> bytes:
-    """A small request body (a JSON job), refusing with 413 past ``limit`` bytes instead of buffering it all."""
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"a JSON job body is limited to {limit} bytes")
-    return bytes(body)
-
-
 def create_app(
     model_dir: str | None,
     preset: str | None,
@@ -271,7 +239,7 @@ def create_app(
         try:
             if kind == "application/json":
                 try:
-                    body = parse_path_job(json.loads(await _read_small(request, 1 << 20)))
+                    body = parse_path_job(json.loads(await read_small(request, 1 << 20)))
                 except (ValueError, RecursionError) as exc:  # JobRequestError is a ValueError too
                     raise HTTPException(
                         400, str(exc) if isinstance(exc, JobRequestError) else f"request body is not JSON: {exc}"
@@ -314,7 +282,7 @@ def create_app(
     async def _prepare_upload(request: Request, job: Job) -> None:
         """Receive and safely extract the uploaded tar; its single top-level entry is the scene."""
         try:
-            job.upload_bytes = await _receive_upload(request, job.workspace / "upload.tar", service.max_upload)
+            job.upload_bytes = await receive_upload(request, job.workspace / "upload.tar", service.max_upload)
             names = await run_in_threadpool(
                 safe_extract,
                 job.workspace / "upload.tar",
