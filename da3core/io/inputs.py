@@ -332,7 +332,8 @@ def read_image(path: str | Path, sha256: str | None = None) -> np.ndarray:
     ``sha256`` is given and the bytes read are not those."""
     from PIL import Image
 
-    data = Path(path).read_bytes()  # decoded from these very bytes, so the check below covers what is decoded
+    with _image_errors(path):  # decoded from these very bytes, so the check below covers what is decoded
+        data = Path(path).read_bytes()
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise InputError(f"input file {path} changed while this run read it; rerun once nothing writes to it any more")
     with _image_errors(path, len(data)), Image.open(io.BytesIO(data)) as im:
