@@ -103,7 +103,9 @@ class ReconstructionApp:
 
         if not images and not video:
             raise gr.Error("upload images or a video first")
-        run_dir = self.workspace / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        # Gradio serves any file under the workspace to whoever names its path: the run id is what keeps a run's
+        # inputs and results to the user who ran it, so it is unguessable (128 random bits).
+        run_dir = self.workspace / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex}"
         if images:
             source = run_dir / "input" / "images"
             source.mkdir(parents=True)

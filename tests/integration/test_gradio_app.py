@@ -4,6 +4,7 @@ by gradio_client on loopback.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,9 @@ def test_run_matches_the_flow_and_saves_to_gallery(tmp_path):
         gallery_name="room/run1",
     )
     assert video is None and "3 views" in summary and len(depth) == 3
+    # Gradio serves any workspace file to whoever names its path: the run folder's name must not be guessable.
+    (run_dir,) = (tmp_path / "ws").iterdir()
+    assert Path(glb).is_relative_to(run_dir) and re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{32}", run_dir.name), run_dir
     points = _points(Path(glb))
     assert 0 < points <= 500
     # Independent truth: the same options as plain flow overrides (lower_bound_resize = "high_res").
