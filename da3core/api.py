@@ -213,6 +213,7 @@ class DepthAnything3(nn.Module):
                 has_conf=get_preset(self.preset).has_conf,
                 has_gaussians=infer_gs,
                 has_features=bool(export_feat_layers),
+                has_cameras=get_preset(self.preset).net.any_view,
             )
         result = self.infer(
             image,

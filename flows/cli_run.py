@@ -290,6 +290,7 @@ def _remove_all_but(folder: Path, keep: set[str], store_name: str, prefix: str =
 
 # Fixes the config layer words in override terms, said here in flag terms.
 _FLAG_TERMS = {
+    "config error at export: ": "--export-format: ",
     "infer_gs=True": "--infer-gs",
     "export_feat_layers=[...] to inference": "--export-feat LAYERS",
     "model=": "--preset ",

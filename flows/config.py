@@ -266,6 +266,7 @@ def validate(cfg: ReconstructConfig) -> None:
             has_conf=PRESETS[cfg.model.preset].has_conf,
             has_gaussians=cfg.infer_gs,
             has_features=bool(cfg.export_feat_layers),
+            has_cameras=PRESETS[cfg.model.preset].net.any_view,
             process_res_method=cfg.processing.method.value,
         )
     except ValueError as exc:

@@ -78,6 +78,18 @@ def check_scene(source: str, input_cfg: InputConfig) -> int | None:
     return len(scene)
 
 
+def check_input_cameras(kind: str, preset: str) -> None:
+    """Refuse a COLMAP dataset, whose cameras condition the model, for a preset that takes no cameras."""
+    from da3core.io.inputs import InputError
+    from da3core.model.presets import PRESETS
+
+    if kind == "colmap" and not PRESETS[preset].net.any_view:
+        raise InputError(
+            f"the scene is a COLMAP dataset, whose cameras condition the model, but {preset} takes no cameras; "
+            "use an any-view preset (model=da3-large), or give its images/ folder as the scene"
+        )
+
+
 def _normal(location: str) -> str:
     from pathlib import Path
 

@@ -30,7 +30,7 @@ from da3core.store.lock import Lock
 from flows.config import ReconstructConfig, config_hashes, resolved, validate
 from flows.errors import run_cli
 from flows.outcomes import scene_outcome
-from flows.preflight import check_apart, check_model, check_output, check_scene, store_bytes
+from flows.preflight import check_apart, check_input_cameras, check_model, check_output, check_scene, store_bytes
 from flows.progress import report
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
@@ -96,6 +96,7 @@ def _reconstruct_locked(
     options = dict(cfg.storage.options)
     report(0.05, "reading input")
     scene = ingest(name, source, cfg.input, options)  # lists and hashes the files, once
+    check_input_cameras(scene.kind, cfg.model.preset)
     if "nerfstudio" in formats:  # its image names come from the input's: a clash is known before inference
         check_source_names(scene.names)
     previous = store.attrs() if store.exists() else {}

@@ -187,6 +187,11 @@ def dataset_with_one_name_twice(folder: Path) -> Path:
     return root
 
 
+def good_folder(folder: Path) -> Path:
+    write_image_folder(CAPTURE, folder / "views")
+    return folder / "views"
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "missing path": lambda folder: folder / "no-such-scene",
     "empty folder": lambda folder: (folder / "empty").mkdir() or folder / "empty",
@@ -213,4 +218,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "model dir unknown preset": model_dir_config('{"model_name": "da3-nosuch"}'),
     "model dir broken json": model_dir_config('{"model_name": '),
     "dataset with one name twice": dataset_with_one_name_twice,
+    # good inputs, for mistakes elsewhere (a preset that cannot use them)
+    "good folder": good_folder,
+    "good colmap": _colmap,
 }

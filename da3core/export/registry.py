@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 GAUSSIAN_HINT = "run a giant or nested preset with infer_gs=True"
 FEATURE_HINT = "pass export_feat_layers=[...] to inference"
+CAMERA_HINT = "mono and metric presets predict none; export depth_vis, npz or mini_npz, or use an any-view preset"
 
 # Options export() takes for every format that uses them, with the defaults the writers use (nerfstudio's own
 # point budget, num_points, defaults to 200_000); only the ones a caller gives are passed on.
@@ -243,6 +244,7 @@ def check_formats(
     has_conf: bool,
     has_gaussians: bool,
     has_features: bool,
+    has_cameras: bool = True,
     process_res_method: str | None = None,
     options: dict[str, Any] | None = None,
 ) -> None:
@@ -258,6 +260,8 @@ def check_formats(
             raise ValueError(f"export format {name!r} needs 3D Gaussians: {GAUSSIAN_HINT}")
         if fmt.reads_features and not has_features:
             raise ValueError(f"export format {name!r} needs intermediate features: {FEATURE_HINT}")
+        if not has_cameras and {"intrinsics", "extrinsics"} & set(fmt.needs):
+            raise ValueError(f"export format {name!r} needs camera poses: {CAMERA_HINT}")
         if fmt.method_checker is not None and process_res_method is not None:
             _function(fmt.method_checker)(process_res_method)
         if not has_conf and fmt.point_cloud:

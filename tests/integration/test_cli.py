@@ -427,7 +427,7 @@ def test_gradio_command(monkeypatch):
         _fake_module(monkeypatch, "gradio")
     calls = []
     _fake_module(monkeypatch, "flows.gradio_app", launch=lambda **k: calls.append(k))
-    _ok(da3("gradio", "--model-dir", "/m", "--port", "7000", "--share", "--cache-gs-tag", "dl3dv"))
+    _ok(da3("gradio", "--model-dir", "/m", "--port", "7000", "--share", "--cache-gs-tag", "dl3dv", "--token", "t0k"))
     assert calls == [
         {
             "model_dir": "/m",
@@ -441,6 +441,7 @@ def test_gradio_command(monkeypatch):
             "debug": False,
             "cache_examples": False,
             "cache_gs_tag": "dl3dv",
+            "token": "t0k",
         }
     ]
 

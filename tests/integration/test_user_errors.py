@@ -484,6 +484,41 @@ CASES: list[Case] = [
         for flag in (["--cfg"], ["--cfg", "job"])
         for override, expect in (("no_such_key=1", "no_such_key"), (bad_value, expect_bad))
     ],
+    # presets that predict no cameras: exports that need them, and COLMAP cameras to condition on
+    Case(
+        "da3 image: a mono preset with the default glb export",
+        "da3",
+        lambda w: [
+            "image",
+            str(sorted(BUILDERS["good folder"](w.tmp).iterdir())[0]),
+            "--preset",
+            "da3mono-large",
+            "--weights",
+            "random",
+            "--export-dir",
+            str(w.out),
+        ],
+        "--export-format: export format 'glb' needs camera poses: mono and metric presets predict none",
+    ),
+    Case(
+        "reconstruct: a metric preset with a ply export",
+        "reconstruct",
+        lambda w: [
+            f"scene={BUILDERS['good folder'](w.tmp)}",
+            f"output_dir={w.out}",
+            *FAST,
+            "model=da3metric-large",
+            "export=ply",
+        ],
+        "export format 'ply' needs camera poses",
+    ),
+    Case(
+        "reconstruct: a mono preset on a COLMAP dataset",
+        "reconstruct",
+        lambda w: [f"scene={BUILDERS['good colmap'](w.tmp)}", f"output_dir={w.out}", *FAST, "model=da3mono-large"],
+        "is a COLMAP dataset, whose cameras condition the model, but da3mono-large takes no cameras",
+        stage="flow",
+    ),
     # a value of the wrong type names what to write
     _cfg("reconstruct", [], "processing.process_res=abc", "converted to Integer (write a whole number)"),
     _cfg("batch", [], "storage.lock_timeout=soon", "converted to Float (write a number)"),
