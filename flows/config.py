@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
@@ -73,8 +75,22 @@ _COMPOSE_LOCK = threading.Lock()
 OPEN_SECTIONS = ("exporters.", "storage.options.", "scenes.", "datasets.")
 
 
+# key=~ or key=~/...: a shell's home, which a shell that does not expand it after `=` (zsh) or quoting leaves as
+# written, and which Hydra's lexer refuses; expanded here as bash would.
+HOME_VALUE = re.compile(r"^(\+{0,2}[\w.@/-]+)=(~(?:/.*)?)$")
+
+
+def expand_home(override: str) -> str:
+    """``key=~/x`` as ``key=<home>/x`` (quoted for Hydra where needed); any other override as given."""
+    from flows.cli_flags import hydra_value
+
+    match = HOME_VALUE.match(override)
+    return f"{match[1]}={hydra_value(os.path.expanduser(match[2]))}" if match else override
+
+
 def _compose(config_name: str, overrides: list[str] | None) -> DictConfig:
-    overrides = [f"++{o}" if o.startswith(OPEN_SECTIONS) else o for o in overrides or []]
+    overrides = [expand_home(o) for o in overrides or []]
+    overrides = [f"++{o}" if o.startswith(OPEN_SECTIONS) else o for o in overrides]
     with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
         return compose(config_name=config_name, overrides=overrides)
 
@@ -89,14 +105,14 @@ def load_config(
     gets the composition first, as :func:`composed_data` gives it, and may refuse it by raising (before the
     typed config exists, and without a second composition).
     """
-    overrides = list(overrides or [])
+    overrides = [expand_home(o) for o in overrides or []]
     files = [o for o in overrides if o.startswith("defaults_file=")]
-    if files and config_name == "video_depth":  # elsewhere Hydra refuses the unknown key
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        path = OverridesParser.create().parse_override(files[-1]).value()
-        overrides = annolid_overrides(read_defaults_file(str(path))) + overrides
     try:
+        if files and config_name == "video_depth":  # elsewhere Hydra refuses the unknown key
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            path = OverridesParser.create().parse_override(files[-1]).value()
+            overrides = annolid_overrides(read_defaults_file(str(path))) + overrides
         composed = _compose(config_name, overrides)
         if inspect is not None:
             inspect(cast(dict[str, Any], OmegaConf.to_container(composed, resolve=False, enum_to_str=True)))
@@ -202,6 +218,15 @@ def describe_config_error(exc: BaseException) -> str:
         head += " (check the spelling; see `--cfg` for all keys)"
     if "is not a ListConfig" in head:
         head += " (write a list in brackets, e.g. key=[a,b] or key=[a])"
+    if head.startswith("LexerNoViableAltException: "):
+        written = head.removeprefix("LexerNoViableAltException: ")
+        head = f"cannot read the override {written}: quote its value, key='...' (or key=\"...\" if it holds a ')"
+    if head.startswith("Ambiguous value for argument"):
+        head += " (a comma makes a sweep: add -m for one job per value, or quote the value)"
+    if head.startswith("Cannot convert 'list' to string"):
+        head += " (give one value" + (
+            "; join several formats with +, e.g. export=glb+ply)" if full_key == "export" else ")"
+        )
     for wrong, fix in (
         ("to Integer", "a whole number"),
         ("to Float", "a number"),
@@ -240,7 +265,9 @@ def validate(cfg: ReconstructConfig) -> None:
             f"available: {', '.join(sorted(PRESETS))}"
         )
     _check_lock_timeout(cfg.storage.lock_timeout)
-    if hasattr(cfg, "dataset") and cfg.output_dir:  # batch: one folder for every scene would keep only the last
+    # a DictConfig (--cfg with values still to give) has the key even while its value is missing
+    is_batch = "dataset" in cfg.keys() if isinstance(cfg, DictConfig) else hasattr(cfg, "dataset")
+    if is_batch and cfg.output_dir:  # batch: one folder for every scene would keep only the last
         raise ConfigError(
             f"config error at output_dir: a batch writes each scene to <storage.root>/<scene>; set "
             f"storage.root={cfg.output_dir} instead of output_dir"

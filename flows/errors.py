@@ -65,13 +65,18 @@ def run_cli(config_name: str, argv: list[str], run: Callable[[Any], None]) -> in
     """Compose ``conf/<config_name>`` from ``argv`` once and ``run`` it, unless ``--help``/``--cfg`` was asked for."""
     from flows.config import load_config, print_config
 
-    if argv[:1] in (["-h"], ["--help"]):
-        print(
-            f"usage: python -m flows.{config_name} [key=value ...]   (Hydra overrides; --cfg [job] prints the "
-            "config; -m a=x,y runs one job per combination)"
-        )
+    usage = (
+        f"usage: python -m flows.{config_name} [key=value ...]   (Hydra overrides; --cfg [job] prints the "
+        "config; -m a=x,y runs one job per combination)"
+    )
+    flags, overrides = split_flags(argv)
+    if "help" in flags:
+        print(usage)
         return 0
-    if argv[:1] in (["-m"], ["--multirun"]):
+    if "unknown" in flags:
+        print(f"error: unknown option {flags['unknown']}; {usage.removeprefix('usage: ')}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if "multirun" in flags:
         from flows.sweep import multirun
 
         code = 0
@@ -79,12 +84,35 @@ def run_cli(config_name: str, argv: list[str], run: Callable[[Any], None]) -> in
         def sweep() -> None:
             nonlocal code
             with prefect_runtime():  # one API for all the jobs; each job's run_flows reports a PREFECT_API_URL fault
-                code = multirun(config_name, argv[1:], lambda cfg: run_flows(run, cfg))
+                code = multirun(config_name, overrides, lambda cfg: run_flows(run, cfg))
 
         return guarded(sweep) or code
-    if argv[:1] == ["--cfg"]:
-        return guarded(lambda: print_config(config_name, argv[1:]))
-    return guarded(lambda: run_flows(run, load_config(config_name, argv)))
+    if "cfg" in flags:
+        return guarded(lambda: print_config(config_name, [*flags["cfg"], *overrides]))
+    return guarded(lambda: run_flows(run, load_config(config_name, overrides)))
+
+
+def split_flags(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Hydra's command-line flags, wherever they stand (``scene=x --cfg job`` as ``--cfg job scene=x``), and the
+    overrides: ``help``, ``multirun``, ``cfg`` (its ``job``/``all``/``hydra`` word, if any), ``unknown``."""
+    flags: dict[str, Any] = {}
+    overrides: list[str] = []
+    previous = ""
+    for word in argv:
+        if word in ("-h", "--help"):
+            flags["help"] = True
+        elif word in ("-m", "--multirun"):
+            flags["multirun"] = True
+        elif word in ("-c", "--cfg"):
+            flags["cfg"] = []
+        elif previous in ("-c", "--cfg") and word in ("job", "all", "hydra"):
+            flags["cfg"] = [word]
+        elif word.startswith("-") and "=" not in word:
+            flags.setdefault("unknown", word)
+        else:
+            overrides.append(word)
+        previous = word
+    return flags, overrides
 
 
 def run_flows(run: Callable[[Any], None], cfg: Any) -> None:

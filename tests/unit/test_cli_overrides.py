@@ -199,3 +199,50 @@ def test_download_folders_of_killed_backend_runs_are_discarded(tmp_path):
     discard_dead_downloads(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "killed")
     discard_dead_downloads(tmp_path / "missing")  # no export dir yet: nothing to do
+
+
+def test_hydra_flags_stand_anywhere_and_unknown_ones_are_named():
+    from flows.errors import split_flags
+
+    assert split_flags(["scene=x", "--cfg", "job"]) == ({"cfg": ["job"]}, ["scene=x"])
+    assert split_flags(["--cfg", "scene=x"]) == ({"cfg": []}, ["scene=x"])
+    assert split_flags(["a=1,2", "-m", "b=job"]) == ({"multirun": True}, ["a=1,2", "b=job"])
+    assert split_flags(["scene=x", "--frob", "-h"]) == ({"unknown": "--frob", "help": True}, ["scene=x"])
+    assert split_flags(["processing.process_res=-5"]) == ({}, ["processing.process_res=-5"])
+
+
+def test_a_tilde_is_the_home_folder_as_a_shell_would_expand_it(tmp_path, monkeypatch):
+    home = tmp_path / "my home é"  # a space and a non-ASCII letter: the expansion must be quoted for Hydra
+    (home / ".labelmerc").parent.mkdir(parents=True)
+    (home / ".labelmerc").write_text("video_depth_anything:\n  max_len: 7\n")
+    monkeypatch.setenv("HOME", str(home))
+    assert load_config("reconstruct", ["output_dir=~/out"]).output_dir == str(home / "out")
+    assert load_config("reconstruct", ["output_dir=~"]).output_dir == str(home)
+    cfg = load_config("video_depth", ["video=clip.mp4", "defaults_file=~/.labelmerc"])
+    assert cfg.max_frames == 7 and cfg.defaults_file == str(home / ".labelmerc")
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        ("scene=/data/my clip é.mp4", "quote its value, key='...'"),
+        ("scene=a'b", 'or key="..." if it holds a \''),
+        ("export=glb,ply", "a comma makes a sweep: add -m for one job per value"),
+        ("export=[glb,ply]", "join several formats with +, e.g. export=glb+ply"),
+        ("processing.process_res=abc", "(write a whole number)"),
+        ("force=maybe", "(write true or false)"),
+    ],
+)
+def test_overrides_hydra_cannot_read_say_how_to_write_them(override, hint):
+    with pytest.raises(ConfigError) as info:
+        load_config("reconstruct", [override])
+    assert hint in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cfg_prints_a_config_still_missing_values(capsys):
+    from flows.config import print_config
+
+    print_config("batch", [])
+    assert "dataset: ???" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="set storage.root=/x instead of output_dir"):
+        print_config("batch", ["output_dir=/x"])
