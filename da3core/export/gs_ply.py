@@ -6,10 +6,13 @@ rot_0..3`` with zero normals, opacity as a logit, log scales and wxyz quaternion
 the DC term only, as upstream (load with ``--sh_degree 0``); DA3 predicts degree 2, so ``sh_degree=2`` keeps
 the view-dependent colour (load with ``--sh_degree 2``). Pruning follows upstream: a border of ``int(8/256 * H)``
 rows and ``int(8/256 * W)`` columns is dropped (nothing when that rounds to 0; upstream then drops everything),
-and each view keeps pixels whose depth is at most its ``prune_by_depth_percent`` quantile.
+and each view keeps pixels whose depth is at most its ``prune_by_depth_percent`` quantile. Unlike upstream, a
+Gaussian whose scale is 0 or negative (no log scale) or with any non-finite property is left out, with a warning.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 from plyfile import PlyData, PlyElement
@@ -18,6 +21,7 @@ from da3core.export.target import ExportTarget
 from da3core.prediction import Prediction, present
 from da3core.render.sh import MAX_SH_DEGREE
 
+log = logging.getLogger(__name__)
 OPACITY_EPS = 1e-6  # keeps the logit finite for opacities of exactly 0 or 1
 
 
@@ -91,18 +95,27 @@ def write_gs_ply(
     harmonics = gs.harmonics[idx]
     rest = harmonics[:, :, 1:n_coeffs].reshape(len(idx), -1)  # (G, 3, K-1) flattened: channel-major, as INRIA
     opacity = np.clip(gs.opacities[idx].astype(np.float64), OPACITY_EPS, 1 - OPACITY_EPS)
-    columns = [
-        gs.means[idx],
-        np.zeros((len(idx), 3)),
-        harmonics[:, :, 0],
-        rest,
-        np.log(opacity / (1 - opacity))[:, None],
-        np.log(gs.scales[idx]),
-        gs.rotations[idx],
-    ]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a scale <= 0 has no log: that Gaussian is dropped below
+        columns = [
+            gs.means[idx],
+            np.zeros((len(idx), 3)),
+            harmonics[:, :, 0],
+            rest,
+            np.log(opacity / (1 - opacity))[:, None],
+            np.log(gs.scales[idx]),
+            gs.rotations[idx],
+        ]
     data = np.concatenate([np.asarray(c, dtype=np.float32) for c in columns], axis=1)
+    # The head's scale is (depth + a predicted offset) x footprint, which can reach 0 or below (upstream writes
+    # NaN then); a NaN or infinite property breaks every 3DGS reader, so such Gaussians are left out.
+    finite = np.isfinite(data).all(axis=1)
+    if not finite.all():
+        log.warning(
+            "gs_ply: left out %d of %d Gaussians with a scale <= 0 or a non-finite value", (~finite).sum(), len(data)
+        )
+        data = data[finite]
     names = ply_properties(rest.shape[1])
-    vertex = np.empty(len(idx), dtype=[(name, "f4") for name in names])
+    vertex = np.empty(len(data), dtype=[(name, "f4") for name in names])
     for j, name in enumerate(names):
         vertex[name] = data[:, j]
     with target.staged("gs_ply/0000.ply") as local:

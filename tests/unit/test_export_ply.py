@@ -125,6 +125,26 @@ def test_bad_gs_ply_options_fail_before_writing(scene, tmp_path, options, messag
     assert not (tmp_path / "out").exists()
 
 
+def test_gs_ply_leaves_out_gaussians_every_reader_would_choke_on(scene, tmp_path, caplog):
+    """A scale <= 0 has no log (upstream writes NaN), a NaN mean no place: such Gaussians are not written."""
+    prediction, _ = scene
+    gs = prediction.gaussians
+    idx = np.flatnonzero(expected_keep(prediction.depth).reshape(-1))
+    bad = idx[[3, 10, 11, 50]]
+    saved = gs.scales.copy(), gs.means.copy()
+    try:
+        gs.scales[bad[0], 1], gs.scales[bad[1], 0] = 0.0, -0.2
+        gs.means[bad[2], 2], gs.scales[bad[3], 2] = np.nan, np.inf
+        export(prediction, "gs_ply", tmp_path)
+    finally:
+        gs.scales, gs.means = saved
+    vertex = read_vertex(tmp_path / "gs_ply/0000.ply")
+    kept = np.setdiff1d(idx, bad)
+    assert vertex.count == len(kept) and np.isfinite(np.stack([vertex[n] for n in INRIA_DC], 1)).all()
+    np.testing.assert_array_equal(np.stack([vertex["x"], vertex["y"], vertex["z"]], 1), gs.means[kept])
+    assert f"left out 4 of {len(idx)} Gaussians" in caplog.text
+
+
 def test_gs_ply_refuses_more_bands_than_the_gaussians_carry(tmp_path):
     prediction = synthetic_prediction(n_views=1, width=70, height=56, gaussians=True)[0]
     prediction.gaussians.harmonics = prediction.gaussians.harmonics[:, :, :4]  # degree 1
