@@ -175,6 +175,8 @@ class DepthAnything3(nn.Module):
             scale_factor=out.get("scale_factor"),
             ref_view_idx=out["ref_view_idx"],
             source_sizes=batch.source_sizes,
+            source_scale=batch.scale,
+            source_offset=batch.offset,
             source_names=[os.path.basename(str(p)) for p in image] if isinstance(image[0], (str, Path)) else None,
         )
         return Inference(pred, batch.intrinsics)

@@ -53,6 +53,10 @@ class Prediction:
     scale_factor: float | None = None  # nested metric scale applied to depth and translations
     ref_view_idx: int | None = None  # reference view chosen by the backbone (None if no selection ran)
     source_sizes: np.ndarray | None = None  # (N, 2) int original (H, W) of each input image
+    # Processed pixel (u, v) of view i came from original pixel (u, v) * source_scale[i] + source_offset[i] (x, y);
+    # None: a plain resize to the processed size (scale = source size / processed size, offset 0).
+    source_scale: np.ndarray | None = None  # (N, 2) float64
+    source_offset: np.ndarray | None = None  # (N, 2) float64, non-zero where a view was cropped
     source_names: list[str] | None = None  # file name of each input view, when it came from a file
 
     def __len__(self) -> int:

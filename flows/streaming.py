@@ -134,8 +134,13 @@ def run_chunks(
         written = write_chunk(name, cache, record, span(owned), transform, scene, store, first=i == 0)
         sizes += [] if written is None else [written]
     if len(records) > 1:  # one chunk wrote exactly what the normal mode writes
+        # Streaming refuses views of different processed sizes, so none was cropped: the plain-resize mapping holds.
         store.update_attrs(
-            source_names=scene.names, ref_view_idx=None, source_sizes=np.concatenate(sizes).tolist() if sizes else None
+            source_names=scene.names,
+            ref_view_idx=None,
+            source_sizes=np.concatenate(sizes).tolist() if sizes else None,
+            source_scale=None,
+            source_offset=None,
         )
     store.record_stage("decode", sum(r.info["decode_seconds"] for r in computed))
     store.record_stage(

@@ -1,11 +1,12 @@
 """``colmap``: a binary COLMAP model in ``sparse/0/`` at the original image resolution, through pycolmap.
 
-One PINHOLE camera per view with the processed intrinsics rescaled to the source size (rows scaled by
-``W0/w`` and ``H0/h``, the exact inverse of the preprocessing's scaling; valid for resize preprocessing
-only), the predicted w2c pose, and one 3-D point per selected pixel with a single observation at that pixel
-scaled to the source resolution. Principal points and observations are then shifted by +0.5 px into
-COLMAP's pixel convention (:func:`da3core.geometry.intrinsics_to_colmap`), which upstream omits: a COLMAP
-model read as input (which subtracts the 0.5) is written back with the cameras it came with.
+One PINHOLE camera per view with the processed intrinsics mapped back to the source image (the exact inverse of
+the preprocessing: rows scaled by ``W0/w`` and ``H0/h``, and for a view centre-cropped to stack with views of
+another shape, the principal point shifted by the crop; resize preprocessing only), the predicted w2c pose, and
+one 3-D point per selected pixel with a single observation at that pixel mapped to the source image. Principal
+points and observations are then shifted by +0.5 px into COLMAP's pixel convention
+(:func:`da3core.geometry.intrinsics_to_colmap`), which upstream omits: a COLMAP model read as input (which
+subtracts the 0.5) is written back with the cameras it came with. (Upstream also ignores the crop.)
 Pixels are selected as upstream does (``conf >= percentile(conf, conf_thresh_percentile)``, no floor or cap;
 all valid non-sky pixels without confidence), then at most ``num_max_points`` by seeded downsampling.
 Image names are ``prediction.source_names`` (default ``frame_0000.jpg`` ...), sizes ``prediction.source_sizes``
@@ -36,12 +37,28 @@ def source_names(prediction: Prediction, ext: str = "jpg") -> list[str]:
     return list(prediction.source_names or [f"frame_{i:04d}.{ext}" for i in range(len(prediction))])
 
 
-def scaled_intrinsics(prediction: Prediction) -> np.ndarray:
-    """(N, 3, 3) float64 intrinsics in pixels of each source image (this project's pixel convention)."""
+def source_mapping(prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset), each (N, 2) (x, y): processed pixel p of view i is source pixel ``p * scale[i] + offset[i]``.
+
+    The preprocessing's own record when the prediction carries it (a view centre-cropped to stack with views of
+    other shapes has an offset); otherwise a plain resize from the source size.
+    """
+    if prediction.source_scale is not None and prediction.source_offset is not None:
+        return np.asarray(prediction.source_scale, np.float64), np.asarray(prediction.source_offset, np.float64)
     h, w = prediction.depth.shape[1:]
     sizes = source_sizes(prediction)
-    scale = np.stack([sizes[:, 1] / w, sizes[:, 0] / h, np.ones(len(sizes))], axis=-1)
-    return present(prediction.intrinsics, "intrinsics").astype(np.float64) * scale[:, :, None]
+    return np.stack([sizes[:, 1] / w, sizes[:, 0] / h], axis=-1), np.zeros((len(sizes), 2))
+
+
+def scaled_intrinsics(prediction: Prediction) -> np.ndarray:
+    """(N, 3, 3) float64 intrinsics in pixels of each source image (this project's pixel convention)."""
+    scale, offset = source_mapping(prediction)
+    K = (
+        present(prediction.intrinsics, "intrinsics").astype(np.float64)
+        * np.pad(scale, ((0, 0), (0, 1)), constant_values=1)[:, :, None]
+    )
+    K[:, :2, 2] += offset
+    return K
 
 
 def check_colmap_options(process_res_method: str = "upper_bound_resize", **_: object) -> None:
@@ -75,7 +92,7 @@ def write_colmap_model(prediction: Prediction, cloud: PointSet, target: ExportTa
     sizes, names = source_sizes(prediction), source_names(prediction)
     K = intrinsics_to_colmap(scaled_intrinsics(prediction))
     extrinsics = present(prediction.extrinsics, "extrinsics")
-    h, w = prediction.depth.shape[1:]
+    scale, offset = source_mapping(prediction)
     rec = pycolmap.Reconstruction()
     slot = np.zeros(len(cloud), dtype=np.int64)  # index of each point's observation in its image
     by_view = np.argsort(cloud.view, kind="stable")  # one sort, not a scan of every point per view
@@ -88,7 +105,7 @@ def write_colmap_model(prediction: Prediction, cloud: PointSet, target: ExportTa
         rec.add_camera_with_trivial_rig(camera)
         in_view = by_view[bounds[i] : bounds[i + 1]]
         slot[in_view] = np.arange(len(in_view))
-        keypoints = cloud.pixel[in_view] * np.array([sizes[i, 1] / w, sizes[i, 0] / h]) + COLMAP_PIXEL_OFFSET
+        keypoints = cloud.pixel[in_view] * scale[i] + offset[i] + COLMAP_PIXEL_OFFSET
         image = pycolmap.Image(name=names[i], keypoints=keypoints.astype(np.float64), camera_id=i + 1, image_id=i + 1)
         ext = extrinsics[i].astype(np.float64)
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(pycolmap.Rotation3d(ext[:3, :3]), ext[:3, 3]))

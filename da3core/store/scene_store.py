@@ -277,6 +277,8 @@ class SceneStore:
                 "ref_view_idx": pred.ref_view_idx,
                 "source_names": pred.source_names,
                 "source_sizes": None if pred.source_sizes is None else np.asarray(pred.source_sizes).tolist(),
+                "source_scale": None if pred.source_scale is None else np.asarray(pred.source_scale).tolist(),
+                "source_offset": None if pred.source_offset is None else np.asarray(pred.source_offset).tolist(),
             }
         )
 
@@ -343,6 +345,7 @@ class SceneStore:
             stored = _group(group, "gaussians")
             gs = Gaussians(**{name: np.asarray(_array(stored, name)[...]) for name in _GAUSSIAN_DIMS})
         sizes, names = attrs.get("source_sizes"), attrs.get("source_names")
+        scale, offset = attrs.get("source_scale"), attrs.get("source_offset")
         return Prediction(
             depth=get("depth"),
             is_metric=int(attrs.get("is_metric", 0)),
@@ -356,6 +359,8 @@ class SceneStore:
             scale_factor=attrs.get("scale_factor"),
             ref_view_idx=attrs.get("ref_view_idx"),
             source_sizes=None if sizes is None else np.asarray(sizes)[frames],
+            source_scale=None if scale is None else np.asarray(scale, dtype=np.float64)[frames],
+            source_offset=None if offset is None else np.asarray(offset, dtype=np.float64)[frames],
             source_names=None if names is None else names[frames],
         )
 

@@ -14,7 +14,17 @@ from da3core.streaming.pose_graph import ChunkLink, chunk_anchor, solve_chunk_tr
 from da3core.streaming.sim3 import Sim3, apply_sim3
 
 # Per-view fields gathered frame by frame from the chunk that owns each frame (when every chunk has them).
-_PER_VIEW = ("depth", "conf", "sky", "extrinsics", "intrinsics", "processed_images", "source_sizes")
+_PER_VIEW = (
+    "depth",
+    "conf",
+    "sky",
+    "extrinsics",
+    "intrinsics",
+    "processed_images",
+    "source_sizes",
+    "source_scale",
+    "source_offset",
+)
 
 
 def _check_chunks(chunks: Sequence[Prediction], frames: Sequence[np.ndarray]) -> None:

@@ -38,6 +38,8 @@ def _prediction(capture) -> Prediction:
         aux={"feat_layer_5": rng.random((n, 4, 5, 16), np.float32)},
         ref_view_idx=2,
         source_sizes=np.array([[h, w]] * n),
+        source_scale=np.array([[2.5, 2.0]] * n),
+        source_offset=np.array([[7.5, 0.0]] * n),  # a view cropped to stack with others
         source_names=[f"v{i}.png" for i in range(n)],
     )
 
@@ -57,7 +59,8 @@ def test_round_trip(capture, tmp_path, request, where):
     store.mark_complete("h1")
     assert store.is_complete("h1") and not store.is_complete("h2")
     back = SceneStore(url, options).read_prediction()
-    for name in ("depth", "conf", "sky", "extrinsics", "intrinsics", "processed_images", "source_sizes"):
+    per_view = ("depth", "conf", "sky", "extrinsics", "intrinsics", "processed_images", "source_sizes")
+    for name in (*per_view, "source_scale", "source_offset"):
         np.testing.assert_array_equal(getattr(back, name), getattr(pred, name), err_msg=name)
     for name in ("means", "scales", "rotations", "harmonics", "opacities"):
         np.testing.assert_array_equal(getattr(back.gaussians, name), getattr(pred.gaussians, name))

@@ -119,3 +119,40 @@ def test_crop_preprocessing_is_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="resize preprocessing.*upper_bound_crop"):
         export(prediction, "colmap", tmp_path, colmap={"process_res_method": "upper_bound_crop"})
     assert not (tmp_path / "sparse").exists()
+
+
+def test_views_cropped_to_stack_with_other_shapes_get_their_source_cameras_back(tmp_path):
+    """A landscape and a portrait view: preprocessing resizes each, then centre-crops both to the common size.
+    Given the source cameras, the export must give back exactly those cameras, and each observation must be the
+    source pixel the processed pixel came from."""
+    from da3core.preprocess import preprocess_images
+    from da3core.prediction import Prediction
+
+    rng = np.random.default_rng(3)
+    sizes = [(90, 160), (160, 90)]  # (H, W): landscape, portrait
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    K = np.array([[[150.0, 0, 79.5], [0, 150.0, 44.5], [0, 0, 1]], [[140.0, 0, 44.5], [0, 141.0, 79.5], [0, 0, 1]]])
+    batch = preprocess_images(images, process_res=140, intrinsics=K)
+    n, _, h, w = batch.images.shape
+    assert (h, w) == (84, 84) and batch.offset.any()  # both were cropped to stack
+    prediction = Prediction(
+        depth=np.full((n, h, w), 2.0, np.float32),
+        conf=np.full((n, h, w), 2.0, np.float32),
+        extrinsics=np.tile(np.eye(4)[:3], (n, 1, 1)).astype(np.float32),
+        intrinsics=batch.intrinsics,
+        processed_images=batch.processed_images,
+        source_sizes=batch.source_sizes,
+        source_scale=batch.scale,
+        source_offset=batch.offset,
+    )
+    export(prediction, "colmap", tmp_path, conf_thresh_percentile=0)
+    rec = pycolmap.Reconstruction(str(tmp_path / "sparse/0"))
+    for i in range(n):
+        image = rec.images[i + 1]
+        camera = rec.cameras[image.camera_id]
+        assert (camera.height, camera.width) == sizes[i]
+        np.testing.assert_allclose(camera.calibration_matrix(), K[i] + [[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]], atol=1e-4)
+        # Every observation is where the processed pixel's ray meets the source image: K_source @ ray.
+        for p2d in image.points2D[:50]:
+            ray = image.cam_from_world() * rec.points3D[p2d.point3D_id].xyz
+            np.testing.assert_allclose((K[i] @ (ray / ray[2]))[:2] + 0.5, p2d.xy, atol=1e-3)
