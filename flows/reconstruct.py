@@ -32,6 +32,7 @@ from flows.errors import run_cli
 from flows.outcomes import scene_outcome
 from flows.preflight import check_apart, check_input_cameras, check_model, check_output, check_scene, store_bytes
 from flows.progress import report
+from tasks.model_cache import local_weights_identity
 from tasks.reconstruction import align_poses, export_format, infer, ingest
 
 STORE_NAME = "scene.zarr"
@@ -91,7 +92,9 @@ def _reconstruct_locked(
     logger = get_run_logger()
     started = time.perf_counter()
     run = resolved(cfg)
-    inference_hash, full_hash = config_hashes(cfg)
+    # Weights at a local path can be replaced under the same name: their contents key the result (and the chunks).
+    weights = local_weights_identity(cfg.model.path, cfg.model.weights.value == "random")
+    inference_hash, full_hash = config_hashes(cfg, **weights)
     formats = parse_formats(cfg.export)
     options = dict(cfg.storage.options)
     report(0.05, "reading input")
@@ -114,6 +117,7 @@ def _reconstruct_locked(
     valid, stale = set(previous.get("export_files", [])), set(previous.get("stale_exports", []))
     if reuse:
         logger.info("scene %s: inference is up to date (%s); re-exporting only", name, inference_hash)
+        _discard_cache(cfg, store, inference_hash, scene)  # its chunks are in the store (a run killed after its swap)
         result = store
     else:
         if previous and not same_input:

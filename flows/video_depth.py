@@ -41,6 +41,7 @@ from flows.errors import run_cli
 from flows.outcomes import video_outcome
 from flows.preflight import check_output, check_video, check_video_model
 from flows.progress import progress_to, report
+from tasks.model_cache import local_weights_identity
 from tasks.video_depth import SECOND_PASS, VideoJob, estimate, export_second_pass, output_options, probe
 
 STORE_NAME = "depth.zarr"
@@ -76,7 +77,8 @@ def process_video(cfg: VideoDepthConfig) -> VideoDepthResult:
     report(0.0, "probing the video")
     job = probe(source, cfg)
     check_writable(output_dir, options, "output_dir")  # after the probe: a missing video leaves no empty output folder
-    inference_hash, full_hash = config_hashes(cfg, video_sha256=job.sha256)
+    weights = local_weights_identity(cfg.weights, cfg.weights == "random")  # contents, as a file can be replaced
+    inference_hash, full_hash = config_hashes(cfg, video_sha256=job.sha256, **weights)
     store = SceneStore(join_url(output_dir, STORE_NAME), options)
     target = ExportTarget(output_dir, options)
     with store_lock(store, cfg.storage.lock_timeout) as lock:

@@ -18,7 +18,31 @@ if TYPE_CHECKING:  # the schemas live with the flows' config; tasks only read th
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
-_CACHE: dict[tuple, LoadedModel] = {}
+_CACHE: dict[tuple, tuple[tuple, LoadedModel]] = {}  # what is loaded -> (version of its weights file, model)
+_SHA_LOCK = threading.Lock()
+_SHA: dict[tuple, str] = {}  # (real path, size, mtime, inode) -> sha256: a weights file is hashed once per process
+
+
+def weights_sha256(file: Path) -> str:
+    """A weights file's sha256, computed once per process for each version of the file."""
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    with _SHA_LOCK:
+        if key not in _SHA:
+            _SHA[key] = sha256_file(file)
+        return _SHA[key]
+
+
+def local_weights_identity(path: str | None, random: bool) -> dict[str, str]:
+    """``{"weights_sha256": ...}`` for weights a local path holds (a model dir or a checkpoint file), whose contents
+    can change under the same name, so results must be keyed on them; {} for random weights or a hub name."""
+    from da3core.model.model_dir import WEIGHTS_FILE
+
+    if random or not path:
+        return {}
+    local = Path(path).expanduser()
+    file = local / WEIGHTS_FILE if local.is_dir() else local
+    return {"weights_sha256": weights_sha256(file)} if file.is_file() else {}
 
 
 @dataclass
@@ -106,7 +130,8 @@ def get_model(model: ModelConfig) -> LoadedModel:
         net = net.to(device).eval().set_precision(precision)
         return net, source, {"preset": model.preset, "precision": net.precision}
 
-    return _cached(("da3", model.preset, model.path, weights, model.seed, device, precision), load, device)
+    version = tuple(local_weights_identity(model.path, weights == "random").values())  # a file replaced in place
+    return _cached(("da3", model.preset, model.path, weights, model.seed, device, precision), version, load, device)
 
 
 def get_video_depth_model(cfg: VideoDepthConfig) -> LoadedModel:
@@ -129,15 +154,20 @@ def get_video_depth_model(cfg: VideoDepthConfig) -> LoadedModel:
         net = load_model(source, encoder=cfg.encoder, metric=cfg.metric).to(device).eval()
         return net, source, {"name": "video-depth-anything", "encoder": net.encoder, "metric": bool(net.metric)}
 
-    return _cached(("vda", cfg.encoder, cfg.metric, cfg.weights, cfg.seed, device), load, device)
+    version = tuple(local_weights_identity(cfg.weights, cfg.weights == "random").values())
+    return _cached(("vda", cfg.encoder, cfg.metric, cfg.weights, cfg.seed, device), version, load, device)
 
 
-def _cached(key: tuple, load: Callable[[], tuple[Any, str, dict[str, Any]]], device: str) -> LoadedModel:
-    """The model under ``key``, loaded once; ``info`` records what the stores say about its weights."""
+def _cached(
+    key: tuple, version: tuple, load: Callable[[], tuple[Any, str, dict[str, Any]]], device: str
+) -> LoadedModel:
+    """The model under ``key``, loaded once per ``version`` of its weights file (a newer version replaces the older
+    in memory); ``info`` records what the stores say about its weights."""
     from da3core.weights import read_stamp
 
     with _LOCK:
-        if key not in _CACHE:
+        if _CACHE.get(key, (None,))[0] != version:
+            _CACHE.pop(key, None)  # one version kept: the old weights are freed once no running job holds them
             model, source, info = load()
             weights_file = Path(model.weights_file) if model.weights_file else None
             stamp = read_stamp(weights_file) if weights_file and weights_file.is_file() else {}
@@ -145,10 +175,10 @@ def _cached(key: tuple, load: Callable[[], tuple[Any, str, dict[str, Any]]], dev
                 source=source,
                 weights="random" if model.random_weights else "pretrained",
                 seed=int(stamp["seed"]) if model.random_weights and "seed" in stamp else None,
-                weights_sha256=sha256_file(weights_file) if weights_file and weights_file.is_file() else None,
+                weights_sha256=weights_sha256(weights_file) if weights_file and weights_file.is_file() else None,
                 device=device,
             )
             if model.random_weights:
                 info["note"] = "untrained random weights: outputs are not meaningful"
-            _CACHE[key] = LoadedModel(model, info, threading.Lock())
-        return _CACHE[key]
+            _CACHE[key] = (version, LoadedModel(model, info, threading.Lock()))
+        return _CACHE[key][1]

@@ -159,3 +159,27 @@ def test_paths_holding_dollar_braces_and_tilde_are_taken_literally(tmp_path, mon
     assert main([f"scene={quoted(scene)}", "output_dir='~/results'", *FAST, "processing.process_res=28"]) == 0
     assert SceneStore(str(tmp_path / "home" / "results" / "scene.zarr")).is_complete()
     assert not (tmp_path / "~").exists()
+
+
+def test_new_weights_under_the_same_model_dir_are_a_new_result(tmp_path, image_folder):
+    """A checkpoint replaced in place (a newer download into the same folder): the rerun recomputes, and the store
+    names the weights that computed it; the same weights again are skipped."""
+    import shutil
+
+    from da3core.api import write_random_model_dir
+    from da3core.io.inputs import sha256_file
+
+    model = tmp_path / "model"
+    write_random_model_dir("da3-small", model, seed=0)
+    args = [f"scene={image_folder}", f"storage.root={tmp_path / 'out'}", "model=da3-small", f"model.path={model}"]
+    args += ["processing.process_res=56", "export=mini_npz", "model.device=cpu"]
+    first = reconstruct(load_config("reconstruct", args))
+    depth = _group(first)["depth"][...]
+    write_random_model_dir("da3-small", tmp_path / "other", seed=1)
+    shutil.copy(tmp_path / "other" / "model.safetensors", model / "model.safetensors")
+    second = reconstruct(load_config("reconstruct", args))
+    assert second.status == "done", second.status
+    g = _group(second)
+    assert not np.array_equal(g["depth"][...], depth)
+    assert g.attrs["model"]["weights_sha256"] == sha256_file(model / "model.safetensors")
+    assert reconstruct(load_config("reconstruct", args)).status == "skipped"
