@@ -80,7 +80,7 @@ class ChunkCache:
         """Delete this run's chunks (its result is in the scene store, or it will not be resumed)."""
         fs, path = fsspec.core.url_to_fs(join_url(self.root, self.key), **self.storage_options)
         if fs.exists(path):
-            fs.rm(path, recursive=True)
+            _delete_unmarked_first(fs, path)
         root = path.rsplit("/", 1)[0]
         if isinstance(fs, fsspec.implementations.local.LocalFileSystem) and fs.exists(root) and not fs.ls(root):
             fs.rmdir(root)  # object stores have no empty folders to leave behind
@@ -94,5 +94,15 @@ class ChunkCache:
             return []
         others = [e for e in entries if e.rstrip("/").rsplit("/", 1)[-1] != self.key]
         for entry in others:
-            fs.rm(entry, recursive=True)
+            _delete_unmarked_first(fs, entry)
         return others
+
+
+def _delete_unmarked_first(fs: Any, path: str) -> None:
+    """Delete a cache folder, every chunk's root ``zarr.json`` (its marker) first: a deletion cut short (a kill, an
+    S3 batch of 1000 keys at a time) leaves chunks that are whole or unmarked, never marked with arrays gone."""
+    roots = [f"{store.rstrip('/')}/zarr.json" for store in fs.glob(f"{path.rstrip('/')}/*.zarr")]
+    present = [root for root in roots if fs.exists(root)]
+    if present:
+        fs.rm(present)
+    fs.rm(path, recursive=True)

@@ -304,6 +304,18 @@ def test_force_recomputes_the_chunks_a_previous_run_left(image_folder, tmp_path,
     assert not (tmp_path / image_folder.name / "scene.zarr.chunks").exists()
 
 
+@pytest.mark.slow
+def test_a_re_export_removes_the_chunks_a_run_killed_after_its_swap_left(image_folder, tmp_path, monkeypatch):
+    argv = [f"scene={image_folder}", f"storage.root={tmp_path}", *FAST, "streaming.enabled=true"]
+    argv += ["streaming.chunk_size=6", "streaming.overlap=2"]
+    with monkeypatch.context() as patch:  # as a run killed between its store swap and the cache deletion
+        patch.setattr(ChunkCache, "discard", lambda self: None)
+        reconstruct(load_config("reconstruct", [*argv, "export=mini_npz"]))
+    assert (tmp_path / image_folder.name / "scene.zarr.chunks").exists()
+    assert reconstruct(load_config("reconstruct", [*argv, "export=npz"])).status == "exported"
+    assert not (tmp_path / image_folder.name / "scene.zarr.chunks").exists()
+
+
 def _watch_prefect_servers(stop: threading.Event, seen: dict[int, psutil.Process]) -> None:
     """Note every Prefect server of this test session that another process than this one starts, until ``stop``."""
     while not stop.wait(0.2):

@@ -125,8 +125,8 @@ def test_views_cropped_to_stack_with_other_shapes_get_their_source_cameras_back(
     """A landscape and a portrait view: preprocessing resizes each, then centre-crops both to the common size.
     Given the source cameras, the export must give back exactly those cameras, and each observation must be the
     source pixel the processed pixel came from."""
-    from da3core.preprocess import preprocess_images
     from da3core.prediction import Prediction
+    from da3core.preprocess import preprocess_images
 
     rng = np.random.default_rng(3)
     sizes = [(90, 160), (160, 90)]  # (H, W): landscape, portrait

@@ -35,3 +35,44 @@ def test_discarding_removes_the_chunks_and_needs_nothing_cached(open_sequence, t
     assert [p.name for p in root.iterdir()] == ["kept"]
     kept.discard()
     assert not root.exists()  # no empty folder left beside the store
+
+
+def test_a_discard_cut_short_anywhere_leaves_no_finished_chunk_with_arrays_gone(open_sequence, tmp_path, monkeypatch):
+    """Killed at any file deletion (as between two S3 delete batches), every chunk still counted finished reads back
+    exactly as written: the markers go first."""
+    import os
+
+    frames = [np.arange(0, 3), np.arange(2, 5)]
+    preds = [GaugePredictor(open_sequence)(f) for f in frames]
+    real_unlink, real_remove = os.unlink, os.remove
+    total, n = None, 1
+    while total is None or n <= total:
+        cache = ChunkCache(str(tmp_path / f"cut{n}" / "scene.zarr.chunks"), "key")
+        for i, (f, pred) in enumerate(zip(frames, preds)):
+            cache.write(f"chunk_{i:04d}", f, pred, None, {})
+        count = 0
+
+        def cut(path, *args, real=real_unlink, at=n, **kwargs):
+            nonlocal count
+            count += 1
+            if count == at:
+                raise KeyboardInterrupt  # the process ends here
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", cut)
+        monkeypatch.setattr(os, "remove", lambda path, *a, **k: cut(path, *a, real=real_remove, **k))
+        try:
+            cache.discard()
+            total = count  # deletions of a whole discard: every one of them is a place to be cut
+        except KeyboardInterrupt:
+            pass
+        finally:
+            monkeypatch.setattr(os, "unlink", real_unlink)
+            monkeypatch.setattr(os, "remove", real_remove)
+        for i, (f, pred) in enumerate(zip(frames, preds)):
+            if cache.finished(f"chunk_{i:04d}", f) is not None:
+                back = cache.read(f"chunk_{i:04d}")
+                for name in ("depth", "conf", "extrinsics", "intrinsics", "processed_images"):
+                    np.testing.assert_array_equal(getattr(back, name), getattr(pred, name), err_msg=f"cut {n}: {name}")
+        n += 1
+    assert total and total > 20
