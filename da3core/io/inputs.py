@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ from da3core.io import video as video_io
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tiff", "tif")
 VIDEO_EXTENSIONS = ("mp4", "avi", "mov", "mkv", "flv", "wmv", "webm", "m4v")
+
+
+log = logging.getLogger(__name__)
 
 
 class InputError(UserError, ValueError):
@@ -272,6 +276,7 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
         paths.append(file)
         exts.append(image.cam_from_world().matrix())
         ints.append(intrinsics_from_colmap(_camera_for(camera, check_image_header(file), file)))
+    _warn_distortion([rec.cameras[image.camera_id] for image in images])
     model_files = [p for p in sorted(model_dir.iterdir()) if p.is_file()]
     return SceneInput(
         "colmap",
@@ -282,6 +287,20 @@ def _discover_colmap(root: Path, sparse_subdir: str, max_frames: int | None) -> 
         intrinsics=np.stack(ints),
         files=[_file_record(p) for p in paths + model_files],
     )
+
+
+def _warn_distortion(cameras: list[Any]) -> None:
+    """Say so when COLMAP cameras carry lens distortion, which DA3 does not model (it takes the pinhole part)."""
+    distorted = {(c.model.name, c.camera_id) for c in cameras if any(c.params[i] for i in c.extra_params_idxs())}
+    if distorted:
+        models = ", ".join(sorted({name for name, _ in distorted}))
+        log.warning(
+            "%d COLMAP camera(s) (%s) have lens distortion, which DA3 does not model: the views are used as pinhole "
+            "images and the colmap export writes PINHOLE cameras; for exact cameras undistort the dataset first "
+            "(colmap image_undistorter) and give its output as the scene",
+            len(distorted),
+            models,
+        )
 
 
 def _camera_for(camera: Any, size: tuple[int, int], file: Path) -> np.ndarray:

@@ -243,3 +243,22 @@ def test_an_input_rewritten_after_hashing_is_refused_not_recorded(image_folder, 
     monkeypatch.setattr(inputs, "sha256_file", written_while_hashed)
     with pytest.raises(InputError, match="changed while this run read it"):
         discover_scene(video, fps=7.0)
+
+
+def test_lens_distortion_of_colmap_cameras_is_named_not_silently_dropped(capture, tmp_path, caplog):
+    import pycolmap
+
+    write_colmap(capture, tmp_path)
+    discover_scene(tmp_path)
+    assert "distortion" not in caplog.text  # pinhole cameras: nothing to say
+    rec = pycolmap.Reconstruction(str(tmp_path / "sparse" / "0"))
+    for camera_id, camera in list(rec.cameras.items()):
+        fx, fy, cx, cy = camera.params
+        distorted = pycolmap.Camera.create_from_model_name(camera_id, "OPENCV", fx, camera.width, camera.height)
+        distorted.params = [fx, fy, cx, cy, -0.08, 0.01, 0.001, -0.001]
+        rec.cameras[camera_id] = distorted
+    rec.write(str(tmp_path / "sparse" / "0"))
+    scene = discover_scene(tmp_path)
+    assert len(scene) == len(capture)
+    assert f"{len(rec.cameras)} COLMAP camera(s) (OPENCV) have lens distortion" in caplog.text
+    assert "colmap image_undistorter" in caplog.text
