@@ -249,7 +249,7 @@ def store_lock(store: SceneStore, timeout: float = 0.0, ttl: float = LEASE_TTL) 
             continue
         if time.monotonic() >= deadline:
             raise StoreLockedError(
-                f"scene store {store.url} is being written by {describe_holder(impl.holder())}; wait for that run "
+                f"{store.url} is being written by {describe_holder(impl.holder())}; wait for that run "
                 "to finish, or set storage.lock_timeout=SECONDS to wait for it"
             )
         time.sleep(_POLL)

@@ -140,7 +140,7 @@ def test_two_runs_on_one_scene(room, tmp_path, capsys):
         for res in (112, 56):  # another config, then the same one
             assert main(_argv(room, out, res)) == 2
             line = capsys.readouterr().err.strip().splitlines()[-1]
-            assert line.startswith("error: scene store") and f"pid {holder} on " in line, line
+            assert line.startswith(f"error: {store} is being written by") and f"pid {holder} on " in line, line
             assert "flows/reconstruct.py" in line and "storage.lock_timeout" in line, line
         threading.Timer(2.0, os.kill, (holder, signal.SIGCONT)).start()
         started = time.time()

@@ -71,7 +71,7 @@ def test_second_writer_fails_at_once_naming_the_holder_or_waits(store):
         started = time.monotonic()
         message = locked_out(store)
         assert time.monotonic() - started < 5
-        assert "\n" not in message and message.startswith(f"scene store {store.url} is being written by")
+        assert "\n" not in message and message.startswith(f"{store.url} is being written by")
         assert f"pid {holder.proc.pid} on {socket.gethostname()}" in message and "hold_lock.py" in message
         assert "storage.lock_timeout=SECONDS" in message
         assert "pid" in locked_out(store, timeout=1.0)  # waits its second, then gives up

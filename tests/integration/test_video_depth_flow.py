@@ -329,7 +329,8 @@ def test_second_run_on_an_output_being_written_fails_naming_the_holder(tmp_path,
         argv = [f"video={clip.path}", f"output_dir={out}", *FAST, "max_frames=2"]
         assert main(argv) == 2
         line = capsys.readouterr().err.strip().splitlines()[-1]
-        assert line.startswith("error: scene store") and f"pid {holder.pid} on " in line and "lock_timeout" in line
+        assert line.startswith(f"error: {out / 'depth.zarr'} is being written by") and f"pid {holder.pid} on " in line
+        assert "lock_timeout" in line
         assert not (out / "depth.zarr").exists() and not (out / "depth.ndjson").exists()
         holder.communicate("release\n", timeout=30)
         assert video_depth(load_config("video_depth", argv)).status == "done"
