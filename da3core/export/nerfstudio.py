@@ -6,12 +6,14 @@
   principal point is shifted by +0.5 from ours) and ``transform_matrix``, the camera-to-world pose with OpenGL
   axes (OpenCV c2w with its y and z columns negated), in the prediction's world frame; top-level
   ``ply_file_path: points3D.ply``;
-- ``points3D.ply``: at most ``num_points`` confident points (same rule as glb) to seed splatfacto.
+- ``points3D.ply``: at most ``num_points`` confident points (same rule as glb) to seed splatfacto; when no point
+  passes the threshold, neither the file nor ``ply_file_path`` is written (splatfacto then starts at random).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -28,6 +30,7 @@ from da3core.geometry import affine_inverse, as_homogeneous, intrinsics_to_colma
 from da3core.prediction import Prediction, present
 
 ROOT = "nerfstudio"
+log = logging.getLogger(__name__)
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
@@ -60,8 +63,9 @@ def check_prediction_names(prediction: Prediction) -> None:
     check_source_names(source_names(prediction))
 
 
-def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) -> dict:
-    """The transforms.json content for ``image_paths`` (relative to the dataset folder)."""
+def transforms(prediction: Prediction, image_paths: list[str], ply_path: str | None) -> dict:
+    """The transforms.json content for ``image_paths`` (relative to the dataset folder); no ``ply_file_path``
+    when ``ply_path`` is None."""
     h, w = prediction.depth.shape[1:]
     intrinsics, extrinsics = present(prediction.intrinsics, "intrinsics"), present(prediction.extrinsics, "extrinsics")
     frames = []
@@ -80,7 +84,7 @@ def transforms(prediction: Prediction, image_paths: list[str], ply_path: str) ->
                 "transform_matrix": c2w.tolist(),
             }
         )
-    return {"camera_model": "OPENCV", "ply_file_path": ply_path, "frames": frames}
+    return {"camera_model": "OPENCV", **({"ply_file_path": ply_path} if ply_path else {}), "frames": frames}
 
 
 def write_nerfstudio(
@@ -102,9 +106,14 @@ def write_dataset(prediction: Prediction, cloud: PointSet, target: ExportTarget)
         with target.staged(f"{ROOT}/{rel}") as local:
             Image.fromarray(images[i]).save(local, format="PNG")
         paths.append(target.url(f"{ROOT}/{rel}"))
-    with target.staged(f"{ROOT}/points3D.ply") as local:
-        save_point_ply(local, cloud.xyz, cloud.rgb)
-    paths.append(target.url(f"{ROOT}/points3D.ply"))
-    content = json.dumps(transforms(prediction, relpaths, "points3D.ply"), indent=2)
+    ply_path = None
+    if len(cloud):
+        ply_path = "points3D.ply"
+        with target.staged(f"{ROOT}/{ply_path}") as local:
+            save_point_ply(local, cloud.xyz, cloud.rgb)
+        paths.append(target.url(f"{ROOT}/{ply_path}"))
+    else:  # a 0-vertex PLY is refused by nerfstudio's reader (Open3D); without one, splatfacto starts at random
+        log.warning("nerfstudio: no point passed the confidence threshold; transforms.json names no seed points")
+    content = json.dumps(transforms(prediction, relpaths, ply_path), indent=2)
     paths.append(target.write_bytes(f"{ROOT}/transforms.json", content.encode()))
     return paths

@@ -6,6 +6,7 @@ layout Open3D, CloudCompare, MeshLab and nerfstudio read. Points follow :mod:`da
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from plyfile import PlyData, PlyElement
 from da3core.export.points import confident_points
 from da3core.export.target import ExportTarget
 from da3core.prediction import Prediction
+
+log = logging.getLogger(__name__)
 
 
 def save_point_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
@@ -32,6 +35,8 @@ def save_point_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) -> None:
 def write_ply(prediction: Prediction, target: ExportTarget, **options: Any) -> list[str]:
     """Write ``points.ply`` (options: see :func:`confident_points`)."""
     cloud = confident_points(prediction, **options)
+    if not len(cloud):  # still written, as asked: a valid PLY, though some readers (Open3D) refuse 0 vertices
+        log.warning("ply: no point passed the confidence threshold; points.ply has 0 vertices")
     with target.staged("points.ply") as local:
         save_point_ply(local, cloud.xyz, cloud.rgb)
     return [target.url("points.ply")]

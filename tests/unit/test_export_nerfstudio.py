@@ -63,6 +63,19 @@ def test_every_pixels_ray_passes_through_its_scene_point_and_point_cloud_is_deci
     assert ((xyz >= lo - 1e-4) & (xyz <= hi + 1e-4)).all()
 
 
+def test_a_scene_without_confident_points_names_no_seed_points(tmp_path, caplog):
+    """nerfstudio reads ``ply_file_path`` with Open3D, which refuses a 0-vertex PLY: none is named or written."""
+    prediction, _ = synthetic_prediction(n_views=2, width=70, height=56)
+    prediction.depth[:] = np.nan  # no valid pixel: no point passes
+    paths = export(prediction, "nerfstudio+ply", tmp_path)
+    root = tmp_path / "nerfstudio"
+    meta = json.loads((root / "transforms.json").read_text())
+    assert "ply_file_path" not in meta and len(meta["frames"]) == 2
+    assert not (root / "points3D.ply").exists() and str(root / "points3D.ply") not in paths["nerfstudio"]
+    assert PlyData.read(str(tmp_path / "points.ply"))["vertex"].count == 0  # asked for: written, and said so
+    assert "names no seed points" in caplog.text and "points.ply has 0 vertices" in caplog.text
+
+
 def test_colliding_file_stems_are_a_one_line_user_error_before_any_file(tmp_path):
     prediction = synthetic_prediction(n_views=3, width=70, height=56)[0]
     prediction.source_names = ["frame_0000.jpg", "frame_0001.jpg", "frame_0000.png"]
