@@ -146,11 +146,17 @@ class DepthAnything3(nn.Module):
         export_feat_layers: Sequence[int] | None = None,
     ) -> Inference:
         """Preprocess and run the network (pose-conditioned when extrinsics + intrinsics are given), no alignment."""
+        image = views_of(image)
         if extrinsics is not None and intrinsics is None:
             raise ValueError("pose conditioning needs intrinsics together with extrinsics")
-        if extrinsics is not None and len(extrinsics) != len(image):
-            raise ValueError(f"{len(extrinsics)} extrinsics for {len(image)} images")
-        batch = preprocess_images(list(image), process_res, process_res_method, intrinsics)
+        intrinsics = None if intrinsics is None else check_intrinsics(intrinsics, len(image))
+        if extrinsics is not None:
+            extrinsics = check_extrinsics(extrinsics, len(image))
+        if export_feat_layers:
+            from da3core.export import check_feature_layers
+
+            check_feature_layers(export_feat_layers, self.preset)
+        batch = preprocess_images(image, process_res, process_res_method, intrinsics)
         ext_t = None if extrinsics is None else torch.from_numpy(_as44(extrinsics))[None].float()
         ixt_t = None if batch.intrinsics is None else torch.from_numpy(batch.intrinsics)[None]
         out = self.forward(
@@ -177,7 +183,9 @@ class DepthAnything3(nn.Module):
             source_sizes=batch.source_sizes,
             source_scale=batch.scale,
             source_offset=batch.offset,
-            source_names=[os.path.basename(str(p)) for p in image] if isinstance(image[0], (str, Path)) else None,
+            source_names=[os.path.basename(str(p)) for p in image]
+            if all(isinstance(p, (str, Path)) for p in image)
+            else None,
         )
         return Inference(pred, batch.intrinsics)
 
@@ -206,7 +214,17 @@ class DepthAnything3(nn.Module):
     ) -> Prediction:
         """Upstream-compatible inference: preprocess, forward, align to input poses, optionally export."""
         formats = None
-        if export_dir is not None:
+        options = {
+            **(export_kwargs or {}),
+            "conf_thresh_percentile": conf_thresh_percentile,
+            "num_max_points": num_max_points,
+            "show_cameras": show_cameras,
+            "feat_vis_fps": feat_vis_fps,
+            "render_exts": render_exts,
+            "render_ixts": render_ixts,
+            "render_hw": render_hw,
+        }
+        if export_dir is not None:  # every export check that needs no prediction runs before inference
             from da3core.export import check_formats, parse_formats
 
             formats = parse_formats(export_format)
@@ -216,6 +234,8 @@ class DepthAnything3(nn.Module):
                 has_gaussians=infer_gs,
                 has_features=bool(export_feat_layers),
                 has_cameras=get_preset(self.preset).net.any_view,
+                process_res_method=process_res_method,
+                options=options,
             )
         result = self.infer(
             image,
@@ -234,20 +254,64 @@ class DepthAnything3(nn.Module):
         if formats and export_dir is not None:
             from da3core.export import export
 
-            export(
-                pred,
-                formats,
-                export_dir,
-                **(export_kwargs or {}),
-                conf_thresh_percentile=conf_thresh_percentile,
-                num_max_points=num_max_points,
-                show_cameras=show_cameras,
-                feat_vis_fps=feat_vis_fps,
-                render_exts=render_exts,
-                render_ixts=render_ixts,
-                render_hw=render_hw,
-            )
+            export(pred, formats, export_dir, **options)
         return pred
+
+
+def views_of(image: Any) -> list[ImageLike]:
+    """The views of ``image``: a list or tuple of images, or an (N, H, W, C) array; anything else is refused (a single
+    (H, W, 3) array would otherwise be read as H one-row views)."""
+    if isinstance(image, np.ndarray) and image.ndim == 4:
+        return list(image)
+    if isinstance(image, (list, tuple)):
+        if not image:
+            raise ValueError("no images: pass a list of at least one image")
+        return list(image)
+    what = f"an array of shape {image.shape}" if isinstance(image, np.ndarray) else f"a {type(image).__name__}"
+    raise TypeError(
+        f"image must be a list of images (paths, PIL images or uint8 arrays) or an (N, H, W, 3) array, got {what}; "
+        "pass one image as [image]"
+    )
+
+
+def check_intrinsics(intrinsics: Any, n: int) -> np.ndarray:
+    """``intrinsics`` as a float (n, 3, 3) array (its own float type kept), refused unless finite with positive focal
+    lengths."""
+    K = _floats(intrinsics)
+    if K.shape != (n, 3, 3):
+        raise ValueError(f"intrinsics must be ({n}, 3, 3), one pinhole matrix per image, got {K.shape}")
+    bad = np.flatnonzero(~np.isfinite(K).all(axis=(1, 2)) | (K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0))
+    if len(bad):
+        raise ValueError(
+            f"intrinsics of view {bad[0]} are not finite with positive focal lengths: {K[bad[0]].tolist()}"
+        )
+    return K
+
+
+def check_extrinsics(extrinsics: Any, n: int) -> np.ndarray:
+    """``extrinsics`` as a float (n, 3|4, 4) world-to-camera array, refused unless finite rigid motions."""
+    E = _floats(extrinsics)
+    if E.ndim != 3 or E.shape[1:] not in ((3, 4), (4, 4)) or len(E) != n:
+        raise ValueError(f"extrinsics must be ({n}, 3, 4) or ({n}, 4, 4) world-to-camera, one per image, got {E.shape}")
+    R = E[:, :3, :3]
+    with np.errstate(invalid="ignore"):  # NaN views are refused by the first test
+        rigid = np.isfinite(E).all(axis=(1, 2))
+        rigid &= np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2)) < 1e-3
+        rigid &= np.linalg.det(np.where(np.isfinite(R), R, 0)) > 0
+    if E.shape[1] == 4:
+        rigid &= np.all(E[:, 3] == [0, 0, 0, 1], axis=1)
+    bad = np.flatnonzero(~rigid)
+    if len(bad):
+        raise ValueError(
+            f"extrinsics of view {bad[0]} are not a rigid world-to-camera motion (finite, rotation part orthonormal "
+            f"with determinant 1, last row 0 0 0 1): {E[bad[0]].round(4).tolist()}"
+        )
+    return E
+
+
+def _floats(values: Any) -> np.ndarray:
+    array = np.asarray(values)
+    return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
 
 
 def normalize_extrinsics(ext: torch.Tensor) -> torch.Tensor:

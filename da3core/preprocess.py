@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from da3core.choices import RESIZE_METHODS
 from da3core.errors import UserError
@@ -53,18 +53,26 @@ class PreprocessedBatch:
 
 
 def load_image(src: ImageLike) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a path, a PIL image or an array (grey, RGB or RGBA uint8)."""
+    """RGB uint8 (H, W, 3) from a path, a PIL image or an array (grey, RGB or RGBA uint8); 16-bit samples are scaled
+    to 8 bits (``round(v * 255 / 65535)``) as the flows read them, not clipped."""
+    from da3core.io.inputs import InputError, read_image
+
     if isinstance(src, (str, Path)):
+        if not Path(src).is_file():
+            raise ImageLoadError(f"image not found: {src}")
         try:
-            with Image.open(src) as im:
-                return np.asarray(im.convert("RGB"))
-        except FileNotFoundError as exc:
-            raise ImageLoadError(f"image not found: {src}") from exc
-        except Image.DecompressionBombError as exc:
-            raise ImageLoadError(f"cannot read image {src}: {exc} Downscale it.") from exc
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ImageLoadError(f"cannot read image {src} ({exc.__class__.__name__}); replace or remove it") from exc
+            return read_image(src)
+        except InputError as exc:
+            raise ImageLoadError(str(exc)) from exc
     if isinstance(src, Image.Image):
+        if src.mode == "F":
+            raise ImageLoadError(
+                "a float PIL image (mode F) has no colour scale; convert it to 8 bits, e.g. "
+                "Image.fromarray((np.asarray(im) * 255).round().astype(np.uint8)) for values in [0, 1]"
+            )
+        if src.mode.startswith("I;16") or src.mode == "I":  # 16-bit (or 32-bit integer) grey
+            wide = np.clip(np.asarray(src, dtype=np.int64), 0, 65535)
+            return np.repeat(((wide * 255 + 32767) // 65535).astype(np.uint8)[..., None], 3, axis=2)
         return np.asarray(src.convert("RGB"))
     if isinstance(src, np.ndarray):
         if src.dtype != np.uint8 or not (src.ndim == 2 or (src.ndim == 3 and src.shape[2] in (1, 3, 4))):

@@ -90,7 +90,12 @@ def write_colmap_model(prediction: Prediction, cloud: PointSet, target: ExportTa
     import pycolmap
 
     sizes, names = source_sizes(prediction), source_names(prediction)
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # COLMAP finds an image by its name: two views of one name would share it
+        raise ValueError(f"COLMAP image names must be unique, but {twice[:3]} name several views; set source_names")
     K = intrinsics_to_colmap(scaled_intrinsics(prediction))
+    if not np.isfinite(K).all() or not np.isfinite(present(prediction.extrinsics, "extrinsics")).all():
+        raise ValueError("the prediction's cameras hold NaN or infinite values; a COLMAP model cannot describe them")
     extrinsics = present(prediction.extrinsics, "extrinsics")
     scale, offset = source_mapping(prediction)
     rec = pycolmap.Reconstruction()

@@ -330,6 +330,8 @@ def export(
     the formats that use them, and a per-format option wins over a shared one. Every check that needs no
     writing (names, prediction fields, options, a writable ``export_dir``) runs before the first file.
     """
+    if not isinstance(export_dir, (str, os.PathLike)) or not str(export_dir):
+        raise TypeError(f"export_dir must be a folder path or URL, got {export_dir!r}")
     names = parse_formats(formats)
     lazy = reads_frames(prediction)
     for name in names:

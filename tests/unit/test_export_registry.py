@@ -73,13 +73,15 @@ def test_feature_layers_are_checked_against_the_real_backbone_depth(preset):
 def test_the_backbone_really_drops_layers_beyond_its_depth(tmp_path):
     """Why the check exists: the network returns no feature, and no error, for a layer it does not have."""
     from da3core.api import DepthAnything3, write_random_model_dir
+    from da3core.preprocess import preprocess_images
 
     model = DepthAnything3.from_pretrained(write_random_model_dir("da3-small", tmp_path / "m"))
-    image = np.zeros((28, 28, 3), np.uint8)
-    result = model.infer([image], process_res=28, export_feat_layers=[11, 12])
-    assert sorted(result.prediction.aux) == ["feat_layer_11"]
+    batch = preprocess_images([np.zeros((28, 28, 3), np.uint8)], 28)
+    assert sorted(model.forward(batch.images[None], export_feat_layers=[11, 12])["aux"]) == [11]
     with pytest.raises(ValueError, match=r"\[12\] are not blocks of da3-small's backbone"):
         check_feature_layers([11, 12], "da3-small")
+    with pytest.raises(ValueError, match=r"\[12\] are not blocks"):  # so the API asks before the network runs
+        model.infer([np.zeros((28, 28, 3), np.uint8)], process_res=28, export_feat_layers=[11, 12])
 
 
 def test_options_are_checked_before_inference_with_check_formats():
