@@ -17,6 +17,10 @@ import numpy as np
 from da3core.choices import EVAL_MODES
 
 DATASET_ORDER = ("hiroom", "eth3d", "dtu", "7scenes", "scannetpp", "dtu64")  # upstream's summary columns
+# Upstream's pose summary reports DTU-64 in DTU's place and leaves full DTU out (here: last, outside the average).
+POSE_ORDER = ("hiroom", "eth3d", "dtu64", "7scenes", "scannetpp", "dtu")
+# Modes whose average leaves DTU out, as upstream's summary: pose (see above), reconstruction (millimetres).
+DTU_NOT_AVERAGED = ("pose", "recon_unposed", "recon_posed")
 DATASET_DISPLAY = {
     "hiroom": "HiRoom",
     "eth3d": "ETH3D",
@@ -107,9 +111,10 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 def _order(dataset: str, mode: str) -> tuple[int, int]:
+    order = POSE_ORDER if mode == "pose" else DATASET_ORDER
     return (
         EVAL_MODES.index(mode) if mode in EVAL_MODES else len(EVAL_MODES),
-        DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER),
+        order.index(dataset) if dataset in order else len(order),
     )
 
 
@@ -143,7 +148,8 @@ def _fmt(value: float | None) -> str:
 def summary_text(results: BenchmarkResults) -> str:
     """The printed summary: a block per mode, a row per metric, Avg then the datasets in upstream's order.
 
-    As upstream, the reconstruction average leaves DTU out (its metrics are millimetres, not an F-score).
+    As upstream, the pose and reconstruction averages leave DTU out (pose: upstream reports DTU-64 instead;
+    reconstruction: DTU's metrics are millimetres, not an F-score).
     """
     tables = results.tables()
     lines = ["=" * 100, "SUMMARY", "=" * 100]
@@ -151,7 +157,7 @@ def summary_text(results: BenchmarkResults) -> str:
         datasets = sorted({d for d, m in map(split_key, tables) if m == mode}, key=lambda d: _order(d, mode))
         if not datasets:
             continue
-        averaged = [d for d in datasets if not (mode.startswith("recon") and d == "dtu")]
+        averaged = [d for d in datasets if not (mode in DTU_NOT_AVERAGED and d == "dtu")]
         header = f"{'Metric':<15}{'Avg' + ('*' if averaged != datasets else ''):<12}" + "".join(
             f"{DATASET_DISPLAY.get(d, d):<12}" for d in datasets
         )
@@ -162,7 +168,8 @@ def summary_text(results: BenchmarkResults) -> str:
             avg = sum(present) / len(present) if present else None
             lines.append(f"{label:<15}{_fmt(avg):<12}" + "".join(f"{_fmt(values[d]):<12}" for d in datasets))
         if averaged != datasets:
-            lines.append("* Avg leaves DTU out (millimetre distances, no F-score), as upstream's summary does")
+            why = "it reports DTU-64" if mode == "pose" else "millimetre distances, no F-score"
+            lines.append(f"* Avg leaves DTU out ({why}), as upstream's summary does")
     failures = results.failure_lines()
     if failures:
         lines += ["", f"FAILURES ({len(failures)})", *failures]

@@ -169,3 +169,20 @@ def test_readers_on_s3_match_the_local_copy(bench_root):
             assert (mask_a is None and mask_b is None) or np.array_equal(mask_a, mask_b)
         with pytest.raises(DatasetNotFoundError, match="s3://da3-test/bench/nothing"):
             open_dataset("eth3d", "s3://da3-test/bench/nothing", storage_options=options)
+
+
+def test_empty_or_damaged_ground_truth_files_are_layout_errors_naming_the_file(bench_root, tmp_path):
+    root = shutil.copytree(bench_root("hiroom"), tmp_path / "hiroom")
+    folder = root / "data/synthetic/room_00/cam_00"
+    (folder / "cam_K.npy").write_bytes(b"")
+    with pytest.raises(LayoutError, match=f"cannot read {folder / 'cam_K.npy'} as a .npy array .*download that"):
+        open_dataset("hiroom", root).load("synthetic/room_00/cam_00")
+    (folder / "cam_K.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(LayoutError, match="as a .npy array") as err:
+        open_dataset("hiroom", root).load("synthetic/room_00/cam_00")
+    assert "allow_pickle" not in str(err.value)
+    scene = open_dataset("hiroom", root).load("synthetic/room_01/cam_00")
+    depth = sorted((root / "data/synthetic/room_01/cam_00/depth").iterdir())[0]
+    depth.write_bytes(b"")
+    with pytest.raises(LayoutError, match=f"image {depth} is empty \\(0 bytes\\)"):
+        open_dataset("hiroom", root).gt_depth(scene, 0)

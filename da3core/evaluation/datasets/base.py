@@ -90,13 +90,22 @@ class DatasetStore:
     def read_image(self, *parts: str) -> np.ndarray:
         """An image file decoded as stored (8/16-bit, grey or BGR as OpenCV reads it)."""
         data = np.frombuffer(self.read_bytes(*parts), dtype=np.uint8)
+        if not data.size:  # OpenCV asserts on an empty buffer
+            raise LayoutError(f"image {self.url(*parts)} is empty (0 bytes); download that file of the dataset again")
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise LayoutError(f"cannot decode image {self.url(*parts)}")
+            raise LayoutError(f"cannot decode image {self.url(*parts)}; download that file of the dataset again")
         return image
 
     def read_npy(self, *parts: str) -> np.ndarray:
-        return np.load(io.BytesIO(self.read_bytes(*parts)), allow_pickle=False)
+        """A ``.npy`` array; LayoutError naming the file when it is empty, cut short or not an array file."""
+        try:
+            return np.load(io.BytesIO(self.read_bytes(*parts)), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:  # numpy's words ("allow_pickle") would mislead here
+            reason = str(exc).splitlines()[0] if str(exc) else "empty"
+            raise LayoutError(
+                f"cannot read {self.url(*parts)} as a .npy array ({reason}); download that file of the dataset again"
+            ) from exc
 
     def local(self, *parts: str) -> Path:
         """A local path to a file or folder (remote ones are copied into the cache once)."""
