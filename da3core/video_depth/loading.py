@@ -63,8 +63,12 @@ def load_model(source: str | os.PathLike, encoder: str | None = None, metric: bo
         implied = _encoder_of(state, file)
     if encoder is not None and encoder != implied:
         raise WeightsError(f"{file} holds a {implied} model, not {encoder}")
+    stamped = None if "metric" not in stamp else stamp["metric"] == "true"
+    if metric is not None and stamped is not None and metric != stamped:
+        kind = "metric depth" if stamped else "relative disparity"
+        raise WeightsError(f"{file} holds a {kind} model (its stamp says so), not metric={metric}; drop metric=")
     if metric is None:
-        metric = stamp.get("metric") == "true" if "metric" in stamp else file.name.startswith("metric_")
+        metric = stamped if stamped is not None else file.name.startswith("metric_")
     with torch.device("meta"):
         model = VideoDepthAnything(implied, metric)
     load_strict(model, file, what=f"the {implied} Video Depth Anything model")

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 
 from da3core.video_depth.preprocess import network_size, preprocess_frame
 
+_END = object()  # what the frame iterator gives once it is exhausted
+
 
 class FrameSource:
     """Pulls frames from an iterator on demand and keeps only the preprocessed ones still needed.
@@ -30,10 +32,12 @@ class FrameSource:
     def has(self, index: int) -> bool:
         """Whether frame ``index`` exists (reading up to it)."""
         while self.count <= index and not self.exhausted:
-            frame = next(self._frames, None)
-            if frame is None:
+            frame = next(self._frames, _END)
+            if frame is _END:
                 self.exhausted = True
                 break
+            if frame is None:  # not the end of the video: a frame that failed to arrive
+                raise ValueError(f"frame {self.count} is None; pass every frame as an (H, W, 3) uint8 array")
             frame = np.asarray(frame)
             if self.count == 0:
                 self.frame_size = (frame.shape[0], frame.shape[1])

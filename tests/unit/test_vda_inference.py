@@ -120,6 +120,9 @@ def test_short_empty_and_inconsistent_inputs(expected, relative):
         list(infer_windows(relative, mixed, input_size=size))
     with pytest.raises(ValueError, match="uint8 RGB"):
         list(infer_streaming(relative, [expected["frames"][0].astype(np.float32)], input_size=size))
+    for infer in (infer_windows, infer_streaming):  # a lost frame is not the end of the video
+        with pytest.raises(ValueError, match="frame 1 is None"):
+            list(infer(relative, [expected["frames"][0], None, expected["frames"][2]], input_size=size))
 
 
 def test_fp16_request_runs_fp32_off_cuda(expected, relative):

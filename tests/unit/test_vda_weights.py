@@ -89,6 +89,9 @@ def test_load_reports_random_weights_and_infers_encoder_and_metric(vits_pth, tmp
         assert load_model(str(plain)).random_weights is is_random
     st = load_model(str(write_random_checkpoint(tmp_path / "w.safetensors", "vits", metric=True)))
     assert (st.metric, st.random_weights) == (True, True)
+    # metric= may not contradict a file's stamp: relative disparity would be labelled metres
+    with pytest.raises(WeightsError, match="holds a relative disparity model .*not metric=True"):
+        load_model(str(vits_pth), metric=True)
 
 
 def test_load_resolves_dir_and_name(vits_pth):
