@@ -7,6 +7,7 @@ Camera encoder/decoder, heads and geometry always run in fp32.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,14 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from da3core.choices import PRECISIONS
+from da3core.choices import PRECISIONS, REF_VIEW_STRATEGIES
 from da3core.model.model_dir import KEY_PREFIX, WEIGHTS_FILE, read_config, resolve_model_dir
 from da3core.model.model_dir import write_random_model_dir as _write_random
 from da3core.model.net import DepthAnything3Net, NestedDepthAnything3Net
 from da3core.model.presets import get_preset
 from da3core.pose_align import align_prediction_to_input
 from da3core.prediction import Prediction
-from da3core.preprocess import ImageLike, preprocess_images
+from da3core.preprocess import PATCH_SIZE, ImageLike, preprocess_images
 from da3core.weights import is_random, load_strict, read_stamp
 
 _AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -147,6 +148,14 @@ class DepthAnything3(nn.Module):
     ) -> Inference:
         """Preprocess and run the network (pose-conditioned when extrinsics + intrinsics are given), no alignment."""
         image = views_of(image)
+        if isinstance(process_res, bool) or not isinstance(process_res, numbers.Integral) or process_res < PATCH_SIZE:
+            raise ValueError(
+                f"process_res must be a whole number of pixels, at least {PATCH_SIZE}, got {process_res!r}"
+            )
+        if ref_view_strategy not in REF_VIEW_STRATEGIES:
+            raise ValueError(
+                f"unknown ref_view_strategy {ref_view_strategy!r}; allowed: {', '.join(REF_VIEW_STRATEGIES)}"
+            )
         if extrinsics is not None and intrinsics is None:
             raise ValueError("pose conditioning needs intrinsics together with extrinsics")
         intrinsics = None if intrinsics is None else check_intrinsics(intrinsics, len(image))

@@ -234,7 +234,9 @@ def parse_formats(spec: str | Sequence[str]) -> list[str]:
     names = [n.strip() for item in items for n in re.split(r"[-+,]", str(item)) if n.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown:
-        raise ValueError(f"unknown export format(s) {', '.join(map(repr, unknown))}; valid: {', '.join(FORMATS)}")
+        meant = [m for item in items if (m := str(item).strip().replace("-", "_")) in FORMATS and m not in names]
+        hint = f" ('-' separates formats: did you mean {', '.join(meant)}?)" if meant else ""
+        raise ValueError(f"unknown export format(s) {', '.join(map(repr, unknown))}{hint}; valid: {', '.join(FORMATS)}")
     return list(dict.fromkeys(names))
 
 

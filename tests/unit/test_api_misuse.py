@@ -113,3 +113,25 @@ def test_exports_refuse_no_folder_and_colmap_views_of_one_name(model, tmp_path):
     with pytest.raises(ValueError, match=r"COLMAP image names must be unique, but \['x.jpg'\]"):
         export(twice, "colmap", tmp_path / "out")
     assert not (tmp_path / "out" / "sparse").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"process_res": "56"}, "process_res must be a whole number of pixels, at least 14, got '56'"),
+        ({"process_res": -56}, "at least 14, got -56"),
+        ({"ref_view_strategy": "middel"}, "unknown ref_view_strategy 'middel'; allowed: "),
+    ],
+    ids=["text", "negative", "strategy"],
+)
+def test_settings_are_checked_whatever_the_number_of_views(no_forward, kwargs, message):
+    with pytest.raises(ValueError) as info:
+        no_forward.inference([IMAGE], **kwargs)
+    assert message in str(info.value)
+
+
+def test_a_format_name_split_at_its_hyphen_suggests_the_name():
+    from da3core.export import parse_formats
+
+    with pytest.raises(ValueError, match=r"'mini' \('-' separates formats: did you mean mini_npz\?\)"):
+        parse_formats("mini-npz")
