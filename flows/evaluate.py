@@ -83,8 +83,8 @@ def plan_benchmark(cfg: EvaluateConfig, results: BenchmarkResults) -> list[Scene
     """Open every dataset and list its scenes; a dataset that cannot be read and a mode that does not apply are
     recorded in ``results`` and left out."""
     logger = get_run_logger()
-    plans = []
-    for name in cfg.benchmark:
+    plans, listed = [], set()
+    for name in dict.fromkeys(cfg.benchmark):  # a dataset listed twice is evaluated once
         for mode in results.modes:
             reason = unsupported_reason(DATASETS[name], mode, cfg.predictor is Predictor.ground_truth)
             if reason:
@@ -99,10 +99,14 @@ def plan_benchmark(cfg: EvaluateConfig, results: BenchmarkResults) -> list[Scene
             results.dataset_failures[name] = _one_line(exc)
             logger.error("%s: %s", name, results.dataset_failures[name])
             continue
+        listed |= set(scenes)
         if cfg.scene_names:
             scenes = [s for s in scenes if s in cfg.scene_names]
         plans += [ScenePlan(name, root, scene, modes) for scene in scenes]
         logger.info("%s (%s): %d scenes, modes %s", name, root, len(scenes), ", ".join(modes))
+    for missing in [n for n in dict.fromkeys(cfg.scene_names) if n not in listed]:  # a misspelt name says so
+        results.not_applicable[f"scene_names/{missing}"] = f"no scene {missing!r} in {', '.join(cfg.benchmark)}"
+        logger.warning("scene_names: no scene %r in %s", missing, ", ".join(cfg.benchmark))
     return plans
 
 
@@ -181,7 +185,7 @@ def evaluate(cfg: EvaluateConfig) -> BenchmarkResults:
     validate_evaluate(cfg)  # a deployment's parameters arrive typed but unchecked
     out = output_location(cfg)
     results = BenchmarkResults(
-        modes=[m.value for m in cfg.modes],
+        modes=list(dict.fromkeys(m.value for m in cfg.modes)),  # a mode listed twice is scored once
         info={
             "label": out.rstrip("/").rsplit("/", 1)[-1],
             "predictor": predictor_label(cfg),

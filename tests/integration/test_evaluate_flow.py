@@ -85,6 +85,23 @@ def test_ground_truth_fed_back_scores_perfectly(bench, tmp_path, capsys):
     assert report.count("<svg") >= 5 and "synthetic/room_01/cam_00" in report and "ETH3D" in report
 
 
+def test_names_listed_twice_count_once_and_a_misspelt_scene_says_so(bench, tmp_path, capsys):
+    out = tmp_path / "twice"
+    code, stdout, _ = _run(
+        capsys,
+        "benchmark=[hiroom,hiroom]",
+        f"bench_root={bench}",
+        "predictor=ground_truth",
+        "modes=[pose,pose]",
+        "scene_names=[synthetic/room_00/cam_00,synthetic/room_99/cam_00]",
+        f"output_dir={out}",
+    )
+    assert code == 0, stdout
+    assert stdout.count("POSE ESTIMATION") == 1
+    assert list(_table(out, "hiroom", "pose").index) == ["synthetic/room_00/cam_00", "mean"]
+    assert "scene_names/synthetic/room_99/cam_00: no scene 'synthetic/room_99/cam_00' in hiroom" in stdout
+
+
 def _perturb_stores(bench: Path, out: Path) -> dict[str, float]:
     """Replace each stored prediction by the GT with depth 5% too far and cameras in another world frame and scale;
     return each store's inference timestamp."""
