@@ -47,6 +47,11 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def _ground_truth(capsys, bench: Path, out: Path, *argv: str) -> tuple[int, str, str]:
+    """An evaluation of the miniatures in ``bench`` with the ground truth as predictor, into ``out``."""
+    return _run(capsys, *argv, f"bench_root={bench}", "predictor=ground_truth", f"output_dir={out}")
+
+
 def _table(out: Path, dataset: str, mode: str) -> pd.DataFrame:
     """One dataset-and-mode CSV read by pandas, checked against its JSON twin."""
     frame = pd.read_csv(out / "metric_results" / f"{dataset}_{mode}.csv", index_col="scene")
@@ -60,13 +65,8 @@ def _table(out: Path, dataset: str, mode: str) -> pd.DataFrame:
 @pytest.mark.slow
 def test_ground_truth_fed_back_scores_perfectly(bench, tmp_path, capsys):
     out = tmp_path / "gt"
-    code, stdout, _ = _run(
-        capsys,
-        "benchmark=[hiroom,eth3d]",
-        f"bench_root={bench}",
-        "predictor=ground_truth",
-        "modes=[pose,rel_depth,metric_depth,recon_posed]",
-        f"output_dir={out}",
+    code, stdout, _ = _ground_truth(
+        capsys, bench, out, "benchmark=[hiroom,eth3d]", "modes=[pose,rel_depth,metric_depth,recon_posed]"
     )
     assert code == 0, stdout
     for dataset in ("hiroom", "eth3d"):
@@ -87,15 +87,8 @@ def test_ground_truth_fed_back_scores_perfectly(bench, tmp_path, capsys):
 
 def test_names_listed_twice_count_once_and_a_misspelt_scene_says_so(bench, tmp_path, capsys):
     out = tmp_path / "twice"
-    code, stdout, _ = _run(
-        capsys,
-        "benchmark=[hiroom,hiroom]",
-        f"bench_root={bench}",
-        "predictor=ground_truth",
-        "modes=[pose,pose]",
-        "scene_names=[synthetic/room_00/cam_00,synthetic/room_99/cam_00]",
-        f"output_dir={out}",
-    )
+    scenes = "scene_names=[synthetic/room_00/cam_00,synthetic/room_99/cam_00]"
+    code, stdout, _ = _ground_truth(capsys, bench, out, "benchmark=[hiroom,hiroom]", "modes=[pose,pose]", scenes)
     assert code == 0, stdout
     assert stdout.count("POSE ESTIMATION") == 1
     assert list(_table(out, "hiroom", "pose").index) == ["synthetic/room_00/cam_00", "mean"]
