@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +32,9 @@ def plan_chunks(n_frames: int, chunk_size: int, overlap: int) -> list[np.ndarray
     is shifted back to end on the last frame, so every chunk is full length and shares at least ``overlap`` frames
     with its predecessor; hence any sequence longer than one chunk is long enough for the overlap.
     """
+    for name, value in (("n_frames", n_frames), ("chunk_size", chunk_size), ("overlap", overlap)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise StreamingInputError(f"{name} must be a whole number, got {value!r}")
     check_chunking(chunk_size, overlap)
     if n_frames < 1:
         raise StreamingInputError(

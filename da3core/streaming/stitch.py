@@ -34,6 +34,8 @@ def _check_chunks(chunks: Sequence[Prediction], frames: Sequence[np.ndarray]) ->
             raise StreamingInputError(
                 f"chunk {ci} has no cameras (mono/metric preset); streaming needs an any-view model"
             )
+        if not (np.isfinite(chunk.extrinsics).all() and np.isfinite(chunk.intrinsics).all()):
+            raise StreamingInputError(f"chunk {ci} has NaN or infinite cameras; no Sim(3) can align it")
         if len(chunk) != len(f):
             raise StreamingInputError(
                 f"chunk {ci} has {len(chunk)} views but frames[{ci}] lists {len(f)}; pass one global index per view"

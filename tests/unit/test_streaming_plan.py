@@ -38,6 +38,8 @@ def test_a_chunk_at_least_as_long_as_the_sequence_is_one_forward_pass(n_frames):
         ((100, 30, 45), "overlap=45"),
         ((100, 30, 0), "overlap=0"),
         ((0, 30, 10), "0 frames"),
+        ((100.0, 30, 10), "n_frames must be a whole number, got 100.0"),
+        ((100, 30, 10.5), "overlap must be a whole number, got 10.5"),
     ],
 )
 def test_bad_parameters_are_refused_with_one_line_naming_them(args, names):

@@ -107,6 +107,7 @@ def test_bad_chunk_inputs_are_refused_with_one_line(open_sequence):
         (([a, b], [np.arange(0, 10), np.arange(5, 15)[::-1]]), "strictly increasing"),
         (([a, b], [np.arange(0, 10), np.arange(10, 20)]), "share no frame"),
         (([a, dataclasses.replace(b, extrinsics=None)], [np.arange(0, 10), np.arange(5, 15)]), "no cameras"),
+        (([a, dataclasses.replace(b, extrinsics=b.extrinsics * np.nan)], [np.arange(0, 10), np.arange(5, 15)]), "NaN"),
         (([], []), "no chunks"),
     ]
     for args, message in cases:
